@@ -9,6 +9,8 @@
 #ifndef PLEXUS_LOG_H
 #define PLEXUS_LOG_H
 
+#include <plexus/error.h>
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -38,7 +40,7 @@ const char *px_log_level_name(px_log_level level);
 
 /* Parses "trace", "debug", "info", "warn", "error", "crit", "off"
  * (case-insensitive). PX_EINVAL on anything else. */
-int px_log_level_parse(const char *s, px_log_level *out);
+px_err px_log_level_parse(const char *s, px_log_level *out);
 
 #ifdef __cplusplus
 }

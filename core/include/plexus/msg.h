@@ -66,7 +66,7 @@ typedef void (*px_proto_free_fn)(ProtobufCMessage *pb);
  * with user tag `tag`. Small payloads (<= PX_MSG_INLINE) live inside the
  * message; larger ones in one extra allocation. Caller owns result.
  * PX_EINVAL if out is NULL or data is NULL with len > 0; PX_ENOMEM. */
-#define PX_MSG_INLINE 32
+#define PX_MSG_INLINE 16
 px_err px_msg_bytes(px_msg **out, uint32_t tag, const void *data, size_t len);
 
 /* px_msg_proto wraps a protobuf-c message. Takes ownership of pb on success

@@ -1,0 +1,1040 @@
+/*
+ * actor.c — actor slots, spawn, delivery, the actor turn, stop and reclaim,
+ * asks and actor timers.
+ *
+ * Slots: chunks of PXI_CHUNK actors, mmap'd on demand and kept until the
+ * system is freed (type-stable memory; see runtime.h for the pin rules that
+ * make sends to stale refs safe).
+ *
+ * A turn (pxi_actor_run, on one worker, with a->sched held at 1): all
+ * system messages first (stop, child terminated), then up to cfg.batch user
+ * messages. Then either the actor finished stopping (it keeps sched = 1
+ * forever, so nobody queues it again), or it still has work (queued again),
+ * or it clears sched and re-checks its queues (a sender that pushed in
+ * between sees sched = 0 and queues it; seq_cst on both sides).
+ *
+ * Stopping: STOPPING stops the children first (each sends CHILD_TERM to its
+ * parent when done), dead-letters user messages, and when the last child is
+ * gone runs `stop`, releases its name and timers, becomes DEAD and tells its
+ * parent, which unlinks it and drops its pin.
+ */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+
+#include "runtime.h"
+
+/* ---- small helpers ---- */
+
+static inline px_actor *of_ctx(const px_ctx *ctx) { return (px_actor *)ctx; }
+
+px_ref pxi_ref_of(px_actor *a) {
+    px_system *sys = a->sys;
+    return (px_ref){sys->node, sys->node_inc, a->id,
+                    atomic_load_explicit(&a->inc, memory_order_relaxed)};
+}
+
+static void count_enq(px_system *sys) {
+    pxi_worker *w = pxi_current_worker();
+    if (w != NULL && w->sys == sys) {
+        atomic_store_explicit(&w->enq, atomic_load_explicit(&w->enq, memory_order_relaxed) + 1,
+                              memory_order_relaxed);
+    } else {
+        atomic_fetch_add_explicit(&sys->ext_enq, 1, memory_order_relaxed);
+    }
+}
+
+void pxi_count_deq(px_system *sys, uint64_t n) {
+    pxi_worker *w = pxi_current_worker();
+    if (w != NULL && w->sys == sys) {
+        atomic_store_explicit(&w->deq, atomic_load_explicit(&w->deq, memory_order_relaxed) + n,
+                              memory_order_relaxed);
+    } else {
+        atomic_fetch_add_explicit(&sys->ext_deq, n, memory_order_relaxed);
+    }
+}
+
+static pxi_actor_ext *ext_get(px_actor *a) {
+    if (a->ext == NULL) {
+        a->ext = calloc(1, sizeof(*a->ext));
+    }
+    return a->ext;
+}
+
+/* ---- slots ---- */
+
+px_actor *pxi_slot(px_system *sys, uint32_t id) {
+    uint32_t c = id >> PXI_CHUNK_BITS;
+    if (id == 0 || c >= sys->nchunks) {
+        return NULL;
+    }
+    px_actor *chunk = atomic_load_explicit(&sys->chunks[c], memory_order_acquire);
+    return chunk == NULL ? NULL : &chunk[id & (PXI_CHUNK - 1)];
+}
+
+static px_actor *slot_alloc(px_system *sys) {
+    nng_mtx_lock(sys->slot_mtx);
+    px_actor *a = sys->free_list;
+    if (a != NULL) {
+        sys->free_list = a->next_free;
+        a->next_free = NULL;
+        nng_mtx_unlock(sys->slot_mtx);
+        return a;
+    }
+    uint32_t id = sys->next_id;
+    uint32_t c = id >> PXI_CHUNK_BITS;
+    if (c >= sys->nchunks) {
+        nng_mtx_unlock(sys->slot_mtx);
+        return NULL;
+    }
+    px_actor *chunk = atomic_load_explicit(&sys->chunks[c], memory_order_relaxed);
+    if (chunk == NULL) {
+        void *p = mmap(NULL, sizeof(px_actor) * PXI_CHUNK, PROT_READ | PROT_WRITE,
+                       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (p == MAP_FAILED) {
+            nng_mtx_unlock(sys->slot_mtx);
+            return NULL;
+        }
+        chunk = p;
+        atomic_store_explicit(&sys->chunks[c], chunk, memory_order_release);
+    }
+    sys->next_id++;
+    a = &chunk[id & (PXI_CHUNK - 1)];
+    a->id = id;
+    a->sys = sys;
+    nng_mtx_unlock(sys->slot_mtx);
+    return a;
+}
+
+static void slot_release(px_actor *a) {
+    px_system *sys = a->sys;
+    nng_mtx_lock(sys->slot_mtx);
+    atomic_store(&a->state, PXI_A_FREE);
+    a->next_free = sys->free_list;
+    sys->free_list = a;
+    nng_mtx_unlock(sys->slot_mtx);
+}
+
+/* ---- dead letters ---- */
+
+void pxi_dead_letter(px_system *sys, px_ref to, px_msg *m, px_err why) {
+    if (m->kind == PXI_MSG_SYS) {
+        px_msg_free(m); /* runtime signals to the dead are not letters */
+        return;
+    }
+    if (m->flags & PXI_MF_REPLY) {
+        /* A reply nobody waits for any more: the asker timed out or is gone. */
+        atomic_fetch_add_explicit(&sys->late_replies, 1, memory_order_relaxed);
+    } else {
+        atomic_fetch_add_explicit(&sys->dead_letters, 1, memory_order_relaxed);
+    }
+    if (px_log_enabled(sys, PX_LOG_TRACE)) {
+        char b[48];
+        px_log(sys, PX_LOG_TRACE, "dead letter to %s (kind %u tag %u): %s",
+               px_ref_format(to, b, sizeof(b)), m->kind, m->tag, px_strerror(why));
+    }
+    if (sys->dl_fn != NULL) {
+        nng_mtx_lock(sys->dl_mtx);
+        px_dead_letter_fn fn = sys->dl_fn;
+        void *arg = sys->dl_arg;
+        nng_mtx_unlock(sys->dl_mtx);
+        if (fn != NULL) {
+            fn(arg, to, m, why);
+        }
+    }
+    px_msg_free(m);
+}
+
+static px_msg *pop_user(px_actor *a) {
+    if (a->bq != NULL) {
+        return pxi_bq_pop(a->bq);
+    }
+    pxi_node *n = pxi_mpsc_pop(&a->mb_head, &a->mb_tail, &a->mb_stub);
+    if (n == NULL) {
+        return NULL;
+    }
+    atomic_store_explicit(&a->popped, atomic_load_explicit(&a->popped, memory_order_relaxed) + 1,
+                          memory_order_relaxed);
+    return pxi_msg_of(n);
+}
+
+static bool user_nonempty(px_actor *a) {
+    if (a->bq != NULL) {
+        return atomic_load(&a->bq->count) > 0;
+    }
+    return pxi_mpsc_nonempty(a->mb_head, &a->mb_tail, &a->mb_stub);
+}
+
+static bool has_work(px_actor *a) {
+    return pxi_mpsc_nonempty(a->sys_head, &a->sys_tail, &a->sys_stub) || user_nonempty(a);
+}
+
+/* Dead-letters everything queued (owner, or the reclaimer). */
+static void drain(px_actor *a) {
+    px_system *sys = a->sys;
+    px_ref me = pxi_ref_of(a);
+    px_msg *m;
+    uint64_t n = 0;
+    while ((m = pop_user(a)) != NULL) {
+        n++;
+        pxi_dead_letter(sys, me, m, PX_EDEAD);
+    }
+    pxi_count_deq(sys, n);
+    pxi_node *sn;
+    while ((sn = pxi_mpsc_pop(&a->sys_head, &a->sys_tail, &a->sys_stub)) != NULL) {
+        px_msg_free(pxi_msg_of(sn));
+    }
+}
+
+/* ---- pins ---- */
+
+bool pxi_pin(px_actor *a, uint32_t inc) {
+    atomic_fetch_add(&a->rc, 1);
+    uint32_t st = atomic_load(&a->state);
+    if (atomic_load(&a->inc) != inc || st == PXI_A_FREE || st >= PXI_A_DEAD) {
+        pxi_unpin(a);
+        return false;
+    }
+    return true;
+}
+
+static void reclaim(px_actor *a) {
+    /* All pins are gone: nobody else touches the queues now. */
+    drain(a);
+    if (a->bq != NULL) {
+        pxi_bq_free(a->bq);
+        a->bq = NULL;
+    }
+    slot_release(a);
+}
+
+void pxi_unpin(px_actor *a) {
+    if (atomic_fetch_sub(&a->rc, 1) == 1) {
+        uint32_t dead = PXI_A_DEAD;
+        if (atomic_compare_exchange_strong(&a->state, &dead, PXI_A_RECLAIM)) {
+            reclaim(a);
+        }
+    }
+}
+
+/* ---- scheduling ---- */
+
+static void schedule_if_idle(px_actor *a) {
+    if (atomic_load(&a->sched) == 0) {
+        uint32_t zero = 0;
+        if (atomic_compare_exchange_strong(&a->sched, &zero, 1)) {
+            pxi_sched_submit(a->sys, a);
+        }
+    }
+}
+
+void pxi_push_sys(px_actor *a, px_msg *m) {
+    pxi_mpsc_push(&a->sys_tail, &m->link);
+    schedule_if_idle(a);
+}
+
+static px_err enqueue(px_actor *a, px_msg *m, bool may_block) {
+    px_system *sys = a->sys;
+    if (a->bq == NULL) {
+        pxi_mpsc_push(&a->mb_tail, &m->link);
+        atomic_fetch_add_explicit(&a->pushed, 1, memory_order_relaxed);
+    } else {
+        px_msg *old = NULL;
+        switch (pxi_bq_push(a->bq, m, may_block, &old)) {
+        case PXI_BQ_QUEUED:
+            break;
+        case PXI_BQ_QUEUED_DROPPED_OLD:
+            atomic_fetch_add_explicit(&sys->dropped, 1, memory_order_relaxed);
+            pxi_count_deq(sys, 1);
+            px_msg_free(old);
+            break;
+        case PXI_BQ_DROPPED_NEW:
+            atomic_fetch_add_explicit(&sys->dropped, 1, memory_order_relaxed);
+            px_msg_free(m);
+            return PX_OK;
+        case PXI_BQ_FULL:
+            atomic_fetch_add_explicit(&sys->rejected, 1, memory_order_relaxed);
+            return PX_EFULL;
+        case PXI_BQ_TIMEDOUT:
+            atomic_fetch_add_explicit(&sys->rejected, 1, memory_order_relaxed);
+            return PX_ETIMEDOUT;
+        case PXI_BQ_CLOSED:
+            pxi_dead_letter(sys, pxi_ref_of(a), m, PX_EDEAD);
+            return PX_OK;
+        }
+    }
+    count_enq(sys);
+    schedule_if_idle(a);
+    return PX_OK;
+}
+
+px_err pxi_deliver(px_system *sys, px_ref to, px_msg **mp, bool may_block) {
+    px_msg *m = *mp;
+    if (to.node != sys->node || to.node_inc != sys->node_inc) {
+        if (to.node == sys->node || to.node == 0) {
+            /* An earlier incarnation of this node, or a nil ref. */
+            *mp = NULL;
+            pxi_dead_letter(sys, to, m, PX_EDEAD);
+            return PX_OK;
+        }
+        if (sys->router.send == NULL) {
+            atomic_fetch_add_explicit(&sys->rejected, 1, memory_order_relaxed);
+            return PX_EUNREACHABLE;
+        }
+        px_err rv = sys->router.send(sys->router.arg, to, m);
+        if (rv == PX_OK) {
+            *mp = NULL;
+        }
+        return rv;
+    }
+    px_actor *a = pxi_slot(sys, to.id);
+    if (a == NULL || !pxi_pin(a, to.inc)) {
+        *mp = NULL;
+        pxi_dead_letter(sys, to, m, PX_EDEAD);
+        return PX_OK;
+    }
+    px_err rv = enqueue(a, m, may_block);
+    if (rv == PX_OK) {
+        *mp = NULL;
+    }
+    pxi_unpin(a);
+    return rv;
+}
+
+static px_err check_msg(px_system *sys, px_msg **mp) {
+    if (mp == NULL || *mp == NULL) {
+        return PX_EINVAL;
+    }
+    if ((*mp)->kind == PX_MSG_BYTES && (*mp)->len > sys->cfg.max_msg_size) {
+        atomic_fetch_add_explicit(&sys->rejected, 1, memory_order_relaxed);
+        return PX_EMSGSIZE;
+    }
+    return PX_OK;
+}
+
+/* ---- stop / finalize ---- */
+
+static void stop_msg_to(px_actor *child) {
+    px_msg *m = pxi_msg_new(PXI_MSG_SYS);
+    if (m == NULL) {
+        px_log(child->sys, PX_LOG_CRIT, "out of memory stopping actor %u", child->id);
+        return;
+    }
+    m->sysop = PXI_SYS_STOP;
+    pxi_push_sys(child, m);
+}
+
+static void cancel_actor_timers(px_actor *a) {
+    pxi_actor_ext *x = a->ext;
+    if (x == NULL) {
+        return;
+    }
+    for (uint32_t i = 0; i < x->ntimers; i++) {
+        pxi_timer_cancel(a->sys->timers, x->timers[i]);
+    }
+    x->ntimers = 0;
+    for (uint32_t i = 0; i < x->npend; i++) {
+        pxi_timer_cancel(a->sys->timers, x->pend[i].timer);
+    }
+    x->npend = 0;
+}
+
+static void finalize(px_actor *a);
+
+static void begin_stop(px_actor *a) {
+    uint32_t st = atomic_load(&a->state);
+    if (st != PXI_A_ALIVE) {
+        return;
+    }
+    atomic_store(&a->state, PXI_A_STOPPING);
+    cancel_actor_timers(a);
+    px_system *sys = a->sys;
+    bool root = (a->flags & PXI_AF_ROOT) != 0;
+    if (root) {
+        nng_mtx_lock(sys->tree_mtx);
+    }
+    for (px_actor *c = a->first_child; c != NULL; c = c->next_sib) {
+        stop_msg_to(c);
+    }
+    if (root) {
+        nng_mtx_unlock(sys->tree_mtx);
+    }
+}
+
+static void unlink_child(px_actor *p, px_actor *c) {
+    if (c->prev_sib != NULL) {
+        c->prev_sib->next_sib = c->next_sib;
+    } else {
+        p->first_child = c->next_sib;
+    }
+    if (c->next_sib != NULL) {
+        c->next_sib->prev_sib = c->prev_sib;
+    }
+    c->next_sib = c->prev_sib = NULL;
+    p->nchildren--;
+}
+
+static void link_child(px_actor *p, px_actor *c) {
+    c->prev_sib = NULL;
+    c->next_sib = p->first_child;
+    if (p->first_child != NULL) {
+        p->first_child->prev_sib = c;
+    }
+    p->first_child = c;
+    p->nchildren++;
+}
+
+static void release_name(px_actor *a) {
+    px_system *sys = a->sys;
+    nng_mtx_lock(sys->names_mtx);
+    if (a->name != NULL) {
+        pxi_strmap_del(&sys->names, a->name, NULL);
+        free(a->name);
+        a->name = NULL;
+    }
+    nng_mtx_unlock(sys->names_mtx);
+}
+
+static void free_ext(px_actor *a) {
+    pxi_actor_ext *x = a->ext;
+    if (x == NULL) {
+        return;
+    }
+    px_msg_free(x->arg);
+    free(x->pend);
+    free(x->timers);
+    free(x);
+    a->ext = NULL;
+}
+
+/* Runs `stop`, releases everything, becomes DEAD, tells the parent. */
+static void finalize(px_actor *a) {
+    px_system *sys = a->sys;
+    if ((a->flags & PXI_AF_INITED) && a->beh->stop != NULL) {
+        a->beh->stop((px_ctx *)a);
+    }
+    cancel_actor_timers(a);
+    release_name(a);
+    free_ext(a);
+    atomic_store(&a->state, PXI_A_DEAD);
+    if (a->bq != NULL) {
+        pxi_bq_close(a->bq);
+    }
+    drain(a);
+    atomic_fetch_add_explicit(&sys->stopped, 1, memory_order_relaxed);
+    atomic_fetch_sub_explicit(&sys->live, 1, memory_order_relaxed);
+    if (px_log_enabled(sys, PX_LOG_TRACE)) {
+        char b[48];
+        px_log(sys, PX_LOG_TRACE, "stopped %s (%s)", px_ref_format(pxi_ref_of(a), b, sizeof(b)),
+               a->beh->name ? a->beh->name : "?");
+    }
+    px_actor *p = a->parent;
+    if (p != NULL) {
+        px_msg *m = pxi_msg_new(PXI_MSG_SYS);
+        if (m != NULL) {
+            m->sysop = PXI_SYS_CHILD_TERM;
+            m->corr = (uint64_t)(uintptr_t)a;
+            pxi_push_sys(p, m);
+            return; /* the parent drops our pin */
+        }
+        px_log(sys, PX_LOG_CRIT, "out of memory reporting the end of actor %u", a->id);
+        return;
+    }
+    /* The root guardian: shutdown waits for this. */
+    nng_mtx_lock(sys->tree_mtx);
+    sys->root_done = true;
+    nng_cv_wake(sys->tree_cv);
+    nng_mtx_unlock(sys->tree_mtx);
+    pxi_unpin(a);
+}
+
+/* ---- the turn ---- */
+
+static bool pending_take(px_actor *a, uint64_t corr, uint64_t *timer) {
+    pxi_actor_ext *x = a->ext;
+    if (x == NULL) {
+        return false;
+    }
+    for (uint32_t i = 0; i < x->npend; i++) {
+        if (x->pend[i].corr == corr) {
+            *timer = x->pend[i].timer;
+            x->pend[i] = x->pend[--x->npend];
+            return true;
+        }
+    }
+    return false;
+}
+
+static void fail(px_actor *a, px_err code, const char *reason) {
+    px_system *sys = a->sys;
+    atomic_fetch_add_explicit(&sys->failures, 1, memory_order_relaxed);
+    char b[48];
+    px_log(sys, PX_LOG_ERROR, "actor %s (%s) failed: %s: %s; stopping it",
+           px_ref_format(pxi_ref_of(a), b, sizeof(b)), a->beh->name ? a->beh->name : "?",
+           px_errname(code), reason);
+    begin_stop(a);
+}
+
+/* Delivers one user message to receive; frees it unless taken. */
+static void dispatch(pxi_worker *w, px_actor *a, px_msg *m) {
+    px_system *sys = a->sys;
+    uint64_t timer;
+    if (m->flags & PXI_MF_REPLY) {
+        if (!pending_take(a, m->corr, &timer)) {
+            atomic_fetch_add_explicit(&sys->late_replies, 1, memory_order_relaxed);
+            px_msg_free(m);
+            return;
+        }
+        pxi_timer_cancel(sys->timers, timer);
+    } else if (m->kind == PX_MSG_ASK_TIMEOUT) {
+        if (!pending_take(a, m->corr, &timer)) {
+            px_msg_free(m); /* the reply won the race */
+            return;
+        }
+        atomic_fetch_add_explicit(&sys->ask_timeouts, 1, memory_order_relaxed);
+    }
+    px_err rv = a->beh->receive((px_ctx *)a, m);
+    atomic_store_explicit(&w->messages, atomic_load_explicit(&w->messages, memory_order_relaxed) + 1,
+                          memory_order_relaxed);
+    atomic_store_explicit(&a->processed,
+                          atomic_load_explicit(&a->processed, memory_order_relaxed) + 1,
+                          memory_order_relaxed);
+    if (a->flags & PXI_AF_TOOK) {
+        a->flags &= ~PXI_AF_TOOK;
+    } else {
+        px_msg_free(m);
+    }
+    if (a->flags & PXI_AF_FAILED) {
+        a->flags &= ~PXI_AF_FAILED;
+        fail(a, a->ext ? a->ext->fail_code : PX_EFAIL, a->ext ? a->ext->fail_reason : "px_fail");
+    } else if (rv != PX_OK) {
+        char why[64];
+        snprintf(why, sizeof(why), "receive returned %s", px_errname(rv));
+        fail(a, rv, why);
+    } else if (a->flags & PXI_AF_STOP_REQ) {
+        a->flags &= ~PXI_AF_STOP_REQ;
+        begin_stop(a);
+    }
+}
+
+static void handle_sys(px_actor *a, px_msg *m) {
+    if (m->sysop == PXI_SYS_STOP) {
+        begin_stop(a);
+    } else if (m->sysop == PXI_SYS_CHILD_TERM) {
+        px_actor *c = (px_actor *)(uintptr_t)m->corr;
+        if (a->flags & PXI_AF_ROOT) {
+            nng_mtx_lock(a->sys->tree_mtx);
+            unlink_child(a, c);
+            nng_mtx_unlock(a->sys->tree_mtx);
+        } else {
+            unlink_child(a, c);
+        }
+        pxi_unpin(c);
+    }
+    px_msg_free(m);
+}
+
+void pxi_actor_run(pxi_worker *w, px_actor *a) {
+    px_system *sys = a->sys;
+    pxi_node *sn;
+    while ((sn = pxi_mpsc_pop(&a->sys_head, &a->sys_tail, &a->sys_stub)) != NULL) {
+        handle_sys(a, pxi_msg_of(sn));
+    }
+    uint32_t st = atomic_load_explicit(&a->state, memory_order_relaxed);
+    uint32_t batch = sys->cfg.batch, n = 0;
+    if (st == PXI_A_ALIVE) {
+        if (a->bq == NULL) {
+            uint64_t depth = atomic_load_explicit(&a->pushed, memory_order_relaxed) -
+                             atomic_load_explicit(&a->popped, memory_order_relaxed);
+            if (depth > atomic_load_explicit(&a->hwm, memory_order_relaxed)) {
+                atomic_store_explicit(&a->hwm, depth, memory_order_relaxed);
+            }
+        }
+        px_msg *m;
+        while (n < batch && (m = pop_user(a)) != NULL) {
+            n++;
+            dispatch(w, a, m);
+            if (atomic_load_explicit(&a->state, memory_order_relaxed) != PXI_A_ALIVE) {
+                break;
+            }
+        }
+    } else if (st == PXI_A_STOPPING) {
+        px_msg *m;
+        px_ref me = pxi_ref_of(a);
+        while (n < batch && (m = pop_user(a)) != NULL) {
+            n++;
+            pxi_dead_letter(sys, me, m, PX_EDEAD);
+        }
+    }
+    atomic_store_explicit(&w->deq, atomic_load_explicit(&w->deq, memory_order_relaxed) + n,
+                          memory_order_relaxed);
+    atomic_store_explicit(&w->turns, atomic_load_explicit(&w->turns, memory_order_relaxed) + 1,
+                          memory_order_relaxed);
+    if (atomic_load_explicit(&a->state, memory_order_relaxed) == PXI_A_STOPPING &&
+        a->nchildren == 0) {
+        finalize(a);
+        return; /* sched stays 1: a DEAD actor is never queued again */
+    }
+    if (has_work(a)) {
+        pxi_sched_submit(sys, a);
+        return;
+    }
+    atomic_store(&a->sched, 0);
+    if (has_work(a)) {
+        uint32_t zero = 0;
+        if (atomic_compare_exchange_strong(&a->sched, &zero, 1)) {
+            pxi_sched_submit(sys, a);
+        }
+    }
+}
+
+/* ---- spawn ---- */
+
+static void abort_spawn(px_actor *a) {
+    release_name(a);
+    free_ext(a);
+    atomic_store(&a->state, PXI_A_DEAD);
+    if (a->bq != NULL) {
+        pxi_bq_close(a->bq);
+    }
+    drain(a);
+    atomic_fetch_sub_explicit(&a->sys->live, 1, memory_order_relaxed);
+    pxi_unpin(a);
+}
+
+px_err pxi_spawn(px_system *sys, px_actor *parent, const px_behavior *b,
+                 px_msg **arg, const px_spawn_opts *o, px_ref *out,
+                 uint32_t aflags, void *ustate) {
+    if (b == NULL || b->receive == NULL) {
+        return PX_EINVAL;
+    }
+    px_mailbox_opts mo = (o != NULL && o->mailbox != NULL) ? *o->mailbox : sys->cfg.mailbox;
+    if (mo.capacity > 0 && (mo.overflow < PX_OVERFLOW_BLOCK || mo.overflow > PX_OVERFLOW_ERROR)) {
+        return PX_EINVAL;
+    }
+    if (mo.capacity > sys->cfg.max_mailbox_capacity) {
+        atomic_fetch_add_explicit(&sys->rejected, 1, memory_order_relaxed);
+        return PX_ELIMIT;
+    }
+    if (parent != NULL) {
+        uint32_t pst = atomic_load(&parent->state);
+        if (pst != PXI_A_ALIVE && pst != PXI_A_STARTING) {
+            return PX_ECLOSED;
+        }
+    }
+    if (atomic_fetch_add(&sys->live, 1) >= sys->cfg.max_actors) {
+        atomic_fetch_sub(&sys->live, 1);
+        atomic_fetch_add_explicit(&sys->rejected, 1, memory_order_relaxed);
+        return PX_ELIMIT;
+    }
+    px_actor *a = slot_alloc(sys);
+    if (a == NULL) {
+        atomic_fetch_sub(&sys->live, 1);
+        return PX_ELIMIT;
+    }
+    pxi_bq *bq = NULL;
+    if (mo.capacity > 0 && pxi_bq_alloc(&bq, &mo) != PX_OK) {
+        atomic_fetch_sub(&sys->live, 1);
+        slot_release(a);
+        return PX_ENOMEM;
+    }
+    atomic_fetch_add(&a->rc, 1); /* the actor's own pin */
+    uint32_t inc = atomic_load_explicit(&a->inc, memory_order_relaxed) + 1;
+    if (inc == 0) {
+        inc = 1;
+    }
+    a->bq = bq;
+    atomic_store_explicit(&a->mb_stub.next, NULL, memory_order_relaxed);
+    atomic_store_explicit(&a->sys_stub.next, NULL, memory_order_relaxed);
+    a->mb_head = &a->mb_stub;
+    a->sys_head = &a->sys_stub;
+    atomic_store(&a->mb_tail, &a->mb_stub);
+    atomic_store(&a->sys_tail, &a->sys_stub);
+    atomic_store_explicit(&a->pushed, 0, memory_order_relaxed);
+    atomic_store_explicit(&a->popped, 0, memory_order_relaxed);
+    atomic_store_explicit(&a->processed, 0, memory_order_relaxed);
+    atomic_store_explicit(&a->hwm, 0, memory_order_relaxed);
+    a->beh = b;
+    a->ustate = ustate;
+    a->parent = parent;
+    a->first_child = a->next_sib = a->prev_sib = NULL;
+    a->ext = NULL;
+    a->nchildren = 0;
+    a->flags = aflags;
+    a->name = NULL;
+    atomic_store(&a->sched, 1); /* not runnable until init is done */
+    atomic_store(&a->inc, inc);
+    atomic_store(&a->state, PXI_A_STARTING);
+    px_ref ref = pxi_ref_of(a);
+
+    px_err rv;
+    if (o != NULL && o->name != NULL && (rv = px_register(sys, o->name, ref)) != PX_OK) {
+        abort_spawn(a);
+        return rv;
+    }
+    if (b->init != NULL) {
+        rv = b->init((px_ctx *)a, (arg != NULL) ? *arg : NULL);
+        if (rv != PX_OK || (a->flags & PXI_AF_FAILED)) {
+            char b2[48];
+            px_log(sys, PX_LOG_WARN, "init of %s (%s) failed: %s%s%s",
+                   px_ref_format(ref, b2, sizeof(b2)), b->name ? b->name : "?",
+                   px_errname(rv != PX_OK ? rv : a->ext->fail_code),
+                   (a->flags & PXI_AF_FAILED) ? ": " : "",
+                   (a->flags & PXI_AF_FAILED) ? a->ext->fail_reason : "");
+            atomic_fetch_add_explicit(&sys->failures, 1, memory_order_relaxed);
+            abort_spawn(a);
+            return PX_EINIT;
+        }
+    }
+    a->flags |= PXI_AF_INITED;
+    if (arg != NULL && *arg != NULL) {
+        pxi_actor_ext *x = ext_get(a);
+        if (x != NULL) {
+            x->arg = *arg;
+            *arg = NULL;
+        }
+    }
+    if (parent != NULL) {
+        if (parent->flags & PXI_AF_ROOT) {
+            nng_mtx_lock(sys->tree_mtx);
+            if (atomic_load(&parent->state) != PXI_A_ALIVE) {
+                nng_mtx_unlock(sys->tree_mtx);
+                atomic_store(&a->state, PXI_A_ALIVE);
+                a->flags |= PXI_AF_STOP_REQ;
+                a->parent = NULL;
+                if (b->stop != NULL) {
+                    b->stop((px_ctx *)a);
+                }
+                abort_spawn(a);
+                return PX_ECLOSED;
+            }
+            link_child(parent, a);
+            nng_mtx_unlock(sys->tree_mtx);
+        } else {
+            link_child(parent, a);
+        }
+    }
+    atomic_store(&a->state, PXI_A_ALIVE);
+    atomic_fetch_add_explicit(&sys->spawned, 1, memory_order_relaxed);
+    if (px_log_enabled(sys, PX_LOG_TRACE)) {
+        char b2[48];
+        px_log(sys, PX_LOG_TRACE, "spawned %s (%s)", px_ref_format(ref, b2, sizeof(b2)),
+               b->name ? b->name : "?");
+    }
+    if (out != NULL) {
+        *out = ref;
+    }
+    if (a->flags & PXI_AF_STOP_REQ) {
+        a->flags &= ~PXI_AF_STOP_REQ;
+        stop_msg_to(a);
+    }
+    atomic_store(&a->sched, 0);
+    if (has_work(a)) {
+        schedule_if_idle(a);
+    }
+    return PX_OK;
+}
+
+/* ---- public: actor context ---- */
+
+px_ref px_self(const px_ctx *ctx) { return pxi_ref_of(of_ctx(ctx)); }
+px_ref px_parent(const px_ctx *ctx) {
+    px_actor *p = of_ctx(ctx)->parent;
+    return p ? pxi_ref_of(p) : PX_REF_NIL;
+}
+px_system *px_ctx_system(const px_ctx *ctx) { return of_ctx(ctx)->sys; }
+void *px_state(const px_ctx *ctx) { return of_ctx(ctx)->ustate; }
+void px_set_state(px_ctx *ctx, void *state) { of_ctx(ctx)->ustate = state; }
+
+px_err px_spawn(px_ctx *ctx, const px_behavior *b, px_msg **arg,
+                const px_spawn_opts *opts, px_ref *out) {
+    if (ctx == NULL) {
+        return PX_EINVAL;
+    }
+    px_actor *a = of_ctx(ctx);
+    return pxi_spawn(a->sys, a, b, arg, opts, out, 0, NULL);
+}
+
+px_err px_spawn_named(px_ctx *ctx, const char *behavior, px_msg **arg,
+                      const px_spawn_opts *opts, px_ref *out) {
+    if (ctx == NULL || behavior == NULL) {
+        return PX_EINVAL;
+    }
+    const px_behavior *b = px_behavior_lookup(of_ctx(ctx)->sys, behavior);
+    return b == NULL ? PX_ENOENT : px_spawn(ctx, b, arg, opts, out);
+}
+
+px_err px_send(px_ctx *ctx, px_ref to, px_msg **msg) {
+    px_actor *a = of_ctx(ctx);
+    px_err rv = check_msg(a->sys, msg);
+    if (rv != PX_OK) {
+        return rv;
+    }
+    (*msg)->sender = pxi_ref_of(a);
+    return pxi_deliver(a->sys, to, msg, false);
+}
+
+px_err px_reply(px_ctx *ctx, const px_msg *request, px_msg **reply) {
+    if (request == NULL || px_ref_is_nil(request->sender)) {
+        return PX_EINVAL;
+    }
+    px_actor *a = of_ctx(ctx);
+    px_err rv = check_msg(a->sys, reply);
+    if (rv != PX_OK) {
+        return rv;
+    }
+    px_msg *m = *reply;
+    m->sender = pxi_ref_of(a);
+    if (request->flags & PXI_MF_ASKED) {
+        m->corr = request->corr;
+        m->flags |= PXI_MF_REPLY;
+    }
+    return pxi_deliver(a->sys, request->sender, reply, false);
+}
+
+static px_err remember_timer(px_actor *a, uint64_t id) {
+    pxi_actor_ext *x = ext_get(a);
+    if (x == NULL) {
+        return PX_ENOMEM;
+    }
+    if (x->ntimers == x->captimers) {
+        /* Forget timers that already fired before growing. */
+        uint32_t k = 0;
+        for (uint32_t i = 0; i < x->ntimers; i++) {
+            if (pxi_timer_pending(a->sys->timers, x->timers[i])) {
+                x->timers[k++] = x->timers[i];
+            }
+        }
+        x->ntimers = k;
+    }
+    if (x->ntimers == x->captimers) {
+        uint32_t ncap = x->captimers ? x->captimers * 2 : 4;
+        uint64_t *nt = realloc(x->timers, ncap * sizeof(*nt));
+        if (nt == NULL) {
+            return PX_ENOMEM;
+        }
+        x->timers = nt;
+        x->captimers = ncap;
+    }
+    x->timers[x->ntimers++] = id;
+    return PX_OK;
+}
+
+#define PX_MAX_DELAY_MS 86400000u
+
+px_err px_ask(px_ctx *ctx, px_ref to, px_msg **msg, uint32_t timeout_ms, uint64_t *corr) {
+    px_actor *a = of_ctx(ctx);
+    px_system *sys = a->sys;
+    if (timeout_ms == 0 || timeout_ms > PX_MAX_DELAY_MS) {
+        return PX_EINVAL;
+    }
+    px_err rv = check_msg(sys, msg);
+    if (rv != PX_OK) {
+        return rv;
+    }
+    pxi_actor_ext *x = ext_get(a);
+    if (x == NULL) {
+        return PX_ENOMEM;
+    }
+    if (x->npend == x->cappend) {
+        uint32_t ncap = x->cappend ? x->cappend * 2 : 4;
+        pxi_pending *np = realloc(x->pend, ncap * sizeof(*np));
+        if (np == NULL) {
+            return PX_ENOMEM;
+        }
+        x->pend = np;
+        x->cappend = ncap;
+    }
+    px_msg *tm = pxi_msg_new(PX_MSG_ASK_TIMEOUT);
+    if (tm == NULL) {
+        return PX_ENOMEM;
+    }
+    uint64_t c = ++x->next_corr;
+    px_ref me = pxi_ref_of(a);
+    tm->corr = c;
+    tm->sender = me;
+    uint64_t timer;
+    rv = pxi_timer_add(sys->timers, timeout_ms, 0, me, tm, 0, &timer);
+    if (rv != PX_OK) {
+        px_msg_free(tm);
+        return rv;
+    }
+    px_msg *m = *msg;
+    m->sender = me;
+    m->corr = c;
+    m->flags |= PXI_MF_ASKED;
+    rv = pxi_deliver(sys, to, msg, false);
+    if (rv != PX_OK) {
+        m->flags &= ~PXI_MF_ASKED;
+        m->corr = 0;
+        pxi_timer_cancel(sys->timers, timer);
+        return rv;
+    }
+    x->pend[x->npend++] = (pxi_pending){c, timer};
+    if (corr != NULL) {
+        *corr = c;
+    }
+    return PX_OK;
+}
+
+void px_stop_self(px_ctx *ctx) { of_ctx(ctx)->flags |= PXI_AF_STOP_REQ; }
+
+void px_fail(px_ctx *ctx, px_err code, const char *fmt, ...) {
+    px_actor *a = of_ctx(ctx);
+    pxi_actor_ext *x = ext_get(a);
+    a->flags |= PXI_AF_FAILED;
+    if (x == NULL) {
+        return;
+    }
+    x->fail_code = code;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(x->fail_reason, sizeof(x->fail_reason), fmt, ap);
+    va_end(ap);
+}
+
+px_err px_send_after(px_ctx *ctx, uint32_t delay_ms, px_ref to, px_msg **msg, uint64_t *timer) {
+    px_actor *a = of_ctx(ctx);
+    if (delay_ms > PX_MAX_DELAY_MS) {
+        return PX_EINVAL;
+    }
+    px_err rv = check_msg(a->sys, msg);
+    if (rv != PX_OK) {
+        return rv;
+    }
+    (*msg)->sender = pxi_ref_of(a);
+    uint64_t id;
+    rv = pxi_timer_add(a->sys->timers, delay_ms, 0, to, *msg, 0, &id);
+    if (rv != PX_OK) {
+        return rv;
+    }
+    *msg = NULL;
+    if (remember_timer(a, id) != PX_OK) {
+        px_log(a->sys, PX_LOG_WARN, "timer %llx of actor %u will outlive it (out of memory)",
+               (unsigned long long)id, a->id);
+    }
+    if (timer != NULL) {
+        *timer = id;
+    }
+    return PX_OK;
+}
+
+px_err px_timer_every(px_ctx *ctx, uint32_t period_ms, uint32_t tag, uint64_t *timer) {
+    px_actor *a = of_ctx(ctx);
+    if (period_ms == 0 || period_ms > PX_MAX_DELAY_MS) {
+        return PX_EINVAL;
+    }
+    uint64_t id;
+    px_err rv = pxi_timer_add(a->sys->timers, period_ms, period_ms, pxi_ref_of(a), NULL, tag, &id);
+    if (rv != PX_OK) {
+        return rv;
+    }
+    rv = remember_timer(a, id);
+    if (rv != PX_OK) {
+        pxi_timer_cancel(a->sys->timers, id);
+        return rv;
+    }
+    if (timer != NULL) {
+        *timer = id;
+    }
+    return PX_OK;
+}
+
+/* ---- public: anywhere ---- */
+
+px_err px_timer_cancel(px_system *sys, uint64_t timer) {
+    if (sys == NULL) {
+        return PX_EINVAL;
+    }
+    return pxi_timer_cancel(sys->timers, timer);
+}
+
+px_err px_stop(px_system *sys, px_ref ref) {
+    if (sys == NULL || ref.node != sys->node || ref.node_inc != sys->node_inc) {
+        return sys == NULL ? PX_EINVAL : PX_EDEAD;
+    }
+    px_actor *a = pxi_slot(sys, ref.id);
+    if (a == NULL || !pxi_pin(a, ref.inc)) {
+        return PX_EDEAD;
+    }
+    stop_msg_to(a);
+    pxi_unpin(a);
+    return PX_OK;
+}
+
+int px_is_alive(px_system *sys, px_ref ref) {
+    if (sys == NULL || ref.node != sys->node || ref.node_inc != sys->node_inc) {
+        return 0;
+    }
+    px_actor *a = pxi_slot(sys, ref.id);
+    if (a == NULL || !pxi_pin(a, ref.inc)) {
+        return 0;
+    }
+    uint32_t st = atomic_load(&a->state);
+    pxi_unpin(a);
+    return st == PXI_A_ALIVE || st == PXI_A_STARTING;
+}
+
+px_err px_actor_stats_get(px_system *sys, px_ref ref, px_actor_stats *out) {
+    if (sys == NULL || out == NULL) {
+        return PX_EINVAL;
+    }
+    if (ref.node != sys->node || ref.node_inc != sys->node_inc) {
+        return PX_EDEAD;
+    }
+    px_actor *a = pxi_slot(sys, ref.id);
+    if (a == NULL || !pxi_pin(a, ref.inc)) {
+        return PX_EDEAD;
+    }
+    memset(out, 0, sizeof(*out));
+    out->processed = atomic_load_explicit(&a->processed, memory_order_relaxed);
+    if (a->bq != NULL) {
+        nng_mtx_lock(a->bq->mtx);
+        out->depth = atomic_load(&a->bq->count);
+        out->hwm = a->bq->hwm;
+        nng_mtx_unlock(a->bq->mtx);
+        out->dropped = atomic_load(&a->bq->dropped);
+        out->capacity = a->bq->cap;
+    } else {
+        uint64_t pushed = atomic_load(&a->pushed);
+        uint64_t popped = atomic_load(&a->popped);
+        out->depth = pushed > popped ? pushed - popped : 0;
+        out->hwm = atomic_load_explicit(&a->hwm, memory_order_relaxed);
+        if (out->depth > out->hwm) {
+            out->hwm = out->depth;
+        }
+    }
+    pxi_unpin(a);
+    return PX_OK;
+}
+
+/* At system free, after the workers are joined: nothing runs any more.
+ * Dead-letters what is left and unmaps the chunks. */
+void pxi_slots_free(px_system *sys) {
+    for (uint32_t c = 0; c < sys->nchunks; c++) {
+        px_actor *chunk = atomic_load(&sys->chunks[c]);
+        if (chunk == NULL) {
+            continue;
+        }
+        for (uint32_t i = 0; i < PXI_CHUNK; i++) {
+            px_actor *a = &chunk[i];
+            if (a->sys == NULL) {
+                continue;
+            }
+            uint32_t st = atomic_load(&a->state);
+            if (st != PXI_A_FREE) {
+                free_ext(a);
+                free(a->name);
+                a->name = NULL;
+                drain(a);
+            }
+            pxi_bq_free(a->bq);
+            a->bq = NULL;
+        }
+        munmap(chunk, sizeof(px_actor) * PXI_CHUNK);
+    }
+    free((void *)sys->chunks);
+    sys->chunks = NULL;
+}

@@ -1,0 +1,66 @@
+/*
+ * msg_int.h — the message struct, shared by the mailbox, the scheduler and
+ * the actor code. A message is one 64-byte block: a queue link, the envelope
+ * (kind, flags, tag, sender, correlation id) and the payload (inline bytes,
+ * a heap buffer, or a protobuf-c message pointer).
+ */
+#ifndef PX_MSG_INT_H
+#define PX_MSG_INT_H
+
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include <plexus/msg.h>
+
+/* An intrusive MPSC queue link. First member of px_msg. */
+typedef struct pxi_node {
+    _Atomic(struct pxi_node *) next;
+} pxi_node;
+
+/* Internal kinds, after the public px_msg_kind values. */
+enum {
+    PXI_MSG_SYS = 16, /* runtime signal; `sysop` says which */
+};
+
+/* System operations (kind PXI_MSG_SYS). */
+enum {
+    PXI_SYS_STOP = 1,       /* stop this actor */
+    PXI_SYS_CHILD_TERM = 2, /* a child finished stopping; corr = child pointer */
+};
+
+/* flags */
+enum {
+    PXI_MF_REPLY = 1u << 0,     /* a reply to an ask: match corr in pending */
+    PXI_MF_HEAP = 1u << 1,      /* bytes payload lives in u.heap */
+    PXI_MF_ASKED = 1u << 2,     /* sent by px_ask: carries a corr to reply to */
+};
+
+struct px_msg {
+    pxi_node link;
+    uint8_t kind;
+    uint8_t flags;
+    uint16_t sysop;
+    uint32_t tag;
+    uint32_t len;
+    uint32_t reserved;
+    px_ref sender;
+    uint64_t corr;
+    union {
+        uint8_t inl[PX_MSG_INLINE];
+        uint8_t *heap;
+        struct {
+            ProtobufCMessage *pb;
+            px_proto_free_fn free_fn;
+        } pb;
+    } u;
+};
+
+_Static_assert(sizeof(struct px_msg) == 64, "px_msg is one cache line");
+
+/* Allocates a zeroed-header message of `kind` (payload untouched).
+ * NULL on allocation failure. */
+px_msg *pxi_msg_new(uint8_t kind);
+
+static inline px_msg *pxi_msg_of(pxi_node *n) { return (px_msg *)n; }
+
+#endif

@@ -1,0 +1,42 @@
+/*
+ * registry.h — a string-keyed map, the one structure behind the behavior
+ * registry, the type registry and the local name table.
+ *
+ * Not thread-safe by itself: each owner guards its map with its own mutex.
+ * Keys are copied; values are borrowed pointers or small values.
+ */
+#ifndef PX_REGISTRY_H
+#define PX_REGISTRY_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <plexus/error.h>
+
+typedef struct pxi_strmap {
+    struct pxi_strmap_ent *ents;
+    size_t cap;  /* power of two, or 0 */
+    size_t used; /* live entries */
+    size_t tomb; /* deleted markers */
+} pxi_strmap;
+
+/* Value slot: a pointer or an integer-sized blob. */
+typedef union pxi_strval {
+    const void *ptr;
+    struct {
+        uint32_t a, b, c, d;
+    } u4;
+} pxi_strval;
+
+void pxi_strmap_init(pxi_strmap *m);
+void pxi_strmap_fini(pxi_strmap *m); /* frees keys, not values */
+
+/* Inserts key -> v. PX_EEXIST if present (then *old, if non-NULL, gets the
+ * current value), PX_ENOMEM. */
+px_err pxi_strmap_put(pxi_strmap *m, const char *key, pxi_strval v, pxi_strval *old);
+/* PX_OK and *out, or PX_ENOENT. */
+px_err pxi_strmap_get(const pxi_strmap *m, const char *key, pxi_strval *out);
+/* PX_OK (and *old) or PX_ENOENT. */
+px_err pxi_strmap_del(pxi_strmap *m, const char *key, pxi_strval *old);
+
+#endif

@@ -1,0 +1,231 @@
+/*
+ * runtime.h — the structs shared by the scheduler, the actor code, timers
+ * and the system: px_actor, pxi_worker, px_system. Private to core.
+ *
+ * Actor slots are type-stable: they live in chunks that are only freed with
+ * the system, and a slot is found from its id in O(1). Safety of a send to a
+ * ref rests on three rules:
+ *  1. A sender pins the slot (rc++) and only then checks incarnation and
+ *     state; it pushes only if the check passed, then unpins.
+ *  2. A living actor holds one pin of its own; it drops it when its parent
+ *     has unlinked it after it finished stopping.
+ *  3. Whoever drops rc to 0 while the state is DEAD (one CAS decides)
+ *     reclaims the slot: it dead-letters what raced into the queues and
+ *     puts the slot on the free list; a reuse bumps the incarnation.
+ * So a ref to an older incarnation never reaches a newer actor, and nothing
+ * that was accepted is lost without a dead-letter record.
+ */
+#ifndef PX_RUNTIME_H
+#define PX_RUNTIME_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <nng/nng.h>
+#include <nng/supplemental/util/platform.h>
+
+#include <plexus/actor.h>
+#include <plexus/router.h>
+#include <plexus/system.h>
+
+#include "mailbox.h"
+#include "msg_int.h"
+#include "registry.h"
+
+#define PXI_CACHELINE 64
+
+/* Actor lifecycle states. */
+enum {
+    PXI_A_FREE = 0,
+    PXI_A_STARTING = 1, /* slot taken, init running */
+    PXI_A_ALIVE = 2,
+    PXI_A_STOPPING = 3, /* waiting for children; user messages dead-lettered */
+    PXI_A_DEAD = 4,     /* finished; waiting for pins to drain */
+    PXI_A_RECLAIM = 5,  /* being reclaimed (one thread) */
+};
+
+/* Owner-context flags (px_actor.flags). */
+enum {
+    PXI_AF_STOP_REQ = 1u << 0, /* px_stop_self was called */
+    PXI_AF_FAILED = 1u << 1,   /* px_fail was called */
+    PXI_AF_ROOT = 1u << 2,     /* the root guardian */
+    PXI_AF_INITED = 1u << 3,   /* init succeeded: stop must run */
+    PXI_AF_TOOK = 1u << 4,     /* receive kept the message: do not free it */
+};
+
+typedef struct pxi_pending {
+    uint64_t corr;
+    uint64_t timer;
+} pxi_pending;
+
+/* Rarely used per-actor data, allocated on first use. Owner context only. */
+typedef struct pxi_actor_ext {
+    px_msg *arg;             /* start argument, kept for the actor's life */
+    pxi_pending *pend;       /* outstanding asks */
+    uint32_t npend, cappend;
+    uint64_t next_corr;
+    uint64_t *timers;        /* timers this actor started (cancelled at stop) */
+    uint32_t ntimers, captimers;
+    px_err fail_code;
+    char fail_reason[160];
+} pxi_actor_ext;
+
+typedef struct px_actor px_actor;
+
+struct px_actor {
+    /* --- Written by senders (any thread). --- */
+    _Atomic(pxi_node *) mb_tail;  /* user mailbox tail (unbounded) */
+    _Atomic(pxi_node *) sys_tail; /* system queue tail */
+    _Atomic uint32_t rc;          /* pins; pairs with state (rule 1) */
+    _Atomic uint32_t sched;       /* 1 while queued to run or running */
+    _Atomic uint64_t pushed;      /* user messages pushed (unbounded) */
+    /* --- Written at lifecycle changes, read by senders. --- */
+    _Atomic uint32_t state;
+    _Atomic uint32_t inc;         /* incarnation of the current occupant */
+    pxi_bq *bq;                   /* bounded mailbox or NULL; set before ALIVE */
+    px_system *sys;
+
+    /* --- Owner context: the worker running the actor. --- */
+    pxi_node *mb_head __attribute__((aligned(PXI_CACHELINE)));
+    pxi_node *sys_head;
+    pxi_node mb_stub;
+    pxi_node sys_stub;
+    _Atomic uint64_t popped;      /* user messages popped (unbounded); owner writes */
+    _Atomic uint64_t processed;   /* written by owner only; read by stats */
+    _Atomic uint64_t hwm;         /* written by owner only; read by stats */
+    const px_behavior *beh;
+    void *ustate;
+    px_actor *parent;             /* NULL only for the root guardian */
+    px_actor *first_child;        /* parent context (root: sys->tree_mtx) */
+    px_actor *next_sib, *prev_sib;
+    pxi_actor_ext *ext;
+    uint32_t nchildren;
+    uint32_t flags;
+    uint32_t id;
+    char *name;                   /* local name or NULL; sys->names_mtx */
+    px_actor *next_free;          /* free-list link (slot_mtx) while FREE;
+                                     global run-queue link (gq_mtx) while queued */
+};
+
+/* A worker thread and its run queue (Go-style: the owner pushes at tail,
+ * the owner and thieves take from head with a CAS). */
+#define PXI_RUNQ 256
+typedef struct pxi_worker {
+    _Atomic uint32_t head;                 /* consumers CAS */
+    _Atomic uint32_t tail;                 /* owner stores */
+    _Atomic(px_actor *) ring[PXI_RUNQ];
+    /* Owner-written counters, read by stats and the drain check (relaxed). */
+    _Atomic uint64_t messages __attribute__((aligned(PXI_CACHELINE)));
+    _Atomic uint64_t enq;   /* user messages this worker enqueued */
+    _Atomic uint64_t deq;   /* user messages this worker took off a mailbox */
+    _Atomic uint64_t turns; /* actor turns run */
+    px_system *sys;
+    nng_thread *thr;
+    uint32_t index;
+    uint32_t tick;
+    uint64_t rng;
+    /* Parking: guarded by mtx. */
+    nng_mtx *mtx;
+    nng_cv *cv;
+    bool parked;
+} pxi_worker;
+
+/* Timers (timer.c). */
+typedef struct pxi_timers pxi_timers;
+
+#define PXI_CHUNK_BITS 12
+#define PXI_CHUNK (1u << PXI_CHUNK_BITS)
+
+struct px_system {
+    /* Immutable after alloc. */
+    px_config cfg;
+    char node_name[64];
+    uint32_t node;     /* FNV-1a of node_name */
+    uint32_t node_inc; /* random, non-zero */
+    uint32_t nworkers;
+    pxi_worker *workers;
+    px_actor *root;
+    px_router router;
+
+    /* Scheduler shared state. */
+    _Atomic uint32_t nidle __attribute__((aligned(PXI_CACHELINE)));
+    _Atomic uint32_t stopping_workers;
+    nng_mtx *gq_mtx;       /* global run queue: overflow and outside threads */
+    px_actor *gq_head, *gq_tail;
+    _Atomic uint32_t gq_len;
+    _Atomic uint32_t wake_rr;
+
+    /* Actor slots. */
+    nng_mtx *slot_mtx __attribute__((aligned(PXI_CACHELINE)));
+    _Atomic(px_actor *) *chunks; /* nchunks pointers, filled on demand */
+    uint32_t nchunks;
+    uint32_t next_id;            /* slot_mtx */
+    px_actor *free_list;         /* slot_mtx */
+    _Atomic uint64_t live;
+
+    /* Tree: the root guardian's child list. */
+    nng_mtx *tree_mtx;
+    nng_cv *tree_cv;       /* shutdown waits here for the root to finish */
+    bool root_done;        /* tree_mtx */
+
+    /* Registries, each under its own lock. */
+    nng_mtx *names_mtx;
+    pxi_strmap names;      /* name -> ref */
+    nng_mtx *reg_mtx;
+    pxi_strmap behaviors;  /* name -> px_behavior* */
+    pxi_strmap types;      /* full name -> descriptor */
+
+    pxi_timers *timers;
+
+    /* Lifecycle. */
+    _Atomic uint32_t closing;  /* intake from outside actors refused */
+    _Atomic uint32_t shut;     /* shutdown finished */
+    nng_mtx *life_mtx;         /* serializes shutdown */
+
+    /* Totals (any thread, relaxed). */
+    _Atomic uint64_t spawned, stopped, dead_letters, dropped, late_replies,
+        ask_timeouts, failures, rejected;
+    _Atomic uint64_t ext_enq, ext_deq; /* enq/deq counted off worker threads */
+
+    px_dead_letter_fn dl_fn;
+    void *dl_arg;
+    nng_mtx *dl_mtx; /* guards dl_fn/dl_arg updates */
+};
+
+/* --- sched.c --- */
+px_err pxi_sched_start(px_system *sys);
+void pxi_sched_stop(px_system *sys);        /* joins the workers */
+void pxi_sched_submit(px_system *sys, px_actor *a); /* a->sched was set 0->1 by caller */
+pxi_worker *pxi_current_worker(void);       /* NULL off worker threads */
+
+/* --- actor.c --- */
+px_actor *pxi_slot(px_system *sys, uint32_t id);
+bool pxi_pin(px_actor *a, uint32_t inc);
+void pxi_unpin(px_actor *a);
+void pxi_actor_run(pxi_worker *w, px_actor *a); /* one turn; reschedules itself */
+px_err pxi_spawn(px_system *sys, px_actor *parent, const px_behavior *b,
+                 px_msg **arg, const px_spawn_opts *o, px_ref *out,
+                 uint32_t aflags, void *ustate);
+void pxi_slots_free(px_system *sys); /* at system free: drains and unmaps */
+void pxi_count_deq(px_system *sys, uint64_t n);
+/* Delivers m to `to` (sender already set): local enqueue, router, or dead
+ * letter. Takes m unless an error that leaves it with the caller. */
+px_err pxi_deliver(px_system *sys, px_ref to, px_msg **mp, bool may_block);
+void pxi_dead_letter(px_system *sys, px_ref to, px_msg *m, px_err why);
+void pxi_push_sys(px_actor *a, px_msg *m); /* a must be pinned or a known child */
+px_ref pxi_ref_of(px_actor *a);
+void pxi_actor_request_stop(px_actor *a); /* pins not needed: a is a child or pinned */
+
+/* --- timer.c --- */
+px_err pxi_timers_alloc(px_system *sys, pxi_timers **out);
+void pxi_timers_stop(pxi_timers *t);   /* cancels everything, waits */
+void pxi_timers_free(pxi_timers *t);
+/* Schedules m to `to` after delay_ms (period_ms 0 = once; takes m on PX_OK).
+ * Periodic timers (m NULL) deliver a PX_MSG_TIMER with `tag` every period. */
+px_err pxi_timer_add(pxi_timers *t, uint32_t delay_ms, uint32_t period_ms,
+                     px_ref to, px_msg *m, uint32_t tag, uint64_t *id);
+px_err pxi_timer_cancel(pxi_timers *t, uint64_t id);
+bool pxi_timer_pending(pxi_timers *t, uint64_t id);
+
+#endif

@@ -1,0 +1,346 @@
+/*
+ * sched.c — the scheduler: N workers on nng threads, each with a local run
+ * queue; idle workers steal, then spin briefly, then park.
+ *
+ * Run queues (after Go's runtime): a ring of PXI_RUNQ actor pointers per
+ * worker. Only the owner pushes (at tail); the owner pops and thieves steal
+ * half (from head) with a CAS on head. A full ring spills half to the
+ * global queue (mutex), which also takes actors made runnable by threads
+ * that are not workers. Every 61st pick looks at the global queue first so
+ * it cannot starve.
+ *
+ * Parking: a worker with nothing to run spins for cfg.spin_us, then parks
+ * on its condition variable. The parker counts itself in nidle and then
+ * re-checks every queue; a submitter publishes work and then reads nidle.
+ * Both sides use seq_cst, so one of them always sees the other: no lost
+ * wake-up. A worker pushing to its own queue wakes a parked worker only if
+ * it has surplus work (two or more queued) — a message chain between two
+ * actors stays on one core instead of paying a ~50 us futex wake per hop.
+ *
+ * An actor is in at most one queue and runs on one worker at a time: the
+ * actor's `sched` flag is set 0->1 by whoever submits it and cleared only by
+ * the worker that ran it (actor.c).
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "runtime.h"
+
+static _Thread_local pxi_worker *tls_worker;
+
+pxi_worker *pxi_current_worker(void) { return tls_worker; }
+
+/* ---- global queue ---- */
+
+static void gq_push(px_system *sys, px_actor *a) {
+    nng_mtx_lock(sys->gq_mtx);
+    a->next_free = NULL; /* run-queue link reuses next_free while alive */
+    if (sys->gq_tail != NULL) {
+        sys->gq_tail->next_free = a;
+    } else {
+        sys->gq_head = a;
+    }
+    sys->gq_tail = a;
+    atomic_fetch_add(&sys->gq_len, 1);
+    nng_mtx_unlock(sys->gq_mtx);
+}
+
+static px_actor *gq_pop(px_system *sys) {
+    if (atomic_load_explicit(&sys->gq_len, memory_order_relaxed) == 0) {
+        return NULL;
+    }
+    nng_mtx_lock(sys->gq_mtx);
+    px_actor *a = sys->gq_head;
+    if (a != NULL) {
+        sys->gq_head = a->next_free;
+        if (sys->gq_head == NULL) {
+            sys->gq_tail = NULL;
+        }
+        a->next_free = NULL;
+        atomic_fetch_sub(&sys->gq_len, 1);
+    }
+    nng_mtx_unlock(sys->gq_mtx);
+    return a;
+}
+
+/* ---- local ring ---- */
+
+static uint32_t rq_len(pxi_worker *w) {
+    return atomic_load(&w->tail) - atomic_load(&w->head);
+}
+
+/* Owner only. Spills half the ring to the global queue when full. */
+static void rq_push(pxi_worker *w, px_actor *a) {
+    for (;;) {
+        uint32_t h = atomic_load_explicit(&w->head, memory_order_acquire);
+        uint32_t t = atomic_load_explicit(&w->tail, memory_order_relaxed);
+        if (t - h < PXI_RUNQ) {
+            atomic_store_explicit(&w->ring[t % PXI_RUNQ], a, memory_order_relaxed);
+            atomic_store(&w->tail, t + 1); /* seq_cst: pairs with parkers' checks */
+            return;
+        }
+        /* Full: claim the older half and move it to the global queue. */
+        uint32_t n = PXI_RUNQ / 2;
+        px_actor *batch[PXI_RUNQ / 2];
+        for (uint32_t i = 0; i < n; i++) {
+            batch[i] = atomic_load_explicit(&w->ring[(h + i) % PXI_RUNQ],
+                                            memory_order_relaxed);
+        }
+        if (!atomic_compare_exchange_strong(&w->head, &h, h + n)) {
+            continue; /* thieves took some; retry */
+        }
+        for (uint32_t i = 0; i < n; i++) {
+            gq_push(w->sys, batch[i]);
+        }
+    }
+}
+
+/* Owner only. */
+static px_actor *rq_pop(pxi_worker *w) {
+    for (;;) {
+        uint32_t h = atomic_load_explicit(&w->head, memory_order_acquire);
+        uint32_t t = atomic_load_explicit(&w->tail, memory_order_relaxed);
+        if (t == h) {
+            return NULL;
+        }
+        px_actor *a = atomic_load_explicit(&w->ring[h % PXI_RUNQ], memory_order_relaxed);
+        if (atomic_compare_exchange_weak_explicit(&w->head, &h, h + 1,
+                                                  memory_order_acq_rel,
+                                                  memory_order_acquire)) {
+            return a;
+        }
+    }
+}
+
+/* Thief: moves half of victim's ring into w's ring; returns one actor to
+ * run, or NULL. */
+static px_actor *rq_steal(pxi_worker *w, pxi_worker *victim) {
+    for (;;) {
+        uint32_t h = atomic_load_explicit(&victim->head, memory_order_acquire);
+        uint32_t t = atomic_load_explicit(&victim->tail, memory_order_acquire);
+        uint32_t n = t - h;
+        n = n - n / 2;
+        if (n == 0) {
+            return NULL;
+        }
+        if (n > PXI_RUNQ / 2) {
+            continue; /* inconsistent snapshot */
+        }
+        uint32_t wt = atomic_load_explicit(&w->tail, memory_order_relaxed);
+        for (uint32_t i = 0; i < n; i++) {
+            px_actor *a = atomic_load_explicit(&victim->ring[(h + i) % PXI_RUNQ],
+                                               memory_order_relaxed);
+            atomic_store_explicit(&w->ring[(wt + i) % PXI_RUNQ], a, memory_order_relaxed);
+        }
+        if (atomic_compare_exchange_strong(&victim->head, &h, h + n)) {
+            /* Keep the last for ourselves, publish the rest. */
+            px_actor *mine = atomic_load_explicit(&w->ring[(wt + n - 1) % PXI_RUNQ],
+                                                  memory_order_relaxed);
+            if (n > 1) {
+                atomic_store(&w->tail, wt + n - 1);
+            }
+            return mine;
+        }
+    }
+}
+
+static uint32_t rnd(pxi_worker *w) {
+    w->rng ^= w->rng << 13;
+    w->rng ^= w->rng >> 7;
+    w->rng ^= w->rng << 17;
+    return (uint32_t)w->rng;
+}
+
+static px_actor *steal_any(pxi_worker *w) {
+    px_system *sys = w->sys;
+    uint32_t n = sys->nworkers;
+    if (n < 2) {
+        return NULL;
+    }
+    uint32_t start = rnd(w) % n;
+    for (uint32_t i = 0; i < n; i++) {
+        pxi_worker *v = &sys->workers[(start + i) % n];
+        if (v == w) {
+            continue;
+        }
+        px_actor *a = rq_steal(w, v);
+        if (a != NULL) {
+            return a;
+        }
+    }
+    return NULL;
+}
+
+static bool work_visible(px_system *sys) {
+    if (atomic_load(&sys->gq_len) > 0) {
+        return true;
+    }
+    for (uint32_t i = 0; i < sys->nworkers; i++) {
+        if (rq_len(&sys->workers[i]) > 0) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/* Wakes one parked worker, if any. */
+static void wake_one(px_system *sys) {
+    if (atomic_load(&sys->nidle) == 0) {
+        return;
+    }
+    uint32_t n = sys->nworkers;
+    uint32_t start = atomic_fetch_add_explicit(&sys->wake_rr, 1, memory_order_relaxed);
+    for (uint32_t i = 0; i < n; i++) {
+        pxi_worker *w = &sys->workers[(start + i) % n];
+        nng_mtx_lock(w->mtx);
+        if (w->parked) {
+            w->parked = false;
+            atomic_fetch_sub(&sys->nidle, 1);
+            nng_cv_wake1(w->cv);
+            nng_mtx_unlock(w->mtx);
+            return;
+        }
+        nng_mtx_unlock(w->mtx);
+    }
+}
+
+void pxi_sched_submit(px_system *sys, px_actor *a) {
+    pxi_worker *w = tls_worker;
+    if (w != NULL && w->sys == sys) {
+        rq_push(w, a);
+        if (rq_len(w) >= 2) {
+            wake_one(sys);
+        }
+        return;
+    }
+    gq_push(sys, a);
+    wake_one(sys);
+}
+
+static px_actor *find_work(pxi_worker *w) {
+    px_actor *a;
+    if (++w->tick % 61 == 0 && (a = gq_pop(w->sys)) != NULL) {
+        return a;
+    }
+    if ((a = rq_pop(w)) != NULL) {
+        return a;
+    }
+    if ((a = gq_pop(w->sys)) != NULL) {
+        return a;
+    }
+    return steal_any(w);
+}
+
+static void park(pxi_worker *w) {
+    px_system *sys = w->sys;
+    nng_mtx_lock(w->mtx);
+    w->parked = true;
+    atomic_fetch_add(&sys->nidle, 1);
+    if (work_visible(sys) || atomic_load(&sys->stopping_workers)) {
+        w->parked = false;
+        atomic_fetch_sub(&sys->nidle, 1);
+        nng_mtx_unlock(w->mtx);
+        return;
+    }
+    while (w->parked) {
+        nng_cv_wait(w->cv);
+    }
+    nng_mtx_unlock(w->mtx);
+}
+
+static void worker_main(void *arg) {
+    pxi_worker *w = arg;
+    px_system *sys = w->sys;
+    tls_worker = w;
+    char name[32];
+    snprintf(name, sizeof(name), "px-worker-%u", w->index);
+    nng_thread_set_name(w->thr, name);
+    for (;;) {
+        px_actor *a = find_work(w);
+        if (a != NULL) {
+            pxi_actor_run(w, a);
+            continue;
+        }
+        if (atomic_load(&sys->stopping_workers)) {
+            break;
+        }
+        /* Spin a little before parking: a hand-off that arrives within
+         * spin_us costs ~100 ns instead of a futex wake. */
+        nng_time until = nng_clock() + (sys->cfg.spin_us + 999) / 1000;
+        bool found = false;
+        for (uint32_t i = 0; sys->cfg.spin_us > 0; i++) {
+            if (work_visible(sys)) {
+                found = true;
+                break;
+            }
+            if ((i & 63) == 63 && nng_clock() >= until) {
+                break;
+            }
+            __builtin_ia32_pause();
+        }
+        if (!found) {
+            park(w);
+        }
+    }
+    tls_worker = NULL;
+}
+
+px_err pxi_sched_start(px_system *sys) {
+    uint32_t n = sys->nworkers;
+    sys->workers = aligned_alloc(PXI_CACHELINE, sizeof(pxi_worker) * n);
+    if (sys->workers == NULL) {
+        return PX_ENOMEM;
+    }
+    memset(sys->workers, 0, sizeof(pxi_worker) * n);
+    for (uint32_t i = 0; i < n; i++) {
+        pxi_worker *w = &sys->workers[i];
+        w->sys = sys;
+        w->index = i;
+        w->rng = 0x9e3779b97f4a7c15ull * (i + 1);
+        if (nng_mtx_alloc(&w->mtx) != 0 || nng_cv_alloc(&w->cv, w->mtx) != 0) {
+            return PX_ENOMEM; /* pxi_sched_stop cleans what exists */
+        }
+    }
+    for (uint32_t i = 0; i < n; i++) {
+        pxi_worker *w = &sys->workers[i];
+        if (nng_thread_create(&w->thr, worker_main, w) != 0) {
+            return PX_ESYS;
+        }
+    }
+    return PX_OK;
+}
+
+void pxi_sched_stop(px_system *sys) {
+    if (sys->workers == NULL) {
+        return;
+    }
+    atomic_store(&sys->stopping_workers, 1);
+    for (uint32_t i = 0; i < sys->nworkers; i++) {
+        pxi_worker *w = &sys->workers[i];
+        if (w->mtx == NULL) {
+            continue;
+        }
+        nng_mtx_lock(w->mtx);
+        if (w->parked) {
+            w->parked = false;
+            atomic_fetch_sub(&sys->nidle, 1);
+        }
+        nng_cv_wake(w->cv);
+        nng_mtx_unlock(w->mtx);
+    }
+    for (uint32_t i = 0; i < sys->nworkers; i++) {
+        pxi_worker *w = &sys->workers[i];
+        if (w->thr != NULL) {
+            nng_thread_destroy(w->thr); /* joins */
+        }
+        if (w->cv != NULL) {
+            nng_cv_free(w->cv);
+        }
+        if (w->mtx != NULL) {
+            nng_mtx_free(w->mtx);
+        }
+    }
+    free(sys->workers);
+    sys->workers = NULL;
+}

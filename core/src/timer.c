@@ -1,0 +1,326 @@
+/*
+ * timer.c — send-after and periodic timers, driven by one nng sleep aio.
+ *
+ * Timers live in a slot array (id = slot << 32 | generation, so a stale id
+ * never cancels a newer timer) and a min-heap of slot indices ordered by
+ * deadline (each slot knows its heap index: cancel is O(log n)). One mutex
+ * guards both.
+ *
+ * The aio sleeps until the earliest deadline. Whoever arms it (an adder
+ * when it was idle, or the callback) calls nng_sleep_aio outside the lock
+ * and then re-checks `armed_at`: if an earlier timer was added meanwhile
+ * (whose nng_aio_cancel may have hit nothing), it cancels the fresh sleep
+ * itself, so the callback runs again and re-arms for the earlier deadline.
+ * The callback only delivers messages; it never runs user code.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "runtime.h"
+
+typedef struct tslot {
+    nng_time deadline;
+    uint32_t period;  /* ms, 0 = one-shot */
+    uint32_t gen;
+    int32_t hidx;     /* heap index, -1 when not pending */
+    uint32_t next_free;
+    px_ref to;
+    px_msg *msg;      /* one-shot payload; NULL for periodic (tick made per fire) */
+    uint32_t tag;     /* periodic tick tag */
+} tslot;
+
+struct pxi_timers {
+    px_system *sys;
+    nng_mtx *mtx;
+    nng_aio *aio;
+    tslot *slots;      /* mtx */
+    uint32_t nslots, capslots, free_head; /* free_head: index+1, 0 = none */
+    uint32_t *heap;    /* mtx */
+    uint32_t nheap, capheap;
+    bool armed;        /* mtx: a sleep is (about to be) outstanding */
+    nng_time armed_at; /* mtx */
+    bool closed;       /* mtx */
+};
+
+#define TIMER_ID(slot, gen) (((uint64_t)(slot) + 1) << 32 | (gen))
+
+static bool earlier(pxi_timers *t, uint32_t a, uint32_t b) {
+    return t->slots[t->heap[a]].deadline < t->slots[t->heap[b]].deadline;
+}
+
+static void hswap(pxi_timers *t, uint32_t a, uint32_t b) {
+    uint32_t x = t->heap[a];
+    t->heap[a] = t->heap[b];
+    t->heap[b] = x;
+    t->slots[t->heap[a]].hidx = (int32_t)a;
+    t->slots[t->heap[b]].hidx = (int32_t)b;
+}
+
+static void sift_up(pxi_timers *t, uint32_t i) {
+    while (i > 0 && earlier(t, i, (i - 1) / 2)) {
+        hswap(t, i, (i - 1) / 2);
+        i = (i - 1) / 2;
+    }
+}
+
+static void sift_down(pxi_timers *t, uint32_t i) {
+    for (;;) {
+        uint32_t l = 2 * i + 1, r = l + 1, m = i;
+        if (l < t->nheap && earlier(t, l, m)) {
+            m = l;
+        }
+        if (r < t->nheap && earlier(t, r, m)) {
+            m = r;
+        }
+        if (m == i) {
+            return;
+        }
+        hswap(t, i, m);
+        i = m;
+    }
+}
+
+static void heap_remove(pxi_timers *t, uint32_t i) {
+    uint32_t last = --t->nheap;
+    t->slots[t->heap[i]].hidx = -1;
+    if (i != last) {
+        t->heap[i] = t->heap[last];
+        t->slots[t->heap[i]].hidx = (int32_t)i;
+        sift_down(t, i);
+        sift_up(t, i);
+    }
+}
+
+static void slot_release(pxi_timers *t, uint32_t s) {
+    t->slots[s].gen++;
+    t->slots[s].msg = NULL;
+    t->slots[s].next_free = t->free_head;
+    t->free_head = s + 1;
+}
+
+/* Arms the aio for deadline `at`; call without the lock, after having set
+ * armed/armed_at under it. */
+static void arm(pxi_timers *t, nng_time at) {
+    nng_time now = nng_clock();
+    nng_sleep_aio(at > now ? (nng_duration)(at - now) : 0, t->aio);
+    nng_mtx_lock(t->mtx);
+    bool sooner = t->armed_at < at;
+    nng_mtx_unlock(t->mtx);
+    if (sooner) {
+        nng_aio_cancel(t->aio);
+    }
+}
+
+static void on_tick(void *arg) {
+    pxi_timers *t = arg;
+    px_system *sys = t->sys;
+    enum { BATCH = 64 };
+    for (;;) {
+        px_ref to[BATCH];
+        px_msg *msgs[BATCH];
+        uint32_t n = 0;
+        nng_time now = nng_clock();
+        nng_mtx_lock(t->mtx);
+        t->armed = false;
+        if (t->closed) {
+            nng_mtx_unlock(t->mtx);
+            return;
+        }
+        while (t->nheap > 0 && n < BATCH) {
+            uint32_t s = t->heap[0];
+            tslot *ts = &t->slots[s];
+            if (ts->deadline > now) {
+                break;
+            }
+            px_msg *m = ts->msg;
+            if (ts->period > 0) {
+                m = pxi_msg_new(PX_MSG_TIMER);
+                if (m != NULL) {
+                    m->tag = ts->tag;
+                    m->corr = TIMER_ID(s, ts->gen);
+                }
+                ts->deadline = now + ts->period;
+                sift_down(t, 0);
+            } else {
+                heap_remove(t, 0);
+                slot_release(t, s);
+            }
+            if (m != NULL) {
+                to[n] = ts->to;
+                msgs[n++] = m;
+            }
+        }
+        bool more = n == BATCH;
+        nng_time next = 0;
+        if (!more && t->nheap > 0) {
+            next = t->slots[t->heap[0]].deadline;
+            t->armed = true;
+            t->armed_at = next;
+        }
+        nng_mtx_unlock(t->mtx);
+        for (uint32_t i = 0; i < n; i++) {
+            px_msg *m = msgs[i];
+            if (pxi_deliver(sys, to[i], &m, false) != PX_OK && m != NULL) {
+                pxi_dead_letter(sys, to[i], m, PX_EFULL);
+            }
+        }
+        if (more) {
+            continue;
+        }
+        if (next != 0) {
+            arm(t, next);
+        }
+        return;
+    }
+}
+
+px_err pxi_timers_alloc(px_system *sys, pxi_timers **out) {
+    pxi_timers *t = calloc(1, sizeof(*t));
+    if (t == NULL) {
+        return PX_ENOMEM;
+    }
+    t->sys = sys;
+    if (nng_mtx_alloc(&t->mtx) != 0) {
+        free(t);
+        return PX_ENOMEM;
+    }
+    if (nng_aio_alloc(&t->aio, on_tick, t) != 0) {
+        nng_mtx_free(t->mtx);
+        free(t);
+        return PX_ENOMEM;
+    }
+    *out = t;
+    return PX_OK;
+}
+
+static px_err grow(pxi_timers *t) {
+    uint32_t ncap = t->capslots ? t->capslots * 2 : 64;
+    tslot *ns = realloc(t->slots, ncap * sizeof(*ns));
+    if (ns == NULL) {
+        return PX_ENOMEM;
+    }
+    t->slots = ns;
+    uint32_t *nh = realloc(t->heap, ncap * sizeof(*nh));
+    if (nh == NULL) {
+        return PX_ENOMEM;
+    }
+    t->heap = nh;
+    t->capslots = t->capheap = ncap;
+    return PX_OK;
+}
+
+static px_err add(pxi_timers *t, uint32_t delay_ms, uint32_t period_ms, px_ref to,
+                  px_msg *m, uint32_t tag, uint64_t *id) {
+    nng_time at = nng_clock() + delay_ms;
+    nng_mtx_lock(t->mtx);
+    if (t->closed) {
+        nng_mtx_unlock(t->mtx);
+        return PX_ECLOSED;
+    }
+    uint32_t s;
+    if (t->free_head != 0) {
+        s = t->free_head - 1;
+        t->free_head = t->slots[s].next_free;
+    } else {
+        if (t->nslots == t->capslots && grow(t) != PX_OK) {
+            nng_mtx_unlock(t->mtx);
+            return PX_ENOMEM;
+        }
+        s = t->nslots++;
+        t->slots[s].gen = 1;
+    }
+    tslot *ts = &t->slots[s];
+    ts->deadline = at;
+    ts->period = period_ms;
+    ts->to = to;
+    ts->msg = m;
+    ts->tag = tag;
+    ts->hidx = (int32_t)t->nheap;
+    t->heap[t->nheap++] = s;
+    sift_up(t, (uint32_t)ts->hidx);
+    if (id != NULL) {
+        *id = TIMER_ID(s, ts->gen);
+    }
+    bool do_arm = false, do_cancel = false;
+    if (!t->armed) {
+        t->armed = true;
+        t->armed_at = at;
+        do_arm = true;
+    } else if (at < t->armed_at) {
+        t->armed_at = at;
+        do_cancel = true;
+    }
+    nng_mtx_unlock(t->mtx);
+    if (do_arm) {
+        arm(t, at);
+    } else if (do_cancel) {
+        nng_aio_cancel(t->aio);
+    }
+    return PX_OK;
+}
+
+px_err pxi_timer_add(pxi_timers *t, uint32_t delay_ms, uint32_t period_ms,
+                     px_ref to, px_msg *m, uint32_t tag, uint64_t *id) {
+    return add(t, delay_ms, period_ms, to, m, tag, id);
+}
+
+px_err pxi_timer_cancel(pxi_timers *t, uint64_t id) {
+    uint32_t s = (uint32_t)(id >> 32);
+    uint32_t gen = (uint32_t)id;
+    if (s == 0) {
+        return PX_ENOENT;
+    }
+    s--;
+    px_msg *m = NULL;
+    nng_mtx_lock(t->mtx);
+    if (s >= t->nslots || t->slots[s].gen != gen || t->slots[s].hidx < 0) {
+        nng_mtx_unlock(t->mtx);
+        return PX_ENOENT;
+    }
+    m = t->slots[s].msg;
+    heap_remove(t, (uint32_t)t->slots[s].hidx);
+    slot_release(t, s);
+    nng_mtx_unlock(t->mtx);
+    px_msg_free(m);
+    return PX_OK;
+}
+
+bool pxi_timer_pending(pxi_timers *t, uint64_t id) {
+    uint32_t s = (uint32_t)(id >> 32);
+    if (s == 0) {
+        return false;
+    }
+    s--;
+    nng_mtx_lock(t->mtx);
+    bool p = s < t->nslots && t->slots[s].gen == (uint32_t)id && t->slots[s].hidx >= 0;
+    nng_mtx_unlock(t->mtx);
+    return p;
+}
+
+void pxi_timers_stop(pxi_timers *t) {
+    if (t == NULL) {
+        return;
+    }
+    nng_mtx_lock(t->mtx);
+    t->closed = true;
+    while (t->nheap > 0) {
+        uint32_t s = t->heap[0];
+        px_msg_free(t->slots[s].msg);
+        heap_remove(t, 0);
+        slot_release(t, s);
+    }
+    nng_mtx_unlock(t->mtx);
+    nng_aio_stop(t->aio);
+}
+
+void pxi_timers_free(pxi_timers *t) {
+    if (t == NULL) {
+        return;
+    }
+    pxi_timers_stop(t);
+    nng_aio_free(t->aio);
+    nng_mtx_free(t->mtx);
+    free(t->slots);
+    free(t->heap);
+    free(t);
+}
