@@ -1,0 +1,271 @@
+/* Tests for the scheduler: one actor on one worker at a time, work spread
+ * over workers, batch fairness, and idle workers that park. */
+#include "helpers.h"
+
+#include <sys/resource.h>
+
+static void spin_us(int us) {
+    int64_t until = pxt_now_ns() + (int64_t)us * 1000;
+    while (pxt_now_ns() < until) {
+    }
+}
+
+/* --- one worker per actor at a time ------------------------------------ */
+
+typedef struct excl {
+    atomic_int inside;
+    atomic_int overlaps;
+    atomic_uint_least64_t n;
+    uint64_t plain; /* non-atomic: a data race here would show as a lost update */
+} excl;
+
+static px_err excl_receive(px_ctx *ctx, px_msg *m) {
+    (void)m;
+    excl *e = px_state(ctx);
+    if (atomic_exchange(&e->inside, 1) != 0) {
+        atomic_fetch_add(&e->overlaps, 1);
+    }
+    e->plain++;
+    spin_us(2);
+    atomic_store(&e->inside, 0);
+    atomic_fetch_add(&e->n, 1);
+    return PX_OK;
+}
+static const px_behavior excl_b = {.name = "t.excl", .init = pxt_init_ptr_state,
+                                   .receive = excl_receive};
+
+#define EX_ACTORS 4
+#define EX_THREADS 4
+#define EX_PER 5000
+
+typedef struct ex_arg {
+    px_system *sys;
+    px_ref *to;
+    atomic_int errors;
+} ex_arg;
+
+static void *ex_sender(void *p) {
+    ex_arg *a = p;
+    for (int i = 0; i < EX_PER; i++) {
+        for (int j = 0; j < EX_ACTORS; j++) {
+            px_msg *m = NULL;
+            if (px_msg_u64(&m, 1, (uint64_t)i) != PX_OK ||
+                px_system_send(a->sys, a->to[j], &m) != PX_OK) {
+                atomic_fetch_add(&a->errors, 1);
+                px_msg_free(m);
+            }
+        }
+    }
+    return NULL;
+}
+
+Test(core_sched, an_actor_never_runs_on_two_workers_at_once, .timeout = 60) {
+    px_config cfg;
+    pxt_config(&cfg);
+    cfg.batch = 1; /* reschedule after every message: most chances to overlap */
+    px_system *sys = pxt_system_with(&cfg);
+    excl e[EX_ACTORS];
+    px_ref a[EX_ACTORS];
+    memset(e, 0, sizeof e);
+    for (int i = 0; i < EX_ACTORS; i++) {
+        a[i] = pxt_spawn(sys, &excl_b, &e[i], NULL);
+    }
+    ex_arg args[EX_THREADS];
+    pthread_t th[EX_THREADS];
+    for (int i = 0; i < EX_THREADS; i++) {
+        args[i] = (ex_arg){.sys = sys, .to = a};
+        cr_assert_eq(pthread_create(&th[i], NULL, ex_sender, &args[i]), 0);
+    }
+    for (int i = 0; i < EX_THREADS; i++) {
+        pthread_join(th[i], NULL);
+        cr_assert_eq(atomic_load(&args[i].errors), 0);
+    }
+    for (int i = 0; i < EX_ACTORS; i++) {
+        PXT_AWAIT(atomic_load(&e[i].n) == EX_THREADS * EX_PER, 40000);
+    }
+    for (int i = 0; i < EX_ACTORS; i++) {
+        cr_assert_eq(atomic_load(&e[i].overlaps), 0, "actor %d ran concurrently %d times", i,
+                     atomic_load(&e[i].overlaps));
+        cr_assert_eq(e[i].plain, EX_THREADS * EX_PER, "actor %d lost updates to its state", i);
+    }
+    px_system_free(sys);
+}
+
+/* --- work spreads over workers ----------------------------------------- */
+
+#define SPREAD_ACTORS 16
+typedef struct spread {
+    pthread_mutex_t mu;
+    pthread_t seen[64];
+    int n_seen;
+    atomic_int received;
+} spread;
+
+static px_err spread_receive(px_ctx *ctx, px_msg *m) {
+    (void)m;
+    spread *s = px_state(ctx);
+    spin_us(200);
+    pthread_t me = pthread_self();
+    pthread_mutex_lock(&s->mu);
+    int known = 0;
+    for (int i = 0; i < s->n_seen; i++) {
+        known |= pthread_equal(s->seen[i], me);
+    }
+    if (!known && s->n_seen < 64) {
+        s->seen[s->n_seen++] = me;
+    }
+    pthread_mutex_unlock(&s->mu);
+    atomic_fetch_add(&s->received, 1);
+    return PX_OK;
+}
+static const px_behavior spread_b = {.name = "t.spread", .init = pxt_init_ptr_state,
+                                     .receive = spread_receive};
+
+Test(core_sched, work_for_many_actors_runs_on_more_than_one_worker, .timeout = 30) {
+    px_config cfg;
+    pxt_config(&cfg);
+    cfg.workers = 4;
+    px_system *sys = pxt_system_with(&cfg);
+    spread s = {.n_seen = 0};
+    pthread_mutex_init(&s.mu, NULL);
+    px_ref a[SPREAD_ACTORS];
+    for (int i = 0; i < SPREAD_ACTORS; i++) {
+        a[i] = pxt_spawn(sys, &spread_b, &s, NULL);
+    }
+    for (int j = 0; j < 50; j++) {
+        for (int i = 0; i < SPREAD_ACTORS; i++) {
+            pxt_send_u64(sys, a[i], 1, (uint64_t)j);
+        }
+    }
+    PXT_AWAIT(atomic_load(&s.received) == 50 * SPREAD_ACTORS, 20000);
+    pthread_mutex_lock(&s.mu);
+    int n = s.n_seen;
+    int self_seen = 0;
+    for (int i = 0; i < n; i++) {
+        self_seen |= pthread_equal(s.seen[i], pthread_self());
+    }
+    pthread_mutex_unlock(&s.mu);
+    cr_assert_geq(n, 2, "all of 800 busy messages for 16 actors ran on one worker");
+    cr_assert_leq(n, 4, "receives ran on %d threads with 4 workers", n);
+    cr_assert_not(self_seen, "a receive ran on the sending thread");
+    px_system_free(sys);
+}
+
+/* --- batch fairness ---------------------------------------------------- */
+
+typedef struct fair {
+    atomic_uint_least64_t a_count;
+    atomic_uint_least64_t a_at_b; /* a_count when B ran */
+    atomic_int b_done;
+} fair;
+
+static px_err fair_a_receive(px_ctx *ctx, px_msg *m) {
+    (void)m;
+    fair *f = px_state(ctx);
+    spin_us(100);
+    atomic_fetch_add(&f->a_count, 1);
+    return PX_OK;
+}
+static px_err fair_b_receive(px_ctx *ctx, px_msg *m) {
+    (void)m;
+    fair *f = px_state(ctx);
+    atomic_store(&f->a_at_b, atomic_load(&f->a_count));
+    atomic_store(&f->b_done, 1);
+    return PX_OK;
+}
+static const px_behavior fair_a = {.name = "t.faira", .init = pxt_init_ptr_state,
+                                   .receive = fair_a_receive};
+static const px_behavior fair_b = {.name = "t.fairb", .init = pxt_init_ptr_state,
+                                   .receive = fair_b_receive};
+
+Test(core_sched, a_busy_actor_yields_its_worker_after_a_batch, .timeout = 30) {
+    px_config cfg;
+    pxt_config(&cfg);
+    cfg.workers = 1;
+    cfg.batch = 4;
+    px_system *sys = pxt_system_with(&cfg);
+    fair f = {0};
+    px_ref a = pxt_spawn(sys, &fair_a, &f, NULL);
+    px_ref b = pxt_spawn(sys, &fair_b, &f, NULL);
+    const uint64_t n = 3000; /* ~300 ms of work for A */
+    for (uint64_t i = 0; i < n; i++) {
+        pxt_send_u64(sys, a, 1, i);
+    }
+    pxt_send_u64(sys, b, 1, 0);
+    PXT_AWAIT(atomic_load(&f.b_done), 20000);
+    uint64_t at = atomic_load(&f.a_at_b);
+    cr_assert_lt(at, n, "B ran only after A drained all %llu messages", (unsigned long long)n);
+    PXT_AWAIT(atomic_load(&f.a_count) == n, 20000);
+    px_system_free(sys);
+}
+
+/* --- idle workers ------------------------------------------------------ */
+
+static double cpu_share_over_300ms(void) {
+    struct timespec c0, c1;
+    int64_t w0 = pxt_now_ns();
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &c0);
+    /* The measurement window (this measures CPU use, it synchronizes nothing). */
+    struct timespec win = {0, 300 * 1000 * 1000};
+    while (nanosleep(&win, &win) != 0) {
+    }
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &c1);
+    int64_t w1 = pxt_now_ns();
+    double cpu = (double)(c1.tv_sec - c0.tv_sec) * 1e9 + (double)(c1.tv_nsec - c0.tv_nsec);
+    return cpu / (double)(w1 - w0);
+}
+
+Test(core_sched, idle_workers_do_not_burn_cpu, .timeout = 30) {
+    px_config cfg;
+    pxt_config(&cfg);
+    cfg.workers = 8;
+    px_system *sys = pxt_system_with(&cfg);
+    pxt_rec *r[8];
+    px_ref a[8];
+    for (int i = 0; i < 8; i++) {
+        r[i] = pxt_rec_new();
+        a[i] = pxt_rec_spawn(sys, r[i], NULL);
+        for (int j = 0; j < 1000; j++) {
+            pxt_send_u64(sys, a[i], 1, (uint64_t)j);
+        }
+    }
+    /* Wait until the system is idle: everything delivered, queues empty. */
+    PXT_AWAIT(PXT_STAT(sys, messages) == 8000, 10000);
+    for (int i = 0; i < 8; i++) {
+        PXT_AWAIT(PXT_ASTAT(sys, a[i], depth) == 0, 5000);
+    }
+    double share = cpu_share_over_300ms();
+    cr_assert_lt(share, 0.15, "idle system used %.0f%% of one CPU", share * 100);
+    /* And the parked workers wake up for new work. */
+    pxt_send_u64(sys, a[0], 1, 0);
+    PXT_AWAIT(pxt_rec_count(r[0]) == 1001, 5000);
+    px_system_free(sys);
+    for (int i = 0; i < 8; i++) {
+        free(r[i]);
+    }
+}
+
+Test(core_sched, a_fresh_system_with_no_actors_is_idle, .timeout = 30) {
+    px_config cfg;
+    pxt_config(&cfg);
+    cfg.workers = 8;
+    px_system *sys = pxt_system_with(&cfg);
+    double share = cpu_share_over_300ms();
+    cr_assert_lt(share, 0.15, "idle system used %.0f%% of one CPU", share * 100);
+    px_system_free(sys);
+}
+
+Test(core_sched, parked_workers_wake_for_each_message, .timeout = 30) {
+    px_config cfg;
+    pxt_config(&cfg);
+    cfg.spin_us = 0; /* park at once: every send must wake a worker */
+    px_system *sys = pxt_system_with(&cfg);
+    pxt_rec *r = pxt_rec_new();
+    px_ref a = pxt_rec_spawn(sys, r, NULL);
+    for (uint64_t i = 1; i <= 200; i++) {
+        pxt_send_u64(sys, a, 1, i);
+        PXT_AWAIT(pxt_rec_count(r) == i, 5000);
+    }
+    px_system_free(sys);
+    free(r);
+}
