@@ -1,19 +1,158 @@
 /*
  * msg.c — message construction, accessors and release.
  *
- * Messages are 64-byte blocks from malloc. Bytes payloads up to
+ * Messages are 64-byte blocks from a per-thread cache (below). Bytes payloads up to
  * PX_MSG_INLINE live inside the block; larger ones in one extra allocation.
  * Protobuf payloads are held by pointer and released by their free function.
  * Nothing here locks; a message has one owner at a time.
  */
+#include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <stdio.h>
 
 #include "msg_int.h"
 
+/*
+ * Message blocks come from a per-thread cache (a free list) backed by a
+ * global depot of batches under a mutex, so a message allocated on one
+ * worker and freed on another costs a pointer push, not a trip through
+ * malloc's arenas. Caches go back to the depot when their thread exits;
+ * the depot keeps at most DEPOT_MAX batches and frees the rest. Under
+ * AddressSanitizer every block goes straight to malloc/free so that
+ * use-after-free stays visible.
+ */
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define PX_MSG_CACHE 0
+#else
+#define PX_MSG_CACHE 1
+#endif
+
+#if PX_MSG_CACHE
+#include <pthread.h>
+
+#define BATCH 64
+#define DEPOT_MAX 1024
+
+typedef struct batch {
+    struct batch *next;
+    px_msg *list; /* BATCH blocks linked through link.next */
+} batch;
+
+typedef struct cache {
+    px_msg *list;
+    uint32_t n;
+    bool registered;
+} cache;
+
+static _Thread_local cache tc;
+static pthread_mutex_t depot_mtx = PTHREAD_MUTEX_INITIALIZER;
+static batch *depot;      /* depot_mtx */
+static uint32_t ndepot;   /* depot_mtx */
+static batch *spare;      /* empty batch records (depot_mtx) */
+static pthread_key_t tc_key;
+static pthread_once_t tc_once = PTHREAD_ONCE_INIT;
+
+static px_msg *next_of(px_msg *m) {
+    return (px_msg *)atomic_load_explicit(&m->link.next, memory_order_relaxed);
+}
+static void set_next(px_msg *m, px_msg *n) {
+    atomic_store_explicit(&m->link.next, &n->link, memory_order_relaxed);
+}
+
+static void free_list(px_msg *l) {
+    while (l != NULL) {
+        px_msg *n = next_of(l);
+        free(l);
+        l = n;
+    }
+}
+
+/* Moves `count` blocks from the head of the cache to the depot. */
+static void give_back(cache *c, uint32_t count) {
+    px_msg *head = c->list, *last = head;
+    for (uint32_t i = 1; i < count; i++) {
+        last = next_of(last);
+    }
+    c->list = next_of(last);
+    set_next(last, NULL);
+    c->n -= count;
+    pthread_mutex_lock(&depot_mtx);
+    if (ndepot < DEPOT_MAX) {
+        batch *b = spare;
+        if (b != NULL) {
+            spare = b->next;
+        } else {
+            b = malloc(sizeof(*b));
+        }
+        if (b != NULL) {
+            b->list = head;
+            b->next = depot;
+            depot = b;
+            ndepot++;
+            head = NULL;
+        }
+    }
+    pthread_mutex_unlock(&depot_mtx);
+    free_list(head);
+}
+
+static void tc_flush(void *arg) {
+    (void)arg;
+    while (tc.n >= BATCH) {
+        give_back(&tc, BATCH);
+    }
+    free_list(tc.list);
+    tc.list = NULL;
+    tc.n = 0;
+}
+
+static void tc_key_make(void) { (void)pthread_key_create(&tc_key, tc_flush); }
+
+static px_msg *take(void) {
+    cache *c = &tc;
+    if (c->list == NULL) {
+        if (!c->registered) {
+            pthread_once(&tc_once, tc_key_make);
+            (void)pthread_setspecific(tc_key, c);
+            c->registered = true;
+        }
+        pthread_mutex_lock(&depot_mtx);
+        batch *b = depot;
+        if (b != NULL) {
+            depot = b->next;
+            ndepot--;
+            c->list = b->list;
+            c->n = BATCH;
+            b->next = spare;
+            spare = b;
+        }
+        pthread_mutex_unlock(&depot_mtx);
+        if (c->list == NULL) {
+            return malloc(sizeof(px_msg));
+        }
+    }
+    px_msg *m = c->list;
+    c->list = next_of(m);
+    c->n--;
+    return m;
+}
+
+static void put(px_msg *m) {
+    cache *c = &tc;
+    set_next(m, c->list);
+    c->list = m;
+    if (++c->n >= 2 * BATCH) {
+        give_back(c, BATCH);
+    }
+}
+#else
+static px_msg *take(void) { return malloc(sizeof(px_msg)); }
+static void put(px_msg *m) { free(m); }
+#endif
+
 px_msg *pxi_msg_new(uint8_t kind) {
-    px_msg *m = malloc(sizeof(*m));
+    px_msg *m = take();
     if (m == NULL) {
         return NULL;
     }
@@ -46,7 +185,7 @@ px_err px_msg_bytes(px_msg **out, uint32_t tag, const void *data, size_t len) {
     } else {
         m->u.heap = malloc(len);
         if (m->u.heap == NULL) {
-            free(m);
+            put(m);
             return PX_ENOMEM;
         }
         memcpy(m->u.heap, data, len);
@@ -111,7 +250,7 @@ void px_msg_free(px_msg *m) {
     } else if (m->flags & PXI_MF_HEAP) {
         free(m->u.heap);
     }
-    free(m);
+    put(m);
 }
 
 px_msg_kind px_msg_kind_of(const px_msg *m) { return (px_msg_kind)m->kind; }

@@ -187,6 +187,7 @@ struct px_system {
     _Atomic uint64_t spawned, stopped, dead_letters, dropped, late_replies,
         ask_timeouts, failures, rejected;
     _Atomic uint64_t ext_enq, ext_deq; /* enq/deq counted off worker threads */
+    _Atomic uint64_t messages_joined;   /* worker `messages` folded in at join */
 
     px_dead_letter_fn dl_fn;
     void *dl_arg;

@@ -334,6 +334,7 @@ void pxi_sched_stop(px_system *sys) {
         if (w->thr != NULL) {
             nng_thread_destroy(w->thr); /* joins */
         }
+        atomic_fetch_add(&sys->messages_joined, atomic_load(&w->messages));
         if (w->cv != NULL) {
             nng_cv_free(w->cv);
         }

@@ -503,6 +503,7 @@ px_err px_system_stats_get(px_system *sys, px_system_stats *out) {
         return PX_EINVAL;
     }
     memset(out, 0, sizeof(*out));
+    out->messages = atomic_load(&sys->messages_joined);
     for (uint32_t i = 0; sys->workers != NULL && i < sys->nworkers; i++) {
         out->messages += atomic_load_explicit(&sys->workers[i].messages, memory_order_relaxed);
     }
