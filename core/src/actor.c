@@ -549,7 +549,8 @@ void pxi_actor_run(pxi_worker *w, px_actor *a) {
             uint64_t depth = atomic_load_explicit(&a->pushed, memory_order_relaxed) -
                              atomic_load_explicit(&a->popped, memory_order_relaxed);
             if (depth > atomic_load_explicit(&a->hwm, memory_order_relaxed)) {
-                atomic_store_explicit(&a->hwm, depth, memory_order_relaxed);
+                atomic_store_explicit(&a->hwm, depth > UINT32_MAX ? UINT32_MAX : (uint32_t)depth,
+                                      memory_order_relaxed);
             }
         }
         px_msg *m;

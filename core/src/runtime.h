@@ -73,40 +73,45 @@ typedef struct pxi_actor_ext {
 
 typedef struct px_actor px_actor;
 
+/* Three cache lines, grouped by who writes them (checked below):
+ *  0: written by senders on every push, plus tree links (spawn/stop only);
+ *  1: read by senders, written only at lifecycle changes;
+ *  2: the owner's hot fields (the worker running the actor). */
 struct px_actor {
-    /* --- Written by senders (any thread). --- */
+    /* --- line 0: senders (any thread) --- */
     _Atomic(pxi_node *) mb_tail;  /* user mailbox tail (unbounded) */
     _Atomic(pxi_node *) sys_tail; /* system queue tail */
     _Atomic uint32_t rc;          /* pins; pairs with state (rule 1) */
     _Atomic uint32_t sched;       /* 1 while queued to run or running */
     _Atomic uint64_t pushed;      /* user messages pushed (unbounded) */
-    /* --- Written at lifecycle changes, read by senders. --- */
-    _Atomic uint32_t state;
+    px_actor *first_child;        /* parent context (root: sys->tree_mtx) */
+    px_actor *next_sib, *prev_sib;
+    px_actor *next_free;          /* free-list link (slot_mtx) while FREE;
+                                     global run-queue link (gq_mtx) while queued */
+    /* --- line 1: read-mostly --- */
+    _Atomic uint32_t state __attribute__((aligned(PXI_CACHELINE)));
     _Atomic uint32_t inc;         /* incarnation of the current occupant */
     pxi_bq *bq;                   /* bounded mailbox or NULL; set before ALIVE */
     px_system *sys;
-
-    /* --- Owner context: the worker running the actor. --- */
+    const px_behavior *beh;
+    px_actor *parent;             /* NULL only for the root guardian */
+    void *ustate;
+    pxi_actor_ext *ext;           /* owner context */
+    char *name;                   /* local name or NULL; sys->names_mtx */
+    /* --- line 2: owner context --- */
     pxi_node *mb_head __attribute__((aligned(PXI_CACHELINE)));
     pxi_node *sys_head;
     pxi_node mb_stub;
     pxi_node sys_stub;
     _Atomic uint64_t popped;      /* user messages popped (unbounded); owner writes */
-    _Atomic uint64_t processed;   /* written by owner only; read by stats */
-    _Atomic uint64_t hwm;         /* written by owner only; read by stats */
-    const px_behavior *beh;
-    void *ustate;
-    px_actor *parent;             /* NULL only for the root guardian */
-    px_actor *first_child;        /* parent context (root: sys->tree_mtx) */
-    px_actor *next_sib, *prev_sib;
-    pxi_actor_ext *ext;
+    _Atomic uint64_t processed;   /* owner writes; stats read */
+    _Atomic uint32_t hwm;         /* owner writes; stats read */
     uint32_t nchildren;
     uint32_t flags;
     uint32_t id;
-    char *name;                   /* local name or NULL; sys->names_mtx */
-    px_actor *next_free;          /* free-list link (slot_mtx) while FREE;
-                                     global run-queue link (gq_mtx) while queued */
 };
+
+_Static_assert(sizeof(struct px_actor) == 3 * PXI_CACHELINE, "px_actor is three lines");
 
 /* A worker thread and its run queue (Go-style: the owner pushes at tail,
  * the owner and thieves take from head with a CAS). */
