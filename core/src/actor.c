@@ -74,44 +74,71 @@ px_actor *pxi_slot(px_system *sys, uint32_t id) {
     return chunk == NULL ? NULL : &chunk[id & (PXI_CHUNK - 1)];
 }
 
+/* Slots come from the calling worker's cache, then the global free list,
+ * then never-used ids (a lock-free counter; the mutex only to map a new
+ * chunk). Reclaimed slots go to the reclaiming worker's cache (up to
+ * SLOT_CACHE) or the global list. */
+#define SLOT_CACHE 256
+
 static px_actor *slot_alloc(px_system *sys) {
-    nng_mtx_lock(sys->slot_mtx);
-    px_actor *a = sys->free_list;
-    if (a != NULL) {
-        sys->free_list = a->next_free;
+    pxi_worker *w = pxi_current_worker();
+    px_actor *a;
+    if (w != NULL && w->sys == sys && (a = w->free_slots) != NULL) {
+        w->free_slots = a->next_free;
+        w->nfree_slots--;
         a->next_free = NULL;
-        nng_mtx_unlock(sys->slot_mtx);
         return a;
     }
-    uint32_t id = sys->next_id;
-    uint32_t c = id >> PXI_CHUNK_BITS;
-    if (c >= sys->nchunks) {
+    if (sys->free_list != NULL) { /* racy peek; re-checked under the lock */
+        nng_mtx_lock(sys->slot_mtx);
+        a = sys->free_list;
+        if (a != NULL) {
+            sys->free_list = a->next_free;
+            a->next_free = NULL;
+        }
         nng_mtx_unlock(sys->slot_mtx);
+        if (a != NULL) {
+            return a;
+        }
+    }
+    uint32_t id = atomic_fetch_add(&sys->next_id, 1);
+    if (id >= sys->id_cap) {
         return NULL;
     }
-    px_actor *chunk = atomic_load_explicit(&sys->chunks[c], memory_order_relaxed);
+    uint32_t c = id >> PXI_CHUNK_BITS;
+    px_actor *chunk = atomic_load_explicit(&sys->chunks[c], memory_order_acquire);
     if (chunk == NULL) {
-        void *p = mmap(NULL, sizeof(px_actor) * PXI_CHUNK, PROT_READ | PROT_WRITE,
-                       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-        if (p == MAP_FAILED) {
-            nng_mtx_unlock(sys->slot_mtx);
-            return NULL;
+        nng_mtx_lock(sys->slot_mtx);
+        chunk = atomic_load_explicit(&sys->chunks[c], memory_order_relaxed);
+        if (chunk == NULL) {
+            void *p = mmap(NULL, sizeof(px_actor) * PXI_CHUNK, PROT_READ | PROT_WRITE,
+                           MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+            if (p == MAP_FAILED) {
+                nng_mtx_unlock(sys->slot_mtx);
+                return NULL; /* this id is lost; ids have slack (system.c) */
+            }
+            chunk = p;
+            atomic_store_explicit(&sys->chunks[c], chunk, memory_order_release);
         }
-        chunk = p;
-        atomic_store_explicit(&sys->chunks[c], chunk, memory_order_release);
+        nng_mtx_unlock(sys->slot_mtx);
     }
-    sys->next_id++;
     a = &chunk[id & (PXI_CHUNK - 1)];
     a->id = id;
     a->sys = sys;
-    nng_mtx_unlock(sys->slot_mtx);
     return a;
 }
 
 static void slot_release(px_actor *a) {
     px_system *sys = a->sys;
-    nng_mtx_lock(sys->slot_mtx);
     atomic_store(&a->state, PXI_A_FREE);
+    pxi_worker *w = pxi_current_worker();
+    if (w != NULL && w->sys == sys && w->nfree_slots < SLOT_CACHE) {
+        a->next_free = w->free_slots;
+        w->free_slots = a;
+        w->nfree_slots++;
+        return;
+    }
+    nng_mtx_lock(sys->slot_mtx);
     a->next_free = sys->free_list;
     sys->free_list = a;
     nng_mtx_unlock(sys->slot_mtx);
@@ -651,8 +678,8 @@ px_err pxi_spawn(px_system *sys, px_actor *parent, const px_behavior *b,
     atomic_store_explicit(&a->sys_stub.next, NULL, memory_order_relaxed);
     a->mb_head = &a->mb_stub;
     a->sys_head = &a->sys_stub;
-    atomic_store(&a->mb_tail, &a->mb_stub);
-    atomic_store(&a->sys_tail, &a->sys_stub);
+    atomic_store_explicit(&a->mb_tail, &a->mb_stub, memory_order_relaxed);
+    atomic_store_explicit(&a->sys_tail, &a->sys_stub, memory_order_relaxed);
     atomic_store_explicit(&a->pushed, 0, memory_order_relaxed);
     atomic_store_explicit(&a->popped, 0, memory_order_relaxed);
     atomic_store_explicit(&a->processed, 0, memory_order_relaxed);
@@ -665,9 +692,11 @@ px_err pxi_spawn(px_system *sys, px_actor *parent, const px_behavior *b,
     a->nchildren = 0;
     a->flags = aflags;
     a->name = NULL;
-    atomic_store(&a->sched, 1); /* not runnable until init is done */
-    atomic_store(&a->inc, inc);
-    atomic_store(&a->state, PXI_A_STARTING);
+    atomic_store_explicit(&a->sched, 1, memory_order_relaxed); /* not runnable until init is done */
+    atomic_store_explicit(&a->inc, inc, memory_order_release);
+    /* Release: a pinner that sees STARTING sees the fields above. Only refs
+     * of this incarnation can pass the pin, and none exists before now. */
+    atomic_store_explicit(&a->state, PXI_A_STARTING, memory_order_release);
     px_ref ref = pxi_ref_of(a);
 
     px_err rv;
@@ -717,8 +746,7 @@ px_err pxi_spawn(px_system *sys, px_actor *parent, const px_behavior *b,
             link_child(parent, a);
         }
     }
-    atomic_store(&a->state, PXI_A_ALIVE);
-    atomic_fetch_add_explicit(&sys->spawned, 1, memory_order_relaxed);
+    atomic_store_explicit(&a->state, PXI_A_ALIVE, memory_order_release);
     if (px_log_enabled(sys, PX_LOG_TRACE)) {
         char b2[48];
         px_log(sys, PX_LOG_TRACE, "spawned %s (%s)", px_ref_format(ref, b2, sizeof(b2)),

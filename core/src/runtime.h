@@ -125,6 +125,8 @@ typedef struct pxi_worker {
     _Atomic uint64_t enq;   /* user messages this worker enqueued */
     _Atomic uint64_t deq;   /* user messages this worker took off a mailbox */
     _Atomic uint64_t turns; /* actor turns run */
+    px_actor *free_slots;   /* owner: reclaimed slots cached for spawns */
+    uint32_t nfree_slots;
     px_system *sys;
     nng_thread *thr;
     uint32_t index;
@@ -165,7 +167,8 @@ struct px_system {
     nng_mtx *slot_mtx __attribute__((aligned(PXI_CACHELINE)));
     _Atomic(px_actor *) *chunks; /* nchunks pointers, filled on demand */
     uint32_t nchunks;
-    uint32_t next_id;            /* slot_mtx */
+    _Atomic uint32_t next_id;    /* next never-used id */
+    uint32_t id_cap;             /* ids available: nchunks * PXI_CHUNK */
     px_actor *free_list;         /* slot_mtx */
     _Atomic uint64_t live;
 
@@ -189,7 +192,7 @@ struct px_system {
     nng_mtx *life_mtx;         /* serializes shutdown */
 
     /* Totals (any thread, relaxed). */
-    _Atomic uint64_t spawned, stopped, dead_letters, dropped, late_replies,
+    _Atomic uint64_t stopped, dead_letters, dropped, late_replies,
         ask_timeouts, failures, rejected;
     _Atomic uint64_t ext_enq, ext_deq; /* enq/deq counted off worker threads */
     _Atomic uint64_t messages_joined;   /* worker `messages` folded in at join */
@@ -203,6 +206,7 @@ struct px_system {
 px_err pxi_sched_start(px_system *sys);
 void pxi_sched_stop(px_system *sys);        /* joins the workers */
 void pxi_sched_submit(px_system *sys, px_actor *a); /* a->sched was set 0->1 by caller */
+void pxi_sched_wake(px_system *sys);        /* wakes a parked worker if any */
 pxi_worker *pxi_current_worker(void);       /* NULL off worker threads */
 
 /* --- actor.c --- */

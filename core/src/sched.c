@@ -77,7 +77,7 @@ static void rq_push(pxi_worker *w, px_actor *a) {
         uint32_t t = atomic_load_explicit(&w->tail, memory_order_relaxed);
         if (t - h < PXI_RUNQ) {
             atomic_store_explicit(&w->ring[t % PXI_RUNQ], a, memory_order_relaxed);
-            atomic_store(&w->tail, t + 1); /* seq_cst: pairs with parkers' checks */
+            atomic_store_explicit(&w->tail, t + 1, memory_order_release);
             return;
         }
         /* Full: claim the older half and move it to the global queue. */
@@ -184,8 +184,10 @@ static bool work_visible(px_system *sys) {
     return false;
 }
 
-/* Wakes one parked worker, if any. */
+/* Wakes one parked worker, if any. The fence orders the caller's publish
+ * of work before the nidle load (a parker increments nidle, then looks). */
 static void wake_one(px_system *sys) {
+    atomic_thread_fence(memory_order_seq_cst);
     if (atomic_load(&sys->nidle) == 0) {
         return;
     }
@@ -204,6 +206,8 @@ static void wake_one(px_system *sys) {
         nng_mtx_unlock(w->mtx);
     }
 }
+
+void pxi_sched_wake(px_system *sys) { wake_one(sys); }
 
 void pxi_sched_submit(px_system *sys, px_actor *a) {
     pxi_worker *w = tls_worker;
@@ -249,6 +253,19 @@ static void park(pxi_worker *w) {
     nng_mtx_unlock(w->mtx);
 }
 
+/* A cheap timestamp for "was that turn long?" (cycles on x86-64). */
+static inline uint64_t stamp(void) {
+#if defined(__x86_64__)
+    return __builtin_ia32_rdtsc();
+#else
+    return (uint64_t)nng_clock() * 1000000u;
+#endif
+}
+/* ~100 us at 2-4 GHz: a turn longer than this wakes a parked worker for
+ * whatever queued up behind it (work queued by a turn normally waits for
+ * the turn to end, which keeps message chains on one core). */
+#define LONG_TURN (300u * 1000u)
+
 static void worker_main(void *arg) {
     pxi_worker *w = arg;
     px_system *sys = w->sys;
@@ -259,7 +276,11 @@ static void worker_main(void *arg) {
     for (;;) {
         px_actor *a = find_work(w);
         if (a != NULL) {
+            uint64_t t0 = stamp();
             pxi_actor_run(w, a);
+            if (stamp() - t0 > LONG_TURN && rq_len(w) > 0) {
+                wake_one(sys);
+            }
             continue;
         }
         if (atomic_load(&sys->stopping_workers)) {
@@ -269,15 +290,18 @@ static void worker_main(void *arg) {
          * spin_us costs ~100 ns instead of a futex wake. */
         nng_time until = nng_clock() + (sys->cfg.spin_us + 999) / 1000;
         bool found = false;
-        for (uint32_t i = 0; sys->cfg.spin_us > 0; i++) {
+        while (sys->cfg.spin_us > 0) {
             if (work_visible(sys)) {
                 found = true;
                 break;
             }
-            if ((i & 63) == 63 && nng_clock() >= until) {
+            if (nng_clock() >= until) {
                 break;
             }
-            __builtin_ia32_pause();
+            /* Look rarely: every look pulls the other workers' queue lines. */
+            for (int i = 0; i < 16; i++) {
+                __builtin_ia32_pause();
+            }
         }
         if (!found) {
             park(w);

@@ -221,9 +221,13 @@ px_err px_system_alloc(px_system **out, const px_config *cfg_in) {
     pxi_strmap_init(&sys->behaviors);
     pxi_strmap_init(&sys->types);
     /* +1: ids start at 1 (0 is the nil ref); +1 for the root guardian. */
-    sys->nchunks = (sys->cfg.max_actors + 1 + PXI_CHUNK) / PXI_CHUNK;
+    /* Slack for slots parked in worker caches (256 each) and ids lost to
+     * a failed chunk map. */
+    uint64_t ids = (uint64_t)sys->cfg.max_actors + 2 + 256ull * (sys->nworkers + 1) + PXI_CHUNK;
+    sys->nchunks = (uint32_t)((ids + PXI_CHUNK - 1) / PXI_CHUNK);
+    sys->id_cap = sys->nchunks * PXI_CHUNK;
     sys->chunks = calloc(sys->nchunks, sizeof(*sys->chunks));
-    sys->next_id = 1;
+    atomic_store(&sys->next_id, 1);
     if (sys->chunks == NULL || (rv = alloc_locks(sys)) != PX_OK ||
         (rv = pxi_timers_alloc(sys, &sys->timers)) != PX_OK) {
         rv = PX_ENOMEM;
@@ -507,14 +511,16 @@ px_err px_system_stats_get(px_system *sys, px_system_stats *out) {
     for (uint32_t i = 0; sys->workers != NULL && i < sys->nworkers; i++) {
         out->messages += atomic_load_explicit(&sys->workers[i].messages, memory_order_relaxed);
     }
-    /* The root guardian is not counted. */
-    out->spawned = atomic_load(&sys->spawned) - 1;
-    out->stopped = atomic_load(&sys->stopped);
+    /* The root guardian is not counted. Spawned = stopped + live: one
+     * shared counter fewer on the spawn path. */
+    uint64_t stopped = atomic_load(&sys->stopped);
     uint64_t live = atomic_load(&sys->live);
-    out->live_actors = live > 0 && !sys->root_done ? live - 1 : live;
-    if (sys->root_done && out->stopped > 0) {
-        out->stopped--;
-    }
+    nng_mtx_lock(sys->tree_mtx);
+    bool root_done = sys->root_done;
+    nng_mtx_unlock(sys->tree_mtx);
+    out->spawned = stopped + live - 1;
+    out->stopped = stopped - (root_done ? 1 : 0);
+    out->live_actors = live - (root_done ? 0 : 1);
     out->dead_letters = atomic_load(&sys->dead_letters);
     out->dropped = atomic_load(&sys->dropped);
     out->late_replies = atomic_load(&sys->late_replies);
