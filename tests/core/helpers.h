@@ -312,6 +312,7 @@ static inline void pxt_rec_open(pxt_rec *r) { atomic_store(&r->gate_closed, 0); 
  * stop_seq from the shared `order` counter, so a test can check the order
  * in which a tree stopped. */
 #define PXT_TAG_GROW 0x67726f77u
+#define PXT_TAG_FAIL 0x6661696cu /* the node's receive returns PX_EFAIL */
 typedef struct pxt_node {
     struct pxt_node *child;
     atomic_uint_least64_t *order;
@@ -335,6 +336,9 @@ static inline px_err pxt_node_init(px_ctx *ctx, const px_msg *arg) {
 
 static inline px_err pxt_node_receive(px_ctx *ctx, px_msg *m) {
     pxt_node *n = px_state(ctx);
+    if (px_msg_tag(m) == PXT_TAG_FAIL) {
+        return PX_EFAIL;
+    }
     if (px_msg_tag(m) != PXT_TAG_GROW || !n->child) {
         return PX_OK;
     }

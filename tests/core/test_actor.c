@@ -823,3 +823,173 @@ Test(core_actor, send_to_a_remote_ref_goes_through_the_installed_router, .timeou
     px_system_free(sys);
     free(rec);
 }
+
+/* --- asks racing their timeouts ---------------------------------------- */
+
+#define RACE_ASKS 300
+
+/* Issues RACE_ASKS asks at once and records, per ask, how many replies and
+ * timeouts it got. */
+typedef struct racer {
+    px_ref target;
+    uint32_t timeout_ms;
+    uint64_t corrs[RACE_ASKS];
+    atomic_int outcome_reply[RACE_ASKS];
+    atomic_int outcome_timeout[RACE_ASKS];
+    atomic_int unknown;       /* a reply/timeout with a corr we never asked */
+    atomic_int timeout_is_reply; /* an ASK_TIMEOUT that claimed to be a reply */
+    atomic_int ask_err;
+    atomic_int settled;       /* replies + timeouts */
+} racer;
+
+static int racer_index(racer *rc, uint64_t corr) {
+    for (int i = 0; i < RACE_ASKS; i++) {
+        if (rc->corrs[i] == corr) {
+            return i;
+        }
+    }
+    return -1;
+}
+
+static px_err racer_receive(px_ctx *ctx, px_msg *m) {
+    racer *rc = px_state(ctx);
+    if (px_msg_kind_of(m) == PX_MSG_ASK_TIMEOUT || px_msg_is_reply(m)) {
+        int i = racer_index(rc, px_msg_corr(m));
+        if (i < 0) {
+            atomic_fetch_add(&rc->unknown, 1);
+        } else if (px_msg_kind_of(m) == PX_MSG_ASK_TIMEOUT) {
+            if (px_msg_is_reply(m)) {
+                atomic_fetch_add(&rc->timeout_is_reply, 1);
+            }
+            atomic_fetch_add(&rc->outcome_timeout[i], 1);
+        } else {
+            atomic_fetch_add(&rc->outcome_reply[i], 1);
+        }
+        atomic_fetch_add(&rc->settled, 1);
+        return PX_OK;
+    }
+    for (int i = 0; i < RACE_ASKS; i++) {
+        px_msg *q = NULL;
+        px_msg_u64(&q, TAG_REQ, (uint64_t)i);
+        px_err e = px_ask(ctx, rc->target, &q, rc->timeout_ms, &rc->corrs[i]);
+        if (e != PX_OK) {
+            atomic_store(&rc->ask_err, e);
+            px_msg_free(q);
+        }
+    }
+    return PX_OK;
+}
+static const px_behavior racer_b = {.name = "t.racer", .init = pxt_init_ptr_state,
+                                    .receive = racer_receive};
+
+/* An echo that spins ~100 us per request (simulated work) before replying. */
+static atomic_int slow_echo_replied;
+static px_err slow_echo_receive(px_ctx *ctx, px_msg *m) {
+    int64_t until = pxt_now_ns() + 100000;
+    while (pxt_now_ns() < until) {
+    }
+    px_msg *out = NULL;
+    px_msg_u64(&out, TAG_RESP, px_msg_get_u64(m));
+    if (px_reply(ctx, m, &out) != PX_OK) {
+        px_msg_free(out);
+    }
+    atomic_fetch_add(&slow_echo_replied, 1);
+    return PX_OK;
+}
+static const px_behavior slow_echo_b = {.name = "t.slowecho", .receive = slow_echo_receive};
+
+Test(core_actor, each_ask_gets_exactly_one_of_reply_or_timeout_when_they_race, .timeout = 30) {
+    px_system *sys = pxt_system();
+    px_ref er = PX_REF_NIL;
+    cr_assert_eq(px_system_spawn(sys, &slow_echo_b, NULL, NULL, &er), PX_OK);
+    racer *rc = calloc(1, sizeof *rc);
+    rc->target = er;
+    rc->timeout_ms = 15; /* the echo needs ~30 ms for all: about half time out */
+    px_ref rr = pxt_spawn(sys, &racer_b, rc, NULL);
+    px_system_stats st0 = pxt_stats(sys);
+    pxt_send_u64(sys, rr, TAG_START, 0);
+    PXT_AWAIT(atomic_load(&rc->settled) >= RACE_ASKS, 20000);
+    PXT_AWAIT(atomic_load(&slow_echo_replied) == RACE_ASKS, 20000);
+    cr_assert_eq(atomic_load(&rc->ask_err), PX_OK);
+    int replies = 0, timeouts = 0;
+    for (int i = 0; i < RACE_ASKS; i++) {
+        int r = atomic_load(&rc->outcome_reply[i]), t = atomic_load(&rc->outcome_timeout[i]);
+        cr_assert_eq(r + t, 1, "ask %d got %d replies and %d timeouts", i, r, t);
+        replies += r;
+        timeouts += t;
+    }
+    cr_assert_eq(atomic_load(&rc->unknown), 0);
+    cr_assert_eq(atomic_load(&rc->timeout_is_reply), 0, "an ASK_TIMEOUT is not a reply");
+    /* Every timed-out ask was answered late: each late reply is counted. */
+    PXT_AWAIT(PXT_STAT(sys, late_replies) - st0.late_replies == (uint64_t)timeouts, 5000);
+    cr_assert_eq(PXT_STAT(sys, ask_timeouts) - st0.ask_timeouts, (uint64_t)timeouts);
+    cr_assert_eq(atomic_load(&rc->settled), RACE_ASKS, "more outcomes arrived later");
+    cr_log_info("race: %d replies, %d timeouts", replies, timeouts);
+    px_system_free(sys);
+    free(rc);
+}
+
+typedef struct sys_asker {
+    px_system *sys;
+    px_ref to;
+    int base;
+    int errors, mismatches;
+} sys_asker;
+
+static void *sys_ask_thread(void *p) {
+    sys_asker *a = p;
+    for (int i = 0; i < 500; i++) {
+        px_msg *q = NULL;
+        px_msg_u64(&q, TAG_REQ, (uint64_t)(a->base + i));
+        px_msg *reply = NULL;
+        if (px_system_ask(a->sys, a->to, &q, 10000, &reply) != PX_OK) {
+            a->errors++;
+            px_msg_free(q);
+        } else if (px_msg_get_u64(reply) != (uint64_t)(a->base + i) + 1) {
+            a->mismatches++;
+        }
+        px_msg_free(reply);
+    }
+    return NULL;
+}
+
+Test(core_actor, concurrent_system_asks_each_get_their_own_reply, .timeout = 30) {
+    px_system *sys = pxt_system();
+    echo e = {0};
+    px_ref er = pxt_spawn(sys, &echo_b, &e, NULL);
+    sys_asker a[4];
+    pthread_t th[4];
+    for (int i = 0; i < 4; i++) {
+        a[i] = (sys_asker){.sys = sys, .to = er, .base = i * 100000};
+        cr_assert_eq(pthread_create(&th[i], NULL, sys_ask_thread, &a[i]), 0);
+    }
+    for (int i = 0; i < 4; i++) {
+        pthread_join(th[i], NULL);
+        cr_assert_eq(a[i].errors, 0, "thread %d: %d asks failed", i, a[i].errors);
+        cr_assert_eq(a[i].mismatches, 0, "thread %d got %d replies meant for others", i,
+                     a[i].mismatches);
+    }
+    cr_assert_eq(PXT_STAT(sys, late_replies), 0);
+    px_system_free(sys);
+}
+
+/* --- failure and children ---------------------------------------------- */
+
+Test(core_actor, a_failing_actor_stops_its_children_first_and_its_parent_lives,
+     .timeout = 10) {
+    px_system *sys = pxt_system();
+    atomic_uint_least64_t order = 0;
+    pxt_node n[3];
+    px_ref top = pxt_chain(sys, n, 3, &order);
+    uint64_t f0 = PXT_STAT(sys, failures);
+    pxt_send_u64(sys, n[1].self, PXT_TAG_FAIL, 0);
+    PXT_AWAIT(atomic_load(&n[1].stopped) == 1, 5000);
+    cr_assert_eq(atomic_load(&n[2].stopped), 1, "the child's stop ran before its parent's");
+    cr_assert_lt(atomic_load(&n[2].stop_seq), atomic_load(&n[1].stop_seq));
+    PXT_AWAIT(!px_is_alive(sys, n[1].self) && !px_is_alive(sys, n[2].self), 5000);
+    cr_assert_eq(PXT_STAT(sys, failures) - f0, 1, "one failure (the child only stopped)");
+    cr_assert(px_is_alive(sys, top), "the parent of a failed actor lives on");
+    cr_assert_eq(atomic_load(&n[0].stopped), 0);
+    px_system_free(sys);
+    cr_assert_eq(atomic_load(&n[0].stopped), 1);
+}

@@ -60,6 +60,7 @@ Test(core_mailbox, pop_returns_messages_in_fifo_order_per_external_sender, .time
     }
     PXT_AWAIT(pxt_rec_count(r) == N_SENDERS * PER_SENDER, 20000);
     assert_per_sender_order(r, N_SENDERS, PER_SENDER);
+    cr_assert(px_ref_is_nil(r->sender[0]), "a send from outside actors has a nil sender");
     px_system_free(sys);
     free(r);
 }
@@ -211,6 +212,7 @@ Test(core_mailbox, block_policy_lets_an_external_sender_in_once_space_frees, .ti
  * result and how long the send took. */
 typedef struct prober {
     px_ref to;
+    int via_system_send; /* use px_system_send instead of px_send */
     atomic_int done;
     atomic_int result;
     atomic_llong took_ms;
@@ -223,7 +225,8 @@ static px_err prober_receive(px_ctx *ctx, px_msg *m) {
     px_msg *out = NULL;
     px_msg_u64(&out, 1, 1000);
     int64_t t0 = pxt_now_ms();
-    px_err e = px_send(ctx, p->to, &out);
+    px_err e = p->via_system_send ? px_system_send(px_ctx_system(ctx), p->to, &out)
+                                  : px_send(ctx, p->to, &out);
     atomic_store(&p->took_ms, pxt_now_ms() - t0);
     atomic_store(&p->msg_kept, out != NULL);
     px_msg_free(out);
@@ -253,12 +256,33 @@ Test(core_mailbox, block_policy_fails_at_once_with_efull_from_actor_context, .ti
     free(r);
 }
 
+Test(core_mailbox, block_policy_system_send_from_a_worker_fails_at_once_with_efull,
+     .timeout = 20) {
+    px_system *sys = pxt_system();
+    pxt_rec *r = pxt_rec_new();
+    px_ref a = spawn_bounded(sys, r, 4, PX_OVERFLOW_BLOCK, 5000);
+    park_and_fill(sys, r, a, 4);
+    prober p = {.to = a, .via_system_send = 1};
+    px_ref pr = pxt_spawn(sys, &prober_b, &p, NULL);
+    pxt_send_u64(sys, pr, 0, 0);
+    PXT_AWAIT(atomic_load(&p.done), 10000);
+    cr_assert_eq(atomic_load(&p.result), PX_EFULL, "got %s", px_errname(atomic_load(&p.result)));
+    cr_assert(atomic_load(&p.msg_kept));
+    cr_assert_lt(atomic_load(&p.took_ms), 1000, "px_system_send blocked a worker for %lld ms",
+                 (long long)atomic_load(&p.took_ms));
+    pxt_rec_open(r);
+    PXT_AWAIT(pxt_rec_count(r) == 5, 5000);
+    px_system_free(sys);
+    free(r);
+}
+
 Test(core_mailbox, drop_newest_policy_counts_the_drop_and_returns_ok, .timeout = 20) {
     px_system *sys = pxt_system();
     pxt_rec *r = pxt_rec_new();
     px_ref a = spawn_bounded(sys, r, 4, PX_OVERFLOW_DROP_NEWEST, 0);
     park_and_fill(sys, r, a, 4);
     uint64_t dropped0 = PXT_STAT(sys, dropped);
+    uint64_t dead0 = PXT_STAT(sys, dead_letters);
     for (uint64_t i = 5; i < 8; i++) {
         px_msg *m = pxt_u64(1, i);
         cr_assert_eq(px_system_send(sys, a, &m), PX_OK);
@@ -268,6 +292,7 @@ Test(core_mailbox, drop_newest_policy_counts_the_drop_and_returns_ok, .timeout =
     cr_assert_eq(st.dropped, 3, "actor dropped=%llu", (unsigned long long)st.dropped);
     cr_assert_eq(st.capacity, 4);
     cr_assert_eq(PXT_STAT(sys, dropped) - dropped0, 3);
+    cr_assert_eq(PXT_STAT(sys, dead_letters), dead0, "a drop is not a dead letter");
     pxt_rec_open(r);
     PXT_AWAIT(pxt_rec_count(r) == 5, 5000);
     for (uint64_t i = 0; i < 5; i++) {
@@ -374,7 +399,12 @@ Test(core_mailbox, depth_and_hwm_track_a_bounded_mailbox, .timeout = 20) {
 }
 
 Test(core_mailbox, depth_and_hwm_track_an_unbounded_mailbox, .timeout = 20) {
-    px_system *sys = pxt_system();
+    /* batch=1: the turn after the gate starts with all 100 queued, and hwm is
+     * sampled at each turn (with a bigger batch the parked turn goes on). */
+    px_config cfg;
+    pxt_config(&cfg);
+    cfg.batch = 1;
+    px_system *sys = pxt_system_with(&cfg);
     pxt_rec *r = pxt_rec_new();
     px_ref a = pxt_rec_spawn(sys, r, NULL);
     cr_assert_eq(pxt_astats(sys, a).capacity, 0, "the default mailbox is unbounded");

@@ -1,0 +1,475 @@
+/*
+ * race_core.c — a self-checking concurrency workout of the core runtime,
+ * without Criterion, so it can run under ThreadSanitizer (Criterion cannot:
+ * Snaipe/Criterion#274). Also runs in the plain and ASan builds.
+ *
+ * Each scenario drives real threads and actors, waits on conditions with
+ * bounded polls, and checks exact totals. Prints one line per scenario and
+ * a closing "race_core: N passed, N failed"; exits non-zero on any failure.
+ */
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <plexus/plexus.h>
+
+static int failures;
+
+#define CHECK(cond, ...)                                                       \
+    do {                                                                       \
+        if (!(cond)) {                                                         \
+            fprintf(stderr, "  FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond);  \
+            fprintf(stderr, __VA_ARGS__);                                      \
+            fprintf(stderr, "\n");                                             \
+            ok = 0;                                                            \
+        }                                                                      \
+    } while (0)
+
+static int64_t now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void nap(void) {
+    struct timespec ts = {0, 500 * 1000};
+    nanosleep(&ts, NULL);
+}
+
+/* Polls cond up to ms; a pause between polls is not synchronization. */
+#define AWAIT(cond, ms)                                                        \
+    ({                                                                         \
+        int64_t dl_ = now_ms() + (ms);                                         \
+        while (!(cond) && now_ms() < dl_) {                                    \
+            nap();                                                             \
+        }                                                                      \
+        (cond);                                                                \
+    })
+
+static px_system *new_system(px_shutdown_mode mode) {
+    px_config cfg;
+    px_config_init(&cfg);
+    cfg.workers = 2;
+    cfg.shutdown_mode = mode;
+    cfg.log_level = PX_LOG_CRIT;
+    px_system *sys = NULL;
+    if (px_system_alloc(&sys, &cfg) != PX_OK) {
+        fprintf(stderr, "cannot create system\n");
+        exit(2);
+    }
+    return sys;
+}
+
+/* ---- 1. fan-in from threads and actors, FIFO per sender ---- */
+
+#define SENDERS 8
+#define PER_SENDER 20000
+static _Atomic uint64_t fan_next[SENDERS];
+static _Atomic uint64_t fan_bad, fan_got;
+static px_ref fan_sink;
+
+static px_err sink_recv(px_ctx *ctx, px_msg *m) {
+    (void)ctx;
+    uint32_t s = px_msg_tag(m);
+    uint64_t seq = px_msg_get_u64(m);
+    if (s >= SENDERS || atomic_load(&fan_next[s]) != seq) {
+        atomic_fetch_add(&fan_bad, 1);
+    }
+    atomic_store(&fan_next[s], seq + 1);
+    atomic_fetch_add(&fan_got, 1);
+    return PX_OK;
+}
+static const px_behavior sink_b = {.name = "race.sink", .receive = sink_recv};
+
+static px_err pump_recv(px_ctx *ctx, px_msg *m) {
+    uint32_t s = px_msg_tag(m);
+    uint64_t from = px_msg_get_u64(m);
+    for (uint64_t i = from; i < from + 500 && i < PER_SENDER; i++) {
+        px_msg *d = NULL;
+        px_msg_u64(&d, s, i);
+        if (px_send(ctx, fan_sink, &d) != PX_OK) {
+            px_msg_free(d);
+            atomic_fetch_add(&fan_bad, 1);
+        }
+    }
+    if (from + 500 < PER_SENDER) {
+        px_msg *k = NULL;
+        px_msg_u64(&k, s, from + 500);
+        return px_send(ctx, px_self(ctx), &k);
+    }
+    return PX_OK;
+}
+static const px_behavior pump_b = {.name = "race.pump", .receive = pump_recv};
+
+typedef struct {
+    px_system *sys;
+    uint32_t s;
+} thr_arg;
+
+static void *fan_thread(void *p) {
+    thr_arg *a = p;
+    for (uint64_t i = 0; i < PER_SENDER; i++) {
+        px_msg *d = NULL;
+        px_msg_u64(&d, a->s, i);
+        if (px_system_send(a->sys, fan_sink, &d) != PX_OK) {
+            px_msg_free(d);
+            atomic_fetch_add(&fan_bad, 1);
+        }
+    }
+    return NULL;
+}
+
+static int fan_in(void) {
+    int ok = 1;
+    px_system *sys = new_system(PX_SHUTDOWN_DRAIN);
+    CHECK(px_system_spawn(sys, &sink_b, NULL, NULL, &fan_sink) == PX_OK, "spawn sink");
+    pthread_t t[SENDERS / 2];
+    thr_arg args[SENDERS / 2];
+    for (uint32_t i = 0; i < SENDERS / 2; i++) {
+        args[i] = (thr_arg){sys, i};
+        pthread_create(&t[i], NULL, fan_thread, &args[i]);
+    }
+    for (uint32_t i = SENDERS / 2; i < SENDERS; i++) {
+        px_ref p;
+        px_msg *k = NULL;
+        px_msg_u64(&k, i, 0);
+        CHECK(px_system_spawn(sys, &pump_b, NULL, NULL, &p) == PX_OK, "spawn pump");
+        CHECK(px_system_send(sys, p, &k) == PX_OK, "kick");
+    }
+    for (uint32_t i = 0; i < SENDERS / 2; i++) {
+        pthread_join(t[i], NULL);
+    }
+    CHECK(AWAIT(atomic_load(&fan_got) == SENDERS * PER_SENDER, 30000), "got %llu",
+          (unsigned long long)atomic_load(&fan_got));
+    CHECK(atomic_load(&fan_bad) == 0, "%llu out of order or failed",
+          (unsigned long long)atomic_load(&fan_bad));
+    px_system_free(sys);
+    return ok;
+}
+
+/* ---- 2. churn: spawn/stop while others send to stale refs ---- */
+
+static _Atomic uint64_t churn_recv;
+static px_err count_recv(px_ctx *ctx, px_msg *m) {
+    (void)ctx;
+    (void)m;
+    atomic_fetch_add(&churn_recv, 1);
+    return PX_OK;
+}
+static const px_behavior count_b = {.name = "race.count", .receive = count_recv};
+
+#define CHURN_REFS 64
+static _Atomic uint64_t churn_refs[CHURN_REFS][2]; /* packed px_ref halves */
+static _Atomic int churn_stop;
+static _Atomic uint64_t churn_sent;
+
+static px_ref ref_load(int i) {
+    uint64_t a = atomic_load(&churn_refs[i][0]), b = atomic_load(&churn_refs[i][1]);
+    return (px_ref){(uint32_t)a, (uint32_t)(a >> 32), (uint32_t)b, (uint32_t)(b >> 32)};
+}
+static void ref_store(int i, px_ref r) {
+    atomic_store(&churn_refs[i][0], (uint64_t)r.node | (uint64_t)r.node_inc << 32);
+    atomic_store(&churn_refs[i][1], (uint64_t)r.id | (uint64_t)r.inc << 32);
+}
+
+static void *churn_sender(void *p) {
+    px_system *sys = p;
+    for (uint32_t i = 0; !atomic_load(&churn_stop) && i < 400000; i++) {
+        px_msg *m = NULL;
+        px_msg_u64(&m, 0, i);
+        if (px_system_send(sys, ref_load((int)(i % CHURN_REFS)), &m) == PX_OK) {
+            atomic_fetch_add(&churn_sent, 1);
+        } else {
+            px_msg_free(m);
+        }
+    }
+    return NULL;
+}
+
+static int churn(void) {
+    int ok = 1;
+    px_system *sys = new_system(PX_SHUTDOWN_REJECT);
+    for (int i = 0; i < CHURN_REFS; i++) {
+        px_ref r;
+        CHECK(px_system_spawn(sys, &count_b, NULL, NULL, &r) == PX_OK, "spawn");
+        ref_store(i, r);
+    }
+    pthread_t t[2];
+    for (int i = 0; i < 2; i++) {
+        pthread_create(&t[i], NULL, churn_sender, sys);
+    }
+    for (int round = 0; round < 3000; round++) {
+        int i = round % CHURN_REFS;
+        px_ref old = ref_load(i), r;
+        px_stop(sys, old);
+        if (px_system_spawn(sys, &count_b, NULL, NULL, &r) == PX_OK) {
+            ref_store(i, r);
+            CHECK(!px_ref_eq(r, old), "a new actor reused a ref");
+        }
+    }
+    atomic_store(&churn_stop, 1);
+    for (int i = 0; i < 2; i++) {
+        pthread_join(t[i], NULL);
+    }
+    px_system_shutdown(sys);
+    px_system_stats st;
+    px_system_stats_get(sys, &st);
+    uint64_t sent = atomic_load(&churn_sent), got = atomic_load(&churn_recv);
+    CHECK(got + st.dead_letters == sent, "received %llu + dead %llu != sent %llu",
+          (unsigned long long)got, (unsigned long long)st.dead_letters, (unsigned long long)sent);
+    CHECK(st.live_actors == 0, "live %llu after shutdown", (unsigned long long)st.live_actors);
+    px_system_free(sys);
+    return ok;
+}
+
+/* ---- 3. asks between actors, half of them timing out ---- */
+
+#define ASKS 2000
+static _Atomic uint64_t ask_replies, ask_timeouts;
+static px_ref ask_server;
+
+static px_err server_recv(px_ctx *ctx, px_msg *m) {
+    if (px_msg_get_u64(m) % 2 == 0) {
+        px_msg *r = NULL;
+        px_msg_u64(&r, 0, px_msg_get_u64(m));
+        return px_reply(ctx, m, &r);
+    }
+    return PX_OK; /* odd: never answered */
+}
+static const px_behavior server_b = {.name = "race.server", .receive = server_recv};
+
+static px_err client_recv(px_ctx *ctx, px_msg *m) {
+    if (px_msg_is_reply(m)) {
+        atomic_fetch_add(&ask_replies, 1);
+        return PX_OK;
+    }
+    if (px_msg_kind_of(m) == PX_MSG_ASK_TIMEOUT) {
+        atomic_fetch_add(&ask_timeouts, 1);
+        return PX_OK;
+    }
+    uint64_t base = px_msg_get_u64(m);
+    for (uint64_t i = base; i < base + ASKS / 4; i++) {
+        px_msg *q = NULL;
+        px_msg_u64(&q, 0, i);
+        if (px_ask(ctx, ask_server, &q, 20, NULL) != PX_OK) {
+            px_msg_free(q);
+        }
+    }
+    return PX_OK;
+}
+static const px_behavior client_b = {.name = "race.client", .receive = client_recv};
+
+static int asks(void) {
+    int ok = 1;
+    px_system *sys = new_system(PX_SHUTDOWN_DRAIN);
+    CHECK(px_system_spawn(sys, &server_b, NULL, NULL, &ask_server) == PX_OK, "spawn");
+    for (int c = 0; c < 4; c++) {
+        px_ref cl;
+        px_msg *k = NULL;
+        px_msg_u64(&k, 0, (uint64_t)c * (ASKS / 4));
+        CHECK(px_system_spawn(sys, &client_b, NULL, NULL, &cl) == PX_OK, "spawn");
+        CHECK(px_system_send(sys, cl, &k) == PX_OK, "kick");
+    }
+    CHECK(AWAIT(atomic_load(&ask_replies) + atomic_load(&ask_timeouts) == ASKS, 20000),
+          "replies %llu timeouts %llu", (unsigned long long)atomic_load(&ask_replies),
+          (unsigned long long)atomic_load(&ask_timeouts));
+    CHECK(atomic_load(&ask_replies) == ASKS / 2, "replies %llu",
+          (unsigned long long)atomic_load(&ask_replies));
+    /* Blocking asks from two threads at once. */
+    for (int i = 0; i < 50; i++) {
+        px_msg *q = NULL, *r = NULL;
+        px_msg_u64(&q, 0, (uint64_t)i * 2);
+        CHECK(px_system_ask(sys, ask_server, &q, 2000, &r) == PX_OK && r != NULL &&
+                  px_msg_get_u64(r) == (uint64_t)i * 2, "blocking ask %d", i);
+        px_msg_free(r);
+        px_msg_free(q);
+    }
+    px_system_free(sys);
+    return ok;
+}
+
+/* ---- 4. bounded Block mailbox fed by three threads ---- */
+
+static _Atomic uint64_t slow_got;
+static px_err slow_recv(px_ctx *ctx, px_msg *m) {
+    (void)ctx;
+    (void)m;
+    atomic_fetch_add(&slow_got, 1);
+    return PX_OK;
+}
+static const px_behavior slow_b = {.name = "race.slow", .receive = slow_recv};
+static px_ref slow_ref;
+static _Atomic uint64_t block_sent, block_timeouts;
+
+static void *block_thread(void *p) {
+    px_system *sys = p;
+    for (int i = 0; i < 20000; i++) {
+        px_msg *m = NULL;
+        px_msg_u64(&m, 0, (uint64_t)i);
+        px_err rv = px_system_send(sys, slow_ref, &m);
+        if (rv == PX_OK) {
+            atomic_fetch_add(&block_sent, 1);
+        } else {
+            atomic_fetch_add(&block_timeouts, 1);
+            px_msg_free(m);
+        }
+    }
+    return NULL;
+}
+
+static int bounded_block(void) {
+    int ok = 1;
+    px_system *sys = new_system(PX_SHUTDOWN_DRAIN);
+    px_mailbox_opts mb = {.capacity = 8, .overflow = PX_OVERFLOW_BLOCK, .block_timeout_ms = 5000};
+    px_spawn_opts so = {.mailbox = &mb};
+    CHECK(px_system_spawn(sys, &slow_b, NULL, &so, &slow_ref) == PX_OK, "spawn");
+    pthread_t t[3];
+    for (int i = 0; i < 3; i++) {
+        pthread_create(&t[i], NULL, block_thread, sys);
+    }
+    for (int i = 0; i < 3; i++) {
+        pthread_join(t[i], NULL);
+    }
+    CHECK(atomic_load(&block_timeouts) == 0, "%llu sends timed out",
+          (unsigned long long)atomic_load(&block_timeouts));
+    CHECK(AWAIT(atomic_load(&slow_got) == atomic_load(&block_sent), 10000), "got %llu of %llu",
+          (unsigned long long)atomic_load(&slow_got), (unsigned long long)atomic_load(&block_sent));
+    px_actor_stats as;
+    CHECK(px_actor_stats_get(sys, slow_ref, &as) == PX_OK && as.hwm <= 8, "hwm %llu",
+          (unsigned long long)as.hwm);
+    px_system_free(sys);
+    return ok;
+}
+
+/* ---- 5. timers added and cancelled from several threads ---- */
+
+static _Atomic uint64_t tick_got;
+static px_err tick_recv(px_ctx *ctx, px_msg *m) {
+    (void)ctx;
+    (void)m;
+    atomic_fetch_add(&tick_got, 1);
+    return PX_OK;
+}
+static const px_behavior tick_b = {.name = "race.tick", .receive = tick_recv};
+static px_ref tick_ref;
+static _Atomic uint64_t timers_cancelled, timers_added;
+
+static void *timer_thread(void *p) {
+    px_system *sys = p;
+    for (int i = 0; i < 500; i++) {
+        px_msg *m = NULL;
+        uint64_t id;
+        px_msg_u64(&m, 0, (uint64_t)i);
+        if (px_system_send_after(sys, (uint32_t)(i % 7), tick_ref, &m, &id) != PX_OK) {
+            px_msg_free(m);
+            continue;
+        }
+        atomic_fetch_add(&timers_added, 1);
+        if (i % 3 == 0 && px_timer_cancel(sys, id) == PX_OK) {
+            atomic_fetch_add(&timers_cancelled, 1);
+        }
+    }
+    return NULL;
+}
+
+static int timers(void) {
+    int ok = 1;
+    px_system *sys = new_system(PX_SHUTDOWN_DRAIN);
+    CHECK(px_system_spawn(sys, &tick_b, NULL, NULL, &tick_ref) == PX_OK, "spawn");
+    pthread_t t[3];
+    for (int i = 0; i < 3; i++) {
+        pthread_create(&t[i], NULL, timer_thread, sys);
+    }
+    for (int i = 0; i < 3; i++) {
+        pthread_join(t[i], NULL);
+    }
+    CHECK(AWAIT(atomic_load(&tick_got) + atomic_load(&timers_cancelled) ==
+                    atomic_load(&timers_added), 10000),
+          "got %llu + cancelled %llu != added %llu", (unsigned long long)atomic_load(&tick_got),
+          (unsigned long long)atomic_load(&timers_cancelled),
+          (unsigned long long)atomic_load(&timers_added));
+    px_system_free(sys);
+    return ok;
+}
+
+/* ---- 6. shutdown while threads are still sending ---- */
+
+static _Atomic uint64_t sd_accepted, sd_got;
+static px_err sd_recv(px_ctx *ctx, px_msg *m) {
+    (void)ctx;
+    (void)m;
+    atomic_fetch_add(&sd_got, 1);
+    return PX_OK;
+}
+static const px_behavior sd_b = {.name = "race.sd", .receive = sd_recv};
+static px_ref sd_ref;
+
+static void *sd_thread(void *p) {
+    px_system *sys = p;
+    for (int i = 0; i < 1000000; i++) {
+        px_msg *m = NULL;
+        px_msg_u64(&m, 0, (uint64_t)i);
+        px_err rv = px_system_send(sys, sd_ref, &m);
+        if (rv == PX_OK) {
+            atomic_fetch_add(&sd_accepted, 1);
+        } else {
+            px_msg_free(m);
+            if (rv == PX_ECLOSED) {
+                break;
+            }
+        }
+    }
+    return NULL;
+}
+
+static int shutdown_in_flight(void) {
+    int ok = 1;
+    px_system *sys = new_system(PX_SHUTDOWN_DRAIN);
+    CHECK(px_system_spawn(sys, &sd_b, NULL, NULL, &sd_ref) == PX_OK, "spawn");
+    pthread_t t[2];
+    for (int i = 0; i < 2; i++) {
+        pthread_create(&t[i], NULL, sd_thread, sys);
+    }
+    AWAIT(atomic_load(&sd_got) > 20000, 10000);
+    px_err rv = px_system_shutdown(sys);
+    for (int i = 0; i < 2; i++) {
+        pthread_join(t[i], NULL);
+    }
+    px_system_stats st;
+    px_system_stats_get(sys, &st);
+    CHECK(rv == PX_OK || rv == PX_ETIMEDOUT, "shutdown %s", px_strerror(rv));
+    CHECK(atomic_load(&sd_got) + st.dead_letters == atomic_load(&sd_accepted),
+          "got %llu + dead %llu != accepted %llu", (unsigned long long)atomic_load(&sd_got),
+          (unsigned long long)st.dead_letters, (unsigned long long)atomic_load(&sd_accepted));
+    px_system_free(sys);
+    return ok;
+}
+
+int main(void) {
+    struct {
+        const char *name;
+        int (*fn)(void);
+    } cases[] = {{"fan_in_keeps_fifo_per_sender", fan_in},
+                 {"churn_never_delivers_to_a_newer_actor", churn},
+                 {"asks_get_exactly_one_outcome", asks},
+                 {"bounded_block_loses_nothing", bounded_block},
+                 {"timers_fire_or_cancel_exactly_once", timers},
+                 {"shutdown_with_sends_in_flight_loses_nothing", shutdown_in_flight}};
+    int passed = 0;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        int64_t t0 = now_ms();
+        int ok = cases[i].fn();
+        printf("%s %s (%lld ms)\n", ok ? "ok  " : "FAIL", cases[i].name, (long long)(now_ms() - t0));
+        fflush(stdout);
+        if (ok) {
+            passed++;
+        } else {
+            failures++;
+        }
+    }
+    printf("race_core: %d passed, %d failed\n", passed, failures);
+    return failures == 0 ? 0 : 1;
+}
