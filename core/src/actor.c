@@ -89,12 +89,13 @@ static px_actor *slot_alloc(px_system *sys) {
         a->next_free = NULL;
         return a;
     }
-    if (sys->free_list != NULL) { /* racy peek; re-checked under the lock */
+    if (atomic_load_explicit(&sys->nfree, memory_order_relaxed) > 0) {
         nng_mtx_lock(sys->slot_mtx);
         a = sys->free_list;
         if (a != NULL) {
             sys->free_list = a->next_free;
             a->next_free = NULL;
+            atomic_fetch_sub_explicit(&sys->nfree, 1, memory_order_relaxed);
         }
         nng_mtx_unlock(sys->slot_mtx);
         if (a != NULL) {
@@ -141,6 +142,7 @@ static void slot_release(px_actor *a) {
     nng_mtx_lock(sys->slot_mtx);
     a->next_free = sys->free_list;
     sys->free_list = a;
+    atomic_fetch_add_explicit(&sys->nfree, 1, memory_order_relaxed);
     nng_mtx_unlock(sys->slot_mtx);
 }
 
@@ -194,8 +196,24 @@ static bool user_nonempty(px_actor *a) {
     return pxi_mpsc_nonempty(a->mb_head, &a->mb_tail, &a->mb_stub);
 }
 
+/* Owner only. */
 static bool has_work(px_actor *a) {
     return pxi_mpsc_nonempty(a->sys_head, &a->sys_tail, &a->sys_stub) || user_nonempty(a);
+}
+
+/* After clearing `sched`, the caller no longer owns the actor: another
+ * worker may be running it already, so only producer-side state may be
+ * read. The owner left both queues empty (head == stub), so a tail that is
+ * not the stub means a push happened since. seq_cst loads pair with the
+ * producers' seq_cst exchange + sched check. */
+static bool pushed_since_release(px_actor *a) {
+    if (atomic_load(&a->sys_tail) != &a->sys_stub) {
+        return true;
+    }
+    if (a->bq != NULL) {
+        return atomic_load(&a->bq->count) > 0;
+    }
+    return atomic_load(&a->mb_tail) != &a->mb_stub;
 }
 
 /* Dead-letters everything queued (owner, or the reclaimer). */
@@ -610,11 +628,8 @@ void pxi_actor_run(pxi_worker *w, px_actor *a) {
         return;
     }
     atomic_store(&a->sched, 0);
-    if (has_work(a)) {
-        uint32_t zero = 0;
-        if (atomic_compare_exchange_strong(&a->sched, &zero, 1)) {
-            pxi_sched_submit(sys, a);
-        }
+    if (pushed_since_release(a)) {
+        schedule_if_idle(a);
     }
 }
 
@@ -760,7 +775,7 @@ px_err pxi_spawn(px_system *sys, px_actor *parent, const px_behavior *b,
         stop_msg_to(a);
     }
     atomic_store(&a->sched, 0);
-    if (has_work(a)) {
+    if (pushed_since_release(a)) {
         schedule_if_idle(a);
     }
     return PX_OK;

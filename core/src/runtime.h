@@ -170,6 +170,7 @@ struct px_system {
     _Atomic uint32_t next_id;    /* next never-used id */
     uint32_t id_cap;             /* ids available: nchunks * PXI_CHUNK */
     px_actor *free_list;         /* slot_mtx */
+    _Atomic uint32_t nfree;      /* length of free_list: written under slot_mtx, peeked without */
     _Atomic uint64_t live;
 
     /* Tree: the root guardian's child list. */

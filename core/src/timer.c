@@ -115,13 +115,19 @@ static void on_tick(void *arg) {
     pxi_timers *t = arg;
     px_system *sys = t->sys;
     enum { BATCH = 64 };
+    bool first = true;
     for (;;) {
         px_ref to[BATCH];
         px_msg *msgs[BATCH];
         uint32_t n = 0;
         nng_time now = nng_clock();
         nng_mtx_lock(t->mtx);
-        t->armed = false;
+        if (first) {
+            /* Only this callback's own sleep is over. On later passes an
+             * adder may have armed a new sleep meanwhile: leave it be. */
+            t->armed = false;
+            first = false;
+        }
         if (t->closed) {
             nng_mtx_unlock(t->mtx);
             return;
@@ -152,7 +158,7 @@ static void on_tick(void *arg) {
         }
         bool more = n == BATCH;
         nng_time next = 0;
-        if (!more && t->nheap > 0) {
+        if (!more && t->nheap > 0 && !t->armed) {
             next = t->slots[t->heap[0]].deadline;
             t->armed = true;
             t->armed_at = next;
