@@ -390,6 +390,9 @@ Test(core_actor, late_reply_to_a_system_ask_is_dropped_and_counted, .timeout = 1
     atomic_store(&e.gate_closed, 1);
     px_ref er = pxt_spawn(sys, &echo_b, &e, NULL);
     uint64_t late0 = PXT_STAT(sys, late_replies);
+    uint64_t dead0 = PXT_STAT(sys, dead_letters);
+    pxt_dl dl = {0};
+    px_system_on_dead_letter(sys, pxt_dl_hook, &dl);
     px_msg *q = pxt_u64(TAG_REQ, 1);
     px_msg *reply = NULL;
     cr_assert_eq(px_system_ask(sys, er, &q, 50, &reply), PX_ETIMEDOUT);
@@ -399,6 +402,9 @@ Test(core_actor, late_reply_to_a_system_ask_is_dropped_and_counted, .timeout = 1
     PXT_AWAIT(atomic_load(&e.replied) == 1, 5000);
     cr_assert_eq(atomic_load(&e.reply_err), PX_OK);
     PXT_AWAIT(PXT_STAT(sys, late_replies) - late0 == 1, 5000);
+    cr_assert_eq(PXT_STAT(sys, dead_letters) - dead0, 0, "a late reply is not a dead letter");
+    cr_assert_eq(atomic_load(&dl.count), 0,
+                 "the dead-letter hook (once per dead letter) saw the late reply");
     /* A later ask still works and gets its own reply, not the late one. */
     q = pxt_u64(TAG_REQ, 41);
     cr_assert_eq(px_system_ask(sys, er, &q, 5000, &reply), PX_OK);

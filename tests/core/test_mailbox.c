@@ -373,6 +373,23 @@ Test(core_mailbox, error_policy_returns_efull_from_actor_context, .timeout = 20)
     free(r);
 }
 
+Test(core_mailbox, spawn_with_a_bounded_mailbox_and_no_valid_policy_is_einval, .timeout = 10) {
+    px_system *sys = pxt_system();
+    pxt_rec *r = pxt_rec_new();
+    px_mailbox_opts mb = {.capacity = 4, .overflow = (px_overflow)0};
+    px_spawn_opts so = {.mailbox = &mb};
+    px_msg *arg = pxt_ptr_msg(r);
+    px_ref a = PX_REF_NIL;
+    cr_assert_eq(px_system_spawn(sys, pxt_rec_behavior(), &arg, &so, &a), PX_EINVAL);
+    cr_assert_not_null(arg);
+    mb.overflow = (px_overflow)5;
+    cr_assert_eq(px_system_spawn(sys, pxt_rec_behavior(), &arg, &so, &a), PX_EINVAL);
+    px_msg_free(arg);
+    cr_assert_eq(pxt_live(sys), 0);
+    px_system_free(sys);
+    free(r);
+}
+
 /* --- depth and high-water mark ----------------------------------------- */
 
 Test(core_mailbox, depth_and_hwm_track_a_bounded_mailbox, .timeout = 20) {

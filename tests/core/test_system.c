@@ -499,6 +499,67 @@ Test(core_system, free_without_shutdown_shuts_down_first, .timeout = 10) {
     free(r);
 }
 
+/* A spawn whose init is still running when shutdown stops the root: init
+ * waits (bounded) until the root guardian is no longer alive. */
+typedef struct racing_spawn {
+    px_system *sys;
+    atomic_int in_init;
+    atomic_int stop_calls;
+    px_err result;
+    int arg_kept;
+    px_msg *arg;
+} racing_spawn;
+
+static px_err racing_init(px_ctx *ctx, const px_msg *arg) {
+    racing_spawn *rs = pxt_msg_ptr(arg);
+    px_set_state(ctx, rs);
+    atomic_store(&rs->in_init, 1);
+    PXT_POLL(!px_is_alive(rs->sys, px_system_root(rs->sys)), 10000);
+    return PX_OK;
+}
+static px_err racing_receive(px_ctx *ctx, px_msg *m) {
+    (void)ctx;
+    (void)m;
+    return PX_OK;
+}
+static void racing_stop(px_ctx *ctx) {
+    racing_spawn *rs = px_state(ctx);
+    atomic_fetch_add(&rs->stop_calls, 1);
+}
+static const px_behavior racing_b = {.name = "t.racing", .init = racing_init,
+                                     .receive = racing_receive, .stop = racing_stop};
+
+static void *racing_spawn_thread(void *p) {
+    racing_spawn *rs = p;
+    rs->arg = pxt_ptr_msg(rs);
+    px_ref ref = PX_REF_NIL;
+    rs->result = px_system_spawn(rs->sys, &racing_b, &rs->arg, NULL, &ref);
+    rs->arg_kept = rs->arg != NULL;
+    return NULL;
+}
+
+Test(core_system, a_spawn_overtaken_by_shutdown_fails_cleanly_leaving_the_caller_its_argument,
+     .timeout = 20) {
+    px_system *sys = pxt_system();
+    racing_spawn rs = {.sys = sys};
+    pthread_t th;
+    cr_assert_eq(pthread_create(&th, NULL, racing_spawn_thread, &rs), 0);
+    PXT_AWAIT(atomic_load(&rs.in_init), 5000);
+    px_err e = px_system_shutdown(sys);
+    pthread_join(th, NULL);
+    cr_assert_eq(e, PX_OK);
+    if (rs.result == PX_OK) {
+        /* Accepted: then it must have been stopped like everyone else. */
+        cr_assert_eq(atomic_load(&rs.stop_calls), 1);
+    } else {
+        cr_assert_eq(rs.result, PX_ECLOSED, "got %s", px_errname(rs.result));
+        cr_assert(rs.arg_kept, "px_system_spawn returned %s but took (and freed) the start "
+                  "argument: on error the caller still owns it", px_errname(rs.result));
+        px_msg_free(rs.arg);
+    }
+    px_system_free(sys);
+}
+
 /* --- limits ------------------------------------------------------------ */
 
 Test(core_system, spawn_beyond_max_actors_is_elimit, .timeout = 10) {
