@@ -1,0 +1,171 @@
+/*
+ * bench_util.c — timing, RSS, completion and output helpers shared by the
+ * core benchmarks (see bench_util.h). Nothing here touches plexus internals:
+ * only the public API.
+ */
+#include "bench_util.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+void bench_done_init(bench_done *d)
+{
+    memset(d, 0, sizeof(*d));
+    pthread_mutex_init(&d->mtx, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&d->cv, &ca);
+    pthread_condattr_destroy(&ca);
+}
+
+void bench_done_fini(bench_done *d)
+{
+    pthread_cond_destroy(&d->cv);
+    pthread_mutex_destroy(&d->mtx);
+}
+
+static void done_set(bench_done *d, int failed)
+{
+    uint64_t t = bench_now_ns();
+    pthread_mutex_lock(&d->mtx);
+    if (!d->done) {
+        d->t_ns = t;
+    }
+    d->done = 1;
+    d->failed |= failed;
+    pthread_cond_broadcast(&d->cv);
+    pthread_mutex_unlock(&d->mtx);
+}
+
+void bench_done_signal(bench_done *d) { done_set(d, 0); }
+void bench_done_fail(bench_done *d) { done_set(d, 1); }
+
+uint64_t bench_done_wait(bench_done *d, unsigned timeout_s, const char *what)
+{
+    struct timespec dl;
+    clock_gettime(CLOCK_MONOTONIC, &dl);
+    dl.tv_sec += (time_t)timeout_s;
+    pthread_mutex_lock(&d->mtx);
+    while (!d->done) {
+        int rc = pthread_cond_timedwait(&d->cv, &d->mtx, &dl);
+        if (rc == ETIMEDOUT && !d->done) {
+            pthread_mutex_unlock(&d->mtx);
+            bench_die("%s: did not complete within %u s", what, timeout_s);
+        }
+    }
+    int failed = d->failed;
+    uint64_t t = d->t_ns;
+    pthread_mutex_unlock(&d->mtx);
+    if (failed) {
+        bench_die("%s: failed (see above)", what);
+    }
+    return t;
+}
+
+uint64_t bench_now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+uint64_t bench_cpu_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+uint64_t bench_rss_bytes(void)
+{
+    FILE *f = fopen("/proc/self/statm", "r");
+    if (f == NULL) {
+        bench_die("cannot open /proc/self/statm: %s", strerror(errno));
+    }
+    unsigned long size = 0, resident = 0;
+    int n = fscanf(f, "%lu %lu", &size, &resident);
+    fclose(f);
+    if (n != 2) {
+        bench_die("cannot parse /proc/self/statm");
+    }
+    return (uint64_t)resident * (uint64_t)sysconf(_SC_PAGESIZE);
+}
+
+void bench_die(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("bench: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+    fflush(stdout);
+    exit(1);
+}
+
+void bench_check(px_err err, const char *what)
+{
+    if (err != PX_OK) {
+        bench_die("%s: %s (%s)", what, px_strerror(err), px_errname(err));
+    }
+}
+
+px_system *bench_system(uint32_t max_actors)
+{
+    px_config cfg;
+    px_config_init(&cfg);
+    cfg.node_name = "bench";
+    cfg.log_level = PX_LOG_WARN;
+    if (max_actors != 0) {
+        cfg.max_actors = max_actors;
+    }
+    char why[256] = "";
+    if (px_config_check(&cfg, why, sizeof(why)) != PX_OK) {
+        bench_die("config: %s", why);
+    }
+    px_system *sys = NULL;
+    bench_check(px_system_alloc(&sys, &cfg), "px_system_alloc");
+    return sys;
+}
+
+void bench_system_free(px_system *sys)
+{
+    px_err err = px_system_shutdown(sys);
+    if (err != PX_OK) {
+        bench_die("px_system_shutdown: %s", px_strerror(err));
+    }
+    px_system_free(sys);
+}
+
+void bench_figure_u64(const char *name, uint64_t value, const char *unit)
+{
+    printf("%s %" PRIu64 " %s\n", name, value, unit);
+    fflush(stdout);
+}
+
+void bench_figure_f(const char *name, double value, int decimals, const char *unit)
+{
+    printf("%s %.*f %s\n", name, decimals, value, unit);
+    fflush(stdout);
+}
+
+uint64_t bench_arg_u64(int argc, char **argv, int idx, uint64_t dflt)
+{
+    if (argc <= idx) {
+        return dflt;
+    }
+    char *end = NULL;
+    errno = 0;
+    unsigned long long v = strtoull(argv[idx], &end, 10);
+    if (errno != 0 || end == argv[idx] || *end != '\0' || v == 0) {
+        bench_die("bad count '%s'", argv[idx]);
+    }
+    return (uint64_t)v;
+}

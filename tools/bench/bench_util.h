@@ -1,0 +1,61 @@
+/*
+ * bench_util.h — shared scaffolding of the core benchmarks.
+ *
+ * Each benchmark program prints one line per figure on stdout, exactly
+ * "name value unit", and nothing else; diagnostics go to stderr. A failed
+ * check exits non-zero through bench_die. Completion is signalled from actor
+ * context through a bench_done (mutex + condition variable), never polled.
+ */
+#ifndef PLEXUS_BENCH_UTIL_H
+#define PLEXUS_BENCH_UTIL_H
+
+#include <pthread.h>
+#include <stdint.h>
+
+#include <plexus/plexus.h>
+
+/* A one-shot completion flag. Thread-safe. */
+typedef struct bench_done {
+    pthread_mutex_t mtx;
+    pthread_cond_t cv;
+    int done;     /* guarded by mtx */
+    int failed;   /* guarded by mtx */
+    uint64_t t_ns; /* time of bench_done_signal, guarded by mtx */
+} bench_done;
+
+void bench_done_init(bench_done *d);
+void bench_done_fini(bench_done *d);
+/* Records the current time and wakes the waiter. Callable from any thread. */
+void bench_done_signal(bench_done *d);
+/* Like bench_done_signal but marks the run as failed. */
+void bench_done_fail(bench_done *d);
+/* Waits up to timeout_s; exits the process (bench_die) on timeout or
+ * failure. Returns the time of the signal (bench_now_ns clock). */
+uint64_t bench_done_wait(bench_done *d, unsigned timeout_s, const char *what);
+
+/* Monotonic clock in ns. */
+uint64_t bench_now_ns(void);
+/* Process CPU time in ns (all threads). */
+uint64_t bench_cpu_ns(void);
+/* Resident set size in bytes, from /proc/self/statm. */
+uint64_t bench_rss_bytes(void);
+
+/* Prints "fmt" to stderr with a "bench: " prefix and exits with status 1. */
+void bench_die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
+/* Dies unless err is PX_OK. */
+void bench_check(px_err err, const char *what);
+
+/* A system with the benchmark configuration (workers = online CPUs, log
+ * level WARN). max_actors may be 0 for the default. */
+px_system *bench_system(uint32_t max_actors);
+/* Shuts the system down and frees it; dies if shutdown fails. */
+void bench_system_free(px_system *sys);
+
+/* Prints one figure line "name value unit" on stdout and flushes. */
+void bench_figure_u64(const char *name, uint64_t value, const char *unit);
+void bench_figure_f(const char *name, double value, int decimals, const char *unit);
+
+/* Parses an optional count override from argv[1] (for quick runs). */
+uint64_t bench_arg_u64(int argc, char **argv, int idx, uint64_t dflt);
+
+#endif
