@@ -235,6 +235,7 @@ Test(core_sched, idle_workers_do_not_burn_cpu, .timeout = 30) {
         PXT_AWAIT(PXT_ASTAT(sys, a[i], depth) == 0, 5000);
     }
     double share = cpu_share_over_300ms();
+    cr_log_info("idle CPU share: %.1f%%", share * 100);
     cr_assert_lt(share, 0.15, "idle system used %.0f%% of one CPU", share * 100);
     /* And the parked workers wake up for new work. */
     pxt_send_u64(sys, a[0], 1, 0);
@@ -251,6 +252,7 @@ Test(core_sched, a_fresh_system_with_no_actors_is_idle, .timeout = 30) {
     cfg.workers = 8;
     px_system *sys = pxt_system_with(&cfg);
     double share = cpu_share_over_300ms();
+    cr_log_info("idle CPU share: %.1f%%", share * 100);
     cr_assert_lt(share, 0.15, "idle system used %.0f%% of one CPU", share * 100);
     px_system_free(sys);
 }
