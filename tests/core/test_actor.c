@@ -689,17 +689,41 @@ static px_err cnt_receive(px_ctx *ctx, px_msg *m) {
 }
 static const px_behavior cnt_b = {.name = "t.cnt", .receive = cnt_receive};
 
+/* Spawns a top-level cnt_b actor on each message, from its worker (slot
+ * reuse is easiest to provoke where slots are freed: on the workers). */
+typedef struct churner {
+    atomic_int done;
+    atomic_int err;
+    px_ref last;
+} churner;
+static px_err churner_receive(px_ctx *ctx, px_msg *m) {
+    (void)m;
+    churner *c = px_state(ctx);
+    atomic_store(&c->err, px_system_spawn(px_ctx_system(ctx), &cnt_b, NULL, NULL, &c->last));
+    atomic_fetch_add(&c->done, 1);
+    return PX_OK;
+}
+static const px_behavior churner_b = {.name = "t.churner", .init = pxt_init_ptr_state,
+                                      .receive = churner_receive};
+
 Test(core_actor, send_to_an_older_incarnation_of_a_reused_slot_is_a_dead_letter,
-     .timeout = 20) {
-    px_system *sys = pxt_system();
+     .timeout = 30) {
+    px_config cfg;
+    pxt_config(&cfg);
+    cfg.workers = 1;
+    px_system *sys = pxt_system_with(&cfg);
+    churner ch = {0};
+    px_ref cr = pxt_spawn(sys, &churner_b, &ch, NULL);
     px_ref old = PX_REF_NIL;
     cr_assert_eq(px_system_spawn(sys, &cnt_b, NULL, NULL, &old), PX_OK);
     cr_assert_eq(px_stop(sys, old), PX_OK);
     PXT_AWAIT(!px_is_alive(sys, old), 5000);
     px_ref reuse = PX_REF_NIL;
     for (int i = 0; i < 2000; i++) {
-        px_ref n = PX_REF_NIL;
-        cr_assert_eq(px_system_spawn(sys, &cnt_b, NULL, NULL, &n), PX_OK);
+        pxt_send_u64(sys, cr, 1, 0);
+        PXT_AWAIT(atomic_load(&ch.done) == i + 1, 5000);
+        cr_assert_eq(atomic_load(&ch.err), PX_OK);
+        px_ref n = ch.last;
         if (n.id == old.id) {
             reuse = n;
             break;
@@ -713,12 +737,15 @@ Test(core_actor, send_to_an_older_incarnation_of_a_reused_slot_is_a_dead_letter,
     }
     cr_assert_neq(reuse.inc, old.inc, "a reused slot has a new incarnation");
     cr_assert_not(px_is_alive(sys, old));
+    cr_assert(px_is_alive(sys, reuse));
     uint64_t d0 = PXT_STAT(sys, dead_letters);
     pxt_send_u64(sys, old, 1, 1);
     PXT_AWAIT(PXT_STAT(sys, dead_letters) - d0 == 1, 5000);
     pxt_send_u64(sys, reuse, 1, 2);
     PXT_AWAIT(atomic_load(&cnt_received) >= 1, 5000);
     cr_assert_eq(atomic_load(&cnt_received), 1, "the old ref's message reached the new actor");
+    cr_assert_eq(px_stop(sys, old), PX_EDEAD, "px_stop through the old ref finds nobody");
+    cr_assert(px_is_alive(sys, reuse), "and does not stop the new occupant");
     px_system_free(sys);
 }
 
