@@ -154,11 +154,13 @@ void pxi_dead_letter(px_system *sys, px_ref to, px_msg *m, px_err why) {
         return;
     }
     if (m->flags & PXI_MF_REPLY) {
-        /* A reply nobody waits for any more: the asker timed out or is gone. */
+        /* A reply nobody waits for any more (the asker timed out and is
+         * gone): a late reply, counted as such, not a dead letter. */
         atomic_fetch_add_explicit(&sys->late_replies, 1, memory_order_relaxed);
-    } else {
-        atomic_fetch_add_explicit(&sys->dead_letters, 1, memory_order_relaxed);
+        px_msg_free(m);
+        return;
     }
+    atomic_fetch_add_explicit(&sys->dead_letters, 1, memory_order_relaxed);
     if (px_log_enabled(sys, PX_LOG_TRACE)) {
         char b[48];
         px_log(sys, PX_LOG_TRACE, "dead letter to %s (kind %u tag %u): %s",
@@ -734,13 +736,6 @@ px_err pxi_spawn(px_system *sys, px_actor *parent, const px_behavior *b,
         }
     }
     a->flags |= PXI_AF_INITED;
-    if (arg != NULL && *arg != NULL) {
-        pxi_actor_ext *x = ext_get(a);
-        if (x != NULL) {
-            x->arg = *arg;
-            *arg = NULL;
-        }
-    }
     if (parent != NULL) {
         if (parent->flags & PXI_AF_ROOT) {
             nng_mtx_lock(sys->tree_mtx);
@@ -759,6 +754,14 @@ px_err pxi_spawn(px_system *sys, px_actor *parent, const px_behavior *b,
             nng_mtx_unlock(sys->tree_mtx);
         } else {
             link_child(parent, a);
+        }
+    }
+    /* Only now, with the spawn certain to succeed, take the argument. */
+    if (arg != NULL && *arg != NULL) {
+        pxi_actor_ext *x = ext_get(a);
+        if (x != NULL) {
+            x->arg = *arg;
+            *arg = NULL;
         }
     }
     atomic_store_explicit(&a->state, PXI_A_ALIVE, memory_order_release);
