@@ -51,9 +51,12 @@ typedef struct px_failure {
 /* A behavior: the callbacks of one kind of actor. The table is borrowed by
  * every actor spawned from it and must outlive them (static tables).
  * - init (optional): runs once before the actor receives anything, in the
- *   spawner's thread, with the start argument (borrowed, may be NULL). A
+ *   spawner's thread, with the start argument (borrowed, may be NULL). It
+ *   may use every actor-context call (send, ask, spawn, timers). A
  *   non-PX_OK return fails the spawn: the spawner gets PX_EINIT and nothing
- *   is left behind (stop is not called).
+ *   is left behind (stop is not called). If init succeeded but shutdown
+ *   overtakes the spawn, stop runs and the spawner gets PX_ECLOSED with its
+ *   argument still its own.
  * - receive (required): one message, borrowed. Returning non-PX_OK (or
  *   having called px_fail) makes the actor fail: it is logged, counted and
  *   the actor stops with reason "failure".
@@ -154,7 +157,9 @@ px_err px_system_spawn_named(px_system *sys, const char *behavior, px_msg **arg,
 
 /* Sends from outside any actor (sender = nil). Ownership as px_send; also
  * PX_ECLOSED once shutdown has begun, and with policy Block this thread
- * waits up to the mailbox's block_timeout_ms (then PX_ETIMEDOUT). */
+ * waits up to the mailbox's block_timeout_ms (then PX_ETIMEDOUT). Sends
+ * between actors go on during a draining shutdown; only outside intake
+ * stops. */
 px_err px_system_send(px_system *sys, px_ref to, px_msg **msg);
 
 /* px_system_send after delay_ms. Ownership as px_send_after. */
@@ -163,13 +168,16 @@ px_err px_system_send_after(px_system *sys, uint32_t delay_ms, px_ref to,
 
 /* Blocking ask: sends *msg and waits up to timeout_ms for the reply, which
  * the caller then owns (*reply). Not from actor context (PX_ECONTEXT: use
- * px_ask). PX_ETIMEDOUT when no reply came (a later one is counted late). */
+ * px_ask). PX_ETIMEDOUT when no reply came (a later one is counted late).
+ * The ask is made by a short-lived internal actor, so it counts in the
+ * actor stats and toward max_actors (PX_ELIMIT), and a full Block-policy
+ * target fails at once with PX_EFULL as for any actor sender. */
 px_err px_system_ask(px_system *sys, px_ref to, px_msg **msg,
                      uint32_t timeout_ms, px_msg **reply);
 
 /* Asks the actor to stop (children first, then its `stop`); messages still
  * queued become dead letters. PX_OK if a stop was requested, PX_EDEAD if it
- * is not alive. */
+ * is not alive (also for the nil ref). */
 px_err px_stop(px_system *sys, px_ref ref);
 
 /* Node-local names. A name (1..127 bytes) maps to one live actor and dies

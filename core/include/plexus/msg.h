@@ -45,8 +45,9 @@ static inline int px_ref_eq(px_ref a, px_ref b) {
            a.inc == b.inc;
 }
 
-/* Formats a ref as "<node>.<node_inc>/<id>.<inc>" (hex node) into buf;
- * returns buf. 48 bytes always suffice. */
+/* Formats a ref as "<node>.<node_inc>/<id>.<inc>" into buf — node as 8
+ * hex digits, node_inc in hex, id and inc in decimal — and returns buf.
+ * 48 bytes always suffice. */
 char *px_ref_format(px_ref r, char *buf, size_t len);
 
 typedef struct px_msg px_msg;

@@ -130,8 +130,10 @@ typedef struct px_system_stats {
 
 px_err px_system_stats_get(px_system *sys, px_system_stats *out);
 
-/* Per-actor figures. depth and hwm (high-water mark, sampled by the actor
- * at each turn and on each bounded push) are in messages. */
+/* Per-actor figures, in messages. depth is exact. hwm (high-water mark) is
+ * exact for bounded mailboxes; for unbounded ones it is sampled when the
+ * actor starts a turn and when stats are read, so with batch > 1 it can
+ * under-report a peak reached during a turn. */
 typedef struct px_actor_stats {
     uint64_t processed;
     uint64_t depth;
@@ -143,7 +145,8 @@ typedef struct px_actor_stats {
 /* PX_EDEAD if ref is not a live local actor. */
 px_err px_actor_stats_get(px_system *sys, px_ref ref, px_actor_stats *out);
 
-/* A hook called once per dead letter, from the thread where it happened,
+/* A hook called once per dead letter (not for late replies, which are
+ * counted apart), from the thread where it happened,
  * with the intended target and the message (borrowed: freed after the hook
  * returns). It must not block or call back into plexus. NULL removes it. */
 typedef void (*px_dead_letter_fn)(void *arg, px_ref target, const px_msg *m,
