@@ -19,10 +19,10 @@
 #define CHUNK 256u
 #endif
 #ifndef WINDOW
-#define WINDOW (1u << 16)
+#define WINDOW (1u << 14)
 #endif
 #ifndef ACK_EVERY
-#define ACK_EVERY (1u << 12)
+#define ACK_EVERY (1u << 11)
 #endif
 #define MAX_SENDERS 8
 enum { TAG_KICK = 1, TAG_DATA = 2, TAG_ACK = 3 };
