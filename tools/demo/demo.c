@@ -14,7 +14,8 @@
  *   ones and sends (key, val) to the aggregator, found via px_whereis.
  * - Backpressure end to end: the aggregator's mailbox is bounded (policy
  *   Error). A worker whose send gets PX_EFULL keeps the result in a local
- *   queue and retries on a 1 ms timer (px_send_after); it acknowledges
+ *   queue and retries, first by yielding (a message to self), then on a
+ *   1 ms timer (px_send_after); it acknowledges
  *   records to the producer only once their result was accepted, and the
  *   producer keeps at most WINDOW unacknowledged records per worker. So
  *   every queue in the pipeline is bounded.
@@ -56,6 +57,7 @@
 #define TICK_MS 500u
 #define QUERY_TIMEOUT_MS 400u
 #define RETRY_MS 1u
+#define FAST_RETRIES 4u /* yield-retries before falling back to the timer */
 
 enum {
     T_START = 1,  /* main -> pipeline, pipeline -> producer/monitor */
@@ -107,7 +109,8 @@ typedef struct worker_report {
     uint64_t parsed;
     uint64_t rejected;
     uint64_t full_events;
-    uint64_t retries;
+    uint64_t yields;  /* retries by yielding */
+    uint64_t retries; /* retries on a timer */
     uint64_t max_pending;
 } worker_report;
 
@@ -250,6 +253,7 @@ typedef struct worker {
     uint64_t completed; /* accepted by the aggregator + rejected */
     uint64_t acked;
     int retry_armed;
+    uint32_t yields; /* consecutive yield-retries */
     int flush_requested;
     worker_report rep;
     /* results the aggregator refused, in order; <= WINDOW by flow control */
@@ -304,6 +308,9 @@ static int parse_record(const char *s, size_t n, result_rec *out)
     return 0;
 }
 
+/* Schedules a retry of the pending results: the first few times by simply
+ * yielding (a message to self, so the aggregator gets a turn), then by a
+ * RETRY_MS timer so a stalled aggregator does not cost a busy loop. */
 static px_err worker_arm_retry(px_ctx *ctx, worker *w)
 {
     if (w->retry_armed) {
@@ -311,13 +318,21 @@ static px_err worker_arm_retry(px_ctx *ctx, worker *w)
     }
     px_msg *m = NULL;
     px_err err = px_msg_bytes(&m, T_RETRY, NULL, 0);
+    int yield = w->yields < FAST_RETRIES;
     if (err == PX_OK) {
-        err = px_send_after(ctx, RETRY_MS, px_self(ctx), &m, NULL);
+        err = yield ? px_send(ctx, px_self(ctx), &m)
+                    : px_send_after(ctx, RETRY_MS, px_self(ctx), &m, NULL);
     }
     px_msg_free(m);
     if (err == PX_OK) {
         w->retry_armed = 1;
-        w->rep.retries++;
+        if (yield) {
+            w->yields++;
+            w->rep.yields++;
+        } else {
+            w->yields = 0;
+            w->rep.retries++;
+        }
     }
     return err;
 }
@@ -337,6 +352,7 @@ static px_err worker_flush(px_ctx *ctx, worker *w)
         }
         w->pend_head = (w->pend_head + 1) % WINDOW;
         w->pend_len--;
+        w->yields = 0;
         w->rep.parsed++;
         w->completed++;
     }
@@ -1019,6 +1035,9 @@ int main(int argc, char **argv)
         }
     }
 
+    px_actor_stats agg_st = {0};
+    int agg_st_ok = queried_ok && px_actor_stats_get(sys, agg, &agg_st) == PX_OK;
+
     px_system_stats st;
     px_system_stats_get(sys, &st);
     uint64_t dead_during_run = atomic_load(&dead_letters_seen);
@@ -1036,6 +1055,7 @@ int main(int argc, char **argv)
         sum.rejected += worker_reports[i].rejected;
         sum.full_events += worker_reports[i].full_events;
         sum.retries += worker_reports[i].retries;
+        sum.yields += worker_reports[i].yields;
         if (worker_reports[i].max_pending > sum.max_pending) {
             sum.max_pending = worker_reports[i].max_pending;
         }
@@ -1059,9 +1079,15 @@ int main(int argc, char **argv)
                i, worker_reports[i].received, worker_reports[i].parsed,
                worker_reports[i].rejected, worker_reports[i].full_events);
     }
-    printf("  backpressure          %12" PRIu64 "  aggregator-full refusals (%" PRIu64
-           " retry timers, max %" PRIu64 " results held by one worker)\n",
-           sum.full_events, sum.retries, sum.max_pending);
+    if (agg_st_ok) {
+        printf("  aggregator mailbox    %12" PRIu64 "  messages processed, high-water mark %" PRIu64
+               " of capacity %u\n",
+               agg_st.processed, agg_st.hwm, agg_st.capacity);
+    }
+    printf("  backpressure          %12" PRIu64 "  aggregator-full refusals (retried %" PRIu64
+           " times by yielding, %" PRIu64 " on a timer; max %" PRIu64
+           " results held by one worker)\n",
+           sum.full_events, sum.yields, sum.retries, sum.max_pending);
     printf("  progress reports      %12" PRIu64 "  (%" PRIu64 " queries refused or timed out)\n",
            atomic_load(&progress_reports), atomic_load(&queries_refused));
     printf("  producer turns        %12" PRIu64 "\n", atomic_load(&producer_kicks));
@@ -1088,6 +1114,9 @@ int main(int argc, char **argv)
     CHECK(sum.received == total_records, "workers received %" PRIu64 ", produced %" PRIu64,
           sum.received, total_records);
     CHECK(produced.records > 0, "nothing was produced");
+    CHECK(!agg_st_ok || (agg_st.capacity == o.capacity && agg_st.hwm <= o.capacity),
+          "aggregator mailbox: capacity %u, high-water mark %" PRIu64 " (configured %u)",
+          agg_st.capacity, agg_st.hwm, o.capacity);
     CHECK(st_end.failures == 0, "%" PRIu64 " actor failures", st_end.failures);
     CHECK(dead_during_run == 0 && st.dead_letters == 0,
           "%" PRIu64 " dead letters during the run", st.dead_letters);
