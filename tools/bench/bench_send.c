@@ -3,7 +3,8 @@
  *
  * One-way throughput of small messages (px_msg_u64) from S sender actors to
  * one receiver. A sender sends in chunks of CHUNK and re-triggers itself
- * with a message to self, so it yields the worker between chunks. Flow
+ * with a message to self (the runtime handles up to cfg.batch messages per
+ * turn, so the sender gives up its worker every batch chunks). Flow
  * control keeps memory bounded without measuring round trips: a sender has
  * at most WINDOW unacknowledged messages; the receiver sends it a
  * cumulative ack every ACK_EVERY messages from it. Figure = N / (time from

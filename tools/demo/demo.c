@@ -14,8 +14,8 @@
  *   ones and sends (key, val) to the aggregator, found via px_whereis.
  * - Backpressure end to end: the aggregator's mailbox is bounded (policy
  *   Error). A worker whose send gets PX_EFULL keeps the result in a local
- *   queue and retries, first by yielding (a message to self), then on a
- *   1 ms timer (px_send_after); it acknowledges
+ *   queue and retries, first by yielding (a 0 ms px_send_after), then on a
+ *   1 ms timer; it acknowledges
  *   records to the producer only once their result was accepted, and the
  *   producer keeps at most WINDOW unacknowledged records per worker. So
  *   every queue in the pipeline is bounded.
@@ -308,8 +308,8 @@ static int parse_record(const char *s, size_t n, result_rec *out)
     return 0;
 }
 
-/* Schedules a retry of the pending results: the first few times by simply
- * yielding (a message to self, so the aggregator gets a turn), then by a
+/* Schedules a retry of the pending results: the first few times by
+ * yielding (a 0 ms timer, so the aggregator gets a turn), then by a
  * RETRY_MS timer so a stalled aggregator does not cost a busy loop. */
 static px_err worker_arm_retry(px_ctx *ctx, worker *w)
 {
@@ -320,8 +320,10 @@ static px_err worker_arm_retry(px_ctx *ctx, worker *w)
     px_err err = px_msg_bytes(&m, T_RETRY, NULL, 0);
     int yield = w->yields < FAST_RETRIES;
     if (err == PX_OK) {
-        err = yield ? px_send(ctx, px_self(ctx), &m)
-                    : px_send_after(ctx, RETRY_MS, px_self(ctx), &m, NULL);
+        /* Not px_send to self: a turn processes up to cfg.batch messages,
+         * so a message to self is handled in the same turn and yields
+         * nothing. A 0 ms timer comes back through the timer thread. */
+        err = px_send_after(ctx, yield ? 0 : RETRY_MS, px_self(ctx), &m, NULL);
     }
     px_msg_free(m);
     if (err == PX_OK) {
