@@ -203,19 +203,33 @@ static bool has_work(px_actor *a) {
     return pxi_mpsc_nonempty(a->sys_head, &a->sys_tail, &a->sys_stub) || user_nonempty(a);
 }
 
-/* After clearing `sched`, the caller no longer owns the actor: another
- * worker may be running it already, so only producer-side state may be
- * read. The owner left both queues empty (head == stub), so a tail that is
- * not the stub means a push happened since. seq_cst loads pair with the
- * producers' seq_cst exchange + sched check. */
-static bool pushed_since_release(px_actor *a) {
-    if (atomic_load(&a->sys_tail) != &a->sys_stub) {
-        return true;
+/* Releases the actor (sched = 0) and re-queues it if a push raced with the
+ * release. After the store the caller no longer owns the actor: another
+ * worker may run it, stop it, and the slot may even be reclaimed and reused
+ * by a new spawn. So only producer-side state is read afterwards: the tails
+ * (atomics in type-stable memory — at worst a harmless spurious run of the
+ * slot's next occupant) and, for a bounded mailbox, its count, read under a
+ * pin taken while still owner so the queue cannot be freed meanwhile. The
+ * owner left both queues empty (head == stub), so a tail that is not the
+ * stub means a push happened since. seq_cst pairs with the producers'
+ * seq_cst exchange + sched check. */
+static void schedule_if_idle(px_actor *a);
+
+static void release_and_recheck(px_actor *a) {
+    pxi_bq *bq = a->bq;
+    if (bq != NULL) {
+        atomic_fetch_add(&a->rc, 1);
     }
-    if (a->bq != NULL) {
-        return atomic_load(&a->bq->count) > 0;
+    atomic_store(&a->sched, 0);
+    bool pushed = atomic_load(&a->sys_tail) != &a->sys_stub ||
+                  (bq != NULL ? atomic_load(&bq->count) > 0
+                              : atomic_load(&a->mb_tail) != &a->mb_stub);
+    if (pushed) {
+        schedule_if_idle(a);
     }
-    return atomic_load(&a->mb_tail) != &a->mb_stub;
+    if (bq != NULL) {
+        pxi_unpin(a);
+    }
 }
 
 /* Dead-letters everything queued (owner, or the reclaimer). */
@@ -629,10 +643,7 @@ void pxi_actor_run(pxi_worker *w, px_actor *a) {
         pxi_sched_submit(sys, a);
         return;
     }
-    atomic_store(&a->sched, 0);
-    if (pushed_since_release(a)) {
-        schedule_if_idle(a);
-    }
+    release_and_recheck(a);
 }
 
 /* ---- spawn ---- */
@@ -777,10 +788,7 @@ px_err pxi_spawn(px_system *sys, px_actor *parent, const px_behavior *b,
         a->flags &= ~PXI_AF_STOP_REQ;
         stop_msg_to(a);
     }
-    atomic_store(&a->sched, 0);
-    if (pushed_since_release(a)) {
-        schedule_if_idle(a);
-    }
+    release_and_recheck(a);
     return PX_OK;
 }
 
