@@ -364,7 +364,7 @@ px_err pxi_deliver(px_system *sys, px_ref to, px_msg **mp, bool may_block) {
     return rv;
 }
 
-static px_err check_msg(px_system *sys, px_msg **mp) {
+px_err pxi_check_msg(px_system *sys, px_msg **mp) {
     if (mp == NULL || *mp == NULL) {
         return PX_EINVAL;
     }
@@ -823,7 +823,7 @@ px_err px_spawn_named(px_ctx *ctx, const char *behavior, px_msg **arg,
 
 px_err px_send(px_ctx *ctx, px_ref to, px_msg **msg) {
     px_actor *a = of_ctx(ctx);
-    px_err rv = check_msg(a->sys, msg);
+    px_err rv = pxi_check_msg(a->sys, msg);
     if (rv != PX_OK) {
         return rv;
     }
@@ -836,7 +836,7 @@ px_err px_reply(px_ctx *ctx, const px_msg *request, px_msg **reply) {
         return PX_EINVAL;
     }
     px_actor *a = of_ctx(ctx);
-    px_err rv = check_msg(a->sys, reply);
+    px_err rv = pxi_check_msg(a->sys, reply);
     if (rv != PX_OK) {
         return rv;
     }
@@ -885,7 +885,7 @@ px_err px_ask(px_ctx *ctx, px_ref to, px_msg **msg, uint32_t timeout_ms, uint64_
     if (timeout_ms == 0 || timeout_ms > PX_MAX_DELAY_MS) {
         return PX_EINVAL;
     }
-    px_err rv = check_msg(sys, msg);
+    px_err rv = pxi_check_msg(sys, msg);
     if (rv != PX_OK) {
         return rv;
     }
@@ -955,7 +955,7 @@ px_err px_send_after(px_ctx *ctx, uint32_t delay_ms, px_ref to, px_msg **msg, ui
     if (delay_ms > PX_MAX_DELAY_MS) {
         return PX_EINVAL;
     }
-    px_err rv = check_msg(a->sys, msg);
+    px_err rv = pxi_check_msg(a->sys, msg);
     if (rv != PX_OK) {
         return rv;
     }

@@ -17,7 +17,7 @@ struct pxi_strmap_ent {
 static char tomb_marker;
 #define TOMB (&tomb_marker)
 
-static uint32_t fnv1a(const char *s) {
+uint32_t pxi_fnv1a(const char *s) {
     uint32_t h = 2166136261u;
     for (; *s; s++) {
         h = (h ^ (uint8_t)*s) * 16777619u;
@@ -81,7 +81,7 @@ static px_err grow(pxi_strmap *m) {
 }
 
 px_err pxi_strmap_put(pxi_strmap *m, const char *key, pxi_strval v, pxi_strval *old) {
-    uint32_t h = fnv1a(key);
+    uint32_t h = pxi_fnv1a(key);
     struct pxi_strmap_ent *e = find(m, key, h);
     if (e != NULL) {
         if (old != NULL) {
@@ -114,7 +114,7 @@ px_err pxi_strmap_put(pxi_strmap *m, const char *key, pxi_strval v, pxi_strval *
 }
 
 px_err pxi_strmap_get(const pxi_strmap *m, const char *key, pxi_strval *out) {
-    struct pxi_strmap_ent *e = find(m, key, fnv1a(key));
+    struct pxi_strmap_ent *e = find(m, key, pxi_fnv1a(key));
     if (e == NULL) {
         return PX_ENOENT;
     }
@@ -125,7 +125,7 @@ px_err pxi_strmap_get(const pxi_strmap *m, const char *key, pxi_strval *out) {
 }
 
 px_err pxi_strmap_del(pxi_strmap *m, const char *key, pxi_strval *old) {
-    struct pxi_strmap_ent *e = find(m, key, fnv1a(key));
+    struct pxi_strmap_ent *e = find(m, key, pxi_fnv1a(key));
     if (e == NULL) {
         return PX_ENOENT;
     }

@@ -28,6 +28,9 @@ typedef union pxi_strval {
     } u4;
 } pxi_strval;
 
+/* FNV-1a, 32 bits: the map's hash, and the node id of a node name. */
+uint32_t pxi_fnv1a(const char *s);
+
 void pxi_strmap_init(pxi_strmap *m);
 void pxi_strmap_fini(pxi_strmap *m); /* frees keys, not values */
 

@@ -224,6 +224,8 @@ void pxi_count_deq(px_system *sys, uint64_t n);
  * letter. Takes m unless an error that leaves it with the caller. */
 px_err pxi_deliver(px_system *sys, px_ref to, px_msg **mp, bool may_block);
 void pxi_dead_letter(px_system *sys, px_ref to, px_msg *m, px_err why);
+/* PX_EINVAL for a NULL message, PX_EMSGSIZE (counted) over max_msg_size. */
+px_err pxi_check_msg(px_system *sys, px_msg **mp);
 void pxi_push_sys(px_actor *a, px_msg *m); /* a must be pinned or a known child */
 px_ref pxi_ref_of(px_actor *a);
 void pxi_actor_request_stop(px_actor *a); /* pins not needed: a is a child or pinned */

@@ -152,13 +152,6 @@ static const px_behavior root_behavior = {.name = "plexus.root", .receive = root
 
 /* ---- lifecycle ---- */
 
-static uint32_t fnv1a(const char *s) {
-    uint32_t h = 2166136261u;
-    for (; *s; s++) {
-        h = (h ^ (uint8_t)*s) * 16777619u;
-    }
-    return h ? h : 1;
-}
 
 static px_err alloc_locks(px_system *sys) {
     nng_mtx **mtxs[] = {&sys->gq_mtx, &sys->slot_mtx, &sys->tree_mtx,
@@ -208,7 +201,10 @@ px_err px_system_alloc(px_system **out, const px_config *cfg_in) {
     sys->cfg = *cfg_in;
     snprintf(sys->node_name, sizeof(sys->node_name), "%s", cfg_in->node_name);
     sys->cfg.node_name = sys->node_name;
-    sys->node = fnv1a(sys->node_name);
+    sys->node = pxi_fnv1a(sys->node_name);
+    if (sys->node == 0) {
+        sys->node = 1; /* 0 is the nil ref's node */
+    }
     do {
         sys->node_inc = nng_random();
     } while (sys->node_inc == 0);
@@ -553,18 +549,14 @@ px_err px_system_spawn_named(px_system *sys, const char *behavior, px_msg **arg,
 }
 
 static px_err outside_check(px_system *sys, px_msg **msg) {
-    if (sys == NULL || msg == NULL || *msg == NULL) {
+    if (sys == NULL) {
         return PX_EINVAL;
     }
     if (atomic_load(&sys->closing)) {
         atomic_fetch_add_explicit(&sys->rejected, 1, memory_order_relaxed);
         return PX_ECLOSED;
     }
-    if ((*msg)->kind == PX_MSG_BYTES && (*msg)->len > sys->cfg.max_msg_size) {
-        atomic_fetch_add_explicit(&sys->rejected, 1, memory_order_relaxed);
-        return PX_EMSGSIZE;
-    }
-    return PX_OK;
+    return pxi_check_msg(sys, msg);
 }
 
 px_err px_system_send(px_system *sys, px_ref to, px_msg **msg) {
