@@ -877,12 +877,10 @@ static px_err remember_timer(px_actor *a, uint64_t id) {
     return PX_OK;
 }
 
-#define PX_MAX_DELAY_MS 86400000u
-
 px_err px_ask(px_ctx *ctx, px_ref to, px_msg **msg, uint32_t timeout_ms, uint64_t *corr) {
     px_actor *a = of_ctx(ctx);
     px_system *sys = a->sys;
-    if (timeout_ms == 0 || timeout_ms > PX_MAX_DELAY_MS) {
+    if (timeout_ms == 0 || timeout_ms > PXI_MAX_DELAY_MS) {
         return PX_EINVAL;
     }
     px_err rv = pxi_check_msg(sys, msg);
@@ -952,7 +950,7 @@ void px_fail(px_ctx *ctx, px_err code, const char *fmt, ...) {
 
 px_err px_send_after(px_ctx *ctx, uint32_t delay_ms, px_ref to, px_msg **msg, uint64_t *timer) {
     px_actor *a = of_ctx(ctx);
-    if (delay_ms > PX_MAX_DELAY_MS) {
+    if (delay_ms > PXI_MAX_DELAY_MS) {
         return PX_EINVAL;
     }
     px_err rv = pxi_check_msg(a->sys, msg);
@@ -978,7 +976,7 @@ px_err px_send_after(px_ctx *ctx, uint32_t delay_ms, px_ref to, px_msg **msg, ui
 
 px_err px_timer_every(px_ctx *ctx, uint32_t period_ms, uint32_t tag, uint64_t *timer) {
     px_actor *a = of_ctx(ctx);
-    if (period_ms == 0 || period_ms > PX_MAX_DELAY_MS) {
+    if (period_ms == 0 || period_ms > PXI_MAX_DELAY_MS) {
         return PX_EINVAL;
     }
     uint64_t id;

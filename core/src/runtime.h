@@ -35,6 +35,9 @@
 
 #define PXI_CACHELINE 64
 
+/* Longest timer delay or ask timeout: one day. */
+#define PXI_MAX_DELAY_MS 86400000u
+
 /* Actor lifecycle states. */
 enum {
     PXI_A_FREE = 0,
@@ -207,7 +210,6 @@ struct px_system {
 px_err pxi_sched_start(px_system *sys);
 void pxi_sched_stop(px_system *sys);        /* joins the workers */
 void pxi_sched_submit(px_system *sys, px_actor *a); /* a->sched was set 0->1 by caller */
-void pxi_sched_wake(px_system *sys);        /* wakes a parked worker if any */
 pxi_worker *pxi_current_worker(void);       /* NULL off worker threads */
 
 /* --- actor.c --- */
@@ -228,7 +230,6 @@ void pxi_dead_letter(px_system *sys, px_ref to, px_msg *m, px_err why);
 px_err pxi_check_msg(px_system *sys, px_msg **mp);
 void pxi_push_sys(px_actor *a, px_msg *m); /* a must be pinned or a known child */
 px_ref pxi_ref_of(px_actor *a);
-void pxi_actor_request_stop(px_actor *a); /* pins not needed: a is a child or pinned */
 
 /* --- timer.c --- */
 px_err pxi_timers_alloc(px_system *sys, pxi_timers **out);

@@ -207,8 +207,6 @@ static void wake_one(px_system *sys) {
     }
 }
 
-void pxi_sched_wake(px_system *sys) { wake_one(sys); }
-
 void pxi_sched_submit(px_system *sys, px_actor *a) {
     pxi_worker *w = tls_worker;
     if (w != NULL && w->sys == sys) {

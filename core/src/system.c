@@ -574,7 +574,7 @@ px_err px_system_send_after(px_system *sys, uint32_t delay_ms, px_ref to, px_msg
     if (rv != PX_OK) {
         return rv;
     }
-    if (delay_ms > 86400000u) {
+    if (delay_ms > PXI_MAX_DELAY_MS) {
         return PX_EINVAL;
     }
     (*msg)->sender = PX_REF_NIL;
@@ -658,7 +658,7 @@ static const px_behavior asker_behavior = {
 
 px_err px_system_ask(px_system *sys, px_ref to, px_msg **msg, uint32_t timeout_ms,
                      px_msg **reply) {
-    if (reply == NULL || timeout_ms == 0 || timeout_ms > 86400000u) {
+    if (reply == NULL || timeout_ms == 0 || timeout_ms > PXI_MAX_DELAY_MS) {
         return PX_EINVAL;
     }
     if (pxi_current_worker() != NULL) {

@@ -22,20 +22,6 @@ static uint64_t trips;
 static px_ref ponger_ref;
 static bench_done done;
 
-static px_err send_u64(px_ctx *ctx, px_ref to, uint32_t tag, uint64_t v)
-{
-    px_msg *m = NULL;
-    px_err err = px_msg_u64(&m, tag, v);
-    if (err == PX_OK) {
-        err = px_send(ctx, to, &m);
-    }
-    if (err != PX_OK) {
-        px_msg_free(m);
-        bench_done_fail(&done);
-    }
-    return err;
-}
-
 static px_err idle_receive(px_ctx *ctx, px_msg *msg)
 {
     (void)ctx;
@@ -45,7 +31,7 @@ static px_err idle_receive(px_ctx *ctx, px_msg *msg)
 
 static px_err ponger_receive(px_ctx *ctx, px_msg *msg)
 {
-    return send_u64(ctx, px_msg_sender(msg), TAG_PONG, px_msg_get_u64(msg));
+    return bench_send_u64(ctx, px_msg_sender(msg), TAG_PONG, px_msg_get_u64(msg), &done);
 }
 
 static px_err pinger_receive(px_ctx *ctx, px_msg *msg)
@@ -54,7 +40,7 @@ static px_err pinger_receive(px_ctx *ctx, px_msg *msg)
         bench_done_signal(&done);
         return PX_OK;
     }
-    return send_u64(ctx, ponger_ref, TAG_PING, trips);
+    return bench_send_u64(ctx, ponger_ref, TAG_PING, trips, &done);
 }
 
 static const px_behavior idle_behavior = {.name = "bench.idle", .receive = idle_receive};

@@ -16,34 +16,19 @@ static uint64_t trips;
 static px_ref ponger_ref;
 static bench_done done;
 
-static px_err send_u64(px_ctx *ctx, px_ref to, uint32_t tag, uint64_t v)
-{
-    px_msg *m = NULL;
-    px_err err = px_msg_u64(&m, tag, v);
-    if (err == PX_OK) {
-        err = px_send(ctx, to, &m);
-    }
-    if (err != PX_OK) {
-        px_msg_free(m);
-        fprintf(stderr, "bench: send: %s\n", px_strerror(err));
-        bench_done_fail(&done);
-    }
-    return err;
-}
-
 static px_err ponger_receive(px_ctx *ctx, px_msg *msg)
 {
     if (px_msg_tag(msg) != TAG_PING) {
         return PX_ETYPE;
     }
-    return send_u64(ctx, px_msg_sender(msg), TAG_PONG, px_msg_get_u64(msg));
+    return bench_send_u64(ctx, px_msg_sender(msg), TAG_PONG, px_msg_get_u64(msg), &done);
 }
 
 static px_err pinger_receive(px_ctx *ctx, px_msg *msg)
 {
     switch (px_msg_tag(msg)) {
     case TAG_START:
-        return send_u64(ctx, ponger_ref, TAG_PING, 0);
+        return bench_send_u64(ctx, ponger_ref, TAG_PING, 0, &done);
     case TAG_PONG:
         if (px_msg_get_u64(msg) != trips) {
             fprintf(stderr, "bench: pong %llu, expected %llu\n",
@@ -55,7 +40,7 @@ static px_err pinger_receive(px_ctx *ctx, px_msg *msg)
             bench_done_signal(&done);
             return PX_OK;
         }
-        return send_u64(ctx, ponger_ref, TAG_PING, trips);
+        return bench_send_u64(ctx, ponger_ref, TAG_PING, trips, &done);
     default:
         return PX_ETYPE;
     }

@@ -42,21 +42,6 @@ static uint64_t n_total;
 static px_ref receiver_ref;
 static bench_done done;
 
-static px_err send_u64(px_ctx *ctx, px_ref to, uint32_t tag, uint64_t v)
-{
-    px_msg *m = NULL;
-    px_err err = px_msg_u64(&m, tag, v);
-    if (err == PX_OK) {
-        err = px_send(ctx, to, &m);
-    }
-    if (err != PX_OK) {
-        px_msg_free(m);
-        fprintf(stderr, "bench: send: %s\n", px_strerror(err));
-        bench_done_fail(&done);
-    }
-    return err;
-}
-
 static px_err sender_init(px_ctx *ctx, const px_msg *arg)
 {
     if (arg == NULL || px_msg_get_u64(arg) >= MAX_SENDERS) {
@@ -72,7 +57,7 @@ static px_err sender_pump(px_ctx *ctx, sender *s)
     uint64_t idx = (uint64_t)(s - senders);
     uint32_t n = 0;
     while (n < CHUNK && s->sent < s->quota && s->sent - s->acked < WINDOW) {
-        px_err err = send_u64(ctx, receiver_ref, TAG_DATA, idx);
+        px_err err = bench_send_u64(ctx, receiver_ref, TAG_DATA, idx, &done);
         if (err != PX_OK) {
             return err;
         }
@@ -81,7 +66,7 @@ static px_err sender_pump(px_ctx *ctx, sender *s)
     }
     if (s->sent < s->quota && s->sent - s->acked < WINDOW) {
         s->kick_pending = 1;
-        return send_u64(ctx, px_self(ctx), TAG_KICK, 0);
+        return bench_send_u64(ctx, px_self(ctx), TAG_KICK, 0, &done);
     }
     return PX_OK; /* done, or window full: the next ack resumes us */
 }
@@ -115,7 +100,7 @@ static px_err receiver_receive(px_ctx *ctx, px_msg *msg)
     }
     uint64_t c = ++recv_count[idx];
     if (c % ACK_EVERY == 0) {
-        px_err err = send_u64(ctx, px_msg_sender(msg), TAG_ACK, c);
+        px_err err = bench_send_u64(ctx, px_msg_sender(msg), TAG_ACK, c, &done);
         if (err != PX_OK) {
             return err;
         }

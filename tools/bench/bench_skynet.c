@@ -40,20 +40,6 @@ static void fail_run(const char *what, px_err err)
     bench_done_fail(&done);
 }
 
-static px_err send_u64(px_ctx *ctx, px_ref to, uint32_t tag, uint64_t v)
-{
-    px_msg *m = NULL;
-    px_err err = px_msg_u64(&m, tag, v);
-    if (err == PX_OK) {
-        err = px_send(ctx, to, &m);
-    }
-    if (err != PX_OK) {
-        px_msg_free(m);
-        fail_run("send", err);
-    }
-    return err;
-}
-
 static const px_behavior node_behavior;
 
 static px_err spawn_node(px_ctx *ctx, uint64_t num, uint64_t size)
@@ -89,7 +75,7 @@ static px_err node_receive(px_ctx *ctx, px_msg *msg)
         }
         memcpy(&a, data, sizeof(a));
         if (a.size == 1) {
-            px_err err = send_u64(ctx, px_parent(ctx), TAG_RESULT, a.num);
+            px_err err = bench_send_u64(ctx, px_parent(ctx), TAG_RESULT, a.num, &done);
             px_stop_self(ctx);
             return err;
         }
@@ -116,7 +102,7 @@ static px_err node_receive(px_ctx *ctx, px_msg *msg)
         }
         s->sum += px_msg_get_u64(msg);
         if (++s->count == FANOUT) {
-            px_err err = send_u64(ctx, px_parent(ctx), TAG_RESULT, s->sum);
+            px_err err = bench_send_u64(ctx, px_parent(ctx), TAG_RESULT, s->sum, &done);
             px_stop_self(ctx);
             return err;
         }

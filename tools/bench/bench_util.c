@@ -169,3 +169,18 @@ uint64_t bench_arg_u64(int argc, char **argv, int idx, uint64_t dflt)
     }
     return (uint64_t)v;
 }
+
+px_err bench_send_u64(px_ctx *ctx, px_ref to, uint32_t tag, uint64_t v, bench_done *d)
+{
+    px_msg *m = NULL;
+    px_err err = px_msg_u64(&m, tag, v);
+    if (err == PX_OK) {
+        err = px_send(ctx, to, &m);
+    }
+    if (err != PX_OK) {
+        px_msg_free(m);
+        fprintf(stderr, "bench: send: %s\n", px_strerror(err));
+        bench_done_fail(d);
+    }
+    return err;
+}

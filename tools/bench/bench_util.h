@@ -34,6 +34,10 @@ void bench_done_fail(bench_done *d);
 uint64_t bench_done_wait(bench_done *d, unsigned timeout_s, const char *what);
 
 /* Monotonic clock in ns. */
+/* Actor context: sends an 8-byte `v` under `tag` to `to`. On error frees the
+ * message, says so on stderr, fails `d` and returns the error. */
+px_err bench_send_u64(px_ctx *ctx, px_ref to, uint32_t tag, uint64_t v, bench_done *d);
+
 uint64_t bench_now_ns(void);
 /* Process CPU time in ns (all threads). */
 uint64_t bench_cpu_ns(void);
