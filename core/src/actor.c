@@ -364,6 +364,88 @@ px_err pxi_deliver(px_system *sys, px_ref to, px_msg **mp, bool may_block) {
     return rv;
 }
 
+/* ---- the outbox (see pxi_outq in runtime.h) ---- */
+
+static void outq_push(pxi_worker *w, pxi_outq *q) {
+    px_actor *a = q->a;
+    /* seq_cst exchange: pairs with the consumer's release-then-recheck. */
+    pxi_node *prev = atomic_exchange(&a->mb_tail, q->last);
+    atomic_store_explicit(&prev->next, q->first, memory_order_release);
+    atomic_fetch_add_explicit(&a->pushed, q->n, memory_order_relaxed);
+    atomic_store_explicit(&w->enq, atomic_load_explicit(&w->enq, memory_order_relaxed) + q->n,
+                          memory_order_relaxed);
+    q->first = q->last = NULL;
+    q->n = 0;
+    schedule_if_idle(a);
+}
+
+void pxi_outbox_flush(pxi_worker *w) {
+    for (uint32_t i = 0; i < w->nout; i++) {
+        pxi_outq *q = &w->out[i];
+        if (q->n > 0) {
+            outq_push(w, q);
+        }
+        pxi_unpin(q->a);
+    }
+    w->nout = 0;
+}
+
+px_err pxi_send_from(px_actor *self, px_ref to, px_msg **mp) {
+    px_system *sys = self->sys;
+    pxi_worker *w = pxi_current_worker();
+    if (w == NULL || w->sys != sys || to.node != sys->node || to.node_inc != sys->node_inc) {
+        return pxi_deliver(sys, to, mp, false);
+    }
+    px_msg *m = *mp;
+    pxi_outq *q = NULL;
+    for (uint32_t i = w->nout; i-- > 0;) {
+        if (w->out[i].id == to.id && w->out[i].inc == to.inc) {
+            q = &w->out[i];
+            break;
+        }
+    }
+    if (q == NULL) {
+        px_actor *a = pxi_slot(sys, to.id);
+        if (a == NULL || !pxi_pin(a, to.inc)) {
+            *mp = NULL;
+            pxi_dead_letter(sys, to, m, PX_EDEAD);
+            return PX_OK;
+        }
+        if (a->bq != NULL) {
+            /* Bounded: the overflow policy answers this send now. */
+            px_err rv = enqueue(a, m, false);
+            if (rv == PX_OK) {
+                *mp = NULL;
+            }
+            pxi_unpin(a);
+            return rv;
+        }
+        if (w->nout == PXI_OUTBOX) {
+            pxi_outbox_flush(w);
+        }
+        q = &w->out[w->nout++];
+        *q = (pxi_outq){.a = a, .id = to.id, .inc = to.inc};
+    }
+    atomic_store_explicit(&m->link.next, NULL, memory_order_relaxed);
+    m->skip = 0;
+    if (q->n == 0) {
+        q->first = &m->link;
+    } else {
+        atomic_store_explicit(&q->last->next, &m->link, memory_order_relaxed);
+    }
+    q->last = &m->link;
+    px_msg **slot = &q->recent[q->n % PXI_SKIP];
+    if (q->n >= PXI_SKIP) {
+        (*slot)->skip = pxi_skip_to(*slot, m); /* *slot is PXI_SKIP back */
+    }
+    *slot = m;
+    *mp = NULL;
+    if (++q->n == PXI_OUT_CHAIN) {
+        outq_push(w, q);
+    }
+    return PX_OK;
+}
+
 px_err pxi_check_msg(px_system *sys, px_msg **mp) {
     if (mp == NULL || *mp == NULL) {
         return PX_EINVAL;
@@ -630,6 +712,7 @@ void pxi_actor_run(pxi_worker *w, px_actor *a) {
             pxi_dead_letter(sys, me, m, PX_EDEAD);
         }
     }
+    pxi_outbox_flush(w);
     atomic_store_explicit(&w->deq, atomic_load_explicit(&w->deq, memory_order_relaxed) + n,
                           memory_order_relaxed);
     atomic_store_explicit(&w->turns, atomic_load_explicit(&w->turns, memory_order_relaxed) + 1,
@@ -637,6 +720,7 @@ void pxi_actor_run(pxi_worker *w, px_actor *a) {
     if (atomic_load_explicit(&a->state, memory_order_relaxed) == PXI_A_STOPPING &&
         a->nchildren == 0) {
         finalize(a);
+        pxi_outbox_flush(w); /* what `stop` sent */
         return; /* sched stays 1: a DEAD actor is never queued again */
     }
     if (has_work(a)) {
@@ -788,6 +872,11 @@ px_err pxi_spawn(px_system *sys, px_actor *parent, const px_behavior *b,
         a->flags &= ~PXI_AF_STOP_REQ;
         stop_msg_to(a);
     }
+    /* What init sent must not be overtaken by the child's own first turn. */
+    pxi_worker *w = pxi_current_worker();
+    if (w != NULL && w->sys == sys) {
+        pxi_outbox_flush(w);
+    }
     release_and_recheck(a);
     return PX_OK;
 }
@@ -828,7 +917,7 @@ px_err px_send(px_ctx *ctx, px_ref to, px_msg **msg) {
         return rv;
     }
     (*msg)->sender = pxi_ref_of(a);
-    return pxi_deliver(a->sys, to, msg, false);
+    return pxi_send_from(a, to, msg);
 }
 
 px_err px_reply(px_ctx *ctx, const px_msg *request, px_msg **reply) {
@@ -846,7 +935,7 @@ px_err px_reply(px_ctx *ctx, const px_msg *request, px_msg **reply) {
         m->corr = request->corr;
         m->flags |= PXI_MF_REPLY;
     }
-    return pxi_deliver(a->sys, request->sender, reply, false);
+    return pxi_send_from(a, request->sender, reply);
 }
 
 static px_err remember_timer(px_actor *a, uint64_t id) {
@@ -918,7 +1007,7 @@ px_err px_ask(px_ctx *ctx, px_ref to, px_msg **msg, uint32_t timeout_ms, uint64_
     m->sender = me;
     m->corr = c;
     m->flags |= PXI_MF_ASKED;
-    rv = pxi_deliver(sys, to, msg, false);
+    rv = pxi_send_from(a, to, msg);
     if (rv != PX_OK) {
         m->flags &= ~PXI_MF_ASKED;
         m->corr = 0;

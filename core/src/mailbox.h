@@ -47,6 +47,13 @@ static inline pxi_node *pxi_mpsc_pop(pxi_node **headp, _Atomic(pxi_node *) *tail
     }
     if (next != NULL) {
         *headp = next;
+        /* The next message was written on another core: start fetching it
+         * while the caller handles this one. */
+        __builtin_prefetch(next);
+        int32_t skip = pxi_msg_of(head)->skip;
+        if (skip != 0) {
+            __builtin_prefetch((const char *)head + (intptr_t)skip * 64);
+        }
         return head;
     }
     if (atomic_load_explicit(tail, memory_order_acquire) != head) {

@@ -14,12 +14,15 @@
 #include "msg_int.h"
 
 /*
- * Message blocks come from a per-thread cache (a free list) backed by a
- * global depot of batches under a mutex, so a message allocated on one
- * worker and freed on another costs a pointer push, not a trip through
- * malloc's arenas. Caches go back to the depot when their thread exits;
- * the depot keeps at most DEPOT_MAX batches and frees the rest. Under
- * AddressSanitizer every block goes straight to malloc/free so that
+ * Message blocks come from a per-thread cache backed by a global depot of
+ * batches under a mutex, so a message allocated on one worker and freed on
+ * another costs a pointer store, not a trip through malloc's arenas. The
+ * cache and the batches are arrays of pointers, never lists threaded through
+ * the blocks: a block freed on one core and reused on another is not read
+ * (a dependent cache miss per message) until its new owner writes it.
+ * Caches go back to the depot when their thread exits; the depot keeps at
+ * most DEPOT_MAX batches and frees the rest. Under AddressSanitizer and
+ * ThreadSanitizer every block goes straight to malloc/free so that
  * use-after-free stays visible.
  */
 #if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
@@ -32,15 +35,17 @@
 #include <pthread.h>
 
 #define BATCH 64
+#define CACHE_CAP (2 * BATCH)
 #define DEPOT_MAX 1024
+#define PREFETCH_AHEAD 8
 
 typedef struct batch {
     struct batch *next;
-    px_msg *list; /* BATCH blocks linked through link.next */
+    px_msg *m[BATCH];
 } batch;
 
 typedef struct cache {
-    px_msg *list;
+    px_msg *m[CACHE_CAP];
     uint32_t n;
     bool registered;
 } cache;
@@ -53,30 +58,11 @@ static batch *spare;      /* empty batch records (depot_mtx) */
 static pthread_key_t tc_key;
 static pthread_once_t tc_once = PTHREAD_ONCE_INIT;
 
-static px_msg *next_of(px_msg *m) {
-    return (px_msg *)atomic_load_explicit(&m->link.next, memory_order_relaxed);
-}
-static void set_next(px_msg *m, px_msg *n) {
-    atomic_store_explicit(&m->link.next, &n->link, memory_order_relaxed);
-}
-
-static void free_list(px_msg *l) {
-    while (l != NULL) {
-        px_msg *n = next_of(l);
-        free(l);
-        l = n;
-    }
-}
-
-/* Moves `count` blocks from the head of the cache to the depot. */
-static void give_back(cache *c, uint32_t count) {
-    px_msg *head = c->list, *last = head;
-    for (uint32_t i = 1; i < count; i++) {
-        last = next_of(last);
-    }
-    c->list = next_of(last);
-    set_next(last, NULL);
-    c->n -= count;
+/* Moves the top BATCH blocks of the cache to the depot (or frees them). */
+static void give_back(cache *c) {
+    px_msg **top = &c->m[c->n - BATCH];
+    c->n -= BATCH;
+    bool kept = false;
     pthread_mutex_lock(&depot_mtx);
     if (ndepot < DEPOT_MAX) {
         batch *b = spare;
@@ -86,68 +72,84 @@ static void give_back(cache *c, uint32_t count) {
             b = malloc(sizeof(*b));
         }
         if (b != NULL) {
-            b->list = head;
+            memcpy(b->m, top, sizeof(b->m));
             b->next = depot;
             depot = b;
             ndepot++;
-            head = NULL;
+            kept = true;
         }
     }
     pthread_mutex_unlock(&depot_mtx);
-    free_list(head);
+    if (!kept) {
+        for (uint32_t i = 0; i < BATCH; i++) {
+            free(top[i]);
+        }
+    }
 }
 
 static void tc_flush(void *arg) {
     (void)arg;
     while (tc.n >= BATCH) {
-        give_back(&tc, BATCH);
+        give_back(&tc);
     }
-    free_list(tc.list);
-    tc.list = NULL;
+    for (uint32_t i = 0; i < tc.n; i++) {
+        free(tc.m[i]);
+    }
     tc.n = 0;
 }
 
 static void tc_key_make(void) { (void)pthread_key_create(&tc_key, tc_flush); }
 
+/* So that tc_flush returns this thread's blocks when it exits. */
+static void tc_register(cache *c) {
+    pthread_once(&tc_once, tc_key_make);
+    (void)pthread_setspecific(tc_key, c);
+    c->registered = true;
+}
+
 static px_msg *take(void) {
     cache *c = &tc;
-    if (c->list == NULL) {
+    if (c->n == 0) {
         if (!c->registered) {
-            pthread_once(&tc_once, tc_key_make);
-            (void)pthread_setspecific(tc_key, c);
-            c->registered = true;
+            tc_register(c);
         }
         pthread_mutex_lock(&depot_mtx);
         batch *b = depot;
         if (b != NULL) {
             depot = b->next;
             ndepot--;
-            c->list = b->list;
+            memcpy(c->m, b->m, sizeof(b->m));
             c->n = BATCH;
             b->next = spare;
             spare = b;
         }
         pthread_mutex_unlock(&depot_mtx);
-        if (c->list == NULL) {
-            return malloc(sizeof(px_msg));
+        if (c->n == 0) {
+            return aligned_alloc(64, sizeof(px_msg)) /* one line, not two */;
         }
     }
-    px_msg *m = c->list;
-    c->list = next_of(m);
-    c->n--;
+    px_msg *m = c->m[--c->n];
+    /* A cached block was most likely last read on another core (messages
+     * cross cores): ask for a few ahead in exclusive state now so their
+     * ownership transfers overlap instead of stalling each new message. */
+    if (c->n >= PREFETCH_AHEAD) {
+        pxi_prefetch_w(c->m[c->n - PREFETCH_AHEAD]);
+    }
     return m;
 }
 
 static void put(px_msg *m) {
     cache *c = &tc;
-    set_next(m, c->list);
-    c->list = m;
-    if (++c->n >= 2 * BATCH) {
-        give_back(c, BATCH);
+    if (!c->registered) {
+        tc_register(c);
     }
+    if (c->n == CACHE_CAP) {
+        give_back(c);
+    }
+    c->m[c->n++] = m;
 }
 #else
-static px_msg *take(void) { return malloc(sizeof(px_msg)); }
+static px_msg *take(void) { return aligned_alloc(64, sizeof(px_msg)) /* one line, not two */; }
 static void put(px_msg *m) { free(m); }
 #endif
 
@@ -162,7 +164,7 @@ px_msg *pxi_msg_new(uint8_t kind) {
     m->sysop = 0;
     m->tag = 0;
     m->len = 0;
-    m->reserved = 0;
+    m->skip = 0;
     m->sender = PX_REF_NIL;
     m->corr = 0;
     return m;

@@ -42,7 +42,7 @@ struct px_msg {
     uint16_t sysop;
     uint32_t tag;
     uint32_t len;
-    uint32_t reserved;
+    int32_t skip;   /* mailbox prefetch hint: lines to the message PXI_SKIP ahead, or 0 */
     px_ref sender;
     uint64_t corr;
     union {
@@ -62,5 +62,27 @@ _Static_assert(sizeof(struct px_msg) == 64, "px_msg is one cache line");
 px_msg *pxi_msg_new(uint8_t kind);
 
 static inline px_msg *pxi_msg_of(pxi_node *n) { return (px_msg *)n; }
+
+/* How far ahead in a pushed chain a message's `skip` points. A consumer
+ * walking a linked queue can only fetch one message ahead (it needs the
+ * current one to learn the next); the skip hint lets it ask for the one
+ * PXI_SKIP ahead, so cross-core misses overlap instead of queueing. */
+#define PXI_SKIP 8
+
+/* Blocks are 64-byte aligned (msg.c), so the distance is exact in lines. */
+static inline int32_t pxi_skip_to(const px_msg *from, const px_msg *to) {
+    intptr_t d = ((intptr_t)to - (intptr_t)from) / 64;
+    return (d > INT32_MAX || d < INT32_MIN) ? 0 : (int32_t)d;
+}
+
+/* Fetches a line in exclusive state ahead of writing it: a hint only (on a
+ * CPU without PREFETCHW the encoding executes as a no-op). */
+static inline void pxi_prefetch_w(const void *p) {
+#if defined(__x86_64__)
+    __asm__ volatile("prefetchw %0" : : "m"(*(const char *)p));
+#else
+    __builtin_prefetch(p, 1);
+#endif
+}
 
 #endif

@@ -116,6 +116,22 @@ struct px_actor {
 
 _Static_assert(sizeof(struct px_actor) == 3 * PXI_CACHELINE, "px_actor is three lines");
 
+/* A worker's outbox: user messages an actor sent during its turn to local
+ * unbounded mailboxes, chained per target and pushed with one exchange per
+ * chain at the end of the turn (or when a chain reaches PXI_OUT_CHAIN). Each
+ * entry holds a pin on its target (rule 1), taken and checked at the first
+ * message. Flushed before the actor is released, so a sender's next turn on
+ * another worker can never overtake its own earlier messages. */
+#define PXI_OUTBOX 8
+#define PXI_OUT_CHAIN 64
+typedef struct pxi_outq {
+    px_actor *a;
+    uint32_t id, inc;
+    pxi_node *first, *last;
+    uint32_t n;
+    px_msg *recent[PXI_SKIP]; /* the chain's last PXI_SKIP messages, by n % PXI_SKIP */
+} pxi_outq;
+
 /* A worker thread and its run queue (Go-style: the owner pushes at tail,
  * the owner and thieves take from head with a CAS). */
 #define PXI_RUNQ 256
@@ -128,6 +144,8 @@ typedef struct pxi_worker {
     _Atomic uint64_t enq;   /* user messages this worker enqueued */
     _Atomic uint64_t deq;   /* user messages this worker took off a mailbox */
     _Atomic uint64_t turns; /* actor turns run */
+    pxi_outq out[PXI_OUTBOX]; /* owner: see pxi_outq */
+    uint32_t nout;
     px_actor *free_slots;   /* owner: reclaimed slots cached for spawns */
     uint32_t nfree_slots;
     px_system *sys;
@@ -210,7 +228,8 @@ struct px_system {
 px_err pxi_sched_start(px_system *sys);
 void pxi_sched_stop(px_system *sys);        /* joins the workers */
 void pxi_sched_submit(px_system *sys, px_actor *a); /* a->sched was set 0->1 by caller */
-pxi_worker *pxi_current_worker(void);       /* NULL off worker threads */
+extern _Thread_local pxi_worker *pxi_tls_worker; /* sched.c */
+static inline pxi_worker *pxi_current_worker(void) { return pxi_tls_worker; } /* NULL off workers */
 
 /* --- actor.c --- */
 px_actor *pxi_slot(px_system *sys, uint32_t id);
@@ -226,6 +245,10 @@ void pxi_count_deq(px_system *sys, uint64_t n);
  * letter. Takes m unless an error that leaves it with the caller. */
 px_err pxi_deliver(px_system *sys, px_ref to, px_msg **mp, bool may_block);
 void pxi_dead_letter(px_system *sys, px_ref to, px_msg *m, px_err why);
+/* A user message from actor `a` (sender and flags already set): through the
+ * worker's outbox when `to` is a local unbounded mailbox, else pxi_deliver. */
+px_err pxi_send_from(px_actor *a, px_ref to, px_msg **mp);
+void pxi_outbox_flush(pxi_worker *w); /* owner; before releasing an actor */
 /* PX_EINVAL for a NULL message, PX_EMSGSIZE (counted) over max_msg_size. */
 px_err pxi_check_msg(px_system *sys, px_msg **mp);
 void pxi_push_sys(px_actor *a, px_msg *m); /* a must be pinned or a known child */

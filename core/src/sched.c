@@ -27,9 +27,8 @@
 
 #include "runtime.h"
 
-static _Thread_local pxi_worker *tls_worker;
-
-pxi_worker *pxi_current_worker(void) { return tls_worker; }
+_Thread_local pxi_worker *pxi_tls_worker;
+#define tls_worker pxi_tls_worker
 
 /* ---- global queue ---- */
 

@@ -123,6 +123,10 @@ px_system *bench_system(uint32_t max_actors)
     px_config_init(&cfg);
     cfg.node_name = "bench";
     cfg.log_level = PX_LOG_WARN;
+    const char *wk = getenv("PX_BENCH_WORKERS"); /* profiling aid */
+    if (wk != NULL) {
+        cfg.workers = (uint32_t)strtoul(wk, NULL, 10);
+    }
     if (max_actors != 0) {
         cfg.max_actors = max_actors;
     }
