@@ -76,16 +76,22 @@ px_actor *pxi_slot(px_system *sys, uint32_t id) {
 
 /* Slots come from the calling worker's cache, then the global free list,
  * then never-used ids (a lock-free counter; the mutex only to map a new
- * chunk). Reclaimed slots go to the reclaiming worker's cache (up to
- * SLOT_CACHE) or the global list. */
+ * chunk). Reclaimed slots go to the reclaiming worker's cache; a full cache
+ * moves to the global list in one splice, and an empty one refills up to
+ * SLOT_BATCH slots per lock — one worker often reclaims what another spawns
+ * (skynet), and a lock per slot would make the global list a hot spot. */
 #define SLOT_CACHE 256
+#define SLOT_BATCH 64
 
 static px_actor *slot_alloc(px_system *sys) {
     pxi_worker *w = pxi_current_worker();
+    bool mine = w != NULL && w->sys == sys;
     px_actor *a;
-    if (w != NULL && w->sys == sys && (a = w->free_slots) != NULL) {
+    if (mine && (a = w->free_slots) != NULL) {
         w->free_slots = a->next_free;
-        w->nfree_slots--;
+        if (--w->nfree_slots == 0) {
+            w->free_tail = NULL;
+        }
         a->next_free = NULL;
         return a;
     }
@@ -93,9 +99,22 @@ static px_actor *slot_alloc(px_system *sys) {
         nng_mtx_lock(sys->slot_mtx);
         a = sys->free_list;
         if (a != NULL) {
-            sys->free_list = a->next_free;
+            /* Take a batch: the first for now, the rest into the cache. */
+            px_actor *last = a;
+            uint32_t n = 1;
+            while (mine && n < SLOT_BATCH && last->next_free != NULL) {
+                last = last->next_free;
+                n++;
+            }
+            sys->free_list = last->next_free;
+            last->next_free = NULL;
+            atomic_fetch_sub_explicit(&sys->nfree, n, memory_order_relaxed);
+            if (n > 1) {
+                w->free_slots = a->next_free;
+                w->free_tail = last;
+                w->nfree_slots = n - 1;
+            }
             a->next_free = NULL;
-            atomic_fetch_sub_explicit(&sys->nfree, 1, memory_order_relaxed);
         }
         nng_mtx_unlock(sys->slot_mtx);
         if (a != NULL) {
@@ -133,10 +152,23 @@ static void slot_release(px_actor *a) {
     px_system *sys = a->sys;
     atomic_store(&a->state, PXI_A_FREE);
     pxi_worker *w = pxi_current_worker();
-    if (w != NULL && w->sys == sys && w->nfree_slots < SLOT_CACHE) {
+    if (w != NULL && w->sys == sys) {
         a->next_free = w->free_slots;
         w->free_slots = a;
-        w->nfree_slots++;
+        if (w->nfree_slots++ == 0) {
+            w->free_tail = a;
+        }
+        if (w->nfree_slots < SLOT_CACHE) {
+            return;
+        }
+        /* Full: hand the whole cache to the global list. */
+        nng_mtx_lock(sys->slot_mtx);
+        w->free_tail->next_free = sys->free_list;
+        sys->free_list = w->free_slots;
+        atomic_fetch_add_explicit(&sys->nfree, w->nfree_slots, memory_order_relaxed);
+        nng_mtx_unlock(sys->slot_mtx);
+        w->free_slots = w->free_tail = NULL;
+        w->nfree_slots = 0;
         return;
     }
     nng_mtx_lock(sys->slot_mtx);

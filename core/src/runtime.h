@@ -147,6 +147,7 @@ typedef struct pxi_worker {
     pxi_outq out[PXI_OUTBOX]; /* owner: see pxi_outq */
     uint32_t nout;
     px_actor *free_slots;   /* owner: reclaimed slots cached for spawns */
+    px_actor *free_tail;    /* owner: last of free_slots (for the splice) */
     uint32_t nfree_slots;
     px_system *sys;
     nng_thread *thr;
