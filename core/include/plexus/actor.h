@@ -104,7 +104,11 @@ px_err px_spawn_named(px_ctx *ctx, const char *behavior, px_msg **arg,
  * returned, as delivery is at-most-once) and nulls *msg. Errors leave the
  * caller owning it: PX_EFULL (bounded mailbox, policy Error or Block),
  * PX_EMSGSIZE (over max_msg_size), PX_EUNREACHABLE (remote node, no route),
- * PX_EINVAL. */
+ * PX_EINVAL.
+ * Messages from one actor to another arrive in send order. To a local actor
+ * with an unbounded mailbox they are handed over in chains (at most 64, and
+ * at the latest when this callback's turn ends), not one by one — so a
+ * message to self is handled in a later turn, never inside this one. */
 px_err px_send(px_ctx *ctx, px_ref to, px_msg **msg);
 
 /* Replies to the sender of `request` (borrowed) with the request's
