@@ -107,8 +107,8 @@ px_err px_spawn_named(px_ctx *ctx, const char *behavior, px_msg **arg,
  * PX_EINVAL.
  * Messages from one actor to another arrive in send order. To a local actor
  * with an unbounded mailbox they are handed over in chains (at most 64, and
- * at the latest when this callback's turn ends), not one by one — so a
- * message to self is handled in a later turn, never inside this one. */
+ * at the latest when this actor's turn ends), not one by one — so a few
+ * messages to self are handled in a later turn, not inside this one. */
 px_err px_send(px_ctx *ctx, px_ref to, px_msg **msg);
 
 /* Replies to the sender of `request` (borrowed) with the request's
