@@ -35,6 +35,13 @@ typedef enum px_directive {
     PX_DIRECTIVE_ESCALATE = 4,
 } px_directive;
 
+/* Which children a Restart or Stop directive applies to (plexus/supervisor.h). */
+typedef enum px_strategy {
+    PX_ONE_FOR_ONE = 0,  /* the failed child only (default) */
+    PX_ALL_FOR_ONE = 1,  /* every child */
+    PX_REST_FOR_ONE = 2, /* the failed child and every child started after it */
+} px_strategy;
+
 /* The record of one failure, as a parent's decider sees it. Strings are
  * borrowed for the duration of the call. */
 typedef struct px_failure {
@@ -58,19 +65,20 @@ typedef struct px_failure {
  *   overtakes the spawn, stop runs and the spawner gets PX_ECLOSED with its
  *   argument still its own.
  * - receive (required): one message, borrowed. Returning non-PX_OK (or
- *   having called px_fail) makes the actor fail: it is logged, counted and
- *   the actor stops with reason "failure".
- * - stop (optional): runs once when the actor stops, after its children
- *   have stopped. Free the state here.
- * - on_child_failure (optional): the supervision decider; default Restart.
- *   (Directives are applied from the supervision issue on; until then a
- *   failed actor stops.) */
+ *   having called px_fail) makes the actor fail: it is logged, counted,
+ *   suspended, and its parent decides (plexus/supervisor.h).
+ * - stop (optional): runs once per instance when it stops or is restarted,
+ *   after its children have stopped. Free the state here.
+ * - on_child_failure (optional): the supervision decider, run in this
+ *   actor's context when a child fails; default Restart.
+ * - strategy: which children a directive applies to; default OneForOne. */
 struct px_behavior {
     const char *name;
     px_err (*init)(px_ctx *ctx, const px_msg *arg);
     px_err (*receive)(px_ctx *ctx, px_msg *msg);
     void (*stop)(px_ctx *ctx);
     px_directive (*on_child_failure)(px_ctx *ctx, const px_failure *f);
+    px_strategy strategy;
 };
 
 /* Optional spawn settings; NULL means all defaults. */

@@ -58,6 +58,7 @@ typedef enum px_msg_kind {
     PX_MSG_PROTO = 2,       /* a protobuf-c message */
     PX_MSG_ASK_TIMEOUT = 3, /* an ask from this actor timed out (px_msg_corr) */
     PX_MSG_TIMER = 4,       /* a periodic timer tick (px_msg_tag = timer tag) */
+    PX_MSG_TERMINATED = 5,  /* a watched actor ended (px_msg_terminated) */
 } px_msg_kind;
 
 /* Frees a protobuf message handed to px_msg_proto. */

@@ -7,4 +7,5 @@
 #include <plexus/system.h>
 #include <plexus/actor.h>
 #include <plexus/router.h>
+#include <plexus/supervisor.h>
 #endif

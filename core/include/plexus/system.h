@@ -55,6 +55,13 @@ typedef enum px_shutdown_mode {
     PX_SHUTDOWN_REJECT = 2, /* stop at once; queued messages become dead letters */
 } px_shutdown_mode;
 
+/* What the root guardian does with a top-level actor that failed (it never
+ * escalates; it logs the failure as CRIT with its cause chain first). */
+typedef enum px_root_policy {
+    PX_ROOT_STOP = 1,    /* stop it (reason PX_TERM_FAILURE) */
+    PX_ROOT_RESTART = 2, /* restart it in place, within its restart limits */
+} px_root_policy;
+
 typedef struct px_config {
     const char *node_name;         /* 1..63 chars of [A-Za-z0-9._-]; default "local" */
     uint32_t workers;              /* 0 = online CPUs; else 1..256 */
@@ -66,6 +73,7 @@ typedef struct px_config {
     size_t max_msg_size;           /* largest bytes payload, 1..2^31; default 16 MiB */
     px_shutdown_mode shutdown_mode;   /* default PX_SHUTDOWN_DRAIN */
     uint32_t shutdown_timeout_ms;     /* drain bound, 0..3600000; default 5000 */
+    px_root_policy root_policy;    /* a failed top-level actor: default PX_ROOT_STOP */
     px_log_level log_level;        /* default PX_LOG_INFO */
     px_log_sink log_sink;          /* default px_log_stderr */
     void *log_arg;
@@ -126,6 +134,9 @@ typedef struct px_system_stats {
     uint64_t ask_timeouts;
     uint64_t failures;      /* actors that failed (init, receive, px_fail) */
     uint64_t rejected;      /* sends refused (limits, closed, full) */
+    uint64_t restarts;      /* actor instances restarted by supervisors */
+    uint64_t resumed;       /* failures answered with Resume (failing message dropped) */
+    uint64_t escalations;   /* failures passed up to a grandparent */
 } px_system_stats;
 
 px_err px_system_stats_get(px_system *sys, px_system_stats *out);

@@ -1,0 +1,184 @@
+/*
+ * plexus/supervisor.h — supervision: child specs, directives, strategies,
+ * restart limits, backoff, circuit breakers, watches, children listing.
+ *
+ * Every actor supervises its children. When a child fails — its `receive`
+ * or `init` returns an error, or it called px_fail — it is suspended (it
+ * handles nothing more; its mailbox keeps filling) and its parent gets the
+ * failure in its own context. The parent's decider (px_behavior.
+ * on_child_failure; default: Restart) picks a directive:
+ *  - Resume: the child goes on with its state; the failing message is
+ *    dropped (and counted in px_system_stats.resumed).
+ *  - Restart: the old instance's children stop, its `stop` runs, then a
+ *    fresh instance runs `init` with the same start argument. The child's
+ *    ref stays valid across the restart (same slot, same mailbox): messages
+ *    sent to it while it restarts wait in its mailbox and the new instance
+ *    receives them. px_child_info.instance counts the instances.
+ *  - Stop: the child stops for good (its children first).
+ *  - Escalate: the parent fails with the child's failure as cause, so the
+ *    grandparent decides; the child stays suspended until then (a Restart or
+ *    Stop of the parent takes it along; a Resume of the parent resumes it).
+ * The node's root guardian (parent of px_system_spawn'ed actors) never
+ * escalates: it logs CRIT with the whole cause chain and applies
+ * px_config.root_policy (stop the top-level actor, the default, or restart it).
+ *
+ * The parent's strategy (px_behavior.strategy) says which children a
+ * Restart or Stop applies to: the failed one (OneForOne), all (AllForOne),
+ * or the failed one and every child started after it (RestForOne). Several
+ * children are stopped one by one in reverse start order, then started one
+ * by one in start order.
+ *
+ * Restart limits are per child: more than policy.max_restarts restarts
+ * within policy.window_ms and the parent escalates instead (OTP semantics).
+ * An optional exponential backoff delays each restart; an optional circuit
+ * breaker keeps a child that failed breaker.failures times in a row
+ * suspended ("open") for breaker.cooldown_ms, then restarts it once
+ * ("half-open"): its first handled message closes the breaker, a failure
+ * opens it again. Both run on timers; no worker ever sleeps.
+ *
+ * Restart types (px_child_spec.restart): permanent children are restarted
+ * whenever they end (also when they stop themselves normally), transient
+ * ones only after a failure, temporary ones never (Restart means Stop).
+ * Children spawned with px_spawn are permanent, with default limits and
+ * an id of "#<n>".
+ *
+ * Everything here is actor context (a px_ctx) unless noted.
+ */
+#ifndef PLEXUS_SUPERVISOR_H
+#define PLEXUS_SUPERVISOR_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <plexus/actor.h>
+#include <plexus/error.h>
+#include <plexus/msg.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum px_restart_type {
+    PX_RESTART_PERMANENT = 0,
+    PX_RESTART_TRANSIENT = 1,
+    PX_RESTART_TEMPORARY = 2,
+} px_restart_type;
+
+/* Exponential backoff between restarts of one child: the n-th consecutive
+ * restart waits min(max_ms, initial_ms * multiplier^(n-1)), then +/- up to
+ * jitter (0..1) of that. initial_ms 0 = off (restart at once). */
+typedef struct px_backoff {
+    uint32_t initial_ms;
+    uint32_t max_ms;
+    double multiplier; /* >= 1 */
+    double jitter;     /* 0..1 */
+} px_backoff;
+
+/* Circuit breaker: failures 0 = off. */
+typedef struct px_breaker {
+    uint32_t failures;    /* consecutive failures that open it */
+    uint32_t cooldown_ms; /* open -> half-open after this */
+} px_breaker;
+
+typedef struct px_restart_policy {
+    uint32_t max_restarts; /* within window_ms; default 3 */
+    uint32_t window_ms;    /* default 5000 */
+    px_backoff backoff;    /* default off */
+    px_breaker breaker;    /* default off */
+} px_restart_policy;
+
+/* Fills the defaults: 3 restarts in 5000 ms, no backoff, no breaker. */
+void px_restart_policy_init(px_restart_policy *p);
+
+/* What a parent needs to (re)start a child. Borrowed by px_spawn_child
+ * (strings and options are copied). */
+typedef struct px_child_spec {
+    const char *id;                 /* unique among the parent's children; 1..63 chars */
+    const char *behavior;           /* registered behavior name (px_behavior_register) */
+    px_restart_type restart;        /* default permanent */
+    const px_mailbox_opts *mailbox; /* NULL = the system default */
+    const px_restart_policy *policy;/* NULL = px_restart_policy_init defaults */
+} px_child_spec;
+
+/* Spawns a supervised child of the calling actor from `spec`. *arg (may be
+ * NULL or point to NULL) is the start argument: kept by the runtime for the
+ * child's life and handed (borrowed) to every instance's init; taken on
+ * success. Use a protobuf message (px_msg_proto) for children that may be
+ * placed on other nodes. Errors: PX_EEXIST (the parent already has a child
+ * with this id — nothing is spawned), PX_ENOENT (unknown behavior),
+ * PX_EINVAL (bad spec or policy), PX_EINIT (init failed), plus px_spawn's. */
+px_err px_spawn_child(px_ctx *ctx, const px_child_spec *spec, px_msg **arg, px_ref *out);
+
+/* A child's supervision state. */
+typedef enum px_child_state {
+    PX_CHILD_RUNNING = 1,
+    PX_CHILD_SUSPENDED = 2,  /* failed; waiting for a directive (or escalated) */
+    PX_CHILD_RESTARTING = 3, /* being restarted, or waiting out its backoff */
+    PX_CHILD_OPEN = 4,       /* circuit breaker open: suspended until the cool-down */
+    PX_CHILD_STOPPING = 5,
+} px_child_state;
+
+typedef enum px_breaker_state {
+    PX_BREAKER_OFF = 0,
+    PX_BREAKER_CLOSED = 1,
+    PX_BREAKER_OPEN = 2,
+    PX_BREAKER_HALF_OPEN = 3,
+} px_breaker_state;
+
+/* One child as its parent sees it (a snapshot). */
+typedef struct px_child_info {
+    char id[64];
+    px_ref ref;
+    px_child_state state;
+    px_restart_type restart;
+    uint32_t instance;             /* 1 for the first instance, +1 per restart */
+    uint32_t restarts;
+    uint64_t failures;             /* total */
+    uint32_t consecutive_failures; /* since the last success seen (reset by a quiet window) */
+    int64_t last_failure_ms;       /* wall clock, 0 = never */
+    char last_reason[128];
+    int64_t started_ms;            /* wall clock when the current instance started */
+    px_breaker_state breaker;
+} px_child_info;
+
+/* Lists the calling actor's children in start order: up to `cap` entries
+ * into out, *n = how many children there are (may exceed cap). */
+px_err px_children(px_ctx *ctx, px_child_info *out, size_t cap, size_t *n);
+
+/* Looks up one child by id. PX_ENOENT if there is none. */
+px_err px_child(px_ctx *ctx, const char *id, px_child_info *out);
+
+/* --- watches ---------------------------------------------------------- */
+
+typedef enum px_term_reason {
+    PX_TERM_NORMAL = 1,     /* stopped itself (px_stop_self) */
+    PX_TERM_STOPPED = 2,    /* stopped by px_stop, its supervisor, or shutdown */
+    PX_TERM_FAILURE = 3,    /* failed and its supervisor stopped it; code says why */
+    PX_TERM_NO_ACTOR = 4,   /* there was no such actor when the watch was made */
+    PX_TERM_NODE_DOWN = 5,  /* its node's lease expired (cluster) */
+    PX_TERM_NODE_FENCED = 6,/* its node fenced itself (cluster) */
+} px_term_reason;
+
+/* Watches `ref`: exactly one message of kind PX_MSG_TERMINATED arrives when
+ * it ends — also when it had already ended (reason PX_TERM_NO_ACTOR). A
+ * restart is not an end. Watching an already watched ref is a no-op.
+ * PX_EINVAL for a nil ref or self, PX_EUNREACHABLE for a remote ref while
+ * no cluster routes watches. */
+px_err px_watch(px_ctx *ctx, px_ref ref);
+
+/* Cancels a watch: no Terminated for it arrives after this returns.
+ * PX_ENOENT if ref is not watched. */
+px_err px_unwatch(px_ctx *ctx, px_ref ref);
+
+/* Reads a PX_MSG_TERMINATED message: who ended, why, and (for
+ * PX_TERM_FAILURE) the failure code. PX_ETYPE for another kind. */
+px_err px_msg_terminated(const px_msg *m, px_ref *who, px_term_reason *reason, px_err *code);
+
+const char *px_term_reason_name(px_term_reason r);
+const char *px_directive_name(px_directive d);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif
