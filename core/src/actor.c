@@ -56,7 +56,7 @@ void pxi_count_deq(px_system *sys, uint64_t n) {
     }
 }
 
-static pxi_actor_ext *ext_get(px_actor *a) {
+pxi_actor_ext *pxi_ext_get(px_actor *a) {
     if (a->ext == NULL) {
         a->ext = calloc(1, sizeof(*a->ext));
     }
@@ -231,8 +231,14 @@ static bool user_nonempty(px_actor *a) {
 }
 
 /* Owner only. */
+static bool user_matters(px_actor *a) {
+    uint32_t st = atomic_load_explicit(&a->state, memory_order_relaxed);
+    return st == PXI_A_ALIVE || st == PXI_A_STOPPING; /* suspended: its mailbox waits */
+}
+
 static bool has_work(px_actor *a) {
-    return pxi_mpsc_nonempty(a->sys_head, &a->sys_tail, &a->sys_stub) || user_nonempty(a);
+    return pxi_mpsc_nonempty(a->sys_head, &a->sys_tail, &a->sys_stub) ||
+           (user_matters(a) && user_nonempty(a));
 }
 
 /* Releases the actor (sched = 0) and re-queues it if a push raced with the
@@ -249,13 +255,14 @@ static void schedule_if_idle(px_actor *a);
 
 static void release_and_recheck(px_actor *a) {
     pxi_bq *bq = a->bq;
+    bool user = user_matters(a); /* read while still owner */
     if (bq != NULL) {
         atomic_fetch_add(&a->rc, 1);
     }
     atomic_store(&a->sched, 0);
     bool pushed = atomic_load(&a->sys_tail) != &a->sys_stub ||
-                  (bq != NULL ? atomic_load(&bq->count) > 0
-                              : atomic_load(&a->mb_tail) != &a->mb_stub);
+                  (user && (bq != NULL ? atomic_load(&bq->count) > 0
+                                       : atomic_load(&a->mb_tail) != &a->mb_stub));
     if (pushed) {
         schedule_if_idle(a);
     }
@@ -277,7 +284,7 @@ static void drain(px_actor *a) {
     pxi_count_deq(sys, n);
     pxi_node *sn;
     while ((sn = pxi_mpsc_pop(&a->sys_head, &a->sys_tail, &a->sys_stub)) != NULL) {
-        px_msg_free(pxi_msg_of(sn));
+        pxi_sup_drain_sys(a, pxi_msg_of(sn));
     }
 }
 
@@ -388,6 +395,12 @@ px_err pxi_deliver(px_system *sys, px_ref to, px_msg **mp, bool may_block) {
         pxi_dead_letter(sys, to, m, PX_EDEAD);
         return PX_OK;
     }
+    if (m->kind == PXI_MSG_SYS) { /* a runtime signal (e.g. from a timer) */
+        *mp = NULL;
+        pxi_push_sys(a, m);
+        pxi_unpin(a);
+        return PX_OK;
+    }
     px_err rv = enqueue(a, m, may_block);
     if (rv == PX_OK) {
         *mp = NULL;
@@ -491,17 +504,25 @@ px_err pxi_check_msg(px_system *sys, px_msg **mp) {
 
 /* ---- stop / finalize ---- */
 
-static void stop_msg_to(px_actor *child) {
+void pxi_send_sys(px_actor *to, uint16_t op, uint64_t corr, uint32_t tag) {
     px_msg *m = pxi_msg_new(PXI_MSG_SYS);
     if (m == NULL) {
-        px_log(child->sys, PX_LOG_CRIT, "out of memory stopping actor %u", child->id);
+        px_log(to->sys, PX_LOG_CRIT, "out of memory signalling actor %u (op %u)", to->id, op);
         return;
     }
-    m->sysop = PXI_SYS_STOP;
-    pxi_push_sys(child, m);
+    m->sysop = op;
+    m->corr = corr;
+    m->tag = tag;
+    pxi_push_sys(to, m);
 }
 
-static void cancel_actor_timers(px_actor *a) {
+void pxi_stop_child(px_actor *c, uint32_t reason, px_err code) {
+    pxi_send_sys(c, PXI_SYS_STOP, (uint64_t)(int64_t)code, reason);
+}
+
+static void stop_msg_to(px_actor *child) { pxi_stop_child(child, PX_TERM_STOPPED, PX_OK); }
+
+void pxi_cancel_timers(px_actor *a) {
     pxi_actor_ext *x = a->ext;
     if (x == NULL) {
         return;
@@ -517,14 +538,23 @@ static void cancel_actor_timers(px_actor *a) {
 }
 
 static void finalize(px_actor *a);
+static void begin_stop(px_actor *a, uint32_t reason) { pxi_begin_stop(a, reason, PX_OK); }
 
-static void begin_stop(px_actor *a) {
+void pxi_begin_stop(px_actor *a, uint32_t reason, px_err code) {
     uint32_t st = atomic_load(&a->state);
-    if (st != PXI_A_ALIVE) {
+    if (st != PXI_A_ALIVE && st != PXI_A_SUSPENDED && st != PXI_A_RESTARTING) {
         return;
     }
+    a->flags = (a->flags & ~(PXI_AF_TERM_MASK | PXI_AF_RS_STOP)) |
+               ((reason << PXI_AF_TERM_SHIFT) & PXI_AF_TERM_MASK);
+    if (reason == PX_TERM_FAILURE) {
+        pxi_actor_ext *x = pxi_ext_get(a);
+        if (x != NULL) {
+            x->term_code = code;
+        }
+    }
     atomic_store(&a->state, PXI_A_STOPPING);
-    cancel_actor_timers(a);
+    pxi_cancel_timers(a);
     px_system *sys = a->sys;
     bool root = (a->flags & PXI_AF_ROOT) != 0;
     if (root) {
@@ -580,6 +610,9 @@ static void free_ext(px_actor *a) {
     px_msg_free(x->arg);
     free(x->pend);
     free(x->timers);
+    free(x->watchers);
+    free(x->watching);
+    pxi_sup_free(x->sup);
     free(x);
     a->ext = NULL;
 }
@@ -590,8 +623,9 @@ static void finalize(px_actor *a) {
     if ((a->flags & PXI_AF_INITED) && a->beh->stop != NULL) {
         a->beh->stop((px_ctx *)a);
     }
-    cancel_actor_timers(a);
+    pxi_cancel_timers(a);
     release_name(a);
+    pxi_sup_finalize(a);
     free_ext(a);
     atomic_store(&a->state, PXI_A_DEAD);
     if (a->bq != NULL) {
@@ -646,16 +680,24 @@ static void fail(px_actor *a, px_err code, const char *reason) {
     px_system *sys = a->sys;
     atomic_fetch_add_explicit(&sys->failures, 1, memory_order_relaxed);
     char b[48];
-    px_log(sys, PX_LOG_ERROR, "actor %s (%s) failed: %s: %s; stopping it",
+    px_log(sys, PX_LOG_ERROR, "actor %s (%s) failed: %s: %s",
            px_ref_format(pxi_ref_of(a), b, sizeof(b)), a->beh->name ? a->beh->name : "?",
            px_errname(code), reason);
-    begin_stop(a);
+    if (a->parent == NULL) {
+        pxi_begin_stop(a, PX_TERM_FAILURE, code); /* the root guardian itself */
+        return;
+    }
+    pxi_sup_fail(a, code, reason, false);
 }
 
 /* Delivers one user message to receive; frees it unless taken. */
 static void dispatch(pxi_worker *w, px_actor *a, px_msg *m) {
     px_system *sys = a->sys;
     uint64_t timer;
+    if (m->kind == PX_MSG_TERMINATED && pxi_sup_user(a, m)) {
+        px_msg_free(m);
+        return;
+    }
     if (m->flags & PXI_MF_REPLY) {
         if (!pending_take(a, m->corr, &timer)) {
             atomic_fetch_add_explicit(&sys->late_replies, 1, memory_order_relaxed);
@@ -690,15 +732,22 @@ static void dispatch(pxi_worker *w, px_actor *a, px_msg *m) {
         fail(a, rv, why);
     } else if (a->flags & PXI_AF_STOP_REQ) {
         a->flags &= ~PXI_AF_STOP_REQ;
-        begin_stop(a);
+        if ((a->flags & PXI_AF_PERMANENT) && a->parent != NULL) {
+            pxi_sup_fail(a, PX_OK, "a permanent child stopped itself", true);
+        } else {
+            begin_stop(a, PX_TERM_NORMAL);
+        }
+    } else if (a->flags & PXI_AF_PROBE) {
+        pxi_sup_success(a);
     }
 }
 
 static void handle_sys(px_actor *a, px_msg *m) {
     if (m->sysop == PXI_SYS_STOP) {
-        begin_stop(a);
+        pxi_begin_stop(a, m->tag != 0 ? m->tag : PX_TERM_STOPPED, (px_err)(int64_t)m->corr);
     } else if (m->sysop == PXI_SYS_CHILD_TERM) {
         px_actor *c = (px_actor *)(uintptr_t)m->corr;
+        pxi_sup_child_term(a, c);
         if (a->flags & PXI_AF_ROOT) {
             nng_mtx_lock(a->sys->tree_mtx);
             unlink_child(a, c);
@@ -707,6 +756,8 @@ static void handle_sys(px_actor *a, px_msg *m) {
             unlink_child(a, c);
         }
         pxi_unpin(c);
+    } else {
+        pxi_sup_sys(a, m);
     }
     px_msg_free(m);
 }
@@ -743,6 +794,9 @@ void pxi_actor_run(pxi_worker *w, px_actor *a) {
             n++;
             pxi_dead_letter(sys, me, m, PX_EDEAD);
         }
+    }
+    if (a->flags & PXI_AF_RS_STOP) {
+        pxi_sup_after_turn(a);
     }
     pxi_outbox_flush(w);
     atomic_store_explicit(&w->deq, atomic_load_explicit(&w->deq, memory_order_relaxed) + n,
@@ -885,7 +939,7 @@ px_err pxi_spawn(px_system *sys, px_actor *parent, const px_behavior *b,
     }
     /* Only now, with the spawn certain to succeed, take the argument. */
     if (arg != NULL && *arg != NULL) {
-        pxi_actor_ext *x = ext_get(a);
+        pxi_actor_ext *x = pxi_ext_get(a);
         if (x != NULL) {
             x->arg = *arg;
             *arg = NULL;
@@ -971,7 +1025,7 @@ px_err px_reply(px_ctx *ctx, const px_msg *request, px_msg **reply) {
 }
 
 static px_err remember_timer(px_actor *a, uint64_t id) {
-    pxi_actor_ext *x = ext_get(a);
+    pxi_actor_ext *x = pxi_ext_get(a);
     if (x == NULL) {
         return PX_ENOMEM;
     }
@@ -1008,7 +1062,7 @@ px_err px_ask(px_ctx *ctx, px_ref to, px_msg **msg, uint32_t timeout_ms, uint64_
     if (rv != PX_OK) {
         return rv;
     }
-    pxi_actor_ext *x = ext_get(a);
+    pxi_actor_ext *x = pxi_ext_get(a);
     if (x == NULL) {
         return PX_ENOMEM;
     }
@@ -1057,7 +1111,7 @@ void px_stop_self(px_ctx *ctx) { of_ctx(ctx)->flags |= PXI_AF_STOP_REQ; }
 
 void px_fail(px_ctx *ctx, px_err code, const char *fmt, ...) {
     px_actor *a = of_ctx(ctx);
-    pxi_actor_ext *x = ext_get(a);
+    pxi_actor_ext *x = pxi_ext_get(a);
     a->flags |= PXI_AF_FAILED;
     if (x == NULL) {
         return;
@@ -1148,7 +1202,7 @@ int px_is_alive(px_system *sys, px_ref ref) {
     }
     uint32_t st = atomic_load(&a->state);
     pxi_unpin(a);
-    return st == PXI_A_ALIVE || st == PXI_A_STARTING;
+    return st >= PXI_A_STARTING && st <= PXI_A_RESTARTING;
 }
 
 px_err px_actor_stats_get(px_system *sys, px_ref ref, px_actor_stats *out) {

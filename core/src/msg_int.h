@@ -26,6 +26,17 @@ enum {
 enum {
     PXI_SYS_STOP = 1,       /* stop this actor */
     PXI_SYS_CHILD_TERM = 2, /* a child finished stopping; corr = child pointer */
+    /* supervision (sup.c); tag/corr as noted */
+    PXI_SYS_FAILURE = 3,    /* child -> parent; corr = pxi_fail_rec* */
+    PXI_SYS_RESUME = 4,     /* parent -> child */
+    PXI_SYS_RS_STOP = 5,    /* parent -> child: stop this instance for a restart */
+    PXI_SYS_RS_STOPPED = 6, /* child -> parent; corr = child pointer */
+    PXI_SYS_RS_START = 7,   /* parent -> child: start a new instance; tag 1 = half-open */
+    PXI_SYS_RS_STARTED = 8, /* child -> parent; corr = child pointer; tag 1 = init ok */
+    PXI_SYS_HEALTHY = 9,    /* child -> parent: first success while half-open */
+    PXI_SYS_WATCH = 10,     /* sender = the watcher */
+    PXI_SYS_UNWATCH = 11,   /* sender = the watcher */
+    PXI_SYS_SUP_TIMER = 12, /* (user queue, via a timer) corr = child, tag = child inc */
 };
 
 /* flags */

@@ -27,6 +27,7 @@
 
 #include <plexus/actor.h>
 #include <plexus/router.h>
+#include <plexus/supervisor.h>
 #include <plexus/system.h>
 
 #include "mailbox.h"
@@ -38,24 +39,36 @@
 /* Longest timer delay or ask timeout: one day. */
 #define PXI_MAX_DELAY_MS 86400000u
 
-/* Actor lifecycle states. */
+/* Actor lifecycle states. Senders may push while state < DEAD. */
 enum {
     PXI_A_FREE = 0,
-    PXI_A_STARTING = 1, /* slot taken, init running */
+    PXI_A_STARTING = 1,   /* slot taken, init running */
     PXI_A_ALIVE = 2,
-    PXI_A_STOPPING = 3, /* waiting for children; user messages dead-lettered */
-    PXI_A_DEAD = 4,     /* finished; waiting for pins to drain */
-    PXI_A_RECLAIM = 5,  /* being reclaimed (one thread) */
+    PXI_A_SUSPENDED = 3,  /* failed; waits for its parent's directive (mailbox kept) */
+    PXI_A_RESTARTING = 4, /* being restarted by its parent (mailbox kept) */
+    PXI_A_STOPPING = 5,   /* waiting for children; user messages dead-lettered */
+    PXI_A_DEAD = 6,       /* finished; waiting for pins to drain */
+    PXI_A_RECLAIM = 7,    /* being reclaimed (one thread) */
 };
 
 /* Owner-context flags (px_actor.flags). */
 enum {
-    PXI_AF_STOP_REQ = 1u << 0, /* px_stop_self was called */
-    PXI_AF_FAILED = 1u << 1,   /* px_fail was called */
-    PXI_AF_ROOT = 1u << 2,     /* the root guardian */
-    PXI_AF_INITED = 1u << 3,   /* init succeeded: stop must run */
-    PXI_AF_TOOK = 1u << 4,     /* receive kept the message: do not free it */
+    PXI_AF_STOP_REQ = 1u << 0,  /* px_stop_self was called */
+    PXI_AF_FAILED = 1u << 1,    /* px_fail was called */
+    PXI_AF_ROOT = 1u << 2,      /* the root guardian */
+    PXI_AF_INITED = 1u << 3,    /* init succeeded: stop must run */
+    PXI_AF_TOOK = 1u << 4,      /* receive kept the message: do not free it */
+    PXI_AF_PERMANENT = 1u << 5, /* a permanent child: a normal stop is restarted */
+    PXI_AF_RS_STOP = 1u << 6,   /* restarting: ack the parent once children are gone */
+    PXI_AF_PROBE = 1u << 7,     /* half-open breaker: report the first success */
 };
+/* Bits 8..11 of flags: the px_term_reason this actor ends with (kept
+ * until the slot is reused, for watches that arrive after the end). */
+#define PXI_AF_TERM_SHIFT 8
+#define PXI_AF_TERM_MASK (0xfu << PXI_AF_TERM_SHIFT)
+
+struct pxi_sup;
+struct pxi_fail_rec;
 
 typedef struct pxi_pending {
     uint64_t corr;
@@ -72,6 +85,13 @@ typedef struct pxi_actor_ext {
     uint32_t ntimers, captimers;
     px_err fail_code;
     char fail_reason[160];
+    px_err term_code;             /* failure code when ending with PX_TERM_FAILURE */
+    struct pxi_sup *sup;          /* supervision of this actor's children (sup.c) */
+    struct pxi_fail_rec *cause;   /* set while failing by escalation */
+    px_ref *watchers;             /* who watches this actor */
+    uint32_t nwatchers, capwatchers;
+    px_ref *watching;             /* whom this actor watches */
+    uint32_t nwatching, capwatching;
 } pxi_actor_ext;
 
 typedef struct px_actor px_actor;
@@ -215,6 +235,7 @@ struct px_system {
     nng_mtx *life_mtx;         /* serializes shutdown */
 
     /* Totals (any thread, relaxed). */
+    _Atomic uint64_t restarts, resumed, escalations; /* supervision (sup.c) */
     _Atomic uint64_t stopped, dead_letters, dropped, late_replies,
         ask_timeouts, failures, rejected;
     _Atomic uint64_t ext_enq, ext_deq; /* enq/deq counted off worker threads */
@@ -254,6 +275,29 @@ void pxi_outbox_flush(pxi_worker *w); /* owner; before releasing an actor */
 px_err pxi_check_msg(px_system *sys, px_msg **mp);
 void pxi_push_sys(px_actor *a, px_msg *m); /* a must be pinned or a known child */
 px_ref pxi_ref_of(px_actor *a);
+
+pxi_actor_ext *pxi_ext_get(px_actor *a); /* owner; NULL on allocation failure */
+void pxi_begin_stop(px_actor *a, uint32_t reason, px_err code); /* owner */
+void pxi_stop_child(px_actor *c, uint32_t reason, px_err code); /* STOP signal */
+void pxi_cancel_timers(px_actor *a);
+void pxi_send_sys(px_actor *to, uint16_t op, uint64_t corr, uint32_t tag); /* to is pinned/a known child */
+int64_t pxi_wall_ms(void);
+
+/* --- sup.c (supervision and watches) --- */
+/* Child side: suspend `a` and report the failure to its parent. `normal`:
+ * a permanent child stopped itself (restarted without asking the decider). */
+void pxi_sup_fail(px_actor *a, px_err code, const char *reason, bool normal);
+/* Supervision and watch signals (PXI_SYS_FAILURE ... PXI_SYS_UNWATCH). */
+void pxi_sup_sys(px_actor *a, px_msg *m);
+/* A Terminated in the user queue: true if it must be dropped (the watch
+ * was cancelled or already answered), false to hand it to receive. */
+bool pxi_sup_user(px_actor *a, px_msg *m);
+void pxi_sup_child_term(px_actor *p, px_actor *c); /* c is still linked */
+void pxi_sup_after_turn(px_actor *a);
+void pxi_sup_success(px_actor *a);     /* after a successful receive with PXI_AF_PROBE */
+void pxi_sup_finalize(px_actor *a);    /* before ext is freed: watchers, supervision */
+void pxi_sup_drain_sys(px_actor *a, px_msg *m); /* a sys message to a dead actor */
+void pxi_sup_free(struct pxi_sup *s);
 
 /* --- timer.c --- */
 px_err pxi_timers_alloc(px_system *sys, pxi_timers **out);

@@ -33,6 +33,7 @@ void px_config_init(px_config *cfg) {
     cfg->max_mailbox_capacity = 1u << 20;
     cfg->max_msg_size = 16u << 20;
     cfg->shutdown_mode = PX_SHUTDOWN_DRAIN;
+    cfg->root_policy = PX_ROOT_STOP;
     cfg->shutdown_timeout_ms = 5000;
     cfg->log_level = PX_LOG_INFO;
     cfg->log_sink = px_log_stderr;
@@ -87,6 +88,9 @@ px_err px_config_check(const px_config *cfg, char *why, size_t why_len) {
     }
     if (cfg->max_msg_size < 1 || cfg->max_msg_size > (1ull << 31)) {
         WHY("max_msg_size = %zu: must be 1..2147483648", cfg->max_msg_size);
+    }
+    if (cfg->root_policy != PX_ROOT_STOP && cfg->root_policy != PX_ROOT_RESTART) {
+        WHY("root_policy = %d: must be PX_ROOT_STOP or PX_ROOT_RESTART", (int)cfg->root_policy);
     }
     if (cfg->shutdown_mode != PX_SHUTDOWN_DRAIN && cfg->shutdown_mode != PX_SHUTDOWN_REJECT) {
         WHY("shutdown_mode = %d: must be PX_SHUTDOWN_DRAIN or PX_SHUTDOWN_REJECT", (int)cfg->shutdown_mode);
@@ -523,6 +527,9 @@ px_err px_system_stats_get(px_system *sys, px_system_stats *out) {
     out->ask_timeouts = atomic_load(&sys->ask_timeouts);
     out->failures = atomic_load(&sys->failures);
     out->rejected = atomic_load(&sys->rejected);
+    out->restarts = atomic_load(&sys->restarts);
+    out->resumed = atomic_load(&sys->resumed);
+    out->escalations = atomic_load(&sys->escalations);
     return PX_OK;
 }
 

@@ -1008,18 +1008,23 @@ Test(core_actor, concurrent_system_asks_each_get_their_own_reply, .timeout = 30)
 
 /* --- failure and children ---------------------------------------------- */
 
-Test(core_actor, a_failing_actor_stops_its_children_first_and_its_parent_lives,
+/* The default directive is Restart: the failed actor's children stop
+ * first, then its old instance's `stop` runs, and the same ref lives on. */
+Test(core_actor, a_failing_actor_is_restarted_after_its_children_stop_and_its_parent_lives,
      .timeout = 10) {
     px_system *sys = pxt_system();
     atomic_uint_least64_t order = 0;
     pxt_node n[3];
     px_ref top = pxt_chain(sys, n, 3, &order);
     uint64_t f0 = PXT_STAT(sys, failures);
+    uint64_t r0 = PXT_STAT(sys, restarts);
     pxt_send_u64(sys, n[1].self, PXT_TAG_FAIL, 0);
     PXT_AWAIT(atomic_load(&n[1].stopped) == 1, 5000);
     cr_assert_eq(atomic_load(&n[2].stopped), 1, "the child's stop ran before its parent's");
     cr_assert_lt(atomic_load(&n[2].stop_seq), atomic_load(&n[1].stop_seq));
-    PXT_AWAIT(!px_is_alive(sys, n[1].self) && !px_is_alive(sys, n[2].self), 5000);
+    PXT_AWAIT(PXT_STAT(sys, restarts) - r0 == 1, 5000);
+    PXT_AWAIT(!px_is_alive(sys, n[2].self), 5000);
+    cr_assert(px_is_alive(sys, n[1].self), "the restarted actor keeps its ref");
     cr_assert_eq(PXT_STAT(sys, failures) - f0, 1, "one failure (the child only stopped)");
     cr_assert(px_is_alive(sys, top), "the parent of a failed actor lives on");
     cr_assert_eq(atomic_load(&n[0].stopped), 0);

@@ -1,0 +1,1219 @@
+/*
+ * sup.c — supervision (child records, directives, strategies, restart
+ * limits, backoff, circuit breaker) and watches. Semantics: the comment at
+ * the top of plexus/supervisor.h.
+ *
+ * Who owns what:
+ *  - A failing child suspends itself and sends PXI_SYS_FAILURE (a heap
+ *    pxi_fail_rec) to its parent; from then on the parent decides, in its
+ *    own context. The child's mailbox keeps filling while it is suspended.
+ *  - The parent keeps a record per supervised child (pxi_sup_rec) in its
+ *    ext->sup: spec, counters, restart times, breaker state. Records of
+ *    children spawned with px_spawn are made on their first failure.
+ *  - A restart (of one or several children) is a plan the parent drives one
+ *    step at a time: PXI_SYS_RS_STOP to each child in reverse start order
+ *    (the child stops its own children, runs `stop`, acks RS_STOPPED), then
+ *    PXI_SYS_RS_START in start order (the child runs `init`, acks
+ *    RS_STARTED). Failures that arrive meanwhile wait for the plan to end.
+ *  - Backoff and breaker cool-downs are timers that send the parent a
+ *    PXI_SYS_SUP_TIMER signal (pxi_deliver puts runtime kinds in the system
+ *    queue, so a full bounded mailbox cannot lose it).
+ *  - A watch is a PXI_SYS_WATCH signal to the target, which keeps its
+ *    watchers in its ext and sends each one PX_MSG_TERMINATED when it ends.
+ *    The watcher keeps the set of refs it watches and delivers a Terminated
+ *    only while the ref is in it, so each watch yields exactly one.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "runtime.h"
+
+/* A failure on its way up. Strings are copies. */
+typedef struct pxi_fail_rec {
+    px_actor *child;
+    uint32_t inc;
+    px_ref ref;
+    px_err code;
+    bool normal; /* a permanent child stopped itself */
+    int64_t time_ms;
+    uint32_t count_in_window;
+    char id[64];
+    char reason[160];
+    char origin[64];
+    struct pxi_fail_rec *cause;
+    struct pxi_fail_rec *next; /* deferred list */
+} pxi_fail_rec;
+
+#define FAIL_RING 32
+
+typedef struct pxi_sup_rec {
+    px_actor *a;
+    uint32_t inc;
+    char id[64];
+    px_restart_type rtype;
+    px_restart_policy pol;
+    uint32_t state; /* px_child_state */
+    px_breaker_state breaker;
+    bool escalated; /* suspended because its failure went up */
+    uint32_t instance, restarts, consecutive;
+    uint64_t failures;
+    int64_t last_fail_ms, started_ms;
+    char last_reason[128];
+    int64_t fail_times[FAIL_RING];
+    uint32_t nfail_times;
+    int64_t *rtimes; /* restart times, a ring of pol.max_restarts */
+    uint32_t nrt, rthead;
+    uint64_t timer;  /* backoff or cool-down timer, 0 = none */
+    bool half_open_next; /* the pending restart is the breaker's probe */
+} pxi_sup_rec;
+
+typedef struct pxi_sup {
+    pxi_sup_rec **recs;
+    uint32_t n, cap;
+    pxi_strmap ids; /* id -> rec (spec'd children) */
+    /* The restart plan in progress, if any. */
+    bool plan;
+    int phase;       /* 1: stopping old instances (reverse order), 2: starting */
+    px_actor **pk;   /* children of the plan, start order */
+    uint32_t *pinc;
+    uint32_t pn, pi;
+    px_actor *pfailed;
+    pxi_fail_rec *deferred, *deferred_tail;
+} pxi_sup;
+
+/* Copies s into d (size n), truncating. */
+static void scopy(char *d, size_t n, const char *s) {
+    size_t k = strnlen(s, n - 1);
+    memcpy(d, s, k);
+    d[k] = '\0';
+}
+
+int64_t pxi_wall_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void fail_rec_free(pxi_fail_rec *f) {
+    while (f != NULL) {
+        pxi_fail_rec *c = f->cause;
+        free(f);
+        f = c;
+    }
+}
+
+static void rec_free(pxi_sup_rec *r) {
+    if (r->timer != 0) {
+        pxi_timer_cancel(r->a->sys->timers, r->timer);
+    }
+    free(r->rtimes);
+    free(r);
+}
+
+void pxi_sup_free(pxi_sup *s) {
+    if (s == NULL) {
+        return;
+    }
+    for (uint32_t i = 0; i < s->n; i++) {
+        rec_free(s->recs[i]);
+    }
+    free(s->recs);
+    pxi_strmap_fini(&s->ids);
+    free(s->pk);
+    free(s->pinc);
+    pxi_fail_rec *d = s->deferred;
+    while (d != NULL) {
+        pxi_fail_rec *nx = d->next;
+        fail_rec_free(d);
+        d = nx;
+    }
+    free(s);
+}
+
+static pxi_sup *sup_get(px_actor *p) {
+    pxi_actor_ext *x = pxi_ext_get(p);
+    if (x == NULL) {
+        return NULL;
+    }
+    if (x->sup == NULL) {
+        x->sup = calloc(1, sizeof(*x->sup));
+        if (x->sup != NULL) {
+            pxi_strmap_init(&x->sup->ids);
+        }
+    }
+    return x->sup;
+}
+
+static pxi_sup_rec *rec_find(pxi_sup *s, px_actor *c) {
+    if (s == NULL) {
+        return NULL;
+    }
+    for (uint32_t i = 0; i < s->n; i++) {
+        if (s->recs[i]->a == c) {
+            return s->recs[i];
+        }
+    }
+    return NULL;
+}
+
+static pxi_sup_rec *rec_new(pxi_sup *s, px_actor *c, const char *id, px_restart_type rt,
+                            const px_restart_policy *pol) {
+    if (s->n == s->cap) {
+        uint32_t nc = s->cap ? s->cap * 2 : 8;
+        pxi_sup_rec **nr = realloc(s->recs, nc * sizeof(*nr));
+        if (nr == NULL) {
+            return NULL;
+        }
+        s->recs = nr;
+        s->cap = nc;
+    }
+    pxi_sup_rec *r = calloc(1, sizeof(*r));
+    if (r == NULL) {
+        return NULL;
+    }
+    r->a = c;
+    r->inc = atomic_load_explicit(&c->inc, memory_order_relaxed);
+    snprintf(r->id, sizeof(r->id), "%s", id);
+    r->rtype = rt;
+    if (pol != NULL) {
+        r->pol = *pol;
+    } else {
+        px_restart_policy_init(&r->pol);
+    }
+    r->state = PX_CHILD_RUNNING;
+    r->breaker = r->pol.breaker.failures > 0 ? PX_BREAKER_CLOSED : PX_BREAKER_OFF;
+    r->instance = 1;
+    r->started_ms = pxi_wall_ms();
+    s->recs[s->n++] = r;
+    return r;
+}
+
+static void rec_remove(pxi_sup *s, pxi_sup_rec *r) {
+    for (uint32_t i = 0; i < s->n; i++) {
+        if (s->recs[i] == r) {
+            memmove(&s->recs[i], &s->recs[i + 1], (s->n - i - 1) * sizeof(*s->recs));
+            s->n--;
+            break;
+        }
+    }
+    if (r->id[0] != '#') {
+        pxi_strmap_del(&s->ids, r->id, NULL);
+    }
+    rec_free(r);
+}
+
+/* The record for child c, made with defaults (transient, "#<id>") if c was
+ * spawned with px_spawn and never failed before. */
+static pxi_sup_rec *rec_for(px_actor *p, px_actor *c) {
+    pxi_sup *s = sup_get(p);
+    if (s == NULL) {
+        return NULL;
+    }
+    pxi_sup_rec *r = rec_find(s, c);
+    if (r == NULL) {
+        char id[24];
+        snprintf(id, sizeof(id), "#%u", c->id);
+        r = rec_new(s, c, id, PX_RESTART_TRANSIENT, NULL);
+    }
+    return r;
+}
+
+static bool is_my_child(px_actor *p, px_actor *c, uint32_t inc) {
+    uint32_t st = atomic_load(&c->state);
+    return c->parent == p && atomic_load(&c->inc) == inc && st >= PXI_A_STARTING &&
+           st < PXI_A_STOPPING;
+}
+
+/* Children in start order (the sibling list is newest first). */
+static uint32_t children_in_order(px_actor *p, px_actor ***out) {
+    uint32_t n = 0;
+    for (px_actor *c = p->first_child; c != NULL; c = c->next_sib) {
+        n++;
+    }
+    px_actor **v = n ? malloc(n * sizeof(*v)) : NULL;
+    if (v == NULL) {
+        *out = NULL;
+        return 0;
+    }
+    uint32_t i = n;
+    for (px_actor *c = p->first_child; c != NULL; c = c->next_sib) {
+        v[--i] = c;
+    }
+    *out = v;
+    return n;
+}
+
+/* ---- child side ---- */
+
+void pxi_sup_fail(px_actor *a, px_err code, const char *reason, bool normal) {
+    px_actor *p = a->parent;
+    pxi_fail_rec *f = calloc(1, sizeof(*f));
+    if (f == NULL) {
+        px_log(a->sys, PX_LOG_CRIT, "out of memory reporting a failure of actor %u; stopping it",
+               a->id);
+        pxi_begin_stop(a, PX_TERM_FAILURE, code);
+        return;
+    }
+    f->child = a;
+    f->inc = atomic_load_explicit(&a->inc, memory_order_relaxed);
+    f->ref = pxi_ref_of(a);
+    f->code = code;
+    f->normal = normal;
+    f->time_ms = pxi_wall_ms();
+    snprintf(f->reason, sizeof(f->reason), "%s", reason ? reason : "");
+    snprintf(f->origin, sizeof(f->origin), "%s", a->sys->node_name);
+    if (a->ext != NULL && a->ext->cause != NULL) {
+        f->cause = a->ext->cause; /* an escalation: the child's failure rides along */
+        a->ext->cause = NULL;
+    }
+    a->flags &= ~(PXI_AF_PROBE | PXI_AF_STOP_REQ);
+    atomic_store(&a->state, PXI_A_SUSPENDED);
+    pxi_send_sys(p, PXI_SYS_FAILURE, (uint64_t)(uintptr_t)f, 0);
+}
+
+static void ack_parent(px_actor *a, uint16_t op, uint32_t tag) {
+    if (a->parent != NULL) {
+        pxi_send_sys(a->parent, op, (uint64_t)(uintptr_t)a, tag);
+    }
+}
+
+/* The old instance is gone (its children stopped): run `stop`, reset. */
+static void finish_rs_stop(px_actor *a) {
+    a->flags &= ~PXI_AF_RS_STOP;
+    if ((a->flags & PXI_AF_INITED) && a->beh->stop != NULL) {
+        a->beh->stop((px_ctx *)a);
+    }
+    a->flags &= ~(PXI_AF_INITED | PXI_AF_FAILED | PXI_AF_STOP_REQ | PXI_AF_PROBE);
+    pxi_cancel_timers(a);
+    a->ustate = NULL;
+    ack_parent(a, PXI_SYS_RS_STOPPED, 0);
+}
+
+void pxi_sup_after_turn(px_actor *a) {
+    if ((a->flags & PXI_AF_RS_STOP) && a->nchildren == 0 &&
+        atomic_load(&a->state) == PXI_A_RESTARTING) {
+        finish_rs_stop(a);
+    }
+}
+
+static void rs_stop(px_actor *a) {
+    uint32_t st = atomic_load(&a->state);
+    if (st != PXI_A_ALIVE && st != PXI_A_SUSPENDED) {
+        ack_parent(a, PXI_SYS_RS_STOPPED, 0); /* stopping: the plan moves on */
+        return;
+    }
+    atomic_store(&a->state, PXI_A_RESTARTING);
+    a->flags |= PXI_AF_RS_STOP;
+    pxi_cancel_timers(a);
+    for (px_actor *c = a->first_child; c != NULL; c = c->next_sib) {
+        pxi_stop_child(c, PX_TERM_STOPPED, PX_OK);
+    }
+    pxi_sup_after_turn(a);
+}
+
+static void rs_start(px_actor *a, bool half_open) {
+    if (atomic_load(&a->state) != PXI_A_RESTARTING || (a->flags & PXI_AF_RS_STOP)) {
+        ack_parent(a, PXI_SYS_RS_STARTED, 0);
+        return;
+    }
+    /* STARTING while init runs, as at spawn (init may spawn children). */
+    atomic_store(&a->state, PXI_A_STARTING);
+    px_err rv = PX_OK;
+    if (a->beh->init != NULL) {
+        rv = a->beh->init((px_ctx *)a, a->ext ? a->ext->arg : NULL);
+    }
+    if (rv != PX_OK || (a->flags & PXI_AF_FAILED)) {
+        px_err code = rv != PX_OK ? rv : (a->ext ? a->ext->fail_code : PX_EFAIL);
+        char why[200];
+        snprintf(why, sizeof(why), "init of the restarted instance failed: %s%s%s",
+                 px_errname(code), (a->flags & PXI_AF_FAILED) && a->ext ? ": " : "",
+                 (a->flags & PXI_AF_FAILED) && a->ext ? a->ext->fail_reason : "");
+        a->flags &= ~PXI_AF_FAILED;
+        atomic_fetch_add_explicit(&a->sys->failures, 1, memory_order_relaxed);
+        /* What init started is this instance's: stop it with the failure. */
+        for (px_actor *c = a->first_child; c != NULL; c = c->next_sib) {
+            pxi_stop_child(c, PX_TERM_STOPPED, PX_OK);
+        }
+        pxi_sup_fail(a, code, why, false);
+        ack_parent(a, PXI_SYS_RS_STARTED, 0);
+        return;
+    }
+    a->flags |= PXI_AF_INITED;
+    if (half_open) {
+        a->flags |= PXI_AF_PROBE;
+    }
+    atomic_store(&a->state, PXI_A_ALIVE);
+    ack_parent(a, PXI_SYS_RS_STARTED, 1);
+}
+
+void pxi_sup_success(px_actor *a) {
+    a->flags &= ~PXI_AF_PROBE;
+    ack_parent(a, PXI_SYS_HEALTHY, 0);
+}
+
+/* ---- parent side ---- */
+
+static void on_failure(px_actor *p, pxi_fail_rec *f);
+
+static void log_chain(px_actor *p, const pxi_fail_rec *f, const char *action) {
+    char chain[1024];
+    size_t off = 0;
+    int depth = 0;
+    for (const pxi_fail_rec *c = f; c != NULL && off < sizeof(chain); c = c->cause, depth++) {
+        char rb[48];
+        int k = snprintf(chain + off, sizeof(chain) - off, "%s%s (id %s, %s@%s): %s: %s",
+                         depth ? " <- caused by " : "", px_ref_format(c->ref, rb, sizeof(rb)),
+                         c->id[0] ? c->id : "-", c->normal ? "exit" : "failure", c->origin,
+                         px_errname(c->code), c->reason);
+        if (k < 0) {
+            break;
+        }
+        off += (size_t)k;
+    }
+    px_log(p->sys, PX_LOG_CRIT, "root guardian: top-level actor failed: %s; %s", chain, action);
+}
+
+static void plan_step(px_actor *p, pxi_sup *s);
+static void on_timer(px_actor *a, px_msg *m);
+
+static void plan_start(px_actor *p, pxi_sup *s, px_actor **kids, uint32_t n, px_actor *failed) {
+    s->plan = true;
+    s->phase = 1;
+    s->pk = kids;
+    s->pn = n;
+    s->pi = 0;
+    s->pfailed = failed;
+    free(s->pinc);
+    s->pinc = malloc((n ? n : 1) * sizeof(*s->pinc));
+    for (uint32_t i = 0; s->pinc != NULL && i < n; i++) {
+        s->pinc[i] = atomic_load(&kids[i]->inc);
+        pxi_sup_rec *r = rec_for(p, kids[i]);
+        if (r != NULL) {
+            r->state = PX_CHILD_RESTARTING;
+        }
+    }
+    plan_step(p, s);
+}
+
+/* Sends the next step's signal, or ends the plan. */
+static void plan_step(px_actor *p, pxi_sup *s) {
+    while (s->plan) {
+        if (s->pinc == NULL) {
+            s->pi = s->pn;
+            s->phase = 2;
+        }
+        if (s->phase == 1 && s->pi < s->pn) {
+            px_actor *c = s->pk[s->pn - 1 - s->pi];
+            if (is_my_child(p, c, s->pinc[s->pn - 1 - s->pi])) {
+                pxi_send_sys(c, PXI_SYS_RS_STOP, 0, 0);
+                return;
+            }
+            s->pi++;
+            continue;
+        }
+        if (s->phase == 1) {
+            s->phase = 2;
+            s->pi = 0;
+        }
+        if (s->pi < s->pn) {
+            px_actor *c = s->pk[s->pi];
+            if (s->pinc != NULL && is_my_child(p, c, s->pinc[s->pi])) {
+                pxi_sup_rec *r = rec_find(s, c);
+                bool half = r != NULL && r->half_open_next;
+                if (r != NULL) {
+                    r->half_open_next = false;
+                }
+                pxi_send_sys(c, PXI_SYS_RS_START, 0, half ? 1 : 0);
+                return;
+            }
+            s->pi++;
+            continue;
+        }
+        /* Done: failures that waited go now, oldest first. */
+        s->plan = false;
+        free(s->pk);
+        s->pk = NULL;
+        pxi_fail_rec *d = s->deferred;
+        s->deferred = s->deferred_tail = NULL;
+        while (d != NULL && !s->plan) {
+            pxi_fail_rec *nx = d->next;
+            d->next = NULL;
+            on_failure(p, d);
+            d = nx;
+        }
+        if (d != NULL) { /* a new plan started: the rest waits again */
+            pxi_fail_rec *last = d;
+            while (last->next != NULL) {
+                last = last->next;
+            }
+            last->next = s->deferred;
+            s->deferred = d;
+            if (s->deferred_tail == NULL) {
+                s->deferred_tail = last;
+            }
+        }
+        return;
+    }
+}
+
+static bool plan_waits_on(pxi_sup *s, px_actor *c) {
+    if (s == NULL || !s->plan || s->pi >= s->pn) {
+        return false;
+    }
+    return s->phase == 1 ? s->pk[s->pn - 1 - s->pi] == c : s->pk[s->pi] == c;
+}
+
+/* The children a directive for `failed` covers, in start order. */
+static uint32_t affected(px_actor *p, px_actor *failed, px_actor ***out) {
+    px_strategy st = p->beh->strategy;
+    if (st != PX_ALL_FOR_ONE && st != PX_REST_FOR_ONE) {
+        px_actor **v = malloc(sizeof(*v));
+        if (v == NULL) {
+            *out = NULL;
+            return 0;
+        }
+        v[0] = failed;
+        *out = v;
+        return 1;
+    }
+    px_actor **all;
+    uint32_t n = children_in_order(p, &all);
+    if (st == PX_REST_FOR_ONE) {
+        uint32_t k = 0;
+        while (k < n && all[k] != failed) {
+            k++;
+        }
+        memmove(all, all + k, (n - k) * sizeof(*all));
+        n -= k;
+    }
+    *out = all;
+    return n;
+}
+
+static void do_restart(px_actor *p, px_actor *failed) {
+    pxi_sup *s = sup_get(p);
+    px_actor **kids;
+    uint32_t n = affected(p, failed, &kids);
+    if (s == NULL || n == 0) {
+        free(kids);
+        px_log(p->sys, PX_LOG_CRIT, "out of memory restarting a child of actor %u; stopping it",
+               p->id);
+        pxi_stop_child(failed, PX_TERM_FAILURE, PX_ENOMEM);
+        return;
+    }
+    plan_start(p, s, kids, n, failed);
+}
+
+static void do_stop(px_actor *p, px_actor *failed, px_err code) {
+    px_actor **kids;
+    uint32_t n = affected(p, failed, &kids);
+    for (uint32_t i = n; i-- > 0;) {
+        px_actor *c = kids[i];
+        pxi_sup_rec *r = rec_find(p->ext ? p->ext->sup : NULL, c);
+        if (r != NULL) {
+            r->state = PX_CHILD_STOPPING;
+        }
+        if (c == failed) {
+            pxi_stop_child(c, PX_TERM_FAILURE, code);
+        } else {
+            pxi_stop_child(c, PX_TERM_STOPPED, PX_OK);
+        }
+    }
+    free(kids);
+    if (n == 0) {
+        pxi_stop_child(failed, PX_TERM_FAILURE, code);
+    }
+}
+
+static uint32_t backoff_ms(const pxi_sup_rec *r) {
+    const px_backoff *b = &r->pol.backoff;
+    double d = b->initial_ms;
+    for (uint32_t i = 1; i < r->consecutive && d < b->max_ms; i++) {
+        d *= b->multiplier;
+    }
+    if (b->max_ms > 0 && d > b->max_ms) {
+        d = b->max_ms;
+    }
+    if (b->jitter > 0) {
+        double u = (double)(rand() % 2001 - 1000) / 1000.0; /* -1..1 */
+        d += d * b->jitter * u;
+    }
+    return d < 0 ? 0 : (uint32_t)d;
+}
+
+static void arm_timer(px_actor *p, pxi_sup_rec *r, uint32_t ms) {
+    px_msg *m = pxi_msg_new(PXI_MSG_SYS);
+    if (m == NULL) {
+        do_restart(p, r->a);
+        return;
+    }
+    m->sysop = PXI_SYS_SUP_TIMER;
+    m->corr = (uint64_t)(uintptr_t)r->a;
+    m->tag = r->inc;
+    if (pxi_timer_add(p->sys->timers, ms, 0, pxi_ref_of(p), m, 0, &r->timer) != PX_OK) {
+        px_msg_free(m);
+        r->timer = 0;
+        do_restart(p, r->a);
+    }
+}
+
+/* Escalates f: p fails with it as cause. */
+static void escalate(px_actor *p, pxi_sup_rec *r, pxi_fail_rec *f, const char *why) {
+    atomic_fetch_add_explicit(&p->sys->escalations, 1, memory_order_relaxed);
+    if (r != NULL) {
+        r->state = PX_CHILD_SUSPENDED;
+        r->escalated = true;
+    }
+    char reason[200];
+    scopy(reason, sizeof(reason), why);
+    pxi_actor_ext *x = pxi_ext_get(p);
+    if (x == NULL) {
+        fail_rec_free(f);
+        pxi_begin_stop(p, PX_TERM_FAILURE, PX_ENOMEM);
+        return;
+    }
+    fail_rec_free(x->cause);
+    x->cause = f;
+    atomic_fetch_add_explicit(&p->sys->failures, 1, memory_order_relaxed);
+    px_log(p->sys, PX_LOG_ERROR, "actor %u (%s) escalates: %s", p->id,
+           p->beh->name ? p->beh->name : "?", reason);
+    if (p->parent == NULL) {
+        pxi_begin_stop(p, PX_TERM_FAILURE, f->code);
+        return;
+    }
+    pxi_sup_fail(p, f->code, reason, false);
+}
+
+static uint32_t count_recent(const int64_t *v, uint32_t n, int64_t since) {
+    uint32_t k = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        if (v[i] >= since) {
+            k++;
+        }
+    }
+    return k;
+}
+
+/* Handles one child failure in the parent's context. Takes f. */
+static void on_failure(px_actor *p, pxi_fail_rec *f) {
+    px_system *sys = p->sys;
+    px_actor *c = f->child;
+    if (!is_my_child(p, c, f->inc) || atomic_load(&c->state) != PXI_A_SUSPENDED) {
+        fail_rec_free(f); /* it is already stopping or gone */
+        return;
+    }
+    pxi_sup *s = sup_get(p);
+    if (s != NULL && s->plan) {
+        if (s->deferred_tail != NULL) {
+            s->deferred_tail->next = f;
+        } else {
+            s->deferred = f;
+        }
+        s->deferred_tail = f;
+        return;
+    }
+    pxi_sup_rec *r = rec_for(p, c);
+    if (r == NULL) {
+        fail_rec_free(f);
+        pxi_stop_child(c, PX_TERM_FAILURE, PX_ENOMEM);
+        return;
+    }
+    int64_t now = f->time_ms;
+    int64_t since = now - (int64_t)r->pol.window_ms;
+    r->failures++;
+    r->consecutive = (r->last_fail_ms != 0 && r->last_fail_ms >= since) ? r->consecutive + 1 : 1;
+    if (r->breaker == PX_BREAKER_HALF_OPEN || r->breaker == PX_BREAKER_OPEN) {
+        r->consecutive = r->consecutive < r->pol.breaker.failures ? r->pol.breaker.failures
+                                                                  : r->consecutive;
+    }
+    r->last_fail_ms = now;
+    scopy(r->last_reason, sizeof(r->last_reason), f->reason);
+    r->fail_times[r->nfail_times++ % FAIL_RING] = now;
+    uint32_t nft = r->nfail_times < FAIL_RING ? r->nfail_times : FAIL_RING;
+    f->count_in_window = count_recent(r->fail_times, nft, since);
+    snprintf(f->id, sizeof(f->id), "%s", r->id);
+    r->state = PX_CHILD_SUSPENDED;
+
+    px_directive d;
+    bool root = (p->flags & PXI_AF_ROOT) != 0;
+    if (f->normal) {
+        d = PX_DIRECTIVE_RESTART;
+    } else if (root) {
+        d = sys->cfg.root_policy == PX_ROOT_RESTART ? PX_DIRECTIVE_RESTART : PX_DIRECTIVE_STOP;
+        log_chain(p, f, d == PX_DIRECTIVE_RESTART ? "restarting it" : "stopping it");
+    } else if (p->beh->on_child_failure != NULL) {
+        /* The decider sees the chain as px_failure records. */
+        px_failure chain[8];
+        uint32_t k = 0;
+        for (pxi_fail_rec *x = f; x != NULL && k < 8; x = x->cause, k++) {
+            chain[k] = (px_failure){x->ref, x->id, x->code, x->reason, x->origin,
+                                    x->time_ms, x->count_in_window, NULL};
+            if (k > 0) {
+                chain[k - 1].cause = &chain[k];
+            }
+        }
+        d = p->beh->on_child_failure((px_ctx *)p, &chain[0]);
+    } else {
+        d = PX_DIRECTIVE_RESTART;
+    }
+    if (d == PX_DIRECTIVE_RESTART && r->rtype == PX_RESTART_TEMPORARY) {
+        d = PX_DIRECTIVE_STOP;
+    }
+    if (root && d == PX_DIRECTIVE_ESCALATE) {
+        d = PX_DIRECTIVE_STOP;
+    }
+    switch (d) {
+    case PX_DIRECTIVE_RESUME:
+        atomic_fetch_add_explicit(&sys->resumed, 1, memory_order_relaxed);
+        r->state = PX_CHILD_RUNNING;
+        pxi_send_sys(c, PXI_SYS_RESUME, 0, 0);
+        fail_rec_free(f);
+        return;
+    case PX_DIRECTIVE_ESCALATE: {
+        char why[320];
+        snprintf(why, sizeof(why), "child %s failed: %s: %s", r->id, px_errname(f->code),
+                 f->reason);
+        escalate(p, r, f, why);
+        return;
+    }
+    case PX_DIRECTIVE_RESTART:
+        break;
+    case PX_DIRECTIVE_STOP:
+    default:
+        do_stop(p, c, f->code == PX_OK ? PX_EFAIL : f->code);
+        fail_rec_free(f);
+        return;
+    }
+    /* Restart: within limits? */
+    if (r->rtimes == NULL && r->pol.max_restarts > 0) {
+        r->rtimes = calloc(r->pol.max_restarts, sizeof(*r->rtimes));
+    }
+    uint32_t recent = r->rtimes ? count_recent(r->rtimes, r->nrt, since) : 0;
+    if (recent + 1 > r->pol.max_restarts) {
+        char why[320];
+        snprintf(why, sizeof(why), "restart limit: child %s failed %u times within %u ms (max %u restarts)",
+                 r->id, recent + 1, r->pol.window_ms, r->pol.max_restarts);
+        if (root) {
+            log_chain(p, f, "restart limit reached; stopping it");
+            do_stop(p, c, f->code == PX_OK ? PX_EFAIL : f->code);
+            fail_rec_free(f);
+            return;
+        }
+        escalate(p, r, f, why);
+        return;
+    }
+    r->rtimes[r->rthead] = now;
+    r->rthead = (r->rthead + 1) % r->pol.max_restarts;
+    if (r->nrt < r->pol.max_restarts) {
+        r->nrt++;
+    }
+    fail_rec_free(f);
+    if (r->breaker != PX_BREAKER_OFF && r->consecutive >= r->pol.breaker.failures) {
+        r->breaker = PX_BREAKER_OPEN;
+        r->state = PX_CHILD_OPEN;
+        r->half_open_next = true;
+        px_log(sys, PX_LOG_WARN, "circuit breaker of child %s opens for %u ms after %u failures",
+               r->id, r->pol.breaker.cooldown_ms, r->consecutive);
+        arm_timer(p, r, r->pol.breaker.cooldown_ms);
+        return;
+    }
+    if (r->pol.backoff.initial_ms > 0) {
+        r->state = PX_CHILD_RESTARTING;
+        arm_timer(p, r, backoff_ms(r));
+        return;
+    }
+    do_restart(p, c);
+}
+
+/* A restart of this (escalated, suspended) child's parent resumed: resume
+ * the children whose failures it had escalated. */
+static void resume_escalated(px_actor *a) {
+    pxi_sup *s = a->ext ? a->ext->sup : NULL;
+    for (uint32_t i = 0; s != NULL && i < s->n; i++) {
+        pxi_sup_rec *r = s->recs[i];
+        if (r->escalated) {
+            r->escalated = false;
+            r->state = PX_CHILD_RUNNING;
+            if (is_my_child(a, r->a, r->inc)) {
+                pxi_send_sys(r->a, PXI_SYS_RESUME, 0, 0);
+            }
+        }
+    }
+}
+
+void pxi_sup_sys(px_actor *a, px_msg *m) {
+    pxi_sup *s = a->ext ? a->ext->sup : NULL;
+    switch (m->sysop) {
+    case PXI_SYS_FAILURE:
+        on_failure(a, (pxi_fail_rec *)(uintptr_t)m->corr);
+        break;
+    case PXI_SYS_RESUME:
+        if (atomic_load(&a->state) == PXI_A_SUSPENDED) {
+            atomic_store(&a->state, PXI_A_ALIVE);
+            fail_rec_free(a->ext ? a->ext->cause : NULL);
+            if (a->ext != NULL) {
+                a->ext->cause = NULL;
+            }
+            resume_escalated(a);
+        }
+        break;
+    case PXI_SYS_RS_STOP:
+        rs_stop(a);
+        break;
+    case PXI_SYS_RS_START:
+        rs_start(a, m->tag == 1);
+        break;
+    case PXI_SYS_RS_STOPPED:
+    case PXI_SYS_RS_STARTED: {
+        px_actor *c = (px_actor *)(uintptr_t)m->corr;
+        if (m->sysop == PXI_SYS_RS_STARTED) {
+            pxi_sup_rec *r = rec_find(s, c);
+            if (r != NULL && m->tag == 1) {
+                r->instance++;
+                r->restarts++;
+                r->started_ms = pxi_wall_ms();
+                r->state = PX_CHILD_RUNNING;
+                if (r->breaker == PX_BREAKER_OPEN) {
+                    r->breaker = PX_BREAKER_HALF_OPEN;
+                }
+                atomic_fetch_add_explicit(&a->sys->restarts, 1, memory_order_relaxed);
+            }
+        }
+        if (plan_waits_on(s, c) &&
+            (s->phase == 1) == (m->sysop == PXI_SYS_RS_STOPPED)) {
+            s->pi++;
+            plan_step(a, s);
+        }
+        break;
+    }
+    case PXI_SYS_SUP_TIMER:
+        on_timer(a, m);
+        break;
+    case PXI_SYS_HEALTHY: {
+        px_actor *c = (px_actor *)(uintptr_t)m->corr;
+        pxi_sup_rec *r = rec_find(s, c);
+        if (r != NULL && r->breaker == PX_BREAKER_HALF_OPEN) {
+            r->breaker = PX_BREAKER_CLOSED;
+            r->consecutive = 0;
+        }
+        break;
+    }
+    case PXI_SYS_WATCH:
+    case PXI_SYS_UNWATCH: {
+        pxi_actor_ext *x = pxi_ext_get(a);
+        if (x == NULL) {
+            break;
+        }
+        uint32_t i = 0;
+        while (i < x->nwatchers && !px_ref_eq(x->watchers[i], m->sender)) {
+            i++;
+        }
+        if (m->sysop == PXI_SYS_UNWATCH) {
+            if (i < x->nwatchers) {
+                x->watchers[i] = x->watchers[--x->nwatchers];
+            }
+        } else if (i == x->nwatchers) {
+            if (x->nwatchers == x->capwatchers) {
+                uint32_t nc = x->capwatchers ? x->capwatchers * 2 : 4;
+                px_ref *nw = realloc(x->watchers, nc * sizeof(*nw));
+                if (nw == NULL) {
+                    px_log(a->sys, PX_LOG_ERROR, "out of memory adding a watcher to actor %u",
+                           a->id);
+                    break;
+                }
+                x->watchers = nw;
+                x->capwatchers = nc;
+            }
+            x->watchers[x->nwatchers++] = m->sender;
+        }
+        break;
+    }
+    default:
+        break;
+    }
+}
+
+void pxi_sup_child_term(px_actor *p, px_actor *c) {
+    pxi_sup *s = p->ext ? p->ext->sup : NULL;
+    pxi_sup_rec *r = rec_find(s, c);
+    if (r != NULL) {
+        rec_remove(s, r);
+    }
+    if (plan_waits_on(s, c)) {
+        s->pi++;
+        plan_step(p, s);
+    }
+}
+
+/* ---- messages in the user queue ---- */
+
+static bool watching_take(px_actor *a, px_ref who) {
+    pxi_actor_ext *x = a->ext;
+    for (uint32_t i = 0; x != NULL && i < x->nwatching; i++) {
+        if (px_ref_eq(x->watching[i], who)) {
+            x->watching[i] = x->watching[--x->nwatching];
+            return true;
+        }
+    }
+    return false;
+}
+
+bool pxi_sup_user(px_actor *a, px_msg *m) {
+    return !watching_take(a, m->sender); /* unwatched (or a duplicate): drop */
+}
+
+static void on_timer(px_actor *a, px_msg *m) {
+    pxi_sup *s = a->ext ? a->ext->sup : NULL;
+    px_actor *c = (px_actor *)(uintptr_t)m->corr;
+    pxi_sup_rec *r = rec_find(s, c);
+    if (r == NULL || r->inc != m->tag || !is_my_child(a, c, r->inc)) {
+        return;
+    }
+    r->timer = 0;
+    if (s->plan) {
+        arm_timer(a, r, 1); /* after the plan in progress */
+    } else {
+        do_restart(a, c);
+    }
+}
+
+/* ---- watches ---- */
+
+static void send_terminated(px_system *sys, px_ref to, px_ref who, uint32_t reason, px_err code) {
+    px_msg *m = pxi_msg_new(PX_MSG_TERMINATED);
+    if (m == NULL) {
+        px_log(sys, PX_LOG_CRIT, "out of memory sending Terminated");
+        return;
+    }
+    m->sender = who;
+    m->tag = reason;
+    m->corr = (uint64_t)(int64_t)code;
+    (void)pxi_deliver(sys, to, &m, false);
+    if (m != NULL) {
+        px_msg_free(m);
+    }
+}
+
+static uint32_t term_reason_of(px_actor *a) {
+    uint32_t r = (a->flags & PXI_AF_TERM_MASK) >> PXI_AF_TERM_SHIFT;
+    return r == 0 ? PX_TERM_STOPPED : r;
+}
+
+void pxi_sup_finalize(px_actor *a) {
+    pxi_actor_ext *x = a->ext;
+    if (x == NULL) {
+        return;
+    }
+    px_system *sys = a->sys;
+    px_ref me = pxi_ref_of(a);
+    uint32_t reason = term_reason_of(a);
+    for (uint32_t i = 0; i < x->nwatchers; i++) {
+        send_terminated(sys, x->watchers[i], me,
+                        reason, reason == PX_TERM_FAILURE ? x->term_code : PX_OK);
+    }
+    x->nwatchers = 0;
+    /* Stop watching: the targets need not tell a dead watcher. */
+    for (uint32_t i = 0; i < x->nwatching; i++) {
+        px_ref t = x->watching[i];
+        if (t.node != sys->node || t.node_inc != sys->node_inc) {
+            continue;
+        }
+        px_actor *ta = pxi_slot(sys, t.id);
+        if (ta != NULL && pxi_pin(ta, t.inc)) {
+            px_msg *m = pxi_msg_new(PXI_MSG_SYS);
+            if (m != NULL) {
+                m->sysop = PXI_SYS_UNWATCH;
+                m->sender = me;
+                pxi_push_sys(ta, m);
+            }
+            pxi_unpin(ta);
+        }
+    }
+    x->nwatching = 0;
+    fail_rec_free(x->cause);
+    x->cause = NULL;
+}
+
+void pxi_sup_drain_sys(px_actor *a, px_msg *m) {
+    px_system *sys = a->sys;
+    if (m->sysop == PXI_SYS_WATCH) {
+        /* The watch came too late to be registered: answer it now. */
+        send_terminated(sys, m->sender, pxi_ref_of(a), term_reason_of(a), PX_OK);
+    } else if (m->sysop == PXI_SYS_FAILURE) {
+        fail_rec_free((pxi_fail_rec *)(uintptr_t)m->corr);
+    }
+    px_msg_free(m);
+}
+
+/* ---- public ---- */
+
+void px_restart_policy_init(px_restart_policy *p) {
+    if (p == NULL) {
+        return;
+    }
+    memset(p, 0, sizeof(*p));
+    p->max_restarts = 3;
+    p->window_ms = 5000;
+    p->backoff.multiplier = 2.0;
+}
+
+static px_err policy_check(const px_restart_policy *p) {
+    if (p->window_ms == 0 || p->window_ms > PXI_MAX_DELAY_MS || p->max_restarts > 1000000) {
+        return PX_EINVAL;
+    }
+    const px_backoff *b = &p->backoff;
+    if (b->initial_ms > 0 && (b->multiplier < 1.0 || b->jitter < 0 || b->jitter > 1 ||
+                              b->initial_ms > PXI_MAX_DELAY_MS || b->max_ms > PXI_MAX_DELAY_MS ||
+                              (b->max_ms > 0 && b->max_ms < b->initial_ms))) {
+        return PX_EINVAL;
+    }
+    if (p->breaker.failures > 0 &&
+        (p->breaker.cooldown_ms == 0 || p->breaker.cooldown_ms > PXI_MAX_DELAY_MS)) {
+        return PX_EINVAL;
+    }
+    return PX_OK;
+}
+
+px_err px_spawn_child(px_ctx *ctx, const px_child_spec *spec, px_msg **arg, px_ref *out) {
+    if (ctx == NULL || spec == NULL || spec->id == NULL || spec->behavior == NULL) {
+        return PX_EINVAL;
+    }
+    size_t idlen = strlen(spec->id);
+    if (idlen == 0 || idlen > 63 || spec->id[0] == '#' ||
+        spec->restart < PX_RESTART_PERMANENT || spec->restart > PX_RESTART_TEMPORARY) {
+        return PX_EINVAL;
+    }
+    px_restart_policy pol;
+    if (spec->policy != NULL) {
+        pol = *spec->policy;
+    } else {
+        px_restart_policy_init(&pol);
+    }
+    if (policy_check(&pol) != PX_OK) {
+        return PX_EINVAL;
+    }
+    px_actor *p = (px_actor *)ctx;
+    const px_behavior *b = px_behavior_lookup(p->sys, spec->behavior);
+    if (b == NULL) {
+        return PX_ENOENT;
+    }
+    pxi_sup *s = sup_get(p);
+    if (s == NULL) {
+        return PX_ENOMEM;
+    }
+    pxi_strval v;
+    if (pxi_strmap_get(&s->ids, spec->id, &v) == PX_OK) {
+        return PX_EEXIST;
+    }
+    px_spawn_opts o = {.mailbox = spec->mailbox, .name = NULL};
+    px_ref ref;
+    px_err rv = pxi_spawn(p->sys, p, b, arg, &o, &ref,
+                          spec->restart == PX_RESTART_PERMANENT ? PXI_AF_PERMANENT : 0, NULL);
+    if (rv != PX_OK) {
+        return rv;
+    }
+    px_actor *c = pxi_slot(p->sys, ref.id);
+    pxi_sup_rec *r = rec_new(s, c, spec->id, spec->restart, &pol);
+    if (r == NULL || pxi_strmap_put(&s->ids, spec->id, (pxi_strval){.ptr = r}, NULL) != PX_OK) {
+        if (r != NULL) {
+            s->n--;
+            rec_free(r);
+        }
+        pxi_stop_child(c, PX_TERM_STOPPED, PX_OK);
+        return PX_ENOMEM;
+    }
+    if (out != NULL) {
+        *out = ref;
+    }
+    return PX_OK;
+}
+
+static void info_of(px_actor *p, px_actor *c, px_child_info *out) {
+    memset(out, 0, sizeof(*out));
+    pxi_sup_rec *r = rec_find(p->ext ? p->ext->sup : NULL, c);
+    out->ref = pxi_ref_of(c);
+    uint32_t st = atomic_load(&c->state);
+    if (r != NULL) {
+        snprintf(out->id, sizeof(out->id), "%s", r->id);
+        out->state = r->state;
+        out->restart = r->rtype;
+        out->instance = r->instance;
+        out->restarts = r->restarts;
+        out->failures = r->failures;
+        out->consecutive_failures = r->consecutive;
+        out->last_failure_ms = r->last_fail_ms;
+        snprintf(out->last_reason, sizeof(out->last_reason), "%s", r->last_reason);
+        out->started_ms = r->started_ms;
+        out->breaker = r->breaker;
+    } else {
+        snprintf(out->id, sizeof(out->id), "#%u", c->id);
+        out->state = PX_CHILD_RUNNING;
+        out->restart = PX_RESTART_TRANSIENT;
+        out->instance = 1;
+    }
+    if (st >= PXI_A_STOPPING) {
+        out->state = PX_CHILD_STOPPING;
+    }
+}
+
+px_err px_children(px_ctx *ctx, px_child_info *out, size_t cap, size_t *n) {
+    if (ctx == NULL || n == NULL || (out == NULL && cap > 0)) {
+        return PX_EINVAL;
+    }
+    px_actor *p = (px_actor *)ctx;
+    bool root = (p->flags & PXI_AF_ROOT) != 0;
+    if (root) {
+        nng_mtx_lock(p->sys->tree_mtx);
+    }
+    px_actor **v;
+    uint32_t k = children_in_order(p, &v);
+    if (root) {
+        nng_mtx_unlock(p->sys->tree_mtx);
+    }
+    if (k == 0 && p->first_child != NULL) {
+        return PX_ENOMEM;
+    }
+    for (uint32_t i = 0; i < k && i < cap; i++) {
+        info_of(p, v[i], &out[i]);
+    }
+    *n = k;
+    free(v);
+    return PX_OK;
+}
+
+px_err px_child(px_ctx *ctx, const char *id, px_child_info *out) {
+    if (ctx == NULL || id == NULL || out == NULL) {
+        return PX_EINVAL;
+    }
+    px_actor *p = (px_actor *)ctx;
+    pxi_sup *s = p->ext ? p->ext->sup : NULL;
+    for (uint32_t i = 0; s != NULL && i < s->n; i++) {
+        if (strcmp(s->recs[i]->id, id) == 0) {
+            info_of(p, s->recs[i]->a, out);
+            return PX_OK;
+        }
+    }
+    if (id[0] == '#') {
+        for (px_actor *c = p->first_child; c != NULL; c = c->next_sib) {
+            char b[24];
+            snprintf(b, sizeof(b), "#%u", c->id);
+            if (strcmp(b, id) == 0) {
+                info_of(p, c, out);
+                return PX_OK;
+            }
+        }
+    }
+    return PX_ENOENT;
+}
+
+px_err px_watch(px_ctx *ctx, px_ref ref) {
+    if (ctx == NULL || px_ref_is_nil(ref)) {
+        return PX_EINVAL;
+    }
+    px_actor *a = (px_actor *)ctx;
+    px_system *sys = a->sys;
+    px_ref me = pxi_ref_of(a);
+    if (px_ref_eq(ref, me)) {
+        return PX_EINVAL;
+    }
+    if (ref.node != sys->node) {
+        return PX_EUNREACHABLE;
+    }
+    pxi_actor_ext *x = pxi_ext_get(a);
+    if (x == NULL) {
+        return PX_ENOMEM;
+    }
+    for (uint32_t i = 0; i < x->nwatching; i++) {
+        if (px_ref_eq(x->watching[i], ref)) {
+            return PX_OK;
+        }
+    }
+    if (x->nwatching == x->capwatching) {
+        uint32_t nc = x->capwatching ? x->capwatching * 2 : 4;
+        px_ref *nw = realloc(x->watching, nc * sizeof(*nw));
+        if (nw == NULL) {
+            return PX_ENOMEM;
+        }
+        x->watching = nw;
+        x->capwatching = nc;
+    }
+    px_msg *m = pxi_msg_new(PXI_MSG_SYS);
+    if (m == NULL) {
+        return PX_ENOMEM;
+    }
+    x->watching[x->nwatching++] = ref;
+    px_actor *t = ref.node_inc == sys->node_inc ? pxi_slot(sys, ref.id) : NULL;
+    if (t == NULL || !pxi_pin(t, ref.inc)) {
+        px_msg_free(m);
+        send_terminated(sys, me, ref, PX_TERM_NO_ACTOR, PX_OK);
+        return PX_OK;
+    }
+    m->sysop = PXI_SYS_WATCH;
+    m->sender = me;
+    pxi_push_sys(t, m);
+    pxi_unpin(t);
+    return PX_OK;
+}
+
+px_err px_unwatch(px_ctx *ctx, px_ref ref) {
+    if (ctx == NULL) {
+        return PX_EINVAL;
+    }
+    px_actor *a = (px_actor *)ctx;
+    px_system *sys = a->sys;
+    if (!watching_take(a, ref)) {
+        return PX_ENOENT;
+    }
+    px_actor *t = (ref.node == sys->node && ref.node_inc == sys->node_inc) ? pxi_slot(sys, ref.id)
+                                                                          : NULL;
+    if (t != NULL && pxi_pin(t, ref.inc)) {
+        px_msg *m = pxi_msg_new(PXI_MSG_SYS);
+        if (m != NULL) {
+            m->sysop = PXI_SYS_UNWATCH;
+            m->sender = pxi_ref_of(a);
+            pxi_push_sys(t, m);
+        }
+        pxi_unpin(t);
+    }
+    return PX_OK;
+}
+
+px_err px_msg_terminated(const px_msg *m, px_ref *who, px_term_reason *reason, px_err *code) {
+    if (m == NULL || m->kind != PX_MSG_TERMINATED) {
+        return PX_ETYPE;
+    }
+    if (who != NULL) {
+        *who = m->sender;
+    }
+    if (reason != NULL) {
+        *reason = (px_term_reason)m->tag;
+    }
+    if (code != NULL) {
+        *code = (px_err)(int64_t)m->corr;
+    }
+    return PX_OK;
+}
+
+const char *px_term_reason_name(px_term_reason r) {
+    switch (r) {
+    case PX_TERM_NORMAL: return "normal";
+    case PX_TERM_STOPPED: return "stopped";
+    case PX_TERM_FAILURE: return "failure";
+    case PX_TERM_NO_ACTOR: return "no such actor";
+    case PX_TERM_NODE_DOWN: return "node down";
+    case PX_TERM_NODE_FENCED: return "node fenced";
+    }
+    return "unknown";
+}
+
+const char *px_directive_name(px_directive d) {
+    switch (d) {
+    case PX_DIRECTIVE_RESUME: return "resume";
+    case PX_DIRECTIVE_RESTART: return "restart";
+    case PX_DIRECTIVE_STOP: return "stop";
+    case PX_DIRECTIVE_ESCALATE: return "escalate";
+    }
+    return "unknown";
+}
