@@ -881,7 +881,10 @@ static void on_timer(px_actor *a, px_msg *m) {
 
 /* ---- watches ---- */
 
-static void send_terminated(px_system *sys, px_ref to, px_ref who, uint32_t reason, px_err code) {
+/* From `from` (the actor that ended, on its worker) the Terminated goes
+ * through the outbox, behind what that actor sent before it ended. */
+static void send_terminated(px_system *sys, px_actor *from, px_ref to, px_ref who,
+                            uint32_t reason, px_err code) {
     px_msg *m = pxi_msg_new(PX_MSG_TERMINATED);
     if (m == NULL) {
         px_log(sys, PX_LOG_CRIT, "out of memory sending Terminated");
@@ -890,7 +893,11 @@ static void send_terminated(px_system *sys, px_ref to, px_ref who, uint32_t reas
     m->sender = who;
     m->tag = reason;
     m->corr = (uint64_t)(int64_t)code;
-    (void)pxi_deliver(sys, to, &m, false);
+    if (from != NULL) {
+        (void)pxi_send_from(from, to, &m);
+    } else {
+        (void)pxi_deliver(sys, to, &m, false);
+    }
     if (m != NULL) {
         px_msg_free(m);
     }
@@ -910,8 +917,8 @@ void pxi_sup_finalize(px_actor *a) {
     px_ref me = pxi_ref_of(a);
     uint32_t reason = term_reason_of(a);
     for (uint32_t i = 0; i < x->nwatchers; i++) {
-        send_terminated(sys, x->watchers[i], me,
-                        reason, reason == PX_TERM_FAILURE ? x->term_code : PX_OK);
+        send_terminated(sys, a, x->watchers[i], me, reason,
+                        reason == PX_TERM_FAILURE ? x->term_code : PX_OK);
     }
     x->nwatchers = 0;
     /* Stop watching: the targets need not tell a dead watcher. */
@@ -940,7 +947,7 @@ void pxi_sup_drain_sys(px_actor *a, px_msg *m) {
     px_system *sys = a->sys;
     if (m->sysop == PXI_SYS_WATCH) {
         /* The watch came too late to be registered: answer it now. */
-        send_terminated(sys, m->sender, pxi_ref_of(a), term_reason_of(a), PX_OK);
+        send_terminated(sys, NULL, m->sender, pxi_ref_of(a), term_reason_of(a), PX_OK);
     } else if (m->sysop == PXI_SYS_FAILURE) {
         fail_rec_free((pxi_fail_rec *)(uintptr_t)m->corr);
     }
@@ -1147,7 +1154,7 @@ px_err px_watch(px_ctx *ctx, px_ref ref) {
     px_actor *t = ref.node_inc == sys->node_inc ? pxi_slot(sys, ref.id) : NULL;
     if (t == NULL || !pxi_pin(t, ref.inc)) {
         px_msg_free(m);
-        send_terminated(sys, me, ref, PX_TERM_NO_ACTOR, PX_OK);
+        send_terminated(sys, NULL, me, ref, PX_TERM_NO_ACTOR, PX_OK);
         return PX_OK;
     }
     m->sysop = PXI_SYS_WATCH;
