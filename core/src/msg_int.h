@@ -36,7 +36,8 @@ enum {
     PXI_SYS_HEALTHY = 9,    /* child -> parent: first success while half-open */
     PXI_SYS_WATCH = 10,     /* sender = the watcher */
     PXI_SYS_UNWATCH = 11,   /* sender = the watcher */
-    PXI_SYS_SUP_TIMER = 12, /* (user queue, via a timer) corr = child, tag = child inc */
+    PXI_SYS_SUP_TIMER = 12, /* (via a timer) corr = child, tag = child inc */
+    PXI_SYS_DUMP = 13,      /* tree dump (tree.c); corr = pxi_dump* */
 };
 
 /* flags */

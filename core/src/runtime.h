@@ -298,6 +298,12 @@ void pxi_sup_success(px_actor *a);     /* after a successful receive with PXI_AF
 void pxi_sup_finalize(px_actor *a);    /* before ext is freed: watchers, supervision */
 void pxi_sup_drain_sys(px_actor *a, px_msg *m); /* a sys message to a dead actor */
 void pxi_sup_free(struct pxi_sup *s);
+void pxi_child_info(px_actor *p, px_actor *c, px_child_info *out); /* parent context */
+
+/* --- tree.c --- */
+typedef struct pxi_dump pxi_dump;
+void pxi_dump_handle(px_actor *a, pxi_dump *d); /* a's context */
+void pxi_dump_drop(pxi_dump *d);                /* the signal reached a dead actor */
 
 /* --- timer.c --- */
 px_err pxi_timers_alloc(px_system *sys, pxi_timers **out);

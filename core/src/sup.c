@@ -791,6 +791,9 @@ void pxi_sup_sys(px_actor *a, px_msg *m) {
     case PXI_SYS_SUP_TIMER:
         on_timer(a, m);
         break;
+    case PXI_SYS_DUMP:
+        pxi_dump_handle(a, (pxi_dump *)(uintptr_t)m->corr);
+        break;
     case PXI_SYS_HEALTHY: {
         px_actor *c = (px_actor *)(uintptr_t)m->corr;
         pxi_sup_rec *r = rec_find(s, c);
@@ -950,6 +953,8 @@ void pxi_sup_drain_sys(px_actor *a, px_msg *m) {
         send_terminated(sys, NULL, m->sender, pxi_ref_of(a), term_reason_of(a), PX_OK);
     } else if (m->sysop == PXI_SYS_FAILURE) {
         fail_rec_free((pxi_fail_rec *)(uintptr_t)m->corr);
+    } else if (m->sysop == PXI_SYS_DUMP) {
+        pxi_dump_drop((pxi_dump *)(uintptr_t)m->corr);
     }
     px_msg_free(m);
 }
@@ -1037,7 +1042,7 @@ px_err px_spawn_child(px_ctx *ctx, const px_child_spec *spec, px_msg **arg, px_r
     return PX_OK;
 }
 
-static void info_of(px_actor *p, px_actor *c, px_child_info *out) {
+void pxi_child_info(px_actor *p, px_actor *c, px_child_info *out) {
     memset(out, 0, sizeof(*out));
     pxi_sup_rec *r = rec_find(p->ext ? p->ext->sup : NULL, c);
     out->ref = pxi_ref_of(c);
@@ -1083,7 +1088,7 @@ px_err px_children(px_ctx *ctx, px_child_info *out, size_t cap, size_t *n) {
         return PX_ENOMEM;
     }
     for (uint32_t i = 0; i < k && i < cap; i++) {
-        info_of(p, v[i], &out[i]);
+        pxi_child_info(p, v[i], &out[i]);
     }
     *n = k;
     free(v);
@@ -1098,7 +1103,7 @@ px_err px_child(px_ctx *ctx, const char *id, px_child_info *out) {
     pxi_sup *s = p->ext ? p->ext->sup : NULL;
     for (uint32_t i = 0; s != NULL && i < s->n; i++) {
         if (strcmp(s->recs[i]->id, id) == 0) {
-            info_of(p, s->recs[i]->a, out);
+            pxi_child_info(p, s->recs[i]->a, out);
             return PX_OK;
         }
     }
@@ -1107,7 +1112,7 @@ px_err px_child(px_ctx *ctx, const char *id, px_child_info *out) {
             char b[24];
             snprintf(b, sizeof(b), "#%u", c->id);
             if (strcmp(b, id) == 0) {
-                info_of(p, c, out);
+                pxi_child_info(p, c, out);
                 return PX_OK;
             }
         }

@@ -174,6 +174,26 @@ px_err px_unwatch(px_ctx *ctx, px_ref ref);
  * PX_TERM_FAILURE) the failure code. PX_ETYPE for another kind. */
 px_err px_msg_terminated(const px_msg *m, px_ref *who, px_term_reason *reason, px_err *code);
 
+/* --- the tree ----------------------------------------------------------- */
+
+typedef enum px_tree_format {
+    PX_TREE_TEXT = 1, /* one line per actor, indented under its parent */
+    PX_TREE_JSON = 2, /* {"node", "root", "children": [{"id", "behavior", "ref",
+                         "state", "breaker", "instance", "restarts", "failures",
+                         "consecutive_failures", "last_failure_ms", "started_ms",
+                         "last_reason", "mailbox_depth", "processed",
+                         "children": [...]}]} */
+} px_tree_format;
+
+/* Renders this node's supervision tree (every actor under the root
+ * guardian, with its supervisor's view of it: state, instance, counters)
+ * into a new string *out (free() it). The actors take the snapshot in their
+ * own turns, so each parent's children are consistent with each other.
+ * Blocks up to timeout_ms: PX_ETIMEDOUT if some actor did not answer in
+ * time (a long-running callback), PX_ECONTEXT from actor context,
+ * PX_ECLOSED after shutdown. */
+px_err px_tree_dump(px_system *sys, px_tree_format fmt, uint32_t timeout_ms, char **out);
+
 const char *px_term_reason_name(px_term_reason r);
 const char *px_directive_name(px_directive d);
 
