@@ -448,6 +448,111 @@ static int shutdown_in_flight(void) {
     return ok;
 }
 
+/* ---- 7. supervision: failures, restarts, watches under concurrent sends ---- */
+
+#define SV_KIDS 8
+#define SV_PER 4000
+static _Atomic uint64_t sv_ok, sv_failed, sv_inits, sv_terms;
+static px_ref sv_kids[SV_KIDS];
+static _Atomic int sv_ready;
+
+static px_err sv_kid_init(px_ctx *ctx, const px_msg *arg) {
+    (void)ctx;
+    (void)arg;
+    atomic_fetch_add(&sv_inits, 1);
+    return PX_OK;
+}
+/* Every 7th message fails: the parent restarts the child, and the messages
+ * sent meanwhile wait for the new instance. */
+static px_err sv_kid_recv(px_ctx *ctx, px_msg *m) {
+    (void)ctx;
+    if (px_msg_get_u64(m) % 7 == 3) {
+        atomic_fetch_add(&sv_failed, 1);
+        return PX_EFAIL;
+    }
+    atomic_fetch_add(&sv_ok, 1);
+    return PX_OK;
+}
+static const px_behavior sv_kid_b = {.name = "race.sv.kid", .init = sv_kid_init,
+                                     .receive = sv_kid_recv};
+
+static px_err sv_sup_init(px_ctx *ctx, const px_msg *arg) {
+    (void)arg;
+    px_restart_policy pol;
+    px_restart_policy_init(&pol);
+    pol.max_restarts = 1000000;
+    pol.window_ms = 1000;
+    for (int i = 0; i < SV_KIDS; i++) {
+        char id[8];
+        snprintf(id, sizeof(id), "k%d", i);
+        px_child_spec spec = {.id = id, .behavior = "race.sv.kid", .policy = &pol};
+        px_err e = px_spawn_child(ctx, &spec, NULL, &sv_kids[i]);
+        if (e != PX_OK) {
+            return e;
+        }
+        if ((e = px_watch(ctx, sv_kids[i])) != PX_OK) {
+            return e;
+        }
+    }
+    atomic_store(&sv_ready, 1);
+    return PX_OK;
+}
+static px_err sv_sup_recv(px_ctx *ctx, px_msg *m) {
+    (void)ctx;
+    if (px_msg_kind_of(m) == PX_MSG_TERMINATED) {
+        atomic_fetch_add(&sv_terms, 1);
+    }
+    return PX_OK;
+}
+static const px_behavior sv_sup_b = {.name = "race.sv.sup", .init = sv_sup_init,
+                                     .receive = sv_sup_recv};
+
+static void *sv_thread(void *p) {
+    px_system *sys = p;
+    for (uint64_t i = 0; i < SV_PER; i++) {
+        px_msg *m = NULL;
+        px_msg_u64(&m, 0, i);
+        if (px_system_send(sys, sv_kids[i % SV_KIDS], &m) != PX_OK) {
+            px_msg_free(m);
+        }
+    }
+    return NULL;
+}
+
+static int supervision(void) {
+    int ok = 1;
+    px_system *sys = new_system(PX_SHUTDOWN_DRAIN);
+    CHECK(px_behavior_register(sys, &sv_kid_b) == PX_OK, "register");
+    px_ref sup;
+    CHECK(px_system_spawn(sys, &sv_sup_b, NULL, NULL, &sup) == PX_OK, "spawn supervisor");
+    CHECK(AWAIT(atomic_load(&sv_ready) == 1, 5000), "children spawned");
+    pthread_t t[2];
+    for (int i = 0; i < 2; i++) {
+        pthread_create(&t[i], NULL, sv_thread, sys);
+    }
+    char *dump = NULL; /* concurrently with the failures */
+    px_err de = px_tree_dump(sys, PX_TREE_JSON, 10000, &dump);
+    CHECK(de == PX_OK && dump != NULL, "tree dump: %s", px_strerror(de));
+    free(dump);
+    for (int i = 0; i < 2; i++) {
+        pthread_join(t[i], NULL);
+    }
+    uint64_t total = 2ull * SV_PER;
+    CHECK(AWAIT(atomic_load(&sv_ok) + atomic_load(&sv_failed) == total, 20000),
+          "ok %llu + failed %llu != sent %llu", (unsigned long long)atomic_load(&sv_ok),
+          (unsigned long long)atomic_load(&sv_failed), (unsigned long long)total);
+    px_system_stats st;
+    CHECK(AWAIT((px_system_stats_get(sys, &st), st.restarts == atomic_load(&sv_failed)), 10000),
+          "restarts %llu != failures %llu", (unsigned long long)st.restarts,
+          (unsigned long long)atomic_load(&sv_failed));
+    CHECK(atomic_load(&sv_inits) == SV_KIDS + atomic_load(&sv_failed), "inits %llu",
+          (unsigned long long)atomic_load(&sv_inits));
+    CHECK(st.dead_letters == 0, "dead letters %llu", (unsigned long long)st.dead_letters);
+    CHECK(atomic_load(&sv_terms) == 0, "a restart is not a termination");
+    px_system_free(sys);
+    return ok;
+}
+
 int main(void) {
     struct {
         const char *name;
@@ -457,7 +562,8 @@ int main(void) {
                  {"asks_get_exactly_one_outcome", asks},
                  {"bounded_block_loses_nothing", bounded_block},
                  {"timers_fire_or_cancel_exactly_once", timers},
-                 {"shutdown_with_sends_in_flight_loses_nothing", shutdown_in_flight}};
+                 {"shutdown_with_sends_in_flight_loses_nothing", shutdown_in_flight},
+                 {"supervised_restarts_lose_no_message", supervision}};
     int passed = 0;
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         int64_t t0 = now_ms();
