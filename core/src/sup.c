@@ -80,6 +80,8 @@ typedef struct pxi_sup {
     uint32_t *pinc;
     uint32_t pn, pi;
     px_actor *pfailed;
+    bool pstop;      /* a Stop plan: phase 1 stops for good, no phase 2 */
+    px_err pcode;    /* the failure code a Stop plan gives the failed child */
     pxi_fail_rec *deferred, *deferred_tail;
 } pxi_sup;
 
@@ -378,8 +380,11 @@ static void log_chain(px_actor *p, const pxi_fail_rec *f, const char *action) {
 static void plan_step(px_actor *p, pxi_sup *s);
 static void on_timer(px_actor *a, px_msg *m);
 
-static void plan_start(px_actor *p, pxi_sup *s, px_actor **kids, uint32_t n, px_actor *failed) {
+static void plan_start(px_actor *p, pxi_sup *s, px_actor **kids, uint32_t n, px_actor *failed,
+                       bool stop, px_err code) {
     s->plan = true;
+    s->pstop = stop;
+    s->pcode = code;
     s->phase = 1;
     s->pk = kids;
     s->pn = n;
@@ -391,7 +396,7 @@ static void plan_start(px_actor *p, pxi_sup *s, px_actor **kids, uint32_t n, px_
         s->pinc[i] = atomic_load(&kids[i]->inc);
         pxi_sup_rec *r = rec_for(p, kids[i]);
         if (r != NULL) {
-            r->state = PX_CHILD_RESTARTING;
+            r->state = stop ? PX_CHILD_STOPPING : PX_CHILD_RESTARTING;
         }
     }
     plan_step(p, s);
@@ -407,7 +412,13 @@ static void plan_step(px_actor *p, pxi_sup *s) {
         if (s->phase == 1 && s->pi < s->pn) {
             px_actor *c = s->pk[s->pn - 1 - s->pi];
             if (is_my_child(p, c, s->pinc[s->pn - 1 - s->pi])) {
-                pxi_send_sys(c, PXI_SYS_RS_STOP, 0, 0);
+                if (!s->pstop) {
+                    pxi_send_sys(c, PXI_SYS_RS_STOP, 0, 0);
+                } else if (c == s->pfailed) {
+                    pxi_stop_child(c, PX_TERM_FAILURE, s->pcode); /* acked by CHILD_TERM */
+                } else {
+                    pxi_stop_child(c, PX_TERM_STOPPED, PX_OK);
+                }
                 return;
             }
             s->pi++;
@@ -415,7 +426,7 @@ static void plan_step(px_actor *p, pxi_sup *s) {
         }
         if (s->phase == 1) {
             s->phase = 2;
-            s->pi = 0;
+            s->pi = s->pstop ? s->pn : 0; /* a Stop plan ends here */
         }
         if (s->pi < s->pn) {
             px_actor *c = s->pk[s->pi];
@@ -503,28 +514,25 @@ static void do_restart(px_actor *p, px_actor *failed) {
         pxi_stop_child(failed, PX_TERM_FAILURE, PX_ENOMEM);
         return;
     }
-    plan_start(p, s, kids, n, failed);
+    plan_start(p, s, kids, n, failed, false, PX_OK);
 }
 
+/* Stop: the failed child alone at once; several children one by one in
+ * reverse start order (a plan whose steps are acked by CHILD_TERM). */
 static void do_stop(px_actor *p, px_actor *failed, px_err code) {
+    pxi_sup *s = sup_get(p);
     px_actor **kids;
     uint32_t n = affected(p, failed, &kids);
-    for (uint32_t i = n; i-- > 0;) {
-        px_actor *c = kids[i];
-        pxi_sup_rec *r = rec_find(p->ext ? p->ext->sup : NULL, c);
+    if (s == NULL || n <= 1) {
+        free(kids);
+        pxi_sup_rec *r = rec_find(s, failed);
         if (r != NULL) {
             r->state = PX_CHILD_STOPPING;
         }
-        if (c == failed) {
-            pxi_stop_child(c, PX_TERM_FAILURE, code);
-        } else {
-            pxi_stop_child(c, PX_TERM_STOPPED, PX_OK);
-        }
-    }
-    free(kids);
-    if (n == 0) {
         pxi_stop_child(failed, PX_TERM_FAILURE, code);
+        return;
     }
+    plan_start(p, s, kids, n, failed, true, code);
 }
 
 static uint32_t backoff_ms(const pxi_sup_rec *r) {

@@ -171,7 +171,9 @@ px_err px_watch(px_ctx *ctx, px_ref ref);
 px_err px_unwatch(px_ctx *ctx, px_ref ref);
 
 /* Reads a PX_MSG_TERMINATED message: who ended, why, and (for
- * PX_TERM_FAILURE) the failure code. PX_ETYPE for another kind. */
+ * PX_TERM_FAILURE) the failure code — PX_OK in one narrow race: a watch that
+ * reaches the actor while it is ending gets the reason but not the code.
+ * PX_ETYPE for another kind. */
 px_err px_msg_terminated(const px_msg *m, px_ref *who, px_term_reason *reason, px_err *code);
 
 /* --- the tree ----------------------------------------------------------- */
