@@ -328,7 +328,7 @@ static void rs_start(px_actor *a, bool half_open) {
     }
     if (rv != PX_OK || (a->flags & PXI_AF_FAILED)) {
         px_err code = rv != PX_OK ? rv : (a->ext ? a->ext->fail_code : PX_EFAIL);
-        char why[200];
+        char why[320];
         snprintf(why, sizeof(why), "init of the restarted instance failed: %s%s%s",
                  px_errname(code), (a->flags & PXI_AF_FAILED) && a->ext ? ": " : "",
                  (a->flags & PXI_AF_FAILED) && a->ext ? a->ext->fail_reason : "");
@@ -585,8 +585,9 @@ static void escalate(px_actor *p, pxi_sup_rec *r, pxi_fail_rec *f, const char *w
     fail_rec_free(x->cause);
     x->cause = f;
     atomic_fetch_add_explicit(&p->sys->failures, 1, memory_order_relaxed);
-    px_log(p->sys, PX_LOG_ERROR, "actor %u (%s) escalates: %s", p->id,
-           p->beh->name ? p->beh->name : "?", reason);
+    char rb[48];
+    px_log(p->sys, PX_LOG_ERROR, "actor %s (%s) escalates: %s",
+           px_ref_format(pxi_ref_of(p), rb, sizeof(rb)), p->beh->name ? p->beh->name : "?", reason);
     if (p->parent == NULL) {
         pxi_begin_stop(p, PX_TERM_FAILURE, f->code);
         return;

@@ -29,6 +29,11 @@
  *   shuts the system down gracefully and exits 0 only if every total checks
  *   out (counts, sums, per-key sums, rejected records, no failures, no dead
  *   letters during the run).
+ * - Then (unless --no-examples) the shipped supervision examples run on a
+ *   fresh system (demo_examples.c): a worker pool, a RestForOne pipeline, an
+ *   AllForOne trio and a three-level hierarchy, each with deliberate
+ *   failures; one line each, and the exit status also requires that each
+ *   restarted exactly what its strategy says.
  *
  * Concurrency: actor state is touched only by its actor. The few globals
  * are either written before the system starts (opts), guarded by
@@ -47,6 +52,8 @@
 #include <time.h>
 
 #include <plexus/plexus.h>
+
+#include "demo_examples.h"
 
 #define MAX_WORKERS 64u
 #define N_KEYS 16u
@@ -858,10 +865,13 @@ static void usage(FILE *f, const char *argv0)
 {
     fprintf(f,
             "usage: %s [--seconds N] [--workers N] [--capacity N] [--log-level L]\n"
+            "          [--no-examples]\n"
             "  --seconds N    how long the producer runs (1..3600, default 3)\n"
             "  --workers N    parser/worker actors (1..%u, default 4)\n"
             "  --capacity N   aggregator mailbox capacity (1..1048576, default 1024)\n"
-            "  --log-level L  trace|debug|info|warn|error|crit|off (default warn)\n",
+            "  --log-level L  trace|debug|info|warn|error|crit|off (default warn;\n"
+            "                 the examples part logs at crit unless this is given)\n"
+            "  --no-examples  skip the supervision examples after the pipeline\n",
             argv0, MAX_WORKERS);
 }
 
@@ -903,11 +913,14 @@ int main(int argc, char **argv)
 {
     demo_opts o = {.seconds = 3, .workers = 4, .capacity = 1024};
     px_log_level level = PX_LOG_WARN;
+    int level_given = 0;
+    int examples = 1;
     static const struct option longopts[] = {
         {"seconds", required_argument, NULL, 's'},
         {"workers", required_argument, NULL, 'w'},
         {"capacity", required_argument, NULL, 'c'},
         {"log-level", required_argument, NULL, 'l'},
+        {"no-examples", no_argument, NULL, 'E'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -918,7 +931,8 @@ int main(int argc, char **argv)
         case 's': bad = parse_u32(optarg, 1, 3600, &o.seconds); break;
         case 'w': bad = parse_u32(optarg, 1, MAX_WORKERS, &o.workers); break;
         case 'c': bad = parse_u32(optarg, 1, 1u << 20, &o.capacity); break;
-        case 'l': bad = px_log_level_parse(optarg, &level) != PX_OK; break;
+        case 'l': bad = px_log_level_parse(optarg, &level) != PX_OK; level_given = 1; break;
+        case 'E': examples = 0; break;
         case 'h': usage(stdout, argv[0]); return 0;
         default: usage(stderr, argv[0]); return 2;
         }
@@ -1126,5 +1140,12 @@ int main(int argc, char **argv)
     printf("plexus-demo: %s\n", ok ? "all totals check out" : "FAILED");
     px_system_free(sys);
     pthread_cond_destroy(&outcome.cv);
+    if (examples) {
+        /* The examples fail on purpose: their logs stay quiet by default. */
+        int ex_ok = demo_run_examples(level_given ? level : PX_LOG_CRIT);
+        printf("plexus-demo: examples %s\n",
+               ex_ok ? "restarted exactly what their strategies say" : "FAILED");
+        ok = ok && ex_ok;
+    }
     return ok ? 0 : 1;
 }
