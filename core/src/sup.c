@@ -63,15 +63,18 @@ typedef struct pxi_sup_rec {
     char last_reason[128];
     int64_t fail_times[FAIL_RING];
     uint32_t nfail_times;
-    int64_t *rtimes; /* restart times, a ring of pol.max_restarts */
-    uint32_t nrt, rthead;
+    int64_t *rt;     /* restart times in the window, oldest first: rt[rt_lo..nrt) */
+    uint32_t rt_lo, nrt, rtcap;
+    uint32_t idx;    /* position in pxi_sup.recs */
     uint64_t timer;  /* backoff or cool-down timer, 0 = none */
     bool half_open_next; /* the pending restart is the breaker's probe */
 } pxi_sup_rec;
 
 typedef struct pxi_sup {
-    pxi_sup_rec **recs;
+    pxi_sup_rec **recs; /* unordered (start order is the sibling list) */
     uint32_t n, cap;
+    pxi_sup_rec **tab;  /* child pointer -> rec, open addressing */
+    uint32_t tcap, tused;
     pxi_strmap ids; /* id -> rec (spec'd children) */
     /* The restart plan in progress, if any. */
     bool plan;
@@ -110,7 +113,7 @@ static void rec_free(pxi_sup_rec *r) {
     if (r->timer != 0) {
         pxi_timer_cancel(r->a->sys->timers, r->timer);
     }
-    free(r->rtimes);
+    free(r->rt);
     free(r);
 }
 
@@ -122,6 +125,7 @@ void pxi_sup_free(pxi_sup *s) {
         rec_free(s->recs[i]);
     }
     free(s->recs);
+    free(s->tab);
     pxi_strmap_fini(&s->ids);
     free(s->pk);
     free(s->pinc);
@@ -148,16 +152,60 @@ static pxi_sup *sup_get(px_actor *p) {
     return x->sup;
 }
 
+/* The child -> record table: linear probing, TOMB marks a deleted entry. */
+#define TOMB ((pxi_sup_rec *)(uintptr_t)1)
+
+static uint32_t tab_hash(const px_actor *c, uint32_t cap) {
+    return (uint32_t)(((uintptr_t)c >> 6) * 0x9e3779b97f4a7c15ull >> 32) & (cap - 1);
+}
+
 static pxi_sup_rec *rec_find(pxi_sup *s, px_actor *c) {
-    if (s == NULL) {
+    if (s == NULL || s->tcap == 0) {
         return NULL;
     }
-    for (uint32_t i = 0; i < s->n; i++) {
-        if (s->recs[i]->a == c) {
-            return s->recs[i];
+    for (uint32_t i = tab_hash(c, s->tcap);; i = (i + 1) & (s->tcap - 1)) {
+        pxi_sup_rec *r = s->tab[i];
+        if (r == NULL) {
+            return NULL;
+        }
+        if (r != TOMB && r->a == c) {
+            return r;
         }
     }
-    return NULL;
+}
+
+static void tab_put(pxi_sup *s, pxi_sup_rec *r) {
+    uint32_t i = tab_hash(r->a, s->tcap);
+    while (s->tab[i] != NULL && s->tab[i] != TOMB) {
+        i = (i + 1) & (s->tcap - 1);
+    }
+    if (s->tab[i] == NULL) {
+        s->tused++;
+    }
+    s->tab[i] = r;
+}
+
+/* Room for one more (live + deleted kept under half the table). */
+static bool tab_reserve(pxi_sup *s) {
+    if ((s->tused + 1) * 2 <= s->tcap) {
+        return true;
+    }
+    uint32_t nc = s->tcap ? s->tcap : 16;
+    while ((s->n + 1) * 4 > nc) {
+        nc *= 2;
+    }
+    pxi_sup_rec **nt = calloc(nc, sizeof(*nt));
+    if (nt == NULL) {
+        return false;
+    }
+    free(s->tab);
+    s->tab = nt;
+    s->tcap = nc;
+    s->tused = 0;
+    for (uint32_t i = 0; i < s->n; i++) {
+        tab_put(s, s->recs[i]);
+    }
+    return true;
 }
 
 static pxi_sup_rec *rec_new(pxi_sup *s, px_actor *c, const char *id, px_restart_type rt,
@@ -172,7 +220,8 @@ static pxi_sup_rec *rec_new(pxi_sup *s, px_actor *c, const char *id, px_restart_
         s->cap = nc;
     }
     pxi_sup_rec *r = calloc(1, sizeof(*r));
-    if (r == NULL) {
+    if (r == NULL || !tab_reserve(s)) {
+        free(r);
         return NULL;
     }
     r->a = c;
@@ -188,15 +237,18 @@ static pxi_sup_rec *rec_new(pxi_sup *s, px_actor *c, const char *id, px_restart_
     r->breaker = r->pol.breaker.failures > 0 ? PX_BREAKER_CLOSED : PX_BREAKER_OFF;
     r->instance = 1;
     r->started_ms = pxi_wall_ms();
+    r->idx = s->n;
     s->recs[s->n++] = r;
+    tab_put(s, r);
     return r;
 }
 
 static void rec_remove(pxi_sup *s, pxi_sup_rec *r) {
-    for (uint32_t i = 0; i < s->n; i++) {
-        if (s->recs[i] == r) {
-            memmove(&s->recs[i], &s->recs[i + 1], (s->n - i - 1) * sizeof(*s->recs));
-            s->n--;
+    s->recs[r->idx] = s->recs[--s->n];
+    s->recs[r->idx]->idx = r->idx;
+    for (uint32_t i = tab_hash(r->a, s->tcap);; i = (i + 1) & (s->tcap - 1)) {
+        if (s->tab[i] == r) {
+            s->tab[i] = TOMB;
             break;
         }
     }
@@ -446,7 +498,7 @@ static void plan_step(px_actor *p, pxi_sup *s) {
         s->plan = false;
         free(s->pk);
         s->pk = NULL;
-        pxi_fail_rec *d = s->deferred;
+        pxi_fail_rec *d = s->deferred, *d_tail = s->deferred_tail;
         s->deferred = s->deferred_tail = NULL;
         while (d != NULL && !s->plan) {
             pxi_fail_rec *nx = d->next;
@@ -454,15 +506,11 @@ static void plan_step(px_actor *p, pxi_sup *s) {
             on_failure(p, d);
             d = nx;
         }
-        if (d != NULL) { /* a new plan started: the rest waits again */
-            pxi_fail_rec *last = d;
-            while (last->next != NULL) {
-                last = last->next;
-            }
-            last->next = s->deferred;
+        if (d != NULL) { /* a new plan started: the rest waits again, first */
+            d_tail->next = s->deferred;
             s->deferred = d;
             if (s->deferred_tail == NULL) {
-                s->deferred_tail = last;
+                s->deferred_tail = d_tail;
             }
         }
         return;
@@ -696,10 +744,10 @@ static void on_failure(px_actor *p, pxi_fail_rec *f) {
         return;
     }
     /* Restart: within limits? */
-    if (r->rtimes == NULL && r->pol.max_restarts > 0) {
-        r->rtimes = calloc(r->pol.max_restarts, sizeof(*r->rtimes));
+    while (r->rt_lo < r->nrt && r->rt[r->rt_lo] < since) {
+        r->rt_lo++; /* out of the window */
     }
-    uint32_t recent = r->rtimes ? count_recent(r->rtimes, r->nrt, since) : 0;
+    uint32_t recent = r->nrt - r->rt_lo;
     if (recent + 1 > r->pol.max_restarts) {
         char why[320];
         snprintf(why, sizeof(why), "restart limit: child %s failed %u times within %u ms (max %u restarts)",
@@ -713,10 +761,22 @@ static void on_failure(px_actor *p, pxi_fail_rec *f) {
         escalate(p, r, f, why);
         return;
     }
-    r->rtimes[r->rthead] = now;
-    r->rthead = (r->rthead + 1) % r->pol.max_restarts;
-    if (r->nrt < r->pol.max_restarts) {
-        r->nrt++;
+    if (r->nrt == r->rtcap) {
+        if (r->rt_lo > 0) { /* compact */
+            memmove(r->rt, r->rt + r->rt_lo, recent * sizeof(*r->rt));
+            r->nrt = recent;
+            r->rt_lo = 0;
+        } else {
+            uint32_t nc = r->rtcap ? r->rtcap * 2 : 4;
+            int64_t *nr = realloc(r->rt, nc * sizeof(*nr));
+            if (nr != NULL) {
+                r->rt = nr;
+                r->rtcap = nc;
+            }
+        }
+    }
+    if (r->nrt < r->rtcap) {
+        r->rt[r->nrt++] = now;
     }
     fail_rec_free(f);
     if (r->breaker != PX_BREAKER_OFF && r->consecutive >= r->pol.breaker.failures) {
@@ -1039,8 +1099,7 @@ px_err px_spawn_child(px_ctx *ctx, const px_child_spec *spec, px_msg **arg, px_r
     pxi_sup_rec *r = rec_new(s, c, spec->id, spec->restart, &pol);
     if (r == NULL || pxi_strmap_put(&s->ids, spec->id, (pxi_strval){.ptr = r}, NULL) != PX_OK) {
         if (r != NULL) {
-            s->n--;
-            rec_free(r);
+            rec_remove(s, r);
         }
         pxi_stop_child(c, PX_TERM_STOPPED, PX_OK);
         return PX_ENOMEM;
