@@ -36,25 +36,20 @@ px_ref pxi_ref_of(px_actor *a) {
                     atomic_load_explicit(&a->inc, memory_order_relaxed)};
 }
 
-static void count_enq(px_system *sys) {
+/* Messages in and out of mailboxes, for the drain check: a worker's own
+ * counters on its threads, the system's shared ones elsewhere. */
+static void count_flow(px_system *sys, bool enq, uint64_t n) {
     pxi_worker *w = pxi_current_worker();
     if (w != NULL && w->sys == sys) {
-        atomic_store_explicit(&w->enq, atomic_load_explicit(&w->enq, memory_order_relaxed) + 1,
+        _Atomic uint64_t *c = enq ? &w->enq : &w->deq;
+        atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + n,
                               memory_order_relaxed);
     } else {
-        atomic_fetch_add_explicit(&sys->ext_enq, 1, memory_order_relaxed);
+        atomic_fetch_add_explicit(enq ? &sys->ext_enq : &sys->ext_deq, n, memory_order_relaxed);
     }
 }
 
-void pxi_count_deq(px_system *sys, uint64_t n) {
-    pxi_worker *w = pxi_current_worker();
-    if (w != NULL && w->sys == sys) {
-        atomic_store_explicit(&w->deq, atomic_load_explicit(&w->deq, memory_order_relaxed) + n,
-                              memory_order_relaxed);
-    } else {
-        atomic_fetch_add_explicit(&sys->ext_deq, n, memory_order_relaxed);
-    }
-}
+static void count_deq(px_system *sys, uint64_t n) { count_flow(sys, false, n); }
 
 pxi_actor_ext *pxi_ext_get(px_actor *a) {
     if (a->ext == NULL) {
@@ -281,7 +276,7 @@ static void drain(px_actor *a) {
         n++;
         pxi_dead_letter(sys, me, m, PX_EDEAD);
     }
-    pxi_count_deq(sys, n);
+    count_deq(sys, n);
     pxi_node *sn;
     while ((sn = pxi_mpsc_pop(&a->sys_head, &a->sys_tail, &a->sys_stub)) != NULL) {
         pxi_sup_drain_sys(a, pxi_msg_of(sn));
@@ -347,7 +342,7 @@ static px_err enqueue(px_actor *a, px_msg *m, bool may_block) {
             break;
         case PXI_BQ_QUEUED_DROPPED_OLD:
             atomic_fetch_add_explicit(&sys->dropped, 1, memory_order_relaxed);
-            pxi_count_deq(sys, 1);
+            count_deq(sys, 1);
             px_msg_free(old);
             break;
         case PXI_BQ_DROPPED_NEW:
@@ -365,7 +360,7 @@ static px_err enqueue(px_actor *a, px_msg *m, bool may_block) {
             return PX_OK;
         }
     }
-    count_enq(sys);
+    count_flow(sys, true, 1);
     schedule_if_idle(a);
     return PX_OK;
 }
@@ -411,24 +406,24 @@ px_err pxi_deliver(px_system *sys, px_ref to, px_msg **mp, bool may_block) {
 
 /* ---- the outbox (see pxi_outq in runtime.h) ---- */
 
-static void outq_push(pxi_worker *w, pxi_outq *q) {
+static void outq_push(pxi_outq *q) {
     px_actor *a = q->a;
     /* seq_cst exchange: pairs with the consumer's release-then-recheck. */
     pxi_node *prev = atomic_exchange(&a->mb_tail, q->last);
     atomic_store_explicit(&prev->next, q->first, memory_order_release);
     atomic_fetch_add_explicit(&a->pushed, q->n, memory_order_relaxed);
-    atomic_store_explicit(&w->enq, atomic_load_explicit(&w->enq, memory_order_relaxed) + q->n,
-                          memory_order_relaxed);
+    count_flow(a->sys, true, q->n);
     q->first = q->last = NULL;
     q->n = 0;
     schedule_if_idle(a);
 }
 
-void pxi_outbox_flush(pxi_worker *w) {
+/* Owner: before an actor is released (or after a spawn). */
+static void outbox_flush(pxi_worker *w) {
     for (uint32_t i = 0; i < w->nout; i++) {
         pxi_outq *q = &w->out[i];
         if (q->n > 0) {
-            outq_push(w, q);
+            outq_push(q);
         }
         pxi_unpin(q->a);
     }
@@ -466,7 +461,7 @@ px_err pxi_send_from(px_actor *self, px_ref to, px_msg **mp) {
             return rv;
         }
         if (w->nout == PXI_OUTBOX) {
-            pxi_outbox_flush(w);
+            outbox_flush(w);
         }
         q = &w->out[w->nout++];
         *q = (pxi_outq){.a = a, .id = to.id, .inc = to.inc};
@@ -486,7 +481,7 @@ px_err pxi_send_from(px_actor *self, px_ref to, px_msg **mp) {
     *slot = m;
     *mp = NULL;
     if (++q->n == PXI_OUT_CHAIN) {
-        outq_push(w, q);
+        outq_push(q);
     }
     return PX_OK;
 }
@@ -723,6 +718,9 @@ static void dispatch(pxi_worker *w, px_actor *a, px_msg *m) {
     } else {
         px_msg_free(m);
     }
+    if (rv == PX_OK && (a->flags & (PXI_AF_FAILED | PXI_AF_STOP_REQ | PXI_AF_PROBE)) == 0) {
+        return; /* the common case: one test */
+    }
     if (a->flags & PXI_AF_FAILED) {
         a->flags &= ~PXI_AF_FAILED;
         fail(a, a->ext ? a->ext->fail_code : PX_EFAIL, a->ext ? a->ext->fail_reason : "px_fail");
@@ -798,7 +796,7 @@ void pxi_actor_run(pxi_worker *w, px_actor *a) {
     if (a->flags & PXI_AF_RS_STOP) {
         pxi_sup_after_turn(a);
     }
-    pxi_outbox_flush(w);
+    outbox_flush(w);
     atomic_store_explicit(&w->deq, atomic_load_explicit(&w->deq, memory_order_relaxed) + n,
                           memory_order_relaxed);
     atomic_store_explicit(&w->turns, atomic_load_explicit(&w->turns, memory_order_relaxed) + 1,
@@ -806,7 +804,7 @@ void pxi_actor_run(pxi_worker *w, px_actor *a) {
     if (atomic_load_explicit(&a->state, memory_order_relaxed) == PXI_A_STOPPING &&
         a->nchildren == 0) {
         finalize(a);
-        pxi_outbox_flush(w); /* what `stop` sent */
+        outbox_flush(w); /* what `stop` sent */
         return; /* sched stays 1: a DEAD actor is never queued again */
     }
     if (has_work(a)) {
@@ -961,7 +959,7 @@ px_err pxi_spawn(px_system *sys, px_actor *parent, const px_behavior *b,
     /* What init sent must not be overtaken by the child's own first turn. */
     pxi_worker *w = pxi_current_worker();
     if (w != NULL && w->sys == sys) {
-        pxi_outbox_flush(w);
+        outbox_flush(w);
     }
     release_and_recheck(a);
     return PX_OK;

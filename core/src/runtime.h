@@ -21,6 +21,7 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <string.h>
 
 #include <nng/nng.h>
 #include <nng/supplemental/util/platform.h>
@@ -262,7 +263,6 @@ px_err pxi_spawn(px_system *sys, px_actor *parent, const px_behavior *b,
                  px_msg **arg, const px_spawn_opts *o, px_ref *out,
                  uint32_t aflags, void *ustate);
 void pxi_slots_free(px_system *sys); /* at system free: drains and unmaps */
-void pxi_count_deq(px_system *sys, uint64_t n);
 /* Delivers m to `to` (sender already set): local enqueue, router, or dead
  * letter. Takes m unless an error that leaves it with the caller. */
 px_err pxi_deliver(px_system *sys, px_ref to, px_msg **mp, bool may_block);
@@ -270,7 +270,6 @@ void pxi_dead_letter(px_system *sys, px_ref to, px_msg *m, px_err why);
 /* A user message from actor `a` (sender and flags already set): through the
  * worker's outbox when `to` is a local unbounded mailbox, else pxi_deliver. */
 px_err pxi_send_from(px_actor *a, px_ref to, px_msg **mp);
-void pxi_outbox_flush(pxi_worker *w); /* owner; before releasing an actor */
 /* PX_EINVAL for a NULL message, PX_EMSGSIZE (counted) over max_msg_size. */
 px_err pxi_check_msg(px_system *sys, px_msg **mp);
 void pxi_push_sys(px_actor *a, px_msg *m); /* a must be pinned or a known child */
@@ -281,7 +280,6 @@ void pxi_begin_stop(px_actor *a, uint32_t reason, px_err code); /* owner */
 void pxi_stop_child(px_actor *c, uint32_t reason, px_err code); /* STOP signal */
 void pxi_cancel_timers(px_actor *a);
 void pxi_send_sys(px_actor *to, uint16_t op, uint64_t corr, uint32_t tag); /* to is pinned/a known child */
-int64_t pxi_wall_ms(void);
 
 /* --- sup.c (supervision and watches) --- */
 /* Child side: suspend `a` and report the failure to its parent. `normal`:
@@ -299,6 +297,14 @@ void pxi_sup_finalize(px_actor *a);    /* before ext is freed: watchers, supervi
 void pxi_sup_drain_sys(px_actor *a, px_msg *m); /* a sys message to a dead actor */
 void pxi_sup_free(struct pxi_sup *s);
 void pxi_child_info(px_actor *p, px_actor *c, px_child_info *out); /* parent context */
+px_err pxi_children_in_order(px_actor *p, px_actor ***out, uint32_t *n); /* p's context */
+
+/* Copies s into d (size n > 0), truncating; always terminated. */
+static inline void pxi_scopy(char *d, size_t n, const char *s) {
+    size_t k = strnlen(s, n - 1);
+    memcpy(d, s, k);
+    d[k] = '\0';
+}
 
 /* --- tree.c --- */
 typedef struct pxi_dump pxi_dump;

@@ -88,14 +88,7 @@ typedef struct pxi_sup {
     pxi_fail_rec *deferred, *deferred_tail;
 } pxi_sup;
 
-/* Copies s into d (size n), truncating. */
-static void scopy(char *d, size_t n, const char *s) {
-    size_t k = strnlen(s, n - 1);
-    memcpy(d, s, k);
-    d[k] = '\0';
-}
-
-int64_t pxi_wall_ms(void) {
+static int64_t wall_ms(void) {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
@@ -226,7 +219,7 @@ static pxi_sup_rec *rec_new(pxi_sup *s, px_actor *c, const char *id, px_restart_
     }
     r->a = c;
     r->inc = atomic_load_explicit(&c->inc, memory_order_relaxed);
-    snprintf(r->id, sizeof(r->id), "%s", id);
+    pxi_scopy(r->id, sizeof(r->id), id);
     r->rtype = rt;
     if (pol != NULL) {
         r->pol = *pol;
@@ -236,7 +229,7 @@ static pxi_sup_rec *rec_new(pxi_sup *s, px_actor *c, const char *id, px_restart_
     r->state = PX_CHILD_RUNNING;
     r->breaker = r->pol.breaker.failures > 0 ? PX_BREAKER_CLOSED : PX_BREAKER_OFF;
     r->instance = 1;
-    r->started_ms = pxi_wall_ms();
+    r->started_ms = wall_ms();
     r->idx = s->n;
     s->recs[s->n++] = r;
     tab_put(s, r);
@@ -280,23 +273,28 @@ static bool is_my_child(px_actor *p, px_actor *c, uint32_t inc) {
            st < PXI_A_STOPPING;
 }
 
-/* Children in start order (the sibling list is newest first). */
-static uint32_t children_in_order(px_actor *p, px_actor ***out) {
-    uint32_t n = 0;
-    for (px_actor *c = p->first_child; c != NULL; c = c->next_sib) {
-        n++;
+/* The children of p in start order (the sibling list is newest first), in a
+ * new array (free it); *out NULL when there are none. p's context. */
+px_err pxi_children_in_order(px_actor *p, px_actor ***out, uint32_t *n) {
+    bool root = (p->flags & PXI_AF_ROOT) != 0;
+    if (root) {
+        nng_mtx_lock(p->sys->tree_mtx); /* outside threads link top-level actors */
     }
-    px_actor **v = n ? malloc(n * sizeof(*v)) : NULL;
-    if (v == NULL) {
-        *out = NULL;
-        return 0;
-    }
-    uint32_t i = n;
+    uint32_t k = 0;
     for (px_actor *c = p->first_child; c != NULL; c = c->next_sib) {
+        k++;
+    }
+    px_actor **v = k ? malloc(k * sizeof(*v)) : NULL;
+    uint32_t i = k;
+    for (px_actor *c = p->first_child; c != NULL && v != NULL; c = c->next_sib) {
         v[--i] = c;
     }
+    if (root) {
+        nng_mtx_unlock(p->sys->tree_mtx);
+    }
     *out = v;
-    return n;
+    *n = v != NULL ? k : 0;
+    return (k > 0 && v == NULL) ? PX_ENOMEM : PX_OK;
 }
 
 /* ---- child side ---- */
@@ -315,9 +313,9 @@ void pxi_sup_fail(px_actor *a, px_err code, const char *reason, bool normal) {
     f->ref = pxi_ref_of(a);
     f->code = code;
     f->normal = normal;
-    f->time_ms = pxi_wall_ms();
-    snprintf(f->reason, sizeof(f->reason), "%s", reason ? reason : "");
-    snprintf(f->origin, sizeof(f->origin), "%s", a->sys->node_name);
+    f->time_ms = wall_ms();
+    pxi_scopy(f->reason, sizeof(f->reason), reason ? reason : "");
+    pxi_scopy(f->origin, sizeof(f->origin), a->sys->node_name);
     if (a->ext != NULL && a->ext->cause != NULL) {
         f->cause = a->ext->cause; /* an escalation: the child's failure rides along */
         a->ext->cause = NULL;
@@ -538,7 +536,8 @@ static uint32_t affected(px_actor *p, px_actor *failed, px_actor ***out) {
         return 1;
     }
     px_actor **all;
-    uint32_t n = children_in_order(p, &all);
+    uint32_t n;
+    (void)pxi_children_in_order(p, &all, &n); /* n = 0 on ENOMEM: the caller stops */
     if (st == PX_REST_FOR_ONE) {
         uint32_t k = 0;
         while (k < n && all[k] != failed) {
@@ -623,7 +622,7 @@ static void escalate(px_actor *p, pxi_sup_rec *r, pxi_fail_rec *f, const char *w
         r->escalated = true;
     }
     char reason[200];
-    scopy(reason, sizeof(reason), why);
+    pxi_scopy(reason, sizeof(reason), why);
     pxi_actor_ext *x = pxi_ext_get(p);
     if (x == NULL) {
         fail_rec_free(f);
@@ -686,11 +685,11 @@ static void on_failure(px_actor *p, pxi_fail_rec *f) {
                                                                   : r->consecutive;
     }
     r->last_fail_ms = now;
-    scopy(r->last_reason, sizeof(r->last_reason), f->reason);
+    pxi_scopy(r->last_reason, sizeof(r->last_reason), f->reason);
     r->fail_times[r->nfail_times++ % FAIL_RING] = now;
     uint32_t nft = r->nfail_times < FAIL_RING ? r->nfail_times : FAIL_RING;
     f->count_in_window = count_recent(r->fail_times, nft, since);
-    snprintf(f->id, sizeof(f->id), "%s", r->id);
+    pxi_scopy(f->id, sizeof(f->id), r->id);
     r->state = PX_CHILD_SUSPENDED;
 
     px_directive d;
@@ -842,7 +841,7 @@ void pxi_sup_sys(px_actor *a, px_msg *m) {
             if (r != NULL && m->tag == 1) {
                 r->instance++;
                 r->restarts++;
-                r->started_ms = pxi_wall_ms();
+                r->started_ms = wall_ms();
                 r->state = PX_CHILD_RUNNING;
                 if (r->breaker == PX_BREAKER_OPEN) {
                     r->breaker = PX_BREAKER_HALF_OPEN;
@@ -1116,7 +1115,7 @@ void pxi_child_info(px_actor *p, px_actor *c, px_child_info *out) {
     out->ref = pxi_ref_of(c);
     uint32_t st = atomic_load(&c->state);
     if (r != NULL) {
-        snprintf(out->id, sizeof(out->id), "%s", r->id);
+        pxi_scopy(out->id, sizeof(out->id), r->id);
         out->state = r->state;
         out->restart = r->rtype;
         out->instance = r->instance;
@@ -1124,7 +1123,7 @@ void pxi_child_info(px_actor *p, px_actor *c, px_child_info *out) {
         out->failures = r->failures;
         out->consecutive_failures = r->consecutive;
         out->last_failure_ms = r->last_fail_ms;
-        snprintf(out->last_reason, sizeof(out->last_reason), "%s", r->last_reason);
+        pxi_scopy(out->last_reason, sizeof(out->last_reason), r->last_reason);
         out->started_ms = r->started_ms;
         out->breaker = r->breaker;
     } else {
@@ -1143,17 +1142,11 @@ px_err px_children(px_ctx *ctx, px_child_info *out, size_t cap, size_t *n) {
         return PX_EINVAL;
     }
     px_actor *p = (px_actor *)ctx;
-    bool root = (p->flags & PXI_AF_ROOT) != 0;
-    if (root) {
-        nng_mtx_lock(p->sys->tree_mtx);
-    }
     px_actor **v;
-    uint32_t k = children_in_order(p, &v);
-    if (root) {
-        nng_mtx_unlock(p->sys->tree_mtx);
-    }
-    if (k == 0 && p->first_child != NULL) {
-        return PX_ENOMEM;
+    uint32_t k;
+    px_err rv = pxi_children_in_order(p, &v, &k);
+    if (rv != PX_OK) {
+        return rv;
     }
     for (uint32_t i = 0; i < k && i < cap; i++) {
         pxi_child_info(p, v[i], &out[i]);
@@ -1169,20 +1162,20 @@ px_err px_child(px_ctx *ctx, const char *id, px_child_info *out) {
     }
     px_actor *p = (px_actor *)ctx;
     pxi_sup *s = p->ext ? p->ext->sup : NULL;
-    for (uint32_t i = 0; s != NULL && i < s->n; i++) {
-        if (strcmp(s->recs[i]->id, id) == 0) {
-            pxi_child_info(p, s->recs[i]->a, out);
-            return PX_OK;
+    pxi_strval v;
+    if (id[0] != '#') { /* a spec'd child: the id map */
+        if (s == NULL || pxi_strmap_get(&s->ids, id, &v) != PX_OK) {
+            return PX_ENOENT;
         }
+        pxi_child_info(p, ((const pxi_sup_rec *)v.ptr)->a, out);
+        return PX_OK;
     }
-    if (id[0] == '#') {
-        for (px_actor *c = p->first_child; c != NULL; c = c->next_sib) {
-            char b[24];
-            snprintf(b, sizeof(b), "#%u", c->id);
-            if (strcmp(b, id) == 0) {
-                pxi_child_info(p, c, out);
-                return PX_OK;
-            }
+    for (px_actor *c = p->first_child; c != NULL; c = c->next_sib) { /* "#<slot>" */
+        char b[24];
+        snprintf(b, sizeof(b), "#%u", c->id);
+        if (strcmp(b, id) == 0) {
+            pxi_child_info(p, c, out);
+            return PX_OK;
         }
     }
     return PX_ENOENT;

@@ -11,7 +11,6 @@
  * are consistent with each other; the tree as a whole is a snapshot taken
  * over a few turns.
  */
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -71,33 +70,22 @@ static void dump_done(pxi_dump *d) {
 void pxi_dump_drop(pxi_dump *d) { dump_done(d); }
 
 void pxi_dump_handle(px_actor *a, pxi_dump *d) {
-    bool root = (a->flags & PXI_AF_ROOT) != 0;
-    if (root) {
-        nng_mtx_lock(a->sys->tree_mtx);
-    }
-    uint32_t n = 0;
-    for (px_actor *c = a->first_child; c != NULL; c = c->next_sib) {
-        n++;
-    }
-    px_actor **kids = n ? malloc(n * sizeof(*kids)) : NULL;
-    uint32_t k = 0;
-    for (px_actor *c = a->first_child; c != NULL && kids != NULL; c = c->next_sib) {
-        kids[k++] = c; /* newest first */
-    }
-    if (root) {
-        nng_mtx_unlock(a->sys->tree_mtx);
+    px_actor **kids;
+    uint32_t n;
+    if (pxi_children_in_order(a, &kids, &n) != PX_OK) {
+        nng_mtx_lock(d->mtx);
+        d->oom = true;
+        nng_mtx_unlock(d->mtx);
     }
     px_ref me = pxi_ref_of(a);
-    for (uint32_t i = k; i-- > 0;) { /* start order */
+    for (uint32_t i = 0; i < n; i++) {
         px_actor *c = kids[i];
         dump_ent e;
         memset(&e, 0, sizeof(e));
         e.parent = me;
         pxi_child_info(a, c, &e.info);
         e.ref = e.info.ref;
-        const char *bn = c->beh && c->beh->name ? c->beh->name : "?";
-        size_t bl = strnlen(bn, sizeof(e.behavior) - 1);
-        memcpy(e.behavior, bn, bl);
+        pxi_scopy(e.behavior, sizeof(e.behavior), c->beh && c->beh->name ? c->beh->name : "?");
         e.processed = atomic_load_explicit(&c->processed, memory_order_relaxed);
         e.depth = c->bq != NULL ? 0
                                 : atomic_load_explicit(&c->pushed, memory_order_relaxed) -
@@ -118,11 +106,6 @@ void pxi_dump_handle(px_actor *a, pxi_dump *d) {
         }
         nng_mtx_unlock(d->mtx);
         dump_send(d, c);
-    }
-    if (n > 0 && kids == NULL) {
-        nng_mtx_lock(d->mtx);
-        d->oom = true;
-        nng_mtx_unlock(d->mtx);
     }
     free(kids);
     dump_done(d);
@@ -149,45 +132,9 @@ static const char *breaker_name(px_breaker_state b) {
     return "?";
 }
 
-/* A growing string. */
-typedef struct sbuf {
-    char *p;
-    size_t n, cap;
-    bool oom;
-} sbuf;
-
-static void sb_printf(sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void sb_printf(sbuf *b, const char *fmt, ...) {
-    for (;;) {
-        va_list ap;
-        va_start(ap, fmt);
-        int k = vsnprintf(b->p ? b->p + b->n : NULL, b->p ? b->cap - b->n : 0, fmt, ap);
-        va_end(ap);
-        if (k < 0) {
-            b->oom = true;
-            return;
-        }
-        if (b->p != NULL && b->n + (size_t)k < b->cap) {
-            b->n += (size_t)k;
-            return;
-        }
-        size_t nc = b->cap ? b->cap * 2 : 1024;
-        while (nc < b->n + (size_t)k + 1) {
-            nc *= 2;
-        }
-        char *np = realloc(b->p, nc);
-        if (np == NULL) {
-            b->oom = true;
-            return;
-        }
-        b->p = np;
-        b->cap = nc;
-    }
-}
-
 /* Entries whose parent is `parent`, in the order they were recorded (each
  * parent records its children in start order, all at once). */
-static void render_text(sbuf *b, const dump_ent *e, uint32_t n, px_ref parent, char *prefix,
+static void render_text(FILE *b, const dump_ent *e, uint32_t n, px_ref parent, char *prefix,
                         size_t plen, uint32_t depth) {
     uint32_t count = 0, seen = 0;
     for (uint32_t i = 0; i < n; i++) {
@@ -200,18 +147,18 @@ static void render_text(sbuf *b, const dump_ent *e, uint32_t n, px_ref parent, c
         bool last = ++seen == count;
         char rb[48];
         const px_child_info *ci = &e[i].info;
-        sb_printf(b, "%.*s%s %s [%s] %s %s instance=%u restarts=%u failures=%llu mailbox=%llu",
+        fprintf(b, "%.*s%s %s [%s] %s %s instance=%u restarts=%u failures=%llu mailbox=%llu",
                   (int)plen, prefix, last ? "`--" : "|--", ci->id, e[i].behavior,
                   px_ref_format(e[i].ref, rb, sizeof(rb)), state_name(ci->state), ci->instance,
                   ci->restarts, (unsigned long long)ci->failures,
                   (unsigned long long)e[i].depth);
         if (ci->breaker != PX_BREAKER_OFF) {
-            sb_printf(b, " breaker=%s", breaker_name(ci->breaker));
+            fprintf(b, " breaker=%s", breaker_name(ci->breaker));
         }
         if (ci->last_reason[0] != '\0') {
-            sb_printf(b, " last=\"%s\"", ci->last_reason);
+            fprintf(b, " last=\"%s\"", ci->last_reason);
         }
-        sb_printf(b, "\n");
+        fprintf(b, "\n");
         if (plen + 4 < 256) {
             memcpy(prefix + plen, last ? "    " : "|   ", 4);
             render_text(b, e, n, e[i].ref, prefix, plen + 4, depth + 1);
@@ -307,17 +254,24 @@ px_err px_tree_dump(px_system *sys, px_tree_format fmt, uint32_t timeout_ms, cha
     px_ref rootref = pxi_ref_of(root);
     px_err err = PX_OK;
     if (fmt == PX_TREE_TEXT) {
-        sbuf b = {0};
+        char *text = NULL;
+        size_t len = 0;
+        FILE *b = open_memstream(&text, &len);
+        if (b == NULL) {
+            free(e);
+            return PX_ENOMEM;
+        }
         char rb[48];
-        sb_printf(&b, "%s root guardian %s\n", sys->node_name,
-                  px_ref_format(rootref, rb, sizeof(rb)));
+        fprintf(b, "%s root guardian %s\n", sys->node_name,
+                px_ref_format(rootref, rb, sizeof(rb)));
         char prefix[260];
-        render_text(&b, e, n, rootref, prefix, 0, 0);
-        if (b.oom) {
-            free(b.p);
+        render_text(b, e, n, rootref, prefix, 0, 0);
+        bool bad = ferror(b) != 0;
+        if (fclose(b) != 0 || bad) {
+            free(text);
             err = PX_ENOMEM;
         } else {
-            *out = b.p;
+            *out = text;
         }
     } else {
         json_t *kids = render_json(e, n, rootref, 0);

@@ -38,6 +38,10 @@ static inline uint64_t ex_arg(const px_msg *arg, uint64_t dflt) {
 px_err ex_send_u64(px_ctx *ctx, px_ref to, uint32_t tag, uint64_t v);
 px_err ex_send_bytes(px_ctx *ctx, px_ref to, uint32_t tag, const void *p, size_t n);
 
+/* The `stop` callback of every example behavior: frees the state its init
+ * allocated (px_state, NULL-safe). Actor context. */
+void ex_free_state(px_ctx *ctx);
+
 /* Spawns a supervised child `id` of behavior `behavior` with a u64 start
  * argument; the argument is freed on error. */
 px_err ex_spawn_child(px_ctx *ctx, const char *id, const char *behavior, uint64_t arg,

@@ -8,6 +8,7 @@
  * never touch freed memory.
  */
 #include <pthread.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "ex_internal.h"
@@ -30,14 +31,21 @@ static const px_behavior *const all_behaviors[] = {
     &px_ex_hier,       &px_ex_hier_mid,       &px_ex_hier_leaf,
 };
 
-/* The slot of sys, or NULL. Caller holds slots_mtx. */
-static ex_stats *find_locked(const px_system *sys) {
+/* The index of the slot held by sys (NULL: the first free slot), or -1.
+ * Caller holds slots_mtx. */
+static int slot_locked(const px_system *sys) {
     for (int i = 0; i < EX_MAX_SYSTEMS; i++) {
         if (slots[i].sys == sys) {
-            return &slots[i].st;
+            return i;
         }
     }
-    return NULL;
+    return -1;
+}
+
+/* The counters of sys, or NULL. Caller holds slots_mtx. */
+static ex_stats *find_locked(const px_system *sys) {
+    int i = slot_locked(sys);
+    return i >= 0 ? &slots[i].st : NULL;
 }
 
 ex_stats *ex_stats_of(px_ctx *ctx) {
@@ -57,17 +65,10 @@ px_err px_examples_register(px_system *sys) {
     }
     pthread_mutex_lock(&slots_mtx);
     /* A slot for this address may be left from a freed system that was
-     * never forgotten: reuse it. */
-    int idx = -1;
-    for (int i = 0; i < EX_MAX_SYSTEMS && idx < 0; i++) {
-        if (slots[i].sys == sys) {
-            idx = i;
-        }
-    }
-    for (int i = 0; i < EX_MAX_SYSTEMS && idx < 0; i++) {
-        if (slots[i].sys == NULL) {
-            idx = i;
-        }
+     * never forgotten: reuse it; else take a free one. */
+    int idx = slot_locked(sys);
+    if (idx < 0) {
+        idx = slot_locked(NULL);
     }
     if (idx < 0) {
         pthread_mutex_unlock(&slots_mtx);
@@ -139,6 +140,8 @@ px_err ex_send_bytes(px_ctx *ctx, px_ref to, uint32_t tag, const void *p, size_t
     px_msg_free(m);
     return err;
 }
+
+void ex_free_state(px_ctx *ctx) { free(px_state(ctx)); }
 
 px_err ex_spawn_child(px_ctx *ctx, const char *id, const char *behavior, uint64_t arg,
                       const px_restart_policy *policy, px_ref *out) {

@@ -67,13 +67,11 @@ static px_err leaf_receive(px_ctx *ctx, px_msg *m) {
     }
 }
 
-static void leaf_stop(px_ctx *ctx) { free(px_state(ctx)); }
-
 const px_behavior px_ex_hier_leaf = {
     .name = "ex.hier.leaf",
     .init = leaf_init,
     .receive = leaf_receive,
-    .stop = leaf_stop,
+    .stop = ex_free_state,
 };
 
 /* ---- middle ---- */
@@ -131,8 +129,6 @@ static px_err mid_receive(px_ctx *ctx, px_msg *m) {
     return ex_send_bytes(ctx, md->leaf[idx], px_msg_tag(m), data, len);
 }
 
-static void mid_stop(px_ctx *ctx) { free(px_state(ctx)); }
-
 /* The decider: which failures are the subtree's, which the leaf's. */
 static px_directive mid_on_child_failure(px_ctx *ctx, const px_failure *f) {
     mid *md = px_state(ctx);
@@ -152,7 +148,7 @@ const px_behavior px_ex_hier_mid = {
     .name = "ex.hier.mid",
     .init = mid_init,
     .receive = mid_receive,
-    .stop = mid_stop,
+    .stop = ex_free_state,
     .on_child_failure = mid_on_child_failure,
     .strategy = PX_ONE_FOR_ONE,
 };
@@ -200,8 +196,6 @@ static px_err top_receive(px_ctx *ctx, px_msg *m) {
     return ex_send_bytes(ctx, t->mid, px_msg_tag(m), data, len);
 }
 
-static void top_stop(px_ctx *ctx) { free(px_state(ctx)); }
-
 static px_directive top_on_child_failure(px_ctx *ctx, const px_failure *f) {
     top *t = px_state(ctx);
     EX_ADD(t->st, hier_mid_restarts, 1);
@@ -215,7 +209,7 @@ const px_behavior px_ex_hier = {
     .name = "ex.hier",
     .init = top_init,
     .receive = top_receive,
-    .stop = top_stop,
+    .stop = ex_free_state,
     .on_child_failure = top_on_child_failure,
     .strategy = PX_ONE_FOR_ONE,
 };

@@ -64,8 +64,6 @@ static px_err sink_init(px_ctx *ctx, const px_msg *arg) {
     return stage_init(ctx, PX_EX_STAGE_SINK);
 }
 
-static void stage_stop(px_ctx *ctx) { free(px_state(ctx)); }
-
 /* One token of a record: a decimal u64 -> ITEM, "poison" -> POISON,
  * anything else is rejected. */
 static px_err parse_token(px_ctx *ctx, stage *s, const char *tok, size_t n) {
@@ -152,19 +150,19 @@ const px_behavior px_ex_pipe_parse = {
     .name = "ex.pipeline.parse",
     .init = parse_init,
     .receive = parse_receive,
-    .stop = stage_stop,
+    .stop = ex_free_state,
 };
 const px_behavior px_ex_pipe_transform = {
     .name = "ex.pipeline.transform",
     .init = transform_init,
     .receive = transform_receive,
-    .stop = stage_stop,
+    .stop = ex_free_state,
 };
 const px_behavior px_ex_pipe_sink = {
     .name = "ex.pipeline.sink",
     .init = sink_init,
     .receive = sink_receive,
-    .stop = stage_stop,
+    .stop = ex_free_state,
 };
 
 /* ---- the pipeline supervisor ---- */
@@ -224,8 +222,6 @@ static px_err pipeline_receive(px_ctx *ctx, px_msg *m) {
     }
 }
 
-static void pipeline_stop(px_ctx *ctx) { free(px_state(ctx)); }
-
 static px_directive pipeline_on_child_failure(px_ctx *ctx, const px_failure *f) {
     pipeline *p = px_state(ctx);
     EX_ADD(p->st, pipe_stage_failures, 1);
@@ -239,7 +235,7 @@ const px_behavior px_ex_pipeline = {
     .name = "ex.pipeline",
     .init = pipeline_init,
     .receive = pipeline_receive,
-    .stop = pipeline_stop,
+    .stop = ex_free_state,
     .on_child_failure = pipeline_on_child_failure,
     .strategy = PX_REST_FOR_ONE,
 };

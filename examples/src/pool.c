@@ -85,13 +85,11 @@ static px_err worker_receive(px_ctx *ctx, px_msg *m) {
     return PX_OK;
 }
 
-static void worker_stop(px_ctx *ctx) { free(px_state(ctx)); }
-
 const px_behavior px_ex_pool_worker = {
     .name = "ex.pool.worker",
     .init = worker_init,
     .receive = worker_receive,
-    .stop = worker_stop,
+    .stop = ex_free_state,
 };
 
 /* ---- pool ---- */
@@ -161,8 +159,6 @@ static px_err pool_receive(px_ctx *ctx, px_msg *m) {
     return PX_OK;
 }
 
-static void pool_stop(px_ctx *ctx) { free(px_state(ctx)); }
-
 static px_directive pool_on_child_failure(px_ctx *ctx, const px_failure *f) {
     pool *p = px_state(ctx);
     EX_ADD(p->st, pool_worker_failures, 1);
@@ -175,7 +171,7 @@ const px_behavior px_ex_pool = {
     .name = "ex.pool",
     .init = pool_init,
     .receive = pool_receive,
-    .stop = pool_stop,
+    .stop = ex_free_state,
     .on_child_failure = pool_on_child_failure,
     .strategy = PX_ONE_FOR_ONE,
 };

@@ -68,13 +68,11 @@ static px_err member_receive(px_ctx *ctx, px_msg *m) {
     }
 }
 
-static void member_stop(px_ctx *ctx) { free(px_state(ctx)); }
-
 const px_behavior px_ex_trio_member = {
     .name = "ex.trio.member",
     .init = member_init,
     .receive = member_receive,
-    .stop = member_stop,
+    .stop = ex_free_state,
 };
 
 /* ---- the trio supervisor ---- */
@@ -135,8 +133,6 @@ static px_err trio_receive(px_ctx *ctx, px_msg *m) {
     }
 }
 
-static void trio_stop(px_ctx *ctx) { free(px_state(ctx)); }
-
 static px_directive trio_on_child_failure(px_ctx *ctx, const px_failure *f) {
     trio *t = px_state(ctx);
     EX_ADD(t->st, trio_member_failures, 1);
@@ -149,7 +145,7 @@ const px_behavior px_ex_trio = {
     .name = "ex.trio",
     .init = trio_init,
     .receive = trio_receive,
-    .stop = trio_stop,
+    .stop = ex_free_state,
     .on_child_failure = trio_on_child_failure,
     .strategy = PX_ALL_FOR_ONE,
 };

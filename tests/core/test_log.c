@@ -1,7 +1,20 @@
 /* Tests for plexus/log.h and the system's logging: levels, parsing, sinks. */
 #include "helpers.h"
 
-#include <strings.h>
+/* A system at `level` whose log lines go to cap (node name `node` unless
+ * NULL). */
+static px_system *log_system(pxt_logcap *cap, px_log_level level, const char *node) {
+    pxt_logcap_init(cap);
+    px_config cfg;
+    pxt_config(&cfg);
+    if (node) {
+        cfg.node_name = node;
+    }
+    cfg.log_level = level;
+    cfg.log_sink = pxt_logcap_sink;
+    cfg.log_arg = cap;
+    return pxt_system_with(&cfg);
+}
 
 Test(core_log, level_names_are_short_upper_case_strings, .timeout = 10) {
     const char *want[] = {"TRACE", "DEBUG", "INFO", "WARN", "ERROR", "CRIT", "OFF"};
@@ -31,14 +44,7 @@ Test(core_log, parse_rejects_anything_else, .timeout = 10) {
 
 Test(core_log, system_sink_gets_lines_at_or_above_the_threshold_only, .timeout = 10) {
     pxt_logcap cap;
-    pxt_logcap_init(&cap);
-    px_config cfg;
-    pxt_config(&cfg);
-    cfg.node_name = "lognode";
-    cfg.log_level = PX_LOG_WARN;
-    cfg.log_sink = pxt_logcap_sink;
-    cfg.log_arg = &cap;
-    px_system *sys = pxt_system_with(&cfg);
+    px_system *sys = log_system(&cap, PX_LOG_WARN, "lognode");
 
     cr_assert(px_log_enabled(sys, PX_LOG_WARN));
     cr_assert(px_log_enabled(sys, PX_LOG_CRIT));
@@ -59,13 +65,7 @@ Test(core_log, system_sink_gets_lines_at_or_above_the_threshold_only, .timeout =
 
 Test(core_log, level_off_silences_everything, .timeout = 10) {
     pxt_logcap cap;
-    pxt_logcap_init(&cap);
-    px_config cfg;
-    pxt_config(&cfg);
-    cfg.log_level = PX_LOG_OFF;
-    cfg.log_sink = pxt_logcap_sink;
-    cfg.log_arg = &cap;
-    px_system *sys = pxt_system_with(&cfg);
+    px_system *sys = log_system(&cap, PX_LOG_OFF, NULL);
     px_log(sys, PX_LOG_CRIT, "not shown");
     cr_assert_not(px_log_enabled(sys, PX_LOG_CRIT));
     px_system_free(sys);
@@ -74,13 +74,7 @@ Test(core_log, level_off_silences_everything, .timeout = 10) {
 
 Test(core_log, trace_level_logs_actor_lifecycle_events, .timeout = 10) {
     pxt_logcap cap;
-    pxt_logcap_init(&cap);
-    px_config cfg;
-    pxt_config(&cfg);
-    cfg.log_level = PX_LOG_TRACE;
-    cfg.log_sink = pxt_logcap_sink;
-    cfg.log_arg = &cap;
-    px_system *sys = pxt_system_with(&cfg);
+    px_system *sys = log_system(&cap, PX_LOG_TRACE, NULL);
     int before = pxt_logcap_lines(&cap);
     pxt_rec *r = pxt_rec_new();
     px_ref a = pxt_rec_spawn(sys, r, NULL);
@@ -94,13 +88,7 @@ Test(core_log, trace_level_logs_actor_lifecycle_events, .timeout = 10) {
 
 Test(core_log, default_level_info_hides_trace_lines, .timeout = 10) {
     pxt_logcap cap;
-    pxt_logcap_init(&cap);
-    px_config cfg;
-    pxt_config(&cfg);
-    cfg.log_level = PX_LOG_INFO;
-    cfg.log_sink = pxt_logcap_sink;
-    cfg.log_arg = &cap;
-    px_system *sys = pxt_system_with(&cfg);
+    px_system *sys = log_system(&cap, PX_LOG_INFO, NULL);
     pxt_rec *r = pxt_rec_new();
     px_ref a = pxt_rec_spawn(sys, r, NULL);
     pxt_send_u64(sys, a, 1, 1);

@@ -237,15 +237,21 @@ static px_err prober_receive(px_ctx *ctx, px_msg *m) {
 static const px_behavior prober_b = {.name = "t.prober", .init = pxt_init_ptr_state,
                                      .receive = prober_receive};
 
+/* Spawns a prober for p (whose target is parked and full), has it try its
+ * one send and waits until it did. */
+static void run_prober(px_system *sys, prober *p) {
+    px_ref pr = pxt_spawn(sys, &prober_b, p, NULL);
+    pxt_send_u64(sys, pr, 0, 0);
+    PXT_AWAIT(atomic_load(&p->done), 10000);
+}
+
 Test(core_mailbox, block_policy_fails_at_once_with_efull_from_actor_context, .timeout = 20) {
     px_system *sys = pxt_system();
     pxt_rec *r = pxt_rec_new();
     px_ref a = spawn_bounded(sys, r, 4, PX_OVERFLOW_BLOCK, 5000);
     park_and_fill(sys, r, a, 4);
     prober p = {.to = a};
-    px_ref pr = pxt_spawn(sys, &prober_b, &p, NULL);
-    pxt_send_u64(sys, pr, 0, 0);
-    PXT_AWAIT(atomic_load(&p.done), 10000);
+    run_prober(sys, &p);
     cr_assert_eq(atomic_load(&p.result), PX_EFULL, "got %s", px_errname(atomic_load(&p.result)));
     cr_assert(atomic_load(&p.msg_kept), "on PX_EFULL the actor still owns the message");
     cr_assert_lt(atomic_load(&p.took_ms), 1000, "a worker must not block (took %lld ms)",
@@ -263,9 +269,7 @@ Test(core_mailbox, block_policy_system_send_from_a_worker_fails_at_once_with_efu
     px_ref a = spawn_bounded(sys, r, 4, PX_OVERFLOW_BLOCK, 5000);
     park_and_fill(sys, r, a, 4);
     prober p = {.to = a, .via_system_send = 1};
-    px_ref pr = pxt_spawn(sys, &prober_b, &p, NULL);
-    pxt_send_u64(sys, pr, 0, 0);
-    PXT_AWAIT(atomic_load(&p.done), 10000);
+    run_prober(sys, &p);
     cr_assert_eq(atomic_load(&p.result), PX_EFULL, "got %s", px_errname(atomic_load(&p.result)));
     cr_assert(atomic_load(&p.msg_kept));
     cr_assert_lt(atomic_load(&p.took_ms), 1000, "px_system_send blocked a worker for %lld ms",
@@ -312,9 +316,7 @@ Test(core_mailbox, drop_oldest_policy_keeps_the_newest_messages, .timeout = 20) 
     px_ref a = spawn_bounded(sys, r, 4, PX_OVERFLOW_DROP_OLDEST, 0);
     park_and_fill(sys, r, a, 4); /* 0 in receive; 1..4 queued */
     for (uint64_t i = 5; i <= 7; i++) {
-        px_msg *m = pxt_u64(1, i);
-        cr_assert_eq(px_system_send(sys, a, &m), PX_OK);
-        cr_assert_null(m);
+        pxt_send_u64(sys, a, 1, i);
     }
     cr_assert_eq(pxt_astats(sys, a).dropped, 3);
     pxt_rec_open(r);
@@ -363,9 +365,7 @@ Test(core_mailbox, error_policy_returns_efull_from_actor_context, .timeout = 20)
     px_ref a = spawn_bounded(sys, r, 2, PX_OVERFLOW_ERROR, 0);
     park_and_fill(sys, r, a, 2);
     prober p = {.to = a};
-    px_ref pr = pxt_spawn(sys, &prober_b, &p, NULL);
-    pxt_send_u64(sys, pr, 0, 0);
-    PXT_AWAIT(atomic_load(&p.done), 10000);
+    run_prober(sys, &p);
     cr_assert_eq(atomic_load(&p.result), PX_EFULL);
     cr_assert(atomic_load(&p.msg_kept));
     pxt_rec_open(r);

@@ -391,6 +391,18 @@ static void send_kid(px_system *sys, kid *k, uint32_t tag, uint64_t v) {
     pxt_send_u64(sys, k->self, tag, v);
 }
 
+/* The usual one-child setup: p (behavior b) goes up, spawns the single child
+ * "k" (kid k, restart type `restart`) and the spawn must have succeeded.
+ * Returns the parent's ref; the child's is p->refs[0]. */
+static px_ref par_with_kid(px_system *sys, const px_behavior *b, par *p, kid *k,
+                           px_restart_type restart) {
+    px_ref pref = par_top(sys, b, p);
+    par_spec(p, "k", "t.kid", k)->restart = restart;
+    par_do_spawn(sys, pref, p);
+    cr_assert_eq(p->errs[0], PX_OK);
+    return pref;
+}
+
 /* --- 1. px_spawn_child and px_children -------------------------------- */
 
 Test(core_sup, spawn_child_spawns_refuses_duplicates_and_unknown_behaviors_and_lists_children,
@@ -460,10 +472,7 @@ Test(core_sup, resume_keeps_the_state_and_drops_the_failing_message, .timeout = 
     par *p = par_new();
     kid *k = kid_new(1);
     atomic_store(&p->directive, PX_DIRECTIVE_RESUME);
-    px_ref pref = par_top(sys, &par_b, p);
-    par_spec(p, "k", "t.kid", k);
-    par_do_spawn(sys, pref, p);
-    cr_assert_eq(p->errs[0], PX_OK);
+    px_ref pref = par_with_kid(sys, &par_b, p, k, PX_RESTART_PERMANENT);
     uint64_t r0 = PXT_STAT(sys, resumed), rs0 = PXT_STAT(sys, restarts);
 
     for (int i = 0; i < 3; i++) {
@@ -503,10 +512,7 @@ Test(core_sup, default_decider_restarts_with_a_fresh_instance_behind_the_same_re
     px_system *sys = sup_system();
     par *p = par_new();
     kid *k = kid_new(1);
-    px_ref pref = par_top(sys, &par_default_b, p);
-    par_spec(p, "k", "t.kid", k);
-    par_do_spawn(sys, pref, p);
-    cr_assert_eq(p->errs[0], PX_OK);
+    px_ref pref = par_with_kid(sys, &par_default_b, p, k, PX_RESTART_PERMANENT);
     px_ref ref = p->refs[0];
     uint64_t rs0 = PXT_STAT(sys, restarts);
 
@@ -546,10 +552,7 @@ Test(core_sup, messages_sent_while_a_child_restarts_reach_the_new_instance_in_or
     px_system *sys = sup_system();
     par *p = par_new();
     kid *k = kid_new(1);
-    px_ref pref = par_top(sys, &par_default_b, p);
-    par_spec(p, "k", "t.kid", k);
-    par_do_spawn(sys, pref, p);
-    cr_assert_eq(p->errs[0], PX_OK);
+    par_with_kid(sys, &par_default_b, p, k, PX_RESTART_PERMANENT);
     px_ref ref = p->refs[0];
     uint64_t d0 = PXT_STAT(sys, dead_letters);
 
@@ -583,10 +586,7 @@ Test(core_sup, stop_directive_stops_the_child_for_good_and_the_parent_lives, .ti
     par *p = par_new();
     kid *k = kid_new(1);
     atomic_store(&p->directive, PX_DIRECTIVE_STOP);
-    px_ref pref = par_top(sys, &par_b, p);
-    par_spec(p, "k", "t.kid", k);
-    par_do_spawn(sys, pref, p);
-    cr_assert_eq(p->errs[0], PX_OK);
+    px_ref pref = par_with_kid(sys, &par_b, p, k, PX_RESTART_PERMANENT);
     px_ref ref = p->refs[0];
     uint64_t rs0 = PXT_STAT(sys, restarts);
 
@@ -879,10 +879,7 @@ Test(core_sup, temporary_child_is_stopped_not_restarted_by_a_restart_directive, 
     px_system *sys = sup_system();
     par *p = par_new();
     kid *k = kid_new(1);
-    px_ref pref = par_top(sys, &par_default_b, p);
-    par_spec(p, "k", "t.kid", k)->restart = PX_RESTART_TEMPORARY;
-    par_do_spawn(sys, pref, p);
-    cr_assert_eq(p->errs[0], PX_OK);
+    px_ref pref = par_with_kid(sys, &par_default_b, p, k, PX_RESTART_TEMPORARY);
     par_query(sys, pref, p, "k");
     cr_assert_eq(p->info.restart, PX_RESTART_TEMPORARY);
     px_ref ref = p->refs[0];
@@ -900,10 +897,7 @@ Test(core_sup, transient_child_that_stops_itself_is_not_restarted, .timeout = 15
     px_system *sys = sup_system();
     par *p = par_new();
     kid *k = kid_new(1);
-    px_ref pref = par_top(sys, &par_default_b, p);
-    par_spec(p, "k", "t.kid", k)->restart = PX_RESTART_TRANSIENT;
-    par_do_spawn(sys, pref, p);
-    cr_assert_eq(p->errs[0], PX_OK);
+    par_with_kid(sys, &par_default_b, p, k, PX_RESTART_TRANSIENT);
     px_ref ref = p->refs[0];
     send_kid(sys, k, TAG_STOPSELF, 0);
     PXT_AWAIT(atomic_load(&k->stops) == 1, 5000);
@@ -918,10 +912,7 @@ Test(core_sup, permanent_child_that_stops_itself_is_restarted, .timeout = 15) {
     px_system *sys = sup_system();
     par *p = par_new();
     kid *k = kid_new(1);
-    px_ref pref = par_top(sys, &par_default_b, p);
-    par_spec(p, "k", "t.kid", k)->restart = PX_RESTART_PERMANENT;
-    par_do_spawn(sys, pref, p);
-    cr_assert_eq(p->errs[0], PX_OK);
+    px_ref pref = par_with_kid(sys, &par_default_b, p, k, PX_RESTART_PERMANENT);
     px_ref ref = p->refs[0];
     send_kid(sys, k, TAG_STOPSELF, 0);
     PXT_AWAIT(atomic_load(&k->inits) == 2, 5000);

@@ -2,8 +2,6 @@
  * limits and stats. */
 #include "helpers.h"
 
-#include <ctype.h>
-
 /* --- config ------------------------------------------------------------ */
 
 Test(core_system, config_init_fills_the_documented_defaults, .timeout = 10) {
@@ -255,8 +253,10 @@ Test(core_system, shutdown_is_idempotent_and_closes_intake, .timeout = 10) {
 #define INFLIGHT_PER 20000
 
 /* Sends INFLIGHT_PER messages to each of INFLIGHT_ACTORS recorders from this
- * thread, then shuts down at once. Returns the number sent. */
-static uint64_t fill_then_shutdown(px_system *sys, pxt_rec **r, px_ref *a, px_err *shut) {
+ * thread, then shuts down at once; the shutdown must succeed. Returns the
+ * number sent. */
+static uint64_t fill_then_shutdown(px_system *sys, pxt_rec **r) {
+    px_ref a[INFLIGHT_ACTORS];
     for (int i = 0; i < INFLIGHT_ACTORS; i++) {
         r[i] = pxt_rec_new();
         a[i] = pxt_rec_spawn(sys, r[i], NULL);
@@ -268,8 +268,25 @@ static uint64_t fill_then_shutdown(px_system *sys, pxt_rec **r, px_ref *a, px_er
             sent++;
         }
     }
-    *shut = px_system_shutdown(sys);
+    px_err shut = px_system_shutdown(sys);
+    cr_assert_eq(shut, PX_OK, "shutdown: %s", px_errname(shut));
     return sent;
+}
+
+/* The messages the recorders processed in all; each one's stop ran once. */
+static uint64_t processed_and_stopped(pxt_rec **r) {
+    uint64_t processed = 0;
+    for (int i = 0; i < INFLIGHT_ACTORS; i++) {
+        processed += pxt_rec_count(r[i]);
+        cr_assert_eq(atomic_load(&r[i]->stopped), 1);
+    }
+    return processed;
+}
+
+static void free_recs(pxt_rec **r) {
+    for (int i = 0; i < INFLIGHT_ACTORS; i++) {
+        free(r[i]);
+    }
 }
 
 Test(core_system, shutdown_in_drain_mode_processes_every_queued_message, .timeout = 60) {
@@ -279,24 +296,15 @@ Test(core_system, shutdown_in_drain_mode_processes_every_queued_message, .timeou
     cfg.shutdown_timeout_ms = 30000;
     px_system *sys = pxt_system_with(&cfg);
     pxt_rec *r[INFLIGHT_ACTORS];
-    px_ref a[INFLIGHT_ACTORS];
-    px_err shut = PX_EFAIL;
-    uint64_t sent = fill_then_shutdown(sys, r, a, &shut);
-    cr_assert_eq(shut, PX_OK, "shutdown: %s", px_errname(shut));
-    uint64_t processed = 0;
-    for (int i = 0; i < INFLIGHT_ACTORS; i++) {
-        processed += pxt_rec_count(r[i]);
-        cr_assert_eq(atomic_load(&r[i]->stopped), 1);
-    }
+    uint64_t sent = fill_then_shutdown(sys, r);
+    uint64_t processed = processed_and_stopped(r);
     px_system_stats st = pxt_stats(sys);
     cr_assert_eq(processed, sent, "drain processed %llu of %llu", (unsigned long long)processed,
                  (unsigned long long)sent);
     cr_assert_eq(st.messages, sent);
     cr_assert_eq(st.dead_letters, 0);
     px_system_free(sys);
-    for (int i = 0; i < INFLIGHT_ACTORS; i++) {
-        free(r[i]);
-    }
+    free_recs(r);
 }
 
 Test(core_system, shutdown_in_reject_mode_accounts_for_every_message, .timeout = 60) {
@@ -305,24 +313,15 @@ Test(core_system, shutdown_in_reject_mode_accounts_for_every_message, .timeout =
     cfg.shutdown_mode = PX_SHUTDOWN_REJECT;
     px_system *sys = pxt_system_with(&cfg);
     pxt_rec *r[INFLIGHT_ACTORS];
-    px_ref a[INFLIGHT_ACTORS];
-    px_err shut = PX_EFAIL;
-    uint64_t sent = fill_then_shutdown(sys, r, a, &shut);
-    cr_assert_eq(shut, PX_OK, "shutdown: %s", px_errname(shut));
-    uint64_t processed = 0;
-    for (int i = 0; i < INFLIGHT_ACTORS; i++) {
-        processed += pxt_rec_count(r[i]);
-        cr_assert_eq(atomic_load(&r[i]->stopped), 1);
-    }
+    uint64_t sent = fill_then_shutdown(sys, r);
+    uint64_t processed = processed_and_stopped(r);
     px_system_stats st = pxt_stats(sys);
     cr_assert_eq(processed + st.dead_letters, sent,
                  "processed %llu + dead letters %llu != sent %llu", (unsigned long long)processed,
                  (unsigned long long)st.dead_letters, (unsigned long long)sent);
     cr_assert_eq(st.messages, processed);
     px_system_free(sys);
-    for (int i = 0; i < INFLIGHT_ACTORS; i++) {
-        free(r[i]);
-    }
+    free_recs(r);
 }
 
 /* A ring of actors passing tokens on: each message carries the hops left. */

@@ -4,7 +4,6 @@
 
 enum { TAG_MSG = 1, TAG_PROBE = 2, TAG_START = 3, TAG_TICK = 7, TAG_CANCEL = 8 };
 
-
 Test(core_timer, system_send_after_delivers_once_after_roughly_the_delay, .timeout = 10) {
     px_system *sys = pxt_system();
     pxt_rec *r = pxt_rec_new();

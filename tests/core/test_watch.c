@@ -162,6 +162,12 @@ static px_ref spawn_supervised(px_system *sys, par *p, kid *k, px_directive d) {
     return p->child;
 }
 
+/* Waits for w's first Terminated, then checks that no second one follows. */
+static void await_one_term(watcher *w) {
+    PXT_AWAIT(atomic_load(&w->terms) >= 1, 5000);
+    cr_assert(!PXT_POLL(atomic_load(&w->terms) > 1, 100), "a second Terminated arrived");
+}
+
 /* --- 1. stopped by px_stop ----------------------------------------------- */
 
 Test(core_watch, watch_then_stop_delivers_exactly_one_terminated_stopped, .timeout = 10) {
@@ -173,8 +179,7 @@ Test(core_watch, watch_then_stop_delivers_exactly_one_terminated_stopped, .timeo
     cr_assert_eq(w_cmd(sys, wref, w, TAG_WATCH, t), PX_OK);
     cr_assert(!PXT_POLL(atomic_load(&w->terms) > 0, 50), "Terminated before any end");
     cr_assert_eq(px_stop(sys, t), PX_OK);
-    PXT_AWAIT(atomic_load(&w->terms) >= 1, 5000);
-    cr_assert(!PXT_POLL(atomic_load(&w->terms) > 1, 100), "a second Terminated arrived");
+    await_one_term(w);
     cr_assert_eq(atomic_load(&w->terms), 1);
     cr_assert_eq(atomic_load(&w->bad), 0);
     cr_assert(px_ref_eq(w->who[0], t), "who is the watched ref");
@@ -196,8 +201,7 @@ Test(core_watch, an_actor_that_stops_itself_ends_with_reason_normal, .timeout = 
     px_ref t = pxt_rec_spawn(sys, r, NULL);
     cr_assert_eq(w_cmd(sys, wref, w, TAG_WATCH, t), PX_OK);
     pxt_send_u64(sys, t, 9, 0);
-    PXT_AWAIT(atomic_load(&w->terms) >= 1, 5000);
-    cr_assert(!PXT_POLL(atomic_load(&w->terms) > 1, 100), "a second Terminated arrived");
+    await_one_term(w);
     cr_assert(px_ref_eq(w->who[0], t));
     cr_assert_eq(w->reason[0], PX_TERM_NORMAL, "reason %s", px_term_reason_name(w->reason[0]));
     px_system_free(sys);
@@ -216,8 +220,7 @@ Test(core_watch, watching_a_dead_ref_delivers_one_terminated_no_actor, .timeout 
     PXT_AWAIT(!px_is_alive(sys, t), 5000);
     px_err e = w_cmd(sys, wref, w, TAG_WATCH, t);
     cr_assert_eq(e, PX_OK, "px_watch of a dead ref: %s", px_errname(e));
-    PXT_AWAIT(atomic_load(&w->terms) >= 1, 5000);
-    cr_assert(!PXT_POLL(atomic_load(&w->terms) > 1, 100), "a second Terminated arrived");
+    await_one_term(w);
     cr_assert(px_ref_eq(w->who[0], t));
     cr_assert_eq(w->reason[0], PX_TERM_NO_ACTOR, "reason %s",
                  px_term_reason_name(w->reason[0]));

@@ -91,13 +91,9 @@ int main(int argc, char **argv)
     bench_check(px_system_spawn(sys, &responder_behavior, NULL, NULL, &responder_ref),
                 "spawn responder");
     bench_check(px_system_spawn(sys, &asker_behavior, NULL, NULL, &asker), "spawn asker");
-    px_msg *start = NULL;
-    bench_check(px_msg_u64(&start, TAG_START, 0), "px_msg_u64");
-    uint64_t t0 = bench_now_ns();
-    bench_check(px_system_send(sys, asker, &start), "send start");
+    uint64_t t0 = bench_kick(sys, asker, TAG_START, "send start");
     uint64_t t1 = bench_done_wait(&done, 300, "ask");
-    px_system_stats st;
-    bench_check(px_system_stats_get(sys, &st), "stats");
+    px_system_stats st = bench_stats(sys);
     if (st.ask_timeouts != 0 || st.late_replies != 0) {
         bench_die("ask: %llu timeouts, %llu late replies", (unsigned long long)st.ask_timeouts,
                   (unsigned long long)st.late_replies);

@@ -57,9 +57,7 @@ int main(void)
     px_ref pinger;
     bench_check(px_system_spawn(sys, &ponger_behavior, NULL, NULL, &ponger_ref), "spawn ponger");
     bench_check(px_system_spawn(sys, &pinger_behavior, NULL, NULL, &pinger), "spawn pinger");
-    px_msg *start = NULL;
-    bench_check(px_msg_u64(&start, TAG_START, 0), "px_msg_u64");
-    bench_check(px_system_send(sys, pinger, &start), "send start");
+    (void)bench_kick(sys, pinger, TAG_START, "send start");
     bench_done_wait(&done, 300, "idle_cpu warm-up");
 
     /* The idle window itself: sleeping is the measurement here. */

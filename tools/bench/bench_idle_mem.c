@@ -43,19 +43,9 @@ static px_err spawner_receive(px_ctx *ctx, px_msg *msg)
         spawned++;
     }
     if (spawned < n_actors) {
-        px_msg *go = NULL;
-        px_err err = px_msg_u64(&go, TAG_GO, 0);
-        if (err == PX_OK) {
-            err = px_send(ctx, px_self(ctx), &go);
-        }
-        if (err != PX_OK) {
-            px_msg_free(go);
-            bench_done_fail(&done);
-            return err;
-        }
-    } else {
-        bench_done_signal(&done);
+        return bench_send_u64(ctx, px_self(ctx), TAG_GO, 0, &done);
     }
+    bench_done_signal(&done);
     return PX_OK;
 }
 
@@ -80,8 +70,7 @@ int main(int argc, char **argv)
     bench_done_wait(&done, 300, "idle spawn");
     uint64_t rss1 = bench_rss_bytes();
 
-    px_system_stats st;
-    bench_check(px_system_stats_get(sys, &st), "stats");
+    px_system_stats st = bench_stats(sys);
     if (st.live_actors < n_actors) {
         bench_die("idle: live_actors %llu < %llu", (unsigned long long)st.live_actors,
                   (unsigned long long)n_actors);

@@ -57,10 +57,7 @@ int main(int argc, char **argv)
     px_ref pinger;
     bench_check(px_system_spawn(sys, &ponger_behavior, NULL, NULL, &ponger_ref), "spawn ponger");
     bench_check(px_system_spawn(sys, &pinger_behavior, NULL, NULL, &pinger), "spawn pinger");
-    px_msg *start = NULL;
-    bench_check(px_msg_u64(&start, TAG_START, 0), "px_msg_u64");
-    uint64_t t0 = bench_now_ns();
-    bench_check(px_system_send(sys, pinger, &start), "send start");
+    uint64_t t0 = bench_kick(sys, pinger, TAG_START, "send start");
     uint64_t t1 = bench_done_wait(&done, 300, "pingpong");
     bench_figure_u64("core.pingpong_rtt_ns", (t1 - t0) / n_trips, "ns");
     bench_system_free(sys);

@@ -139,9 +139,7 @@ static void run(const char *figure, unsigned n_senders, uint64_t n)
     uint64_t t0 = bench_now_ns();
     for (unsigned i = 0; i < n_senders; i++) {
         senders[i].kick_pending = 1;
-        px_msg *kick = NULL;
-        bench_check(px_msg_u64(&kick, TAG_KICK, 0), "px_msg_u64");
-        bench_check(px_system_send(sys, refs[i], &kick), "send kick");
+        (void)bench_kick(sys, refs[i], TAG_KICK, "send kick");
     }
     uint64_t t1 = bench_done_wait(&done, 300, figure);
     for (unsigned i = 0; i < n_senders; i++) {

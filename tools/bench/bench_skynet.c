@@ -139,7 +139,6 @@ static px_err driver_receive(px_ctx *ctx, px_msg *msg)
 static const px_behavior driver_behavior = {.name = "bench.skynet.driver",
                                             .receive = driver_receive};
 
-
 int main(int argc, char **argv)
 {
     n_leaves = bench_arg_u64(argc, argv, 1, 1000000);
@@ -157,10 +156,7 @@ int main(int argc, char **argv)
     for (int run = 0; run < RUNS; run++) {
         bench_done_init(&done);
         result = 0;
-        px_msg *go = NULL;
-        bench_check(px_msg_u64(&go, TAG_GO, 0), "px_msg_u64");
-        uint64_t t0 = bench_now_ns();
-        bench_check(px_system_send(sys, driver, &go), "send go");
+        uint64_t t0 = bench_kick(sys, driver, TAG_GO, "send go");
         uint64_t t1 = bench_done_wait(&done, 300, "skynet");
         bench_done_fini(&done);
         if (result != expected) {
@@ -174,8 +170,7 @@ int main(int argc, char **argv)
             best = ms;
         }
     }
-    px_system_stats st;
-    bench_check(px_system_stats_get(sys, &st), "stats");
+    px_system_stats st = bench_stats(sys);
     fprintf(stderr, "bench: skynet: spawned %llu stopped %llu live %llu failures %llu\n",
             (unsigned long long)st.spawned, (unsigned long long)st.stopped,
             (unsigned long long)st.live_actors, (unsigned long long)st.failures);

@@ -59,29 +59,13 @@ static px_err spawner_receive(px_ctx *ctx, px_msg *msg)
             return err;
         }
         s->spawned++;
-        px_msg *m = NULL;
-        err = px_msg_u64(&m, TAG_HELLO, s->spawned);
-        if (err == PX_OK) {
-            err = px_send(ctx, child, &m);
-        }
+        err = bench_send_u64(ctx, child, TAG_HELLO, s->spawned, &done);
         if (err != PX_OK) {
-            px_msg_free(m);
-            fprintf(stderr, "bench: send to child: %s\n", px_strerror(err));
-            bench_done_fail(&done);
             return err;
         }
     }
     if (s->spawned < n_actors) {
-        px_msg *go = NULL;
-        px_err err = px_msg_u64(&go, TAG_GO, 0);
-        if (err == PX_OK) {
-            err = px_send(ctx, px_self(ctx), &go);
-        }
-        if (err != PX_OK) {
-            px_msg_free(go);
-            bench_done_fail(&done);
-            return err;
-        }
+        return bench_send_u64(ctx, px_self(ctx), TAG_GO, 0, &done);
     }
     return PX_OK;
 }
@@ -101,10 +85,7 @@ int main(int argc, char **argv)
     px_ref spawner_ref;
     bench_check(px_system_spawn(sys, &spawner_behavior, NULL, NULL, &spawner_ref),
                 "spawn spawner");
-    px_msg *go = NULL;
-    bench_check(px_msg_u64(&go, TAG_GO, 0), "px_msg_u64");
-    uint64_t t0 = bench_now_ns();
-    bench_check(px_system_send(sys, spawner_ref, &go), "send go");
+    uint64_t t0 = bench_kick(sys, spawner_ref, TAG_GO, "send go");
     uint64_t t1 = bench_done_wait(&done, 300, "spawn");
 
     if (atomic_load(&checksum) != checksum_expected) {
@@ -112,8 +93,7 @@ int main(int argc, char **argv)
                   (unsigned long long)atomic_load(&checksum),
                   (unsigned long long)checksum_expected);
     }
-    px_system_stats st;
-    bench_check(px_system_stats_get(sys, &st), "stats");
+    px_system_stats st = bench_stats(sys);
     if (st.live_actors < n_actors) {
         bench_die("spawn: live_actors %llu < %llu", (unsigned long long)st.live_actors,
                   (unsigned long long)n_actors);

@@ -43,7 +43,7 @@ enum { TAG_GO = 1, TAG_FAIL = 2, TAG_PING = 3, TAG_PONG = 4 };
 
 #define CHUNK 4096u
 
-/* ---- the benchmark system and its log sink ---- */
+/* ---- the benchmark systems and their log sink ---- */
 
 static _Atomic uint64_t failure_lines;
 
@@ -56,36 +56,16 @@ static void sup_log_sink(void *arg, px_log_level level, const char *node, const 
     px_log_stderr(arg, level, node, line);
 }
 
-/* As bench_system, with the counting sink. */
-static px_system *sup_system(uint32_t max_actors)
+/* A fresh benchmark system logging through the counting sink (count reset),
+ * with `child` registered by name and `parent` spawned at the top. */
+static px_system *sup_setup(uint32_t max_actors, const px_behavior *child,
+                            const px_behavior *parent, px_ref *parent_ref)
 {
-    px_config cfg;
-    px_config_init(&cfg);
-    cfg.node_name = "bench";
-    cfg.log_level = PX_LOG_WARN;
-    cfg.log_sink = sup_log_sink;
-    const char *wk = getenv("PX_BENCH_WORKERS"); /* profiling aid */
-    if (wk != NULL) {
-        cfg.workers = (uint32_t)strtoul(wk, NULL, 10);
-    }
-    if (max_actors != 0) {
-        cfg.max_actors = max_actors;
-    }
-    char why[256] = "";
-    if (px_config_check(&cfg, why, sizeof(why)) != PX_OK) {
-        bench_die("config: %s", why);
-    }
-    px_system *sys = NULL;
-    bench_check(px_system_alloc(&sys, &cfg), "px_system_alloc");
+    px_system *sys = bench_system_sink(max_actors, sup_log_sink, NULL);
     atomic_store(&failure_lines, 0);
+    bench_check(px_behavior_register(sys, child), "register child");
+    bench_check(px_system_spawn(sys, parent, NULL, NULL, parent_ref), "spawn parent");
     return sys;
-}
-
-static px_system_stats stats_of(px_system *sys)
-{
-    px_system_stats st;
-    bench_check(px_system_stats_get(sys, &st), "stats");
-    return st;
 }
 
 static void free_timed(px_system *sys, const char *what)
@@ -172,21 +152,17 @@ static void bench_child_spawn(uint64_t n)
     sp_spawned = 0;
     atomic_store(&sp_inits, 0);
     bench_done_init(&sp_done);
-    px_system *sys = sup_system((uint32_t)(n + 1024));
-    bench_check(px_behavior_register(sys, &sp_child_behavior), "register child");
     px_ref parent;
-    bench_check(px_system_spawn(sys, &sp_parent_behavior, NULL, NULL, &parent), "spawn parent");
-    px_msg *go = NULL;
-    bench_check(px_msg_u64(&go, TAG_GO, 0), "px_msg_u64");
-    uint64_t t0 = bench_now_ns();
-    bench_check(px_system_send(sys, parent, &go), "send go");
+    px_system *sys =
+        sup_setup((uint32_t)(n + 1024), &sp_child_behavior, &sp_parent_behavior, &parent);
+    uint64_t t0 = bench_kick(sys, parent, TAG_GO, "send go");
     uint64_t t1 = bench_done_wait(&sp_done, 300, "child spawn");
 
     if (atomic_load(&sp_inits) != n) {
         bench_die("child spawn: %llu inits, expected %llu",
                   (unsigned long long)atomic_load(&sp_inits), (unsigned long long)n);
     }
-    px_system_stats st = stats_of(sys);
+    px_system_stats st = bench_stats(sys);
     if (st.live_actors < n + 1) {
         bench_die("child spawn: live_actors %llu < %llu", (unsigned long long)st.live_actors,
                   (unsigned long long)(n + 1));
@@ -318,17 +294,12 @@ static void bench_restart(uint64_t m)
         bench_die("restart: out of memory");
     }
     bench_done_init(&rs_done);
-    px_system *sys = sup_system(0);
-    bench_check(px_behavior_register(sys, &rs_child_behavior), "register child");
     px_ref parent;
-    bench_check(px_system_spawn(sys, &rs_parent_behavior, NULL, NULL, &parent), "spawn parent");
-    px_msg *go = NULL;
-    bench_check(px_msg_u64(&go, TAG_GO, 0), "px_msg_u64");
-    uint64_t t0 = bench_now_ns();
-    bench_check(px_system_send(sys, parent, &go), "send go");
+    px_system *sys = sup_setup(0, &rs_child_behavior, &rs_parent_behavior, &parent);
+    uint64_t t0 = bench_kick(sys, parent, TAG_GO, "send go");
     uint64_t t1 = bench_done_wait(&rs_done, 300, "restart");
 
-    px_system_stats st = stats_of(sys);
+    px_system_stats st = bench_stats(sys);
     if (st.restarts != m || st.failures != m || st.escalations != 0 ||
         atomic_load(&rs_inits) != m + 1 || atomic_load(&failure_lines) != m) {
         bench_die("restart: restarts %llu, failures %llu, escalations %llu, inits %llu, "
@@ -454,27 +425,22 @@ static void bench_storm(uint64_t s, uint64_t k)
     }
     bench_done_init(&st_ready);
     bench_done_init(&st_done);
-    px_system *sys = sup_system((uint32_t)(s + 1024));
-    bench_check(px_behavior_register(sys, &st_child_behavior), "register child");
     px_ref parent;
-    bench_check(px_system_spawn(sys, &st_parent_behavior, NULL, NULL, &parent), "spawn parent");
-    px_msg *go = NULL;
-    bench_check(px_msg_u64(&go, ST_SPAWN, 0), "px_msg_u64");
-    bench_check(px_system_send(sys, parent, &go), "send spawn");
+    px_system *sys =
+        sup_setup((uint32_t)(s + 1024), &st_child_behavior, &st_parent_behavior, &parent);
+    (void)bench_kick(sys, parent, ST_SPAWN, "send spawn");
     (void)bench_done_wait(&st_ready, 300, "storm setup");
 
-    bench_check(px_msg_u64(&go, ST_ROUND, 0), "px_msg_u64");
-    uint64_t t0 = bench_now_ns();
-    bench_check(px_system_send(sys, parent, &go), "send round");
+    uint64_t t0 = bench_kick(sys, parent, ST_ROUND, "send round");
     uint64_t t1 = bench_done_wait(&st_done, 300, "storm");
 
     /* The parent counts a restart when the new instance's ack reaches it,
      * just after its init: wait (bounded) for the stats to catch up. */
     uint64_t total = s * k;
-    px_system_stats st = stats_of(sys);
+    px_system_stats st = bench_stats(sys);
     for (int i = 0; i < 5000 && st.restarts < total; i++) {
         usleep(1000);
-        st = stats_of(sys);
+        st = bench_stats(sys);
     }
     uint64_t t2 = bench_now_ns();
     if (st.restarts != total || st.failures != total || st.escalations != 0 ||

@@ -119,10 +119,19 @@ void bench_check(px_err err, const char *what)
 
 px_system *bench_system(uint32_t max_actors)
 {
+    return bench_system_sink(max_actors, NULL, NULL);
+}
+
+px_system *bench_system_sink(uint32_t max_actors, px_log_sink sink, void *arg)
+{
     px_config cfg;
     px_config_init(&cfg);
     cfg.node_name = "bench";
     cfg.log_level = PX_LOG_WARN;
+    if (sink != NULL) {
+        cfg.log_sink = sink;
+        cfg.log_arg = arg;
+    }
     const char *wk = getenv("PX_BENCH_WORKERS"); /* profiling aid */
     if (wk != NULL) {
         cfg.workers = (uint32_t)strtoul(wk, NULL, 10);
@@ -137,6 +146,13 @@ px_system *bench_system(uint32_t max_actors)
     px_system *sys = NULL;
     bench_check(px_system_alloc(&sys, &cfg), "px_system_alloc");
     return sys;
+}
+
+px_system_stats bench_stats(px_system *sys)
+{
+    px_system_stats st;
+    bench_check(px_system_stats_get(sys, &st), "stats");
+    return st;
 }
 
 void bench_system_free(px_system *sys)
@@ -187,4 +203,13 @@ px_err bench_send_u64(px_ctx *ctx, px_ref to, uint32_t tag, uint64_t v, bench_do
         bench_done_fail(d);
     }
     return err;
+}
+
+uint64_t bench_kick(px_system *sys, px_ref to, uint32_t tag, const char *what)
+{
+    px_msg *m = NULL;
+    bench_check(px_msg_u64(&m, tag, 0), "px_msg_u64");
+    uint64_t t0 = bench_now_ns();
+    bench_check(px_system_send(sys, to, &m), what);
+    return t0;
 }

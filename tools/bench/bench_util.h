@@ -33,11 +33,16 @@ void bench_done_fail(bench_done *d);
  * failure. Returns the time of the signal (bench_now_ns clock). */
 uint64_t bench_done_wait(bench_done *d, unsigned timeout_s, const char *what);
 
-/* Monotonic clock in ns. */
 /* Actor context: sends an 8-byte `v` under `tag` to `to`. On error frees the
  * message, says so on stderr, fails `d` and returns the error. */
 px_err bench_send_u64(px_ctx *ctx, px_ref to, uint32_t tag, uint64_t v, bench_done *d);
 
+/* From outside the actors (main): sends a u64 0 under `tag` to `to`, dying
+ * on error (`what` names the send). The message is built first; returns the
+ * time (bench_now_ns) taken just before the send, for the clock start. */
+uint64_t bench_kick(px_system *sys, px_ref to, uint32_t tag, const char *what);
+
+/* Monotonic clock in ns. */
 uint64_t bench_now_ns(void);
 /* Process CPU time in ns (all threads). */
 uint64_t bench_cpu_ns(void);
@@ -49,9 +54,14 @@ void bench_die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noretu
 /* Dies unless err is PX_OK. */
 void bench_check(px_err err, const char *what);
 
-/* A system with the benchmark configuration (workers = online CPUs, log
- * level WARN). max_actors may be 0 for the default. */
+/* A system with the benchmark configuration (workers = online CPUs or
+ * $PX_BENCH_WORKERS, log level WARN); dies on error. max_actors may be 0
+ * for the default. */
 px_system *bench_system(uint32_t max_actors);
+/* The same, logging through `sink` with `arg` (NULL sink: px_log_stderr). */
+px_system *bench_system_sink(uint32_t max_actors, px_log_sink sink, void *arg);
+/* The system's stats; dies on error. */
+px_system_stats bench_stats(px_system *sys);
 /* Shuts the system down and frees it; dies if shutdown fails. */
 void bench_system_free(px_system *sys);
 

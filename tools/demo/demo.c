@@ -171,6 +171,25 @@ static px_err send_tag(px_ctx *ctx, px_ref to, uint32_t tag)
     return send_bytes(ctx, to, tag, NULL, 0);
 }
 
+/* An empty `tag` message to `to` after delay_ms (px_send_after); on error
+ * frees it and returns the error. */
+static px_err send_tag_after(px_ctx *ctx, uint32_t delay_ms, px_ref to, uint32_t tag)
+{
+    px_msg *m = NULL;
+    px_err err = px_msg_bytes(&m, tag, NULL, 0);
+    if (err == PX_OK) {
+        err = px_send_after(ctx, delay_ms, to, &m, NULL);
+    }
+    px_msg_free(m); /* NULL once the timer took it */
+    return err;
+}
+
+/* The `stop` of every behavior here but the worker: frees its state. */
+static void free_state(px_ctx *ctx)
+{
+    free(px_state(ctx));
+}
+
 /* ======================================================================
  * aggregator: the counter service, behind a bounded mailbox
  * ====================================================================== */
@@ -237,16 +256,11 @@ static px_err aggregator_receive(px_ctx *ctx, px_msg *msg)
     }
 }
 
-static void aggregator_stop(px_ctx *ctx)
-{
-    free(px_state(ctx));
-}
-
 static const px_behavior aggregator_behavior = {
     .name = "demo.aggregator",
     .init = aggregator_init,
     .receive = aggregator_receive,
-    .stop = aggregator_stop,
+    .stop = free_state,
 };
 
 /* ======================================================================
@@ -323,16 +337,11 @@ static px_err worker_arm_retry(px_ctx *ctx, worker *w)
     if (w->retry_armed) {
         return PX_OK;
     }
-    px_msg *m = NULL;
-    px_err err = px_msg_bytes(&m, T_RETRY, NULL, 0);
     int yield = w->yields < FAST_RETRIES;
-    if (err == PX_OK) {
-        /* Not px_send to self: a turn processes up to cfg.batch messages,
-         * so a message to self is handled in the same turn and yields
-         * nothing. A 0 ms timer comes back through the timer thread. */
-        err = px_send_after(ctx, yield ? 0 : RETRY_MS, px_self(ctx), &m, NULL);
-    }
-    px_msg_free(m);
+    /* Not px_send to self: a turn processes up to cfg.batch messages, so a
+     * message to self is handled in the same turn and yields nothing. A
+     * 0 ms timer comes back through the timer thread. */
+    px_err err = send_tag_after(ctx, yield ? 0 : RETRY_MS, px_self(ctx), T_RETRY);
     if (err == PX_OK) {
         w->retry_armed = 1;
         if (yield) {
@@ -571,13 +580,7 @@ static px_err producer_try_finish(px_ctx *ctx, producer *p)
         err = send_bytes(ctx, agg, T_DONE, &p->t, sizeof(p->t));
     }
     if (err == PX_EFULL) {
-        px_msg *m = NULL;
-        err = px_msg_bytes(&m, T_STOP, NULL, 0);
-        if (err == PX_OK) {
-            err = px_send_after(ctx, RETRY_MS, px_self(ctx), &m, NULL);
-        }
-        px_msg_free(m);
-        return err;
+        return send_tag_after(ctx, RETRY_MS, px_self(ctx), T_STOP);
     }
     if (err == PX_OK) {
         p->done_sent = 1;
@@ -639,16 +642,11 @@ static px_err producer_receive(px_ctx *ctx, px_msg *msg)
     }
 }
 
-static void producer_stop(px_ctx *ctx)
-{
-    free(px_state(ctx));
-}
-
 static const px_behavior producer_behavior = {
     .name = "demo.producer",
     .init = producer_init,
     .receive = producer_receive,
-    .stop = producer_stop,
+    .stop = free_state,
 };
 
 /* ======================================================================
@@ -673,6 +671,32 @@ static px_err monitor_init(px_ctx *ctx, const px_msg *arg)
     return PX_OK;
 }
 
+/* One tick: asks the aggregator for its totals unless an ask is out. */
+static px_err monitor_query(px_ctx *ctx, monitor *mon)
+{
+    if (mon->in_flight) {
+        return PX_OK;
+    }
+    px_ref agg;
+    px_err err = px_whereis(px_ctx_system(ctx), "aggregator", &agg);
+    if (err != PX_OK) {
+        return PX_OK; /* not up yet, or gone at shutdown */
+    }
+    px_msg *q = NULL;
+    err = px_msg_bytes(&q, T_QUERY, NULL, 0);
+    if (err == PX_OK) {
+        err = px_ask(ctx, agg, &q, QUERY_TIMEOUT_MS, &mon->corr);
+    }
+    px_msg_free(q);
+    if (err == PX_EFULL) {
+        /* The aggregator is saturated: that is the backpressure at work. */
+        atomic_fetch_add_explicit(&queries_refused, 1, memory_order_relaxed);
+        return PX_OK;
+    }
+    mon->in_flight = err == PX_OK;
+    return err;
+}
+
 static px_err monitor_receive(px_ctx *ctx, px_msg *msg)
 {
     monitor *mon = px_state(ctx);
@@ -681,32 +705,12 @@ static px_err monitor_receive(px_ctx *ctx, px_msg *msg)
         atomic_fetch_add_explicit(&queries_refused, 1, memory_order_relaxed);
         return PX_OK;
     }
-    if (px_msg_kind_of(msg) == PX_MSG_TIMER || px_msg_tag(msg) == T_START) {
-        if (px_msg_tag(msg) == T_START) {
-            mon->last_ns = now_ns();
-            return px_timer_every(ctx, TICK_MS, T_TICK, NULL);
-        }
-        if (mon->in_flight) {
-            return PX_OK;
-        }
-        px_ref agg;
-        px_err err = px_whereis(px_ctx_system(ctx), "aggregator", &agg);
-        if (err != PX_OK) {
-            return PX_OK; /* not up yet, or gone at shutdown */
-        }
-        px_msg *q = NULL;
-        err = px_msg_bytes(&q, T_QUERY, NULL, 0);
-        if (err == PX_OK) {
-            err = px_ask(ctx, agg, &q, QUERY_TIMEOUT_MS, &mon->corr);
-        }
-        px_msg_free(q);
-        if (err == PX_EFULL) {
-            /* The aggregator is saturated: that is the backpressure at work. */
-            atomic_fetch_add_explicit(&queries_refused, 1, memory_order_relaxed);
-            return PX_OK;
-        }
-        mon->in_flight = err == PX_OK;
-        return err;
+    if (px_msg_tag(msg) == T_START) {
+        mon->last_ns = now_ns();
+        return px_timer_every(ctx, TICK_MS, T_TICK, NULL);
+    }
+    if (px_msg_kind_of(msg) == PX_MSG_TIMER) {
+        return monitor_query(ctx, mon);
     }
     if (px_msg_is_reply(msg) && px_msg_corr(msg) == mon->corr) {
         mon->in_flight = 0;
@@ -731,16 +735,11 @@ static px_err monitor_receive(px_ctx *ctx, px_msg *msg)
     return PX_ETYPE;
 }
 
-static void monitor_stop(px_ctx *ctx)
-{
-    free(px_state(ctx));
-}
-
 static const px_behavior monitor_behavior = {
     .name = "demo.monitor",
     .init = monitor_init,
     .receive = monitor_receive,
-    .stop = monitor_stop,
+    .stop = free_state,
 };
 
 /* ======================================================================
@@ -819,18 +818,7 @@ static px_err pipeline_receive(px_ctx *ctx, px_msg *msg)
         return err;
     }
     /* The run ends on a timer, not a sleep. */
-    px_msg *stop = NULL;
-    err = px_msg_bytes(&stop, T_STOP, NULL, 0);
-    if (err == PX_OK) {
-        err = px_send_after(ctx, o->seconds * 1000u, prod, &stop, NULL);
-    }
-    px_msg_free(stop);
-    return err;
-}
-
-static void pipeline_stop(px_ctx *ctx)
-{
-    free(px_state(ctx));
+    return send_tag_after(ctx, o->seconds * 1000u, prod, T_STOP);
 }
 
 static px_directive pipeline_on_child_failure(px_ctx *ctx, const px_failure *f)
@@ -844,7 +832,7 @@ static const px_behavior pipeline_behavior = {
     .name = "demo.pipeline",
     .init = pipeline_init,
     .receive = pipeline_receive,
-    .stop = pipeline_stop,
+    .stop = free_state,
     .on_child_failure = pipeline_on_child_failure,
 };
 
@@ -900,14 +888,7 @@ static int totals_equal(const totals *a, const totals *b)
     return 1;
 }
 
-#define CHECK(cond, ...)                                                       \
-    do {                                                                       \
-        if (!(cond)) {                                                         \
-            printf("  CHECK FAILED: " __VA_ARGS__);                            \
-            printf("\n");                                                      \
-            ok = 0;                                                            \
-        }                                                                      \
-    } while (0)
+#define CHECK(cond, ...) DEMO_CHECK(ok, cond, __VA_ARGS__)
 
 int main(int argc, char **argv)
 {
@@ -1019,10 +1000,7 @@ int main(int argc, char **argv)
     pthread_mutex_unlock(&outcome.mtx);
 
     int ok = 1;
-    if (!done) {
-        printf("  CHECK FAILED: the pipeline did not finish within %u s\n", o.seconds + 30);
-        ok = 0;
-    }
+    CHECK(done, "the pipeline did not finish within %u s", o.seconds + 30);
 
     /* A final query from outside the actors, through the bounded mailbox. */
     totals queried = {0};

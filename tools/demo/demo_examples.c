@@ -39,14 +39,7 @@
 
 static int ok_all = 1;
 
-#define CHECK(cond, ...)                                                       \
-    do {                                                                       \
-        if (!(cond)) {                                                         \
-            printf("  CHECK FAILED: " __VA_ARGS__);                            \
-            printf("\n");                                                      \
-            ok_all = 0;                                                        \
-        }                                                                      \
-    } while (0)
+#define CHECK(cond, ...) DEMO_CHECK(ok_all, cond, __VA_ARGS__)
 
 static int64_t now_ms(void) {
     struct timespec ts;

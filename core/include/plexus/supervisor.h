@@ -87,7 +87,8 @@ typedef struct px_restart_policy {
     px_breaker breaker;    /* default off */
 } px_restart_policy;
 
-/* Fills the defaults: 3 restarts in 5000 ms, no backoff, no breaker. */
+/* Fills the defaults: 3 restarts in 5000 ms, no backoff, no breaker. Any
+ * thread; p NULL is ignored. */
 void px_restart_policy_init(px_restart_policy *p);
 
 /* What a parent needs to (re)start a child. Borrowed by px_spawn_child
@@ -142,10 +143,12 @@ typedef struct px_child_info {
 } px_child_info;
 
 /* Lists the calling actor's children in start order: up to `cap` entries
- * into out, *n = how many children there are (may exceed cap). */
+ * into out (caller's array), *n = how many children there are (may exceed
+ * cap). PX_EINVAL (NULL n, or NULL out with cap > 0), PX_ENOMEM. */
 px_err px_children(px_ctx *ctx, px_child_info *out, size_t cap, size_t *n);
 
-/* Looks up one child by id. PX_ENOENT if there is none. */
+/* Looks up one child by id ("#<n>" for px_spawn'ed ones) into *out.
+ * PX_ENOENT if there is none, PX_EINVAL for NULL arguments. */
 px_err px_child(px_ctx *ctx, const char *id, px_child_info *out);
 
 /* --- watches ---------------------------------------------------------- */
@@ -163,7 +166,7 @@ typedef enum px_term_reason {
  * it ends — also when it had already ended (reason PX_TERM_NO_ACTOR). A
  * restart is not an end. Watching an already watched ref is a no-op.
  * PX_EINVAL for a nil ref or self, PX_EUNREACHABLE for a remote ref while
- * no cluster routes watches. */
+ * no cluster routes watches, PX_ENOMEM. */
 px_err px_watch(px_ctx *ctx, px_ref ref);
 
 /* Cancels a watch: no Terminated for it arrives after this returns.
@@ -173,7 +176,8 @@ px_err px_unwatch(px_ctx *ctx, px_ref ref);
 /* Reads a PX_MSG_TERMINATED message: who ended, why, and (for
  * PX_TERM_FAILURE) the failure code — PX_OK in one narrow race: a watch that
  * reaches the actor while it is ending gets the reason but not the code.
- * PX_ETYPE for another kind. */
+ * m is borrowed; any out pointer may be NULL. Any thread. PX_ETYPE for
+ * another kind (or m NULL). */
 px_err px_msg_terminated(const px_msg *m, px_ref *who, px_term_reason *reason, px_err *code);
 
 /* --- the tree ----------------------------------------------------------- */
@@ -196,6 +200,8 @@ typedef enum px_tree_format {
  * PX_ECLOSED after shutdown. */
 px_err px_tree_dump(px_system *sys, px_tree_format fmt, uint32_t timeout_ms, char **out);
 
+/* Static names ("normal", "restart", ...; "unknown" for other values).
+ * Any thread. */
 const char *px_term_reason_name(px_term_reason r);
 const char *px_directive_name(px_directive d);
 

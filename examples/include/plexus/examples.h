@@ -116,7 +116,9 @@ typedef struct px_ex_result {
 } px_ex_result;
 
 /* What a pool worker computes: the number of Collatz steps from v to 1
- * (0 for v <= 1). Exposed so callers can check results. */
+ * (0 for v <= 1; counting stops where 3v+1 would overflow). Exposed so
+ * callers can check results. Pure: no ownership, any thread or context,
+ * cannot fail. */
 uint64_t px_ex_collatz_steps(uint64_t v);
 
 /* --- ex.pipeline -------------------------------------------------------- */
@@ -198,18 +200,26 @@ typedef struct px_examples_stats {
  * ex.pipeline.transform, ex.pipeline.sink, ex.trio, ex.trio.member, ex.hier,
  * ex.hier.mid and ex.hier.leaf on sys, and gives sys a fresh (zeroed) set
  * of counters. Call it once per system, before spawning any of them.
+ * Borrows sys: its address keys the counters (held in static storage, not
+ * in sys) until px_examples_forget. The behavior tables are static.
  * Errors: PX_EINVAL (sys NULL), PX_EEXIST (a name is taken, e.g. a second
  * call), PX_ELIMIT (more than 64 systems registered at once in this
- * process: see px_examples_forget). Thread-safe; not from actor context. */
+ * process: see px_examples_forget). After an error other than PX_EINVAL
+ * and PX_ELIMIT, sys may keep a slot: px_examples_forget releases it.
+ * Thread-safe; not from actor context. */
 px_err px_examples_register(px_system *sys);
 
-/* Copies sys's counters into *out. PX_EINVAL for NULL arguments, PX_ENOENT
- * if px_examples_register was not called for sys. Thread-safe. */
+/* Copies sys's counters into *out (caller's storage; left untouched on
+ * error). Borrows sys; it may already be freed (only its address is used).
+ * PX_EINVAL for NULL arguments, PX_ENOENT if px_examples_register was not
+ * called for sys (or it was forgotten). Thread-safe; any context (a short
+ * mutex hold). */
 px_err px_examples_stats_get(px_system *sys, px_examples_stats *out);
 
 /* Releases sys's counters (its slot in the process-wide table). Call it
- * after px_system_free(sys) — no example actor may run any more. Safe for
- * a system that was never registered. */
+ * after px_system_free(sys) — no example actor may run any more; sys is not
+ * dereferenced. Safe for NULL and for a system that was never registered;
+ * cannot fail. Thread-safe; not from actor context. */
 void px_examples_forget(px_system *sys);
 
 #ifdef __cplusplus
