@@ -27,8 +27,13 @@ uint32_t pxi_fnv1a(const char *s) {
 
 void pxi_strmap_init(pxi_strmap *m) { memset(m, 0, sizeof(*m)); }
 
+void pxi_strmap_init_borrowed(pxi_strmap *m) {
+    pxi_strmap_init(m);
+    m->borrow = 1;
+}
+
 void pxi_strmap_fini(pxi_strmap *m) {
-    for (size_t i = 0; i < m->cap; i++) {
+    for (size_t i = 0; i < m->cap && !m->borrow; i++) {
         if (m->ents[i].key != NULL && m->ents[i].key != TOMB) {
             free(m->ents[i].key);
         }
@@ -80,8 +85,18 @@ static px_err grow(pxi_strmap *m) {
     return PX_OK;
 }
 
+void pxi_strmap_prefetch(const pxi_strmap *m, uint32_t h) {
+    if (m->cap > 0) {
+        __builtin_prefetch(&m->ents[h & (m->cap - 1)], 1);
+    }
+}
+
 px_err pxi_strmap_put(pxi_strmap *m, const char *key, pxi_strval v, pxi_strval *old) {
-    uint32_t h = pxi_fnv1a(key);
+    return pxi_strmap_put_hashed(m, key, pxi_fnv1a(key), v, old);
+}
+
+px_err pxi_strmap_put_hashed(pxi_strmap *m, const char *key, uint32_t h, pxi_strval v,
+                             pxi_strval *old) {
     struct pxi_strmap_ent *e = find(m, key, h);
     if (e != NULL) {
         if (old != NULL) {
@@ -95,7 +110,7 @@ px_err pxi_strmap_put(pxi_strmap *m, const char *key, pxi_strval v, pxi_strval *
             return rv;
         }
     }
-    char *k = strdup(key);
+    char *k = m->borrow ? (char *)(uintptr_t)key : strdup(key);
     if (k == NULL) {
         return PX_ENOMEM;
     }
@@ -132,7 +147,9 @@ px_err pxi_strmap_del(pxi_strmap *m, const char *key, pxi_strval *old) {
     if (old != NULL) {
         *old = e->val;
     }
-    free(e->key);
+    if (!m->borrow) {
+        free(e->key);
+    }
     e->key = TOMB;
     m->used--;
     m->tomb++;

@@ -3,7 +3,8 @@
  * registry, the type registry and the local name table.
  *
  * Not thread-safe by itself: each owner guards its map with its own mutex.
- * Keys are copied; values are borrowed pointers or small values.
+ * Keys are copied (or borrowed, if the map is made so); values are borrowed
+ * pointers or small values.
  */
 #ifndef PX_REGISTRY_H
 #define PX_REGISTRY_H
@@ -18,6 +19,7 @@ typedef struct pxi_strmap {
     size_t cap;  /* power of two, or 0 */
     size_t used; /* live entries */
     size_t tomb; /* deleted markers */
+    int borrow;  /* keys are the caller's (see pxi_strmap_init_borrowed) */
 } pxi_strmap;
 
 /* Value slot: a pointer or an integer-sized blob. */
@@ -32,11 +34,21 @@ typedef union pxi_strval {
 uint32_t pxi_fnv1a(const char *s);
 
 void pxi_strmap_init(pxi_strmap *m);
-void pxi_strmap_fini(pxi_strmap *m); /* frees keys, not values */
+/* A map that keeps the key pointers it is given instead of copies: each key
+ * must stay valid and unchanged until its entry is deleted or the map is
+ * finished (e.g. the key lives in the value it maps to). */
+void pxi_strmap_init_borrowed(pxi_strmap *m);
+void pxi_strmap_fini(pxi_strmap *m); /* frees copied keys, not values */
 
 /* Inserts key -> v. PX_EEXIST if present (then *old, if non-NULL, gets the
  * current value), PX_ENOMEM. */
 px_err pxi_strmap_put(pxi_strmap *m, const char *key, pxi_strval v, pxi_strval *old);
+/* pxi_strmap_put with h = pxi_fnv1a(key) computed by the caller, who may
+ * have called pxi_strmap_prefetch(m, h) earlier to hide the table miss of a
+ * large map behind other work. */
+px_err pxi_strmap_put_hashed(pxi_strmap *m, const char *key, uint32_t h, pxi_strval v,
+                             pxi_strval *old);
+void pxi_strmap_prefetch(const pxi_strmap *m, uint32_t h);
 /* PX_OK and *out, or PX_ENOENT. */
 px_err pxi_strmap_get(const pxi_strmap *m, const char *key, pxi_strval *out);
 /* PX_OK (and *old) or PX_ENOENT. */

@@ -48,26 +48,32 @@ typedef struct pxi_fail_rec {
 
 #define FAIL_RING 32
 
-typedef struct pxi_sup_rec {
-    px_actor *a;
-    uint32_t inc;
-    char id[64];
-    px_restart_type rtype;
-    px_restart_policy pol;
-    uint32_t state; /* px_child_state */
-    px_breaker_state breaker;
-    bool escalated; /* suspended because its failure went up */
-    uint32_t instance, restarts, consecutive;
-    uint64_t failures;
-    int64_t last_fail_ms, started_ms;
+/* A child's failure history, made on its first failure (most children never
+ * fail, and a supervised spawn should not pay for it). */
+typedef struct pxi_sup_hist {
     char last_reason[128];
     int64_t fail_times[FAIL_RING];
     uint32_t nfail_times;
-    int64_t *rt;     /* restart times in the window, oldest first: rt[rt_lo..nrt) */
     uint32_t rt_lo, nrt, rtcap;
+    int64_t *rt; /* restart times in the window, oldest first: rt[rt_lo..nrt) */
+} pxi_sup_hist;
+
+typedef struct pxi_sup_rec {
+    px_actor *a;
+    uint32_t inc;
     uint32_t idx;    /* position in pxi_sup.recs */
-    uint64_t timer;  /* backoff or cool-down timer, 0 = none */
+    px_restart_type rtype;
+    uint32_t state; /* px_child_state */
+    px_breaker_state breaker;
+    bool escalated; /* suspended because its failure went up */
     bool half_open_next; /* the pending restart is the breaker's probe */
+    uint32_t instance, restarts, consecutive;
+    uint64_t failures;
+    int64_t last_fail_ms, started_ms;
+    uint64_t timer;  /* backoff or cool-down timer, 0 = none */
+    pxi_sup_hist *h; /* NULL until the first failure */
+    px_restart_policy pol;
+    char id[]; /* the ids map's key points here */
 } pxi_sup_rec;
 
 typedef struct pxi_sup {
@@ -86,13 +92,20 @@ typedef struct pxi_sup {
     bool pstop;      /* a Stop plan: phase 1 stops for good, no phase 2 */
     px_err pcode;    /* the failure code a Stop plan gives the failed child */
     pxi_fail_rec *deferred, *deferred_tail;
+    const px_behavior *last_beh; /* the behavior px_spawn_child found last */
 } pxi_sup;
 
-static int64_t wall_ms(void) {
+static int64_t clock_ms(clockid_t id) {
     struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
+    clock_gettime(id, &ts);
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
+
+static int64_t wall_ms(void) { return clock_ms(CLOCK_REALTIME); }
+
+/* Start times are shown, never compared: the kernel's tick-grained clock is
+ * precise enough and costs no syscall or TSC read. */
+static int64_t started_now_ms(void) { return clock_ms(CLOCK_REALTIME_COARSE); }
 
 static void fail_rec_free(pxi_fail_rec *f) {
     while (f != NULL) {
@@ -106,7 +119,10 @@ static void rec_free(pxi_sup_rec *r) {
     if (r->timer != 0) {
         pxi_timer_cancel(r->a->sys->timers, r->timer);
     }
-    free(r->rt);
+    if (r->h != NULL) {
+        free(r->h->rt);
+        free(r->h);
+    }
     free(r);
 }
 
@@ -139,7 +155,7 @@ static pxi_sup *sup_get(px_actor *p) {
     if (x->sup == NULL) {
         x->sup = calloc(1, sizeof(*x->sup));
         if (x->sup != NULL) {
-            pxi_strmap_init(&x->sup->ids);
+            pxi_strmap_init_borrowed(&x->sup->ids);
         }
     }
     return x->sup;
@@ -148,8 +164,14 @@ static pxi_sup *sup_get(px_actor *p) {
 /* The child -> record table: linear probing, TOMB marks a deleted entry. */
 #define TOMB ((pxi_sup_rec *)(uintptr_t)1)
 
+/* By slot index, so children spawned one after another (neighbouring slots)
+ * land in neighbouring entries: a spawn storm and a rehash walk the table in
+ * order instead of missing the cache per child. Each run of cap slot indices
+ * gets its own scrambled offset, so children whose indices differ by a
+ * multiple of cap do not pile up in one place. */
 static uint32_t tab_hash(const px_actor *c, uint32_t cap) {
-    return (uint32_t)(((uintptr_t)c >> 6) * 0x9e3779b97f4a7c15ull >> 32) & (cap - 1);
+    uint32_t run = c->id >> __builtin_ctz(cap);
+    return (c->id + (uint32_t)((run * 0x9e3779b97f4a7c15ull) >> 32)) & (cap - 1);
 }
 
 static pxi_sup_rec *rec_find(pxi_sup *s, px_actor *c) {
@@ -201,25 +223,15 @@ static bool tab_reserve(pxi_sup *s) {
     return true;
 }
 
-static pxi_sup_rec *rec_new(pxi_sup *s, px_actor *c, const char *id, px_restart_type rt,
-                            const px_restart_policy *pol) {
-    if (s->n == s->cap) {
-        uint32_t nc = s->cap ? s->cap * 2 : 8;
-        pxi_sup_rec **nr = realloc(s->recs, nc * sizeof(*nr));
-        if (nr == NULL) {
-            return NULL;
-        }
-        s->recs = nr;
-        s->cap = nc;
-    }
-    pxi_sup_rec *r = calloc(1, sizeof(*r));
-    if (r == NULL || !tab_reserve(s)) {
-        free(r);
+/* A record for a child not yet spawned, in no table. */
+static pxi_sup_rec *rec_alloc(const char *id, px_restart_type rt, const px_restart_policy *pol) {
+    size_t len = strlen(id);
+    pxi_sup_rec *r = malloc(sizeof(*r) + len + 1);
+    if (r == NULL) {
         return NULL;
     }
-    r->a = c;
-    r->inc = atomic_load_explicit(&c->inc, memory_order_relaxed);
-    pxi_scopy(r->id, sizeof(r->id), id);
+    memset(r, 0, sizeof(*r));
+    memcpy(r->id, id, len + 1);
     r->rtype = rt;
     if (pol != NULL) {
         r->pol = *pol;
@@ -229,11 +241,31 @@ static pxi_sup_rec *rec_new(pxi_sup *s, px_actor *c, const char *id, px_restart_
     r->state = PX_CHILD_RUNNING;
     r->breaker = r->pol.breaker.failures > 0 ? PX_BREAKER_CLOSED : PX_BREAKER_OFF;
     r->instance = 1;
-    r->started_ms = wall_ms();
+    return r;
+}
+
+/* Room in recs and tab for one more record. */
+static bool rec_reserve(pxi_sup *s) {
+    if (s->n == s->cap) {
+        uint32_t nc = s->cap ? s->cap * 2 : 8;
+        pxi_sup_rec **nr = realloc(s->recs, nc * sizeof(*nr));
+        if (nr == NULL) {
+            return false;
+        }
+        s->recs = nr;
+        s->cap = nc;
+    }
+    return tab_reserve(s);
+}
+
+/* Binds r to child c and puts it in recs and tab (room reserved). */
+static void rec_attach(pxi_sup *s, pxi_sup_rec *r, px_actor *c) {
+    r->a = c;
+    r->inc = atomic_load_explicit(&c->inc, memory_order_relaxed);
+    r->started_ms = started_now_ms();
     r->idx = s->n;
     s->recs[s->n++] = r;
     tab_put(s, r);
-    return r;
 }
 
 static void rec_remove(pxi_sup *s, pxi_sup_rec *r) {
@@ -262,7 +294,10 @@ static pxi_sup_rec *rec_for(px_actor *p, px_actor *c) {
     if (r == NULL) {
         char id[24];
         snprintf(id, sizeof(id), "#%u", c->id);
-        r = rec_new(s, c, id, PX_RESTART_TRANSIENT, NULL);
+        r = rec_reserve(s) ? rec_alloc(id, PX_RESTART_TRANSIENT, NULL) : NULL;
+        if (r != NULL) {
+            rec_attach(s, r, c);
+        }
     }
     return r;
 }
@@ -685,10 +720,20 @@ static void on_failure(px_actor *p, pxi_fail_rec *f) {
                                                                   : r->consecutive;
     }
     r->last_fail_ms = now;
-    pxi_scopy(r->last_reason, sizeof(r->last_reason), f->reason);
-    r->fail_times[r->nfail_times++ % FAIL_RING] = now;
-    uint32_t nft = r->nfail_times < FAIL_RING ? r->nfail_times : FAIL_RING;
-    f->count_in_window = count_recent(r->fail_times, nft, since);
+    pxi_sup_hist *h = r->h;
+    if (h == NULL) {
+        h = r->h = calloc(1, sizeof(*h));
+    }
+    if (h == NULL) {
+        fail_rec_free(f);
+        r->state = PX_CHILD_STOPPING;
+        pxi_stop_child(c, PX_TERM_FAILURE, PX_ENOMEM);
+        return;
+    }
+    pxi_scopy(h->last_reason, sizeof(h->last_reason), f->reason);
+    h->fail_times[h->nfail_times++ % FAIL_RING] = now;
+    uint32_t nft = h->nfail_times < FAIL_RING ? h->nfail_times : FAIL_RING;
+    f->count_in_window = count_recent(h->fail_times, nft, since);
     pxi_scopy(f->id, sizeof(f->id), r->id);
     r->state = PX_CHILD_SUSPENDED;
 
@@ -743,10 +788,10 @@ static void on_failure(px_actor *p, pxi_fail_rec *f) {
         return;
     }
     /* Restart: within limits? */
-    while (r->rt_lo < r->nrt && r->rt[r->rt_lo] < since) {
-        r->rt_lo++; /* out of the window */
+    while (h->rt_lo < h->nrt && h->rt[h->rt_lo] < since) {
+        h->rt_lo++; /* out of the window */
     }
-    uint32_t recent = r->nrt - r->rt_lo;
+    uint32_t recent = h->nrt - h->rt_lo;
     if (recent + 1 > r->pol.max_restarts) {
         char why[320];
         snprintf(why, sizeof(why), "restart limit: child %s failed %u times within %u ms (max %u restarts)",
@@ -760,22 +805,22 @@ static void on_failure(px_actor *p, pxi_fail_rec *f) {
         escalate(p, r, f, why);
         return;
     }
-    if (r->nrt == r->rtcap) {
-        if (r->rt_lo > 0) { /* compact */
-            memmove(r->rt, r->rt + r->rt_lo, recent * sizeof(*r->rt));
-            r->nrt = recent;
-            r->rt_lo = 0;
+    if (h->nrt == h->rtcap) {
+        if (h->rt_lo > 0) { /* compact */
+            memmove(h->rt, h->rt + h->rt_lo, recent * sizeof(*h->rt));
+            h->nrt = recent;
+            h->rt_lo = 0;
         } else {
-            uint32_t nc = r->rtcap ? r->rtcap * 2 : 4;
-            int64_t *nr = realloc(r->rt, nc * sizeof(*nr));
+            uint32_t nc = h->rtcap ? h->rtcap * 2 : 4;
+            int64_t *nr = realloc(h->rt, nc * sizeof(*nr));
             if (nr != NULL) {
-                r->rt = nr;
-                r->rtcap = nc;
+                h->rt = nr;
+                h->rtcap = nc;
             }
         }
     }
-    if (r->nrt < r->rtcap) {
-        r->rt[r->nrt++] = now;
+    if (h->nrt < h->rtcap) {
+        h->rt[h->nrt++] = now;
     }
     fail_rec_free(f);
     if (r->breaker != PX_BREAKER_OFF && r->consecutive >= r->pol.breaker.failures) {
@@ -841,7 +886,7 @@ void pxi_sup_sys(px_actor *a, px_msg *m) {
             if (r != NULL && m->tag == 1) {
                 r->instance++;
                 r->restarts++;
-                r->started_ms = wall_ms();
+                r->started_ms = started_now_ms();
                 r->state = PX_CHILD_RUNNING;
                 if (r->breaker == PX_BREAKER_OPEN) {
                     r->breaker = PX_BREAKER_HALF_OPEN;
@@ -1075,34 +1120,46 @@ px_err px_spawn_child(px_ctx *ctx, const px_child_spec *spec, px_msg **arg, px_r
         return PX_EINVAL;
     }
     px_actor *p = (px_actor *)ctx;
-    const px_behavior *b = px_behavior_lookup(p->sys, spec->behavior);
-    if (b == NULL) {
-        return PX_ENOENT;
-    }
     pxi_sup *s = sup_get(p);
     if (s == NULL) {
         return PX_ENOMEM;
     }
-    pxi_strval v;
-    if (pxi_strmap_get(&s->ids, spec->id, &v) == PX_OK) {
-        return PX_EEXIST;
-    }
-    px_spawn_opts o = {.mailbox = spec->mailbox, .name = NULL};
-    px_ref ref;
-    px_err rv = pxi_spawn(p->sys, p, b, arg, &o, &ref,
-                          spec->restart == PX_RESTART_PERMANENT ? PXI_AF_PERMANENT : 0, NULL);
-    if (rv != PX_OK) {
-        return rv;
-    }
-    px_actor *c = pxi_slot(p->sys, ref.id);
-    pxi_sup_rec *r = rec_new(s, c, spec->id, spec->restart, &pol);
-    if (r == NULL || pxi_strmap_put(&s->ids, spec->id, (pxi_strval){.ptr = r}, NULL) != PX_OK) {
-        if (r != NULL) {
-            rec_remove(s, r);
+    uint32_t h = pxi_fnv1a(spec->id);
+    pxi_strmap_prefetch(&s->ids, h);
+    /* Behaviors stay registered for the system's life, so the one found
+     * last time is still the one registered under its name. */
+    const px_behavior *b = s->last_beh;
+    if (b == NULL || strcmp(b->name, spec->behavior) != 0) {
+        b = px_behavior_lookup(p->sys, spec->behavior);
+        if (b == NULL) {
+            return PX_ENOENT;
         }
-        pxi_stop_child(c, PX_TERM_STOPPED, PX_OK);
+        s->last_beh = b;
+    }
+    /* One probe of the ids map both refuses a duplicate and claims the id. */
+    pxi_sup_rec *r = rec_alloc(spec->id, spec->restart, &pol);
+    if (r == NULL) {
         return PX_ENOMEM;
     }
+    px_err rv = pxi_strmap_put_hashed(&s->ids, r->id, h, (pxi_strval){.ptr = r}, NULL);
+    if (rv == PX_OK && !rec_reserve(s)) {
+        pxi_strmap_del(&s->ids, r->id, NULL);
+        rv = PX_ENOMEM;
+    }
+    px_ref ref;
+    if (rv == PX_OK) {
+        px_spawn_opts o = {.mailbox = spec->mailbox, .name = NULL};
+        rv = pxi_spawn(p->sys, p, b, arg, &o, &ref,
+                       spec->restart == PX_RESTART_PERMANENT ? PXI_AF_PERMANENT : 0, NULL);
+        if (rv != PX_OK) {
+            pxi_strmap_del(&s->ids, r->id, NULL);
+        }
+    }
+    if (rv != PX_OK) {
+        free(r);
+        return rv;
+    }
+    rec_attach(s, r, pxi_slot(p->sys, ref.id));
     if (out != NULL) {
         *out = ref;
     }
@@ -1123,7 +1180,9 @@ void pxi_child_info(px_actor *p, px_actor *c, px_child_info *out) {
         out->failures = r->failures;
         out->consecutive_failures = r->consecutive;
         out->last_failure_ms = r->last_fail_ms;
-        pxi_scopy(out->last_reason, sizeof(out->last_reason), r->last_reason);
+        if (r->h != NULL) {
+            pxi_scopy(out->last_reason, sizeof(out->last_reason), r->h->last_reason);
+        }
         out->started_ms = r->started_ms;
         out->breaker = r->breaker;
     } else {

@@ -2,8 +2,8 @@
  * bench_sup.c — supervision figures, each on a fresh system:
  *
  *  - sup.child_spawn_ns: one parent spawns N supervised children with
- *    px_spawn_child (ids "c0".."c<N-1>", behavior registered by name) in
- *    chunks, re-triggering itself with a message so it yields between
+ *    px_spawn_child (ids "c0".."c<N-1>", formatted before the clock starts;
+ *    behavior registered by name) in chunks, re-triggering itself with a message so it yields between
  *    chunks. Figure = wall time from the first trigger to the last spawn,
  *    divided by N. Checked: every child ran init, a duplicate id is refused
  *    with PX_EEXIST, live_actors >= N.
@@ -85,6 +85,7 @@ static px_err send_self(px_ctx *ctx, uint32_t tag, bench_done *d)
 /* ==== sup.child_spawn_ns ==== */
 
 static uint64_t sp_n;
+static char (*sp_ids)[24]; /* "c0".."c<N-1>", formatted before the clock starts */
 static uint64_t sp_spawned;
 static _Atomic uint64_t sp_inits;
 static bench_done sp_done;
@@ -116,13 +117,11 @@ static px_err sp_parent_receive(px_ctx *ctx, px_msg *msg)
         return PX_ETYPE;
     }
     px_child_spec spec = {.behavior = sp_child_behavior.name};
-    char id[32];
     for (uint32_t i = 0; i < CHUNK && sp_spawned < sp_n; i++) {
-        snprintf(id, sizeof(id), "c%llu", (unsigned long long)sp_spawned);
-        spec.id = id;
+        spec.id = sp_ids[sp_spawned];
         px_err err = px_spawn_child(ctx, &spec, NULL, NULL);
         if (err != PX_OK) {
-            fprintf(stderr, "bench: px_spawn_child %s: %s\n", id, px_strerror(err));
+            fprintf(stderr, "bench: px_spawn_child %s: %s\n", spec.id, px_strerror(err));
             bench_done_fail(&sp_done);
             return err;
         }
@@ -150,6 +149,13 @@ static void bench_child_spawn(uint64_t n)
 {
     sp_n = n;
     sp_spawned = 0;
+    sp_ids = malloc(n * sizeof(*sp_ids));
+    if (sp_ids == NULL) {
+        bench_die("child spawn: out of memory for %llu ids", (unsigned long long)n);
+    }
+    for (uint64_t i = 0; i < n; i++) {
+        snprintf(sp_ids[i], sizeof(sp_ids[i]), "c%llu", (unsigned long long)i);
+    }
     atomic_store(&sp_inits, 0);
     bench_done_init(&sp_done);
     px_ref parent;
@@ -170,6 +176,7 @@ static void bench_child_spawn(uint64_t n)
     bench_figure_u64("sup.child_spawn_ns", (t1 - t0) / n, "ns");
     free_timed(sys, "child spawn");
     bench_done_fini(&sp_done);
+    free(sp_ids);
 }
 
 /* ==== sup.restart_us ==== */
