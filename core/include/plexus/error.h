@@ -30,7 +30,11 @@ extern "C" {
     X(PX_EINIT, -13, "actor init failed")                                     \
     X(PX_ETYPE, -14, "unknown or mismatched message type")                    \
     X(PX_ESYS, -15, "system call or dependency failed")                       \
-    X(PX_EFAIL, -16, "actor failed")
+    X(PX_EFAIL, -16, "actor failed")                                          \
+    X(PX_EPROTO, -17, "malformed or unexpected data from a peer")             \
+    X(PX_EAUTH, -18, "authentication failed")                                 \
+    X(PX_EVERSION, -19, "incompatible protocol version")                      \
+    X(PX_EIO, -20, "I/O error")
 
 typedef enum px_err {
 #define PX_ERR_ENUM_(name, value, text) name = value,

@@ -1,0 +1,119 @@
+/*
+ * wire.h — the byte-level protocol of a node link, without any I/O:
+ * stream framing, frame encryption and the handshake's cryptography.
+ * proto/README.md is the prose version of this file; the test vectors in
+ * tests/transport/ pin both.
+ *
+ * A connection carries, in each direction:
+ *   preamble  8 bytes "plexus\0\1"
+ *   hs frame  u32le n | n bytes of Handshake (protobuf, plaintext), n <= 4096
+ *   frames    u32le n | n bytes of ciphertext (n <= max_frame, n >= 16)
+ * Each ciphertext is XChaCha20-Poly1305 (IETF) of a packed Frame, with the
+ * 4 length bytes as additional data and nonce = u64le counter || 16 zero
+ * bytes; the counter starts at 0 in each direction and goes up by one per
+ * frame, so a replayed, dropped, reordered or foreign frame fails to open.
+ * In plaintext mode (benchmarks only) the ciphertext is the packed Frame
+ * itself.
+ */
+#ifndef PXN_WIRE_H
+#define PXN_WIRE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <plexus/transport.h>
+
+#include "plexus/plexus.pb-c.h"
+
+#define PXN_PREAMBLE "plexus\0\1"
+#define PXN_PREAMBLE_LEN 8
+#define PXN_LEN_BYTES 4
+#define PXN_TAG_BYTES 16
+#define PXN_HS_MAX 4096
+#define PXN_KEY_BYTES 32
+
+enum { PXN_DIALER = 1, PXN_LISTENER = 2 };
+
+static inline uint32_t pxn_get_u32(const uint8_t *p) {
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+static inline void pxn_put_u32(uint8_t *p, uint32_t v) {
+    p[0] = (uint8_t)v;
+    p[1] = (uint8_t)(v >> 8);
+    p[2] = (uint8_t)(v >> 16);
+    p[3] = (uint8_t)(v >> 24);
+}
+
+/* One direction's frame protection. */
+typedef struct pxn_cipher {
+    uint8_t key[PXN_KEY_BYTES];
+    uint64_t ctr;   /* next frame's nonce */
+    bool plaintext; /* benchmarks only */
+} pxn_cipher;
+
+/* Bytes a sealed frame of n plaintext bytes takes on the wire. */
+static inline size_t pxn_sealed_len(const pxn_cipher *c, size_t n) {
+    return PXN_LEN_BYTES + n + (c->plaintext ? 0 : PXN_TAG_BYTES);
+}
+
+/* Seals pt[0..n) into out (room for pxn_sealed_len): length header then
+ * ciphertext. pt and out+4 may be the same buffer. Returns bytes written. */
+size_t pxn_seal(pxn_cipher *c, const uint8_t *pt, size_t n, uint8_t *out);
+
+/* Opens the frame whose header is hdr and whose n ciphertext bytes are ct,
+ * into pt (room for n; may equal ct). *ptlen gets the plaintext length.
+ * PX_EAUTH if it does not authenticate (tampered, replayed, reordered,
+ * foreign key), PX_EPROTO if n is shorter than a tag. */
+px_err pxn_open(pxn_cipher *c, const uint8_t hdr[PXN_LEN_BYTES], const uint8_t *ct, size_t n,
+                uint8_t *pt, size_t *ptlen);
+
+/* What a node says about itself in its Hello. */
+typedef struct pxn_self {
+    const char *node_name;
+    uint32_t node_id, node_inc;
+    const px_identity *id;
+    const uint8_t *cluster_key; /* PX_SECRET_BYTES */
+    uint32_t max_frame;
+    const char *advertise;
+    bool plaintext; /* frames after Auth unencrypted (benchmarks); Auth never is */
+} pxn_self;
+
+/* One side of a handshake. */
+typedef struct pxn_hs {
+    int role;
+    const pxn_self *self;
+    uint8_t kx_pk[32], kx_sk[32];
+    uint8_t *mine; /* my packed Handshake */
+    size_t mine_len;
+    uint8_t th[32]; /* transcript hash, once the peer's Hello is in */
+    Plexus__Hello *peer; /* the peer's Hello (owned) */
+} pxn_hs;
+
+/* Starts a handshake for a connection of `lane`: makes the ephemeral kx key
+ * pair and this side's Hello. kx_seed and nonce (32 bytes each) make it
+ * deterministic for test vectors; NULL = random. */
+px_err pxn_hs_init(pxn_hs *hs, int role, const pxn_self *self, uint32_t lane,
+                   const uint8_t *kx_seed, const uint8_t *nonce);
+void pxn_hs_fini(pxn_hs *hs);
+
+/* Takes the peer's packed Handshake (n bytes): checks it (a Refuse becomes
+ * PX_ECLOSED with its reason in why; bad fields PX_EPROTO; no common
+ * version PX_EVERSION; a Hello on another lane PX_EPROTO) and computes the
+ * transcript hash. On PX_EVERSION or PX_EPROTO, *refuse is the Refuse
+ * reason to send back. why gets a one-line reason for the log. */
+px_err pxn_hs_peer(pxn_hs *hs, const uint8_t *data, size_t n, uint32_t lane,
+                   Plexus__Refuse__Reason *refuse, char *why, size_t whylen);
+
+/* Session keys for this side (after pxn_hs_peer): rx opens the peer's
+ * frames, tx seals ours. */
+px_err pxn_hs_keys(const pxn_hs *hs, pxn_cipher *rx, pxn_cipher *tx);
+
+/* This side's Auth signature, and the check of the peer's. */
+void pxn_hs_sign(const pxn_hs *hs, uint8_t sig[64]);
+px_err pxn_hs_verify(const pxn_hs *hs, const uint8_t *sig, size_t siglen);
+
+/* Packs a Refuse as a Handshake into a new buffer (free it). */
+uint8_t *pxn_refuse_pack(Plexus__Refuse__Reason reason, const char *detail, size_t *len);
+
+#endif
