@@ -404,6 +404,47 @@ px_err pxi_deliver(px_system *sys, px_ref to, px_msg **mp, bool may_block) {
     return rv;
 }
 
+void px_system_dead_letter(px_system *sys, px_ref to, px_msg *m, px_err why) {
+    if (sys == NULL) {
+        px_msg_free(m);
+        return;
+    }
+    pxi_dead_letter(sys, to, m, why);
+}
+
+unsigned px_msg_wire_flags(const px_msg *m) {
+    if (m == NULL) {
+        return 0;
+    }
+    return ((m->flags & PXI_MF_ASKED) ? PX_WIRE_ASK : 0u) |
+           ((m->flags & PXI_MF_REPLY) ? PX_WIRE_REPLY : 0u);
+}
+
+px_err px_system_deliver_remote(px_system *sys, px_ref to, px_ref from, uint64_t corr,
+                                 unsigned flags, px_msg **msg) {
+    if (sys == NULL || msg == NULL || *msg == NULL || to.node != sys->node ||
+        (*msg)->kind == PXI_MSG_SYS) {
+        return PX_EINVAL;
+    }
+    px_msg *m = *msg;
+    m->sender = from;
+    m->corr = corr;
+    m->flags = (uint8_t)((m->flags & PXI_MF_HEAP) | ((flags & PX_WIRE_ASK) ? PXI_MF_ASKED : 0) |
+                         ((flags & PX_WIRE_REPLY) ? PXI_MF_REPLY : 0));
+    px_actor *a = to.node_inc == sys->node_inc ? pxi_slot(sys, to.id) : NULL;
+    if (a == NULL || !pxi_pin(a, to.inc)) {
+        *msg = NULL;
+        pxi_dead_letter(sys, to, m, PX_EDEAD);
+        return PX_EDEAD;
+    }
+    px_err rv = enqueue(a, m, false);
+    if (rv == PX_OK) {
+        *msg = NULL;
+    }
+    pxi_unpin(a);
+    return rv;
+}
+
 /* ---- the outbox (see pxi_outq in runtime.h) ---- */
 
 static void outq_push(pxi_outq *q) {

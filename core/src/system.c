@@ -364,6 +364,8 @@ void px_system_free(px_system *sys) {
 const char *px_system_node_name(const px_system *sys) { return sys->node_name; }
 px_ref px_system_root(const px_system *sys) { return pxi_ref_of(sys->root); }
 
+uint32_t px_node_id(const char *name) { return name != NULL ? pxi_fnv1a(name) : 0; }
+
 void px_system_set_router(px_system *sys, const px_router *r) {
     if (r == NULL) {
         memset(&sys->router, 0, sizeof(sys->router));

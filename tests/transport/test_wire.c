@@ -405,6 +405,7 @@ Test(wire_hs, incompatible_versions_and_bad_hellos_are_refused_with_a_reason) {
     cr_assert_eq(pxn_hs_peer(&f, rb, rl, PLEXUS__LANE__LANE_NORMAL, &r, why2, sizeof why2),
                  PX_EVERSION);
     cr_assert(strstr(why2, "peer refused the link: VERSION") != NULL, "%s", why2);
+    cr_assert_eq(r, PLEXUS__REFUSE__REASON__UNSPECIFIED, "a refusal is never answered");
     free(rb);
     pxn_hs_fini(&f);
 

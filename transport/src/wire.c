@@ -177,6 +177,7 @@ px_err pxn_hs_peer(pxn_hs *hs, const uint8_t *data, size_t n, uint32_t lane,
                  m->refuse->min_version, m->refuse->version);
         px_err rv = m->refuse->reason == PLEXUS__REFUSE__REASON__VERSION ? PX_EVERSION
                                                                            : PX_ECLOSED;
+        *refuse = PLEXUS__REFUSE__REASON__UNSPECIFIED; /* never answer a refusal */
         plexus__handshake__free_unpacked(m, NULL);
         return rv;
     }

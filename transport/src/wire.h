@@ -100,8 +100,8 @@ void pxn_hs_fini(pxn_hs *hs);
 /* Takes the peer's packed Handshake (n bytes): checks it (a Refuse becomes
  * PX_ECLOSED with its reason in why; bad fields PX_EPROTO; no common
  * version PX_EVERSION; a Hello on another lane PX_EPROTO) and computes the
- * transcript hash. On PX_EVERSION or PX_EPROTO, *refuse is the Refuse
- * reason to send back. why gets a one-line reason for the log. */
+ * transcript hash. *refuse is the Refuse reason to send back, or
+ * UNSPECIFIED when nothing should be sent (the peer refused us). why gets a one-line reason for the log. */
 px_err pxn_hs_peer(pxn_hs *hs, const uint8_t *data, size_t n, uint32_t lane,
                    Plexus__Refuse__Reason *refuse, char *why, size_t whylen);
 

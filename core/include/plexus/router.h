@@ -23,6 +23,31 @@ typedef struct px_router {
     void *arg;
 } px_router;
 
+/* Envelope flags as they travel between nodes (proto: EnvelopeFlag). */
+enum {
+    PX_WIRE_ASK = 1,   /* the sender asked: a px_reply goes back with corr */
+    PX_WIRE_REPLY = 2, /* a reply to the target's ask with corr */
+};
+
+/* For a router's send: the wire flags of m (PX_WIRE_ASK / PX_WIRE_REPLY). */
+unsigned px_msg_wire_flags(const px_msg *m);
+
+/* For the layer that receives messages from other nodes: delivers *msg to
+ * the local actor `to` as sent by `from` (a ref on another node) with
+ * correlation id corr and wire flags. Never blocks: a full bounded mailbox
+ * gives its policy's answer at once (PX_EFULL for Error and for Block).
+ * Takes ownership of *msg (nulls it) on PX_OK and when the target is gone
+ * (then it is a counted dead letter and the result is PX_EDEAD); on other
+ * errors the caller keeps it. PX_EINVAL if `to` is not on this node. Any
+ * thread. */
+px_err px_system_deliver_remote(px_system *sys, px_ref to, px_ref from, uint64_t corr,
+                                 unsigned flags, px_msg **msg);
+
+/* Records m as a dead letter for `to` (counted, passed to the dead-letter
+ * hook) and frees it: for a router that finds `to` cannot exist any more
+ * (e.g. an older incarnation of a peer node). Takes ownership. */
+void px_system_dead_letter(px_system *sys, px_ref to, px_msg *m, px_err why);
+
 /* Installs (or, with NULL, removes) the router. The table is copied. Not
  * concurrent with sends to remote refs: install before traffic starts. */
 void px_system_set_router(px_system *sys, const px_router *r);

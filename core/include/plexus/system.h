@@ -106,6 +106,8 @@ void px_system_free(px_system *sys);
 /* The node's name and its numeric id / incarnation as used in refs. */
 const char *px_system_node_name(const px_system *sys);
 px_ref px_system_root(const px_system *sys);
+/* The node id that refs carry for a node named `name` (FNV-1a, 32 bits). */
+uint32_t px_node_id(const char *name);
 
 /* Registers a behavior table by its name so it can be spawned by name
  * (also on this node's behalf by remote nodes, later). Borrows b: the table

@@ -1,7 +1,16 @@
 /*
- * plexus/transport.h — node identity, the cluster secret and the wire
- * protocol version. (Links between nodes are being built on top of these;
- * see proto/README.md for the wire format.)
+ * plexus/transport.h — links between nodes: node identity, the cluster
+ * secret, the wire protocol version, and the transport that carries actor
+ * messages to other nodes (proto/README.md has the wire format).
+ *
+ * A transport listens on one address and keeps a link to every configured
+ * peer. It installs itself as the system's router: px_send to a ref on a
+ * peer node goes out on that peer's link, and messages from peers are
+ * delivered to local actors. Delivery is at-most-once and, between one
+ * sender actor and one target actor, in send order. A send to a peer that
+ * cannot be reached fails with PX_EUNREACHABLE; a link queue that is full
+ * (bounded in messages and bytes) fails the send with PX_EFULL; a message
+ * larger than fits in a frame fails with PX_EMSGSIZE — the link stays up.
  *
  * Keys:
  *  - A node's identity is an ed25519 key pair. Its file holds the 32-byte
@@ -58,6 +67,77 @@ px_err px_secret_load(const char *path, uint8_t key[PX_SECRET_BYTES], char *err,
 
 /* The same from bytes in memory (tests, embedding). */
 px_err px_secret_from_bytes(const void *data, size_t len, uint8_t key[PX_SECRET_BYTES]);
+
+/* ---- the transport ---- */
+
+#include <plexus/system.h>
+
+/* A node this one links to: its name, the address it listens on and its
+ * identity public key (the handshake checks both). */
+typedef struct px_peer {
+    const char *name;    /* node name, as in its px_config.node_name */
+    const char *address; /* "tcp://127.0.0.1:7001", "ipc:///run/plexus/a.sock" */
+    uint8_t pk[PX_PUBKEY_BYTES];
+} px_peer;
+
+typedef struct px_transport_cfg {
+    const char *listen;          /* required: "tcp://host:port" (port 0 = any), "ipc:///path" */
+    const px_identity *identity; /* required; borrowed for the transport's life */
+    uint8_t cluster_key[PX_SECRET_BYTES]; /* px_secret_load */
+    const px_peer *peers;        /* copied */
+    size_t npeers;
+    uint32_t max_frame;          /* largest frame, 4 KiB..64 MiB; default 1 MiB */
+    uint32_t queue_msgs;         /* per-link queue bound; default 65536 */
+    uint64_t queue_bytes;        /* per-link queue bound; default 64 MiB */
+    uint32_t heartbeat_ms;       /* ping period on an idle link; default 250 */
+    uint32_t unreachable_ms;     /* silence that makes a peer unreachable; default 2000 */
+    uint32_t reconnect_max_ms;   /* cap of the reconnect backoff; default 5000 */
+    bool plaintext;              /* frames unencrypted after the handshake: benchmarks only */
+} px_transport_cfg;
+
+/* Defaults for everything but listen, identity, cluster_key and peers. */
+void px_transport_cfg_init(px_transport_cfg *cfg);
+
+typedef struct px_transport px_transport;
+
+/* Starts listening, dials every peer and installs the router on sys.
+ * PX_EINVAL (bad config: the log says which field), PX_EIO (cannot listen),
+ * PX_ENOMEM. Not from actor context. */
+px_err px_transport_start(px_system *sys, const px_transport_cfg *cfg, px_transport **out);
+
+/* The address the transport listens on, with the real port when the
+ * configured one was 0. Borrowed; lives as long as the transport. */
+const char *px_transport_address(const px_transport *t);
+
+/* Removes the router, closes every link and the listener, and frees t.
+ * Messages still queued for peers are counted as dead letters. NULL-safe.
+ * Call before px_system_free; not from actor context. */
+void px_transport_stop(px_transport *t);
+
+typedef enum px_link_state {
+    PX_LINK_CONNECTING = 0, /* never connected yet, or reconnecting after a close */
+    PX_LINK_UP = 1,         /* handshake done; messages flow */
+    PX_LINK_UNREACHABLE = 2 /* a dial or the handshake failed, or the peer went silent */
+} px_link_state;
+
+/* The state of the link to the peer named `name`, and the peer's
+ * incarnation seen in its last handshake (0 if none). PX_ENOENT if no such
+ * peer is configured. */
+px_err px_transport_peer_state(px_transport *t, const char *name, px_link_state *state,
+                               uint32_t *node_inc);
+
+typedef struct px_transport_stats {
+    uint64_t msgs_out, msgs_in;     /* envelopes sent / delivered */
+    uint64_t frames_out, frames_in;
+    uint64_t bytes_out, bytes_in;   /* on the wire, headers included */
+    uint64_t handshakes;            /* completed */
+    uint64_t refused;               /* handshakes refused (either side) */
+    uint64_t bad_frames;            /* failed to open or decode: link dropped */
+    uint64_t undeliverable;         /* arrived but could not be delivered */
+    uint64_t pings, pongs;
+} px_transport_stats;
+
+void px_transport_stats_get(px_transport *t, px_transport_stats *out);
 
 /* Public keys as text: standard base64 with padding (44 characters). */
 void px_pubkey_format(const uint8_t pk[PX_PUBKEY_BYTES], char out[PX_PUBKEY_B64_LEN]);
