@@ -94,6 +94,13 @@ Test(wire_keys, identity_files_that_are_open_to_others_or_garbage_are_refused) {
     cr_assert(strstr(err, "not a plexus identity file") != NULL, "%s", err);
     write_file(path, "", 0600);
     cr_assert_eq(px_identity_load(path, true, &a, err, sizeof err), PX_EPROTO);
+    write_file(path,
+               "plexus-identity-v1 ed25519\nAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=\n", 0600);
+    cr_assert_eq(px_identity_load(path, false, &a, err, sizeof err), PX_OK, "%s", err);
+    write_file(path,
+               "plexus-identity-v1 ed25519\nAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=junk\n",
+               0600);
+    cr_assert_eq(px_identity_load(path, false, &a, err, sizeof err), PX_EPROTO, "junk after the seed");
     write_file(path, "plexus-identity-v1 ed25519\nAAAA\n", 0600); /* 3 bytes, not 32 */
     cr_assert_eq(px_identity_load(path, false, &a, err, sizeof err), PX_EPROTO);
     cr_assert_eq(px_identity_load(tdir, false, &a, err, sizeof err), PX_EIO, "a directory");

@@ -142,7 +142,8 @@ px_err px_identity_load(const char *path, bool create, px_identity *out, char *e
         bool ok = len > hl && memcmp(buf, ID_HEADER, hl) == 0 &&
                   sodium_base642bin(seed, sizeof(seed), (const char *)buf + hl, len - hl, "\n\r ",
                                     &bl, &end, sodium_base64_VARIANT_ORIGINAL) == 0 &&
-                  bl == sizeof(seed);
+                  bl == sizeof(seed) && end != NULL &&
+                  strspn(end, "\n\r ") == strlen(end); /* nothing after the seed */
         sodium_memzero(buf, len);
         free(buf);
         if (!ok) {
