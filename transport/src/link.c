@@ -416,6 +416,16 @@ static void peer_fail_queue_locked(peer *p, px_err why) {
     p->qbytes = 0;
 }
 
+/* The peer cannot be reached: sends fail fast, its queue becomes dead
+ * letters, and the tick redials after the backoff (doubled, capped). */
+static void peer_down_locked(peer *p) {
+    p->state = PX_LINK_UNREACHABLE;
+    p->retry_at_ms = now_ms() + p->backoff_ms;
+    uint32_t cap = p->t->cfg.reconnect_max_ms;
+    p->backoff_ms = p->backoff_ms * 2 > cap ? cap : p->backoff_ms * 2;
+    peer_fail_queue_locked(p, PX_EUNREACHABLE);
+}
+
 /* Marks c closed and closes its stream (its aios then complete with an
  * error); the tick frees it. An outbound link's peer becomes unreachable
  * and is redialled after its backoff. Lock held. */
@@ -433,11 +443,7 @@ static void conn_close_locked(conn *c, const char *why, px_log_level lvl) {
     if (c->role == PXN_DIALER && c->p != NULL && c->p->c == c) {
         peer *p = c->p;
         p->c = NULL;
-        p->state = PX_LINK_UNREACHABLE;
-        p->retry_at_ms = now_ms() + p->backoff_ms;
-        uint32_t cap = t->cfg.reconnect_max_ms;
-        p->backoff_ms = p->backoff_ms * 2 > cap ? cap : p->backoff_ms * 2;
-        peer_fail_queue_locked(p, PX_EUNREACHABLE);
+        peer_down_locked(p);
     }
 }
 
@@ -819,11 +825,7 @@ static void dial_cb(void *arg) {
                 px_log(t->sys, PX_LOG_WARN, "cannot reach peer %s at %s: %s", p->name,
                        p->address, nng_strerror(rv));
             }
-            p->state = PX_LINK_UNREACHABLE;
-            p->retry_at_ms = now_ms() + p->backoff_ms;
-            uint32_t cap = t->cfg.reconnect_max_ms;
-            p->backoff_ms = p->backoff_ms * 2 > cap ? cap : p->backoff_ms * 2;
-            peer_fail_queue_locked(p, PX_EUNREACHABLE);
+            peer_down_locked(p);
         }
         nng_mtx_unlock(p->mtx);
         return;
