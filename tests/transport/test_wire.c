@@ -261,7 +261,7 @@ static void node_make(node *n, const char *name, uint8_t seed_byte, const char *
     crypto_sign_seed_keypair(n->id.pk, n->id.sk, seed);
     cr_assert_eq(px_secret_from_bytes(secret, strlen(secret), n->key), PX_OK);
     n->self = (pxn_self){.node_name = name,
-                         .node_id = 0x1000u + seed_byte,
+                         .node_id = px_node_id(name),
                          .node_inc = 7,
                          .id = &n->id,
                          .cluster_key = n->key,
@@ -281,6 +281,42 @@ static void hs_pair(pxn_hs *d, pxn_hs *l, node *nd, node *nl, px_err *ed, px_err
     char why[256];
     *el = pxn_hs_peer(l, d->mine, d->mine_len, PLEXUS__LANE__LANE_NORMAL, &r, why, sizeof why);
     *ed = pxn_hs_peer(d, l->mine, l->mine_len, PLEXUS__LANE__LANE_NORMAL, &r, why, sizeof why);
+}
+
+/* A listener does not know a connection's lane before the dialer's Hello:
+ * it answers on the lane the dialer named, and only on one of the three. */
+Test(wire_hs, a_listener_takes_the_lane_the_dialer_names) {
+    node a, b;
+    node_make(&a, "alpha", 1, SECRET);
+    node_make(&b, "beta", 2, SECRET);
+    Plexus__Refuse__Reason r;
+    char why[256];
+    pxn_hs d, l;
+    cr_assert_eq(pxn_hs_init(&d, PXN_DIALER, &a.self, PXN_LANE_ANY, NULL, NULL), PX_EINVAL,
+                 "only a listener may leave the lane open");
+    pxn_hs_fini(&d);
+    cr_assert_eq(pxn_hs_init(&d, PXN_DIALER, &a.self, PLEXUS__LANE__LANE_BULK, NULL, NULL), PX_OK);
+    cr_assert_eq(pxn_hs_init(&l, PXN_LISTENER, &b.self, PXN_LANE_ANY, NULL, NULL), PX_OK);
+    cr_assert_null(l.mine, "no hello before the dialer's");
+    cr_assert_eq(pxn_hs_peer(&l, d.mine, d.mine_len, PXN_LANE_ANY, &r, why, sizeof why), PX_OK,
+                 "%s", why);
+    cr_assert_not_null(l.mine);
+    cr_assert_eq(l.lane, PLEXUS__LANE__LANE_BULK);
+    cr_assert_eq(pxn_hs_peer(&d, l.mine, l.mine_len, PLEXUS__LANE__LANE_BULK, &r, why, sizeof why),
+                 PX_OK, "%s", why);
+    cr_assert_eq(d.peer->lane, PLEXUS__LANE__LANE_BULK);
+    cr_assert_arr_eq(d.th, l.th, 32);
+    pxn_hs_fini(&d);
+    pxn_hs_fini(&l);
+
+    /* A lane that does not exist is refused. */
+    cr_assert_eq(pxn_hs_init(&d, PXN_DIALER, &a.self, 7, NULL, NULL), PX_OK);
+    cr_assert_eq(pxn_hs_init(&l, PXN_LISTENER, &b.self, PXN_LANE_ANY, NULL, NULL), PX_OK);
+    cr_assert_eq(pxn_hs_peer(&l, d.mine, d.mine_len, PXN_LANE_ANY, &r, why, sizeof why),
+                 PX_EPROTO);
+    cr_assert(strstr(why, "lane") != NULL, "%s", why);
+    pxn_hs_fini(&d);
+    pxn_hs_fini(&l);
 }
 
 Test(wire_hs, both_sides_derive_matching_keys_and_prove_their_identities) {
@@ -386,6 +422,7 @@ Test(wire_hs, incompatible_versions_and_bad_hellos_are_refused_with_a_reason) {
     h.version = PX_WIRE_VERSION + 5;
     h.min_version = PX_WIRE_VERSION + 3;
     h.node_name = "future";
+    h.node_id = px_node_id("future");
     h.identity_pk = (ProtobufCBinaryData){32, pk};
     h.kx_pk = (ProtobufCBinaryData){32, kx};
     h.nonce = (ProtobufCBinaryData){32, nonce};
@@ -418,7 +455,8 @@ Test(wire_hs, incompatible_versions_and_bad_hellos_are_refused_with_a_reason) {
 
     /* Bad fields, one at a time. */
     static const char *cases[] = {"node name", "identity key length", "kx key length",
-                                  "nonce length", "lane", "max_frame", "plaintext mode"};
+                                  "nonce length", "lane", "max_frame", "node id",
+                                  "plaintext mode"};
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         Plexus__Hello g = h;
         g.version = PX_WIRE_VERSION;
@@ -430,6 +468,7 @@ Test(wire_hs, incompatible_versions_and_bad_hellos_are_refused_with_a_reason) {
         case 3: g.nonce.len = 0; break;
         case 4: g.lane = PLEXUS__LANE__LANE_BULK; break;
         case 5: g.max_frame = 10; break;
+        case 6: g.node_id ^= 1; break;
         default: g.plaintext = true; break;
         }
         m.hello = &g;

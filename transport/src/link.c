@@ -1,6 +1,7 @@
 /*
- * link.c — the transport: a listener, one outbound link per configured
- * peer, over nng byte streams (tcp or ipc) with our own framing (wire.h).
+ * link.c — the transport: a listener, and a link of three connections (one
+ * per lane) to every configured peer, over nng byte streams (tcp or ipc)
+ * with our own framing (wire.h).
  *
  * Why byte streams and not an SP pattern: nng's pair1 hands each message
  * across several of its internal threads (a wake-up each on this machine:
@@ -10,21 +11,39 @@
  * ours to decide.
  *
  * Shape:
- *  - Each node dials each of its peers and sends on that connection (the
- *    dialer side); connections it accepts are for receiving (the listener
- *    side answers pings with pongs and sends nothing else).
+ *  - Each node dials each of its peers once per lane and sends on those
+ *    connections (the dialer side); connections it accepts are for
+ *    receiving (the listener side answers pings with pongs and sends
+ *    nothing else). A peer is UP when its three outbound connections are;
+ *    when one closes, all three close and the peer is redialled.
+ *  - CONTROL carries the pings (heartbeats both ways: each node pings on
+ *    its own control connection); NORMAL carries batches of envelopes;
+ *    BULK carries the chunks of payloads above bulk_threshold, whose
+ *    envelope goes on NORMAL with a bulk id and no payload. Separate
+ *    connections keep a 64 MiB payload in the kernel's buffers from
+ *    delaying a heartbeat or a small message.
  *  - Senders (router_send, any thread) append to the peer's bounded queue
  *    and start a write if none is in flight. When the write completes, the
  *    completion packs everything queued meanwhile into one frame: a lone
- *    message goes out at once, a burst shares frames.
+ *    message goes out at once, a burst shares frames. BULK is fed from its
+ *    own callbacks (kick_aio, tx_aio): one chunk per write, sealed outside
+ *    the peer lock.
  *  - Reads run in the stream's receive callback: preamble, handshake, then
- *    frames; envelopes are delivered to local actors from there.
- *  - A tick (every heartbeat_ms) pings idle links, drops silent ones, dials
- *    peers that are due, and frees closed connections (a callback cannot
+ *    frames; envelopes are delivered to local actors from there. The
+ *    receiving state of a peer (p->rx, shared by its inbound connections)
+ *    reassembles bulk payloads and holds back later envelopes from the same
+ *    sender to the same target until the bulk one is complete, so
+ *    per-(sender, target) order holds across lanes. When too many are held
+ *    back, the NORMAL connection stops reading (TCP pushes back to the
+ *    sender, whose queue fills: PX_EFULL) until the tick resumes it.
+ *  - A tick (every <= 50 ms, 1 ms while a connection is paused) pings idle
+ *    control links, drops silent connections, dials peers that are due,
+ *    resumes paused reads and frees closed connections (a callback cannot
  *    stop its own aio).
- * Locks: t->mtx guards the peer list states and the connection list; each
- * connection's mtx guards its buffers and state (an outbound connection
- * shares its peer's lock, which also guards the peer's queue).
+ * Locks: t->mtx guards the connection list. p->mtx guards the peer's
+ * state, queues and outbound connections (they share it). An inbound
+ * connection has its own mtx for its buffers. p->rx_mtx guards the peer's
+ * receiving state. Order: t->mtx -> connection/peer mtx -> p->rx_mtx.
  */
 #include <stdatomic.h>
 #include <stdio.h>
@@ -43,6 +62,18 @@
 
 enum { C_HS = 0, C_AUTH = 1, C_UP = 2, C_CLOSED = 3 };
 enum { R_PRE = 0, R_HSLEN, R_HS, R_LEN, R_BODY };
+enum {
+    L_CTL = PLEXUS__LANE__LANE_CONTROL,
+    L_NRM = PLEXUS__LANE__LANE_NORMAL,
+    L_BLK = PLEXUS__LANE__LANE_BULK,
+    NLANES = 3
+};
+static const char *const lane_name[NLANES] = {"control", "normal", "bulk"};
+
+/* Room a frame needs around an envelope's payload, and around a chunk's. */
+#define ENV_OVERHEAD 96
+#define CHUNK_OVERHEAD 64
+#define CHUNK_MAX (1u << 20)
 
 typedef struct txent {
     px_ref to, from;
@@ -52,17 +83,62 @@ typedef struct txent {
     px_msg *m;         /* the message (a bytes payload is borrowed from it) */
     uint8_t *packed;   /* proto: the packed payload (owned) */
     size_t len;
+    uint64_t bulk_id;  /* non-zero: the payload goes on BULK */
 } txent;
+
+typedef struct txq {
+    txent *v;
+    size_t head, len, cap;
+} txq;
 
 typedef struct peer peer;
 typedef struct conn conn;
+typedef struct rxbulk rxbulk;
+
+/* An envelope that arrived but waits: its bulk payload is incomplete, or an
+ * earlier one from the same sender to the same target is. */
+typedef struct rxitem {
+    struct rxitem *next;
+    px_ref to, from;
+    uint64_t corr;
+    uint32_t flags, tag;
+    char *type;   /* a bulk payload's type name (owned); NULL for bytes */
+    px_msg *m;    /* ready to deliver; NULL while `bulk` is incomplete */
+    rxbulk *bulk; /* the payload it waits for */
+    px_err failed; /* the payload did not make a message: drop with this */
+} rxitem;
+
+/* A bulk payload being reassembled (its envelope may not be in yet). */
+struct rxbulk {
+    rxbulk *next;
+    uint64_t id, len, have;
+    uint8_t *buf;
+    rxitem *item; /* its envelope, once that arrived */
+};
+
+/* A (sender, target) pair with n incomplete bulk messages held. */
+typedef struct rxwait {
+    px_ref to, from;
+    uint32_t n;
+} rxwait;
+
+typedef struct rxstate {
+    conn *in[NLANES];  /* the current inbound connection of each lane */
+    uint32_t inc;      /* the peer incarnation they belong to */
+    rxitem *head, *tail;
+    size_t nheld;
+    rxbulk *bulks;
+    uint64_t bulk_bytes;
+    rxwait *w;
+    size_t nw, wcap;
+} rxstate;
 
 struct conn {
     px_transport *t;
     peer *p;      /* outbound: its peer; inbound: the peer it proved to be */
-    int role;
+    int role, lane;
     nng_stream *s;
-    nng_aio *rx_aio, *tx_aio;
+    nng_aio *rx_aio, *tx_aio, *kick_aio;
     nng_mtx *mtx; /* outbound: the peer's */
     bool own_mtx;
     int state;
@@ -72,15 +148,27 @@ struct conn {
     int rphase;
     uint8_t *rbuf;
     size_t rcap, rhave, rneed;
+    bool rx_paused; /* NORMAL: too many envelopes held back; the tick resumes */
     /* writing: wcur is on the wire, wnext collects sealed frames */
     uint8_t *wcur, *wnext;
     size_t wcur_len, wcur_off, wcur_cap, wnext_len, wnext_cap;
     bool writing;
+    /* BULK outbound: the payload being chunked */
+    txent cur;
+    size_t cur_off;
+    bool has_cur;
     int64_t last_rx_ms, last_ping_ms;
     uint64_t ping_seq;
-    char who[96]; /* for the log: peer name or remote address */
+    char who[112]; /* for the log: peer name or remote address, and lane */
     conn *next;
 };
+
+typedef struct dialer {
+    peer *p;
+    int lane;
+    nng_aio *aio;
+    bool busy;
+} dialer;
 
 struct peer {
     px_transport *t;
@@ -90,15 +178,22 @@ struct peer {
     uint32_t node_inc; /* from its last handshake, 0 = never */
     px_link_state state;
     nng_mtx *mtx;
-    conn *c; /* the outbound connection, if any */
+    conn *c[NLANES]; /* the outbound connections */
+    dialer dl[NLANES];
     nng_stream_dialer *d;
-    nng_aio *dial_aio;
-    bool dialing;
     int64_t retry_at_ms;
     uint32_t backoff_ms;
-    txent *q;
-    size_t qhead, qlen, qcap;
+    txq q[NLANES]; /* CONTROL, NORMAL: envelopes; BULK: payloads to chunk */
+    size_t qmsgs;
     uint64_t qbytes;
+    uint64_t bulk_seq;
+    uint64_t peer_max_msg;  /* from its Hello; 0 = not known yet */
+    uint32_t peer_max_frame;
+    uint32_t rtt_us, rtt_max_us;
+    /* receiving */
+    nng_mtx *rx_mtx;
+    rxstate rx;
+    _Atomic int64_t last_ping_in_ms; /* its last ping on our inbound control */
 };
 
 struct px_transport {
@@ -113,9 +208,10 @@ struct px_transport {
     size_t npeers;
     conn *conns;
     atomic_bool stopping;
+    atomic_bool hurry; /* a paused connection: tick again soon */
     atomic_int senders;
     _Atomic uint64_t msgs_out, msgs_in, frames_out, frames_in, bytes_out, bytes_in, handshakes,
-        refused, bad_frames, undeliverable, pings, pongs;
+        refused, bad_frames, undeliverable, pings, pongs, bulk_out, bulk_in, held;
 };
 
 #define CNT(t, f, n) atomic_fetch_add_explicit(&(t)->f, (n), memory_order_relaxed)
@@ -132,7 +228,11 @@ static uint64_t now_ns(void) {
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
-/* ---- buffers ---- */
+static bool ref_eq(px_ref a, px_ref b) {
+    return a.node == b.node && a.node_inc == b.node_inc && a.id == b.id && a.inc == b.inc;
+}
+
+/* ---- buffers and queues ---- */
 
 static bool reserve(uint8_t **b, size_t *cap, size_t need) {
     if (need <= *cap) {
@@ -158,16 +258,51 @@ static void txent_free(txent *e) {
     e->packed = NULL;
 }
 
+static const uint8_t *txent_data(const txent *e) {
+    return e->packed ? e->packed : (const uint8_t *)px_msg_data(e->m, NULL);
+}
+
+static txent *txq_at(txq *q, size_t i) { return &q->v[(q->head + i) % q->cap]; }
+
+static bool txq_push(txq *q, const txent *e) {
+    if (q->len == q->cap) {
+        size_t nc = q->cap ? q->cap * 2 : 64;
+        txent *nv = malloc(nc * sizeof(*nv));
+        if (nv == NULL) {
+            return false;
+        }
+        for (size_t i = 0; i < q->len; i++) {
+            nv[i] = *txq_at(q, i);
+        }
+        free(q->v);
+        q->v = nv;
+        q->cap = nc;
+        q->head = 0;
+    }
+    q->v[(q->head + q->len) % q->cap] = *e;
+    q->len++;
+    return true;
+}
+
+static void txq_pop(txq *q) {
+    q->head = (q->head + 1) % q->cap;
+    q->len--;
+}
+
+static void qbytes_sub(peer *p, uint64_t n) { p->qbytes = p->qbytes > n ? p->qbytes - n : 0; }
+
 /* ---- connections ---- */
 
 static void conn_close_locked(conn *c, const char *why, px_log_level lvl);
 static void rx_start(conn *c);
 static void tx_kick_locked(conn *c);
+static void rx_reset_locked(peer *p, px_err why);
 
 static void rx_cb(void *arg);
 static void tx_cb(void *arg);
+static void kick_cb(void *arg);
 
-static conn *conn_new(px_transport *t, nng_stream *s, int role, peer *p) {
+static conn *conn_new(px_transport *t, nng_stream *s, int role, peer *p, int lane) {
     conn *c = calloc(1, sizeof(*c));
     if (c == NULL) {
         return NULL;
@@ -175,6 +310,7 @@ static conn *conn_new(px_transport *t, nng_stream *s, int role, peer *p) {
     c->t = t;
     c->p = p;
     c->role = role;
+    c->lane = lane;
     c->s = s;
     if (p != NULL) {
         c->mtx = p->mtx;
@@ -184,8 +320,10 @@ static conn *conn_new(px_transport *t, nng_stream *s, int role, peer *p) {
         free(c);
         return NULL;
     }
-    if (nng_aio_alloc(&c->rx_aio, rx_cb, c) != 0 || nng_aio_alloc(&c->tx_aio, tx_cb, c) != 0) {
+    if (nng_aio_alloc(&c->rx_aio, rx_cb, c) != 0 || nng_aio_alloc(&c->tx_aio, tx_cb, c) != 0 ||
+        nng_aio_alloc(&c->kick_aio, kick_cb, c) != 0) {
         nng_aio_free(c->rx_aio);
+        nng_aio_free(c->tx_aio);
         if (c->own_mtx) {
             nng_mtx_free(c->mtx);
         }
@@ -194,7 +332,7 @@ static conn *conn_new(px_transport *t, nng_stream *s, int role, peer *p) {
     }
     c->last_rx_ms = c->last_ping_ms = now_ms();
     if (p != NULL) {
-        snprintf(c->who, sizeof(c->who), "%s (%s)", p->name, p->address);
+        snprintf(c->who, sizeof(c->who), "%s (%s, %s)", p->name, p->address, lane_name[lane]);
     } else {
         nng_sockaddr sa;
         char addr[64] = "?";
@@ -218,9 +356,16 @@ static conn *conn_new(px_transport *t, nng_stream *s, int role, peer *p) {
 static void conn_free(conn *c) {
     nng_aio_stop(c->rx_aio);
     nng_aio_stop(c->tx_aio);
+    nng_aio_stop(c->kick_aio);
     nng_stream_free(c->s);
     nng_aio_free(c->rx_aio);
     nng_aio_free(c->tx_aio);
+    nng_aio_free(c->kick_aio);
+    if (c->has_cur) { /* a bulk payload cut short */
+        px_system_dead_letter(c->t->sys, c->cur.to, c->cur.m, PX_EUNREACHABLE);
+        c->cur.m = NULL;
+        txent_free(&c->cur);
+    }
     pxn_hs_fini(&c->hs);
     sodium_memzero(&c->rx, sizeof(c->rx));
     sodium_memzero(&c->tx, sizeof(c->tx));
@@ -268,22 +413,33 @@ static void out_hello_locked(conn *c) {
     }
 }
 
-/* ---- the outbound queue -> frames ---- */
+/* ---- the outbound queues -> frames ---- */
 
-/* Moves queued envelopes of c's peer into one Batch frame (as many as fit
- * in max_frame). Lock held. */
-static void pack_batch_locked(conn *c) {
+/* The largest frame both ends of c accept. */
+static uint32_t frame_budget(const conn *c) {
+    uint32_t own = c->t->cfg.max_frame;
+    uint32_t theirs = c->hs.peer != NULL ? c->hs.peer->max_frame : own;
+    return own < theirs ? own : theirs;
+}
+
+/* Moves queued envelopes of c's lane into one Batch frame (as many as fit).
+ * The envelope of a bulk payload goes with no payload, and the payload
+ * moves to the BULK queue (*kick_bulk set). Lock held. */
+static void pack_batch_locked(conn *c, bool *kick_bulk) {
     peer *p = c->p;
     px_transport *t = c->t;
-    if (p == NULL || p->qlen == 0 || c->role != PXN_DIALER || p->c != c) {
-        return; /* only a peer's own outbound connection carries its queue */
+    txq *q = &p->q[c->lane];
+    if (q->len == 0) {
+        return;
     }
-    uint32_t maxf = t->cfg.max_frame < c->hs.peer->max_frame ? t->cfg.max_frame
-                                                              : c->hs.peer->max_frame;
-    size_t budget = maxf - PXN_TAG_BYTES - 16, used = 0, k = 0;
-    while (k < p->qlen) {
-        txent *e = &p->q[(p->qhead + k) % p->qcap];
-        size_t est = e->len + (e->type ? strlen(e->type) : 0) + 96;
+    size_t budget = frame_budget(c) - PXN_TAG_BYTES - 16, used = 0, k = 0;
+    while (k < q->len) {
+        txent *e = txq_at(q, k);
+        size_t est = (e->type ? strlen(e->type) : 0) + ENV_OVERHEAD;
+        if (e->bulk_id == 0 && e->len + est > budget) {
+            e->bulk_id = ++p->bulk_seq; /* the peer's frames are smaller than ours */
+        }
+        est += e->bulk_id ? 0 : e->len;
         if (k > 0 && used + est > budget) {
             break;
         }
@@ -301,7 +457,7 @@ static void pack_batch_locked(conn *c) {
     }
     size_t n = 0;
     for (size_t i = 0; i < k; i++) {
-        txent *e = &p->q[(p->qhead + i) % p->qcap];
+        txent *e = txq_at(q, i);
         if (p->node_inc != 0 && e->to.node_inc != p->node_inc) {
             continue; /* an older incarnation: dead-lettered below */
         }
@@ -319,8 +475,13 @@ static void pack_batch_locked(conn *c) {
         v->flags = e->flags;
         v->type = (char *)(uintptr_t)(e->type ? e->type : "");
         v->tag = e->tag;
-        v->payload.len = e->len;
-        v->payload.data = e->packed ? e->packed : (uint8_t *)(uintptr_t)px_msg_data(e->m, NULL);
+        if (e->bulk_id != 0) {
+            v->bulk_id = e->bulk_id;
+            v->bulk_len = e->len;
+        } else {
+            v->payload.len = e->len;
+            v->payload.data = (uint8_t *)(uintptr_t)txent_data(e);
+        }
         envp[n++] = v;
     }
     Plexus__Batch b = PLEXUS__BATCH__INIT;
@@ -339,27 +500,32 @@ static void pack_batch_locked(conn *c) {
     }
     CNT(t, msgs_out, n);
     for (size_t i = 0; i < k; i++) {
-        txent *e = &p->q[p->qhead];
-        p->qbytes -= e->len;
+        txent *e = txq_at(q, 0);
+        p->qmsgs--;
         if (p->node_inc != 0 && e->to.node_inc != p->node_inc) {
+            qbytes_sub(p, e->len);
             px_system_dead_letter(t->sys, e->to, e->m, PX_EDEAD);
             e->m = NULL;
+            txent_free(e);
+        } else if (e->bulk_id != 0) {
+            if (txq_push(&p->q[L_BLK], e)) { /* the payload follows on BULK */
+                *kick_bulk = true;
+            } else {
+                qbytes_sub(p, e->len);
+                px_system_dead_letter(t->sys, e->to, e->m, PX_ENOMEM);
+                e->m = NULL;
+                txent_free(e);
+            }
+        } else {
+            qbytes_sub(p, e->len);
+            txent_free(e);
         }
-        txent_free(e);
-        p->qhead = (p->qhead + 1) % p->qcap;
-        p->qlen--;
+        txq_pop(q);
     }
 }
 
-/* Starts a write of everything pending, if none is in flight. Lock held. */
-static void tx_kick_locked(conn *c) {
-    if (c->writing || c->state == C_CLOSED) {
-        return;
-    }
-    if (c->state == C_UP) {
-        pack_batch_locked(c);
-    }
-    if (c->wnext_len == 0 || c->state == C_CLOSED) {
+static void start_write_locked(conn *c) {
+    if (c->writing || c->wnext_len == 0 || c->state == C_CLOSED) {
         return;
     }
     uint8_t *b = c->wcur;
@@ -375,6 +541,106 @@ static void tx_kick_locked(conn *c) {
     nng_iov iov = {c->wcur, c->wcur_len};
     nng_aio_set_iov(c->tx_aio, 1, &iov);
     nng_stream_send(c->s, c->tx_aio);
+}
+
+/* BULK: seals the next chunk of the payload in hand (taking the next one
+ * from the queue when done) and writes it. Runs only in c's callbacks, with
+ * c->writing set so nothing else writes: the lock is dropped while packing
+ * and sealing. Lock held. */
+static void bulk_fill_locked(conn *c) {
+    peer *p = c->p;
+    px_transport *t = c->t;
+    while (!c->has_cur) {
+        if (p->q[L_BLK].len == 0) {
+            c->writing = false;
+            return;
+        }
+        c->cur = *txq_at(&p->q[L_BLK], 0);
+        txq_pop(&p->q[L_BLK]);
+        c->cur_off = 0;
+        c->has_cur = true;
+        if (p->node_inc != 0 && c->cur.to.node_inc != p->node_inc) {
+            qbytes_sub(p, c->cur.len);
+            px_system_dead_letter(t->sys, c->cur.to, c->cur.m, PX_EDEAD);
+            c->cur.m = NULL;
+            txent_free(&c->cur);
+            c->has_cur = false;
+        }
+    }
+    size_t chunk = frame_budget(c) - PXN_TAG_BYTES - CHUNK_OVERHEAD;
+    chunk = chunk < CHUNK_MAX ? chunk : CHUNK_MAX;
+    size_t n = c->cur.len - c->cur_off < chunk ? c->cur.len - c->cur_off : chunk;
+    Plexus__Chunk ch = PLEXUS__CHUNK__INIT;
+    ch.bulk_id = c->cur.bulk_id;
+    ch.offset = c->cur_off;
+    ch.bulk_len = c->cur.len;
+    ch.data = (ProtobufCBinaryData){n, (uint8_t *)(uintptr_t)(txent_data(&c->cur) + c->cur_off)};
+    Plexus__Frame f = PLEXUS__FRAME__INIT;
+    f.body_case = PLEXUS__FRAME__BODY_CHUNK;
+    f.chunk = &ch;
+    size_t pn = plexus__frame__get_packed_size(&f);
+    size_t total = pxn_sealed_len(&c->tx, pn);
+    if (!reserve(&c->wnext, &c->wnext_cap, total)) {
+        c->writing = false;
+        conn_close_locked(c, "out of memory for a chunk", PX_LOG_ERROR);
+        return;
+    }
+    uint8_t *at = c->wnext;
+    nng_mtx_unlock(c->mtx);
+    plexus__frame__pack(&f, at + PXN_LEN_BYTES);
+    pxn_seal(&c->tx, at + PXN_LEN_BYTES, pn, at);
+    nng_mtx_lock(c->mtx);
+    CNT(t, frames_out, 1);
+    c->cur_off += n;
+    if (c->cur_off == c->cur.len) {
+        qbytes_sub(p, c->cur.len);
+        txent_free(&c->cur);
+        c->has_cur = false;
+        CNT(t, bulk_out, 1);
+    }
+    c->writing = false;
+    if (c->state == C_CLOSED) {
+        return;
+    }
+    c->wnext_len = total;
+    start_write_locked(c);
+}
+
+/* Starts a write of everything pending, if none is in flight. Lock held.
+ * For BULK it only schedules the connection's own callback (kick_cb),
+ * which seals the next chunk. */
+static void tx_kick_locked(conn *c) {
+    if (c->writing || c->state == C_CLOSED) {
+        return;
+    }
+    if (c->state == C_UP && c->role == PXN_DIALER && c->lane == L_BLK) {
+        if (c->wnext_len == 0) {
+            if (c->has_cur || c->p->q[L_BLK].len > 0) {
+                c->writing = true;
+                nng_sleep_aio(0, c->kick_aio);
+            }
+            return;
+        }
+    }
+    bool kick_bulk = false;
+    if (c->state == C_UP && c->role == PXN_DIALER && c->lane != L_BLK) {
+        pack_batch_locked(c, &kick_bulk);
+    }
+    start_write_locked(c);
+    if (kick_bulk && c->p->c[L_BLK] != NULL) {
+        tx_kick_locked(c->p->c[L_BLK]);
+    }
+}
+
+static void kick_cb(void *arg) {
+    conn *c = arg;
+    nng_mtx_lock(c->mtx);
+    if (nng_aio_result(c->kick_aio) != 0 || c->state != C_UP) {
+        c->writing = false;
+    } else {
+        bulk_fill_locked(c);
+    }
+    nng_mtx_unlock(c->mtx);
 }
 
 static void tx_cb(void *arg) {
@@ -398,37 +664,66 @@ static void tx_cb(void *arg) {
         return;
     }
     c->writing = false;
-    tx_kick_locked(c);
+    if (c->state == C_UP && c->role == PXN_DIALER && c->lane == L_BLK && c->wnext_len == 0) {
+        c->writing = true;
+        bulk_fill_locked(c);
+    } else {
+        tx_kick_locked(c);
+    }
     nng_mtx_unlock(c->mtx);
 }
 
 /* ---- closing ---- */
 
 static void peer_fail_queue_locked(peer *p, px_err why) {
-    while (p->qlen > 0) {
-        txent *e = &p->q[p->qhead];
-        px_system_dead_letter(p->t->sys, e->to, e->m, why);
-        e->m = NULL;
-        txent_free(e);
-        p->qhead = (p->qhead + 1) % p->qcap;
-        p->qlen--;
+    for (int l = 0; l < NLANES; l++) {
+        txq *q = &p->q[l];
+        while (q->len > 0) {
+            txent *e = txq_at(q, 0);
+            px_system_dead_letter(p->t->sys, e->to, e->m, why);
+            e->m = NULL;
+            txent_free(e);
+            txq_pop(q);
+        }
     }
+    p->qmsgs = 0;
     p->qbytes = 0;
 }
 
 /* The peer cannot be reached: sends fail fast, its queue becomes dead
- * letters, and the tick redials after the backoff (doubled, capped). */
+ * letters, and the tick redials after the backoff (doubled, capped) — once
+ * per failure, however many of its connections report it. */
 static void peer_down_locked(peer *p) {
-    p->state = PX_LINK_UNREACHABLE;
-    p->retry_at_ms = now_ms() + p->backoff_ms;
-    uint32_t cap = p->t->cfg.reconnect_max_ms;
-    p->backoff_ms = p->backoff_ms * 2 > cap ? cap : p->backoff_ms * 2;
+    int64_t now = now_ms();
+    if (p->state != PX_LINK_UNREACHABLE || now >= p->retry_at_ms) {
+        p->state = PX_LINK_UNREACHABLE;
+        p->retry_at_ms = now + p->backoff_ms;
+        uint32_t cap = p->t->cfg.reconnect_max_ms;
+        p->backoff_ms = p->backoff_ms * 2 > cap ? cap : p->backoff_ms * 2;
+    }
     peer_fail_queue_locked(p, PX_EUNREACHABLE);
+}
+
+/* One outbound connection failed: close its siblings too, the peer is
+ * down. Lock held. */
+static void peer_lanes_down_locked(peer *p, const char *why) {
+    conn *cs[NLANES];
+    for (int l = 0; l < NLANES; l++) {
+        cs[l] = p->c[l];
+        p->c[l] = NULL;
+    }
+    for (int l = 0; l < NLANES; l++) {
+        if (cs[l] != NULL) {
+            conn_close_locked(cs[l], why, PX_LOG_INFO);
+        }
+    }
+    peer_down_locked(p);
 }
 
 /* Marks c closed and closes its stream (its aios then complete with an
  * error); the tick frees it. An outbound link's peer becomes unreachable
- * and is redialled after its backoff. Lock held. */
+ * and is redialled after its backoff; an inbound one's receiving state is
+ * dropped if c was its current NORMAL or BULK connection. Lock held. */
 static void conn_close_locked(conn *c, const char *why, px_log_level lvl) {
     if (c->state == C_CLOSED) {
         return;
@@ -440,14 +735,28 @@ static void conn_close_locked(conn *c, const char *why, px_log_level lvl) {
     if (!atomic_load(&t->stopping)) {
         px_log(t->sys, lvl, "link %s %s: %s", c->who, was_up ? "closed" : "failed", why);
     }
-    if (c->role == PXN_DIALER && c->p != NULL && c->p->c == c) {
-        peer *p = c->p;
-        p->c = NULL;
-        peer_down_locked(p);
+    peer *p = c->p;
+    if (p == NULL) {
+        return;
+    }
+    if (c->role == PXN_DIALER && p->c[c->lane] == c) {
+        p->c[c->lane] = NULL;
+        char sib[160];
+        snprintf(sib, sizeof(sib), "its %s connection went down", lane_name[c->lane]);
+        peer_lanes_down_locked(p, sib);
+    } else if (c->role == PXN_LISTENER) {
+        nng_mtx_lock(p->rx_mtx);
+        if (p->rx.in[c->lane] == c) {
+            p->rx.in[c->lane] = NULL;
+            if (c->lane != L_CTL) {
+                rx_reset_locked(p, PX_EUNREACHABLE);
+            }
+        }
+        nng_mtx_unlock(p->rx_mtx);
     }
 }
 
-/* ---- receiving ---- */
+/* ---- receiving: the handshake ---- */
 
 static void rx_want(conn *c, int phase, size_t need) {
     c->rphase = phase;
@@ -496,7 +805,8 @@ static void on_hello_locked(conn *c) {
     px_transport *t = c->t;
     Plexus__Refuse__Reason rr;
     char why[300];
-    px_err rv = pxn_hs_peer(&c->hs, c->rbuf, c->rneed, PLEXUS__LANE__LANE_NORMAL, &rr, why,
+    px_err rv = pxn_hs_peer(&c->hs, c->rbuf, c->rneed,
+                            c->role == PXN_DIALER ? (uint32_t)c->lane : PXN_LANE_ANY, &rr, why,
                             sizeof(why));
     if (rv != PX_OK) {
         if (rr != PLEXUS__REFUSE__REASON__UNSPECIFIED) {
@@ -529,7 +839,8 @@ static void on_hello_locked(conn *c) {
     }
     if (c->role == PXN_LISTENER) {
         c->p = p;
-        snprintf(c->who, sizeof(c->who), "from %s", p->name);
+        c->lane = (int)h->lane;
+        snprintf(c->who, sizeof(c->who), "from %s (%s)", p->name, lane_name[c->lane]);
         out_hello_locked(c);
     }
     if (pxn_hs_keys(&c->hs, &c->rx, &c->tx) != PX_OK) {
@@ -560,32 +871,64 @@ static void on_up_locked(conn *c) {
     c->rx.plaintext = t->cfg.plaintext;
     CNT(t, handshakes, 1);
     uint32_t inc = c->hs.peer->node_inc;
-    if (c->role == PXN_DIALER) {
-        if (p->node_inc != 0 && p->node_inc != inc) {
-            px_log(t->sys, PX_LOG_WARN,
-                   "peer %s restarted: incarnation %08x -> %08x; refs to the old one are dead",
-                   p->name, p->node_inc, inc);
+    if (c->role == PXN_LISTENER) {
+        /* The newest inbound connection of a lane is the peer's current one
+         * (an older one is left over from before a restart or a redial). */
+        nng_mtx_lock(p->rx_mtx);
+        if (p->rx.inc != inc) {
+            rx_reset_locked(p, PX_EDEAD);
+            p->rx.inc = inc;
         }
-        p->node_inc = inc;
-        p->state = PX_LINK_UP;
-        p->backoff_ms = 50;
-        px_log(t->sys, PX_LOG_INFO, "link to %s up%s", c->who,
-               t->cfg.plaintext ? " (PLAINTEXT: frames are not encrypted)" : "");
+        conn *old = p->rx.in[c->lane];
+        p->rx.in[c->lane] = c;
+        if (old != NULL && c->lane != L_CTL) {
+            rx_reset_locked(p, PX_EUNREACHABLE);
+        }
+        nng_mtx_unlock(p->rx_mtx);
+        if (old != NULL) {
+            nng_stream_close(old->s); /* its callbacks see the error and close it */
+        }
+        atomic_store(&p->last_ping_in_ms, now_ms());
+        return;
+    }
+    if (p->node_inc != 0 && p->node_inc != inc) {
+        px_log(t->sys, PX_LOG_WARN,
+               "peer %s restarted: incarnation %08x -> %08x; refs to the old one are dead",
+               p->name, p->node_inc, inc);
+    }
+    p->node_inc = inc;
+    p->peer_max_msg = c->hs.peer->max_msg;
+    p->peer_max_frame = c->hs.peer->max_frame;
+    for (int l = 0; l < NLANES; l++) {
+        if (p->c[l] == NULL || p->c[l]->state != C_UP) {
+            return;
+        }
+    }
+    p->state = PX_LINK_UP;
+    p->backoff_ms = 50;
+    p->rtt_max_us = 0;
+    px_log(t->sys, PX_LOG_INFO, "link to %s (%s) up%s", p->name, p->address,
+           t->cfg.plaintext ? " (PLAINTEXT: frames are not encrypted)" : "");
+    for (int l = 0; l < NLANES; l++) {
+        tx_kick_locked(p->c[l]);
     }
 }
 
-static px_msg *msg_of_envelope(px_transport *t, const Plexus__Envelope *v, px_err *why) {
+/* ---- receiving: envelopes, bulk payloads, hold-back ---- */
+
+static px_msg *msg_of_payload(px_transport *t, const char *type, uint32_t tag,
+                              const uint8_t *data, size_t len, px_err *why) {
     px_msg *m = NULL;
-    if (v->type == NULL || v->type[0] == '\0') {
-        *why = px_msg_bytes(&m, v->tag, v->payload.data, v->payload.len);
+    if (type == NULL || type[0] == '\0') {
+        *why = px_msg_bytes(&m, tag, data, len);
         return *why == PX_OK ? m : NULL;
     }
-    const ProtobufCMessageDescriptor *d = px_type_lookup(t->sys, v->type);
+    const ProtobufCMessageDescriptor *d = px_type_lookup(t->sys, type);
     if (d == NULL) {
         *why = PX_ETYPE;
         return NULL;
     }
-    ProtobufCMessage *pb = protobuf_c_message_unpack(d, NULL, v->payload.len, v->payload.data);
+    ProtobufCMessage *pb = protobuf_c_message_unpack(d, NULL, len, data);
     if (pb == NULL) {
         *why = PX_EPROTO;
         return NULL;
@@ -602,32 +945,306 @@ static px_ref ref_of(const Plexus__ActorRef *r) {
     return r ? (px_ref){r->node, r->node_inc, r->id, r->inc} : PX_REF_NIL;
 }
 
-static void deliver_batch(conn *c, const Plexus__Batch *b) {
-    px_transport *t = c->t;
-    px_ref self = px_system_root(t->sys);
-    for (size_t i = 0; i < b->n_envelopes; i++) {
-        const Plexus__Envelope *v = b->envelopes[i];
-        px_ref to = ref_of(v ? v->to : NULL);
-        px_err why = PX_EPROTO;
-        px_msg *m = NULL;
-        if (v != NULL && v->to != NULL && to.node == self.node) {
-            m = msg_of_envelope(t, v, &why);
-        }
-        if (m != NULL) {
-            why = px_system_deliver_remote(t->sys, to, ref_of(v->from), v->corr, v->flags, &m);
-        }
-        if (why == PX_OK) {
-            CNT(t, msgs_in, 1);
-            continue;
-        }
-        px_msg_free(m);
-        if (why != PX_EDEAD) { /* dead letters are counted by core */
-            CNT(t, undeliverable, 1);
-            char rb[48];
-            px_log(t->sys, PX_LOG_DEBUG, "message from %s to %s not delivered: %s", c->who,
-                   px_ref_format(to, rb, sizeof(rb)), px_errname(why));
+static void undeliverable(peer *p, px_ref to, px_err why) {
+    px_transport *t = p->t;
+    CNT(t, undeliverable, 1);
+    char rb[48];
+    px_log(t->sys, PX_LOG_DEBUG, "message from %s to %s not delivered: %s", p->name,
+           px_ref_format(to, rb, sizeof(rb)), px_errname(why));
+}
+
+/* Hands a message to its local target. rx_mtx held. */
+static void deliver_now(peer *p, px_ref to, px_ref from, uint64_t corr, uint32_t flags,
+                        px_msg *m) {
+    px_transport *t = p->t;
+    px_err why = px_system_deliver_remote(t->sys, to, from, corr, flags, &m);
+    if (why == PX_OK) {
+        CNT(t, msgs_in, 1);
+        return;
+    }
+    px_msg_free(m);
+    if (why != PX_EDEAD) { /* dead letters are counted by core */
+        undeliverable(p, to, why);
+    }
+}
+
+static rxwait *wait_find(rxstate *rx, px_ref to, px_ref from) {
+    for (size_t i = 0; i < rx->nw; i++) {
+        if (ref_eq(rx->w[i].to, to) && ref_eq(rx->w[i].from, from)) {
+            return &rx->w[i];
         }
     }
+    return NULL;
+}
+
+static bool wait_add(rxstate *rx, px_ref to, px_ref from) {
+    rxwait *w = wait_find(rx, to, from);
+    if (w != NULL) {
+        w->n++;
+        return true;
+    }
+    if (rx->nw == rx->wcap) {
+        size_t nc = rx->wcap ? rx->wcap * 2 : 8;
+        rxwait *nw = realloc(rx->w, nc * sizeof(*nw));
+        if (nw == NULL) {
+            return false;
+        }
+        rx->w = nw;
+        rx->wcap = nc;
+    }
+    rx->w[rx->nw++] = (rxwait){to, from, 1};
+    return true;
+}
+
+static void wait_done(rxstate *rx, px_ref to, px_ref from) {
+    rxwait *w = wait_find(rx, to, from);
+    if (w != NULL && --w->n == 0) {
+        *w = rx->w[--rx->nw];
+    }
+}
+
+static void item_free(px_transport *t, rxitem *it, px_err why) {
+    if (it->m != NULL) {
+        px_system_dead_letter(t->sys, it->to, it->m, why);
+    }
+    free(it->type);
+    free(it);
+}
+
+static void bulk_free(rxstate *rx, rxbulk *b) {
+    for (rxbulk **pb = &rx->bulks; *pb != NULL; pb = &(*pb)->next) {
+        if (*pb == b) {
+            *pb = b->next;
+            break;
+        }
+    }
+    rx->bulk_bytes -= b->buf ? b->len : 0;
+    free(b->buf);
+    free(b);
+}
+
+/* Drops everything held and every partial payload (the connection that
+ * carried them is gone, or the peer restarted). rx_mtx held. */
+static void rx_reset_locked(peer *p, px_err why) {
+    rxstate *rx = &p->rx;
+    while (rx->head != NULL) {
+        rxitem *it = rx->head;
+        rx->head = it->next;
+        item_free(p->t, it, why);
+    }
+    rx->tail = NULL;
+    rx->nheld = 0;
+    while (rx->bulks != NULL) {
+        bulk_free(rx, rx->bulks);
+    }
+    rx->nw = 0;
+}
+
+/* A message ready for `to`: delivered now, or held behind an incomplete
+ * bulk message of the same pair. rx_mtx held. */
+static void rx_ready(peer *p, px_ref to, px_ref from, uint64_t corr, uint32_t flags, px_msg *m) {
+    rxstate *rx = &p->rx;
+    if (rx->nw == 0 || wait_find(rx, to, from) == NULL) {
+        deliver_now(p, to, from, corr, flags, m);
+        return;
+    }
+    rxitem *it = calloc(1, sizeof(*it));
+    if (it == NULL) {
+        px_system_dead_letter(p->t->sys, to, m, PX_ENOMEM);
+        return;
+    }
+    *it = (rxitem){.to = to, .from = from, .corr = corr, .flags = flags, .m = m};
+    if (rx->tail != NULL) {
+        rx->tail->next = it;
+    } else {
+        rx->head = it;
+    }
+    rx->tail = it;
+    rx->nheld++;
+    CNT(p->t, held, 1);
+}
+
+/* After a bulk payload completed: delivers, in order, every held message
+ * no longer behind an incomplete one of its pair. rx_mtx held. */
+static void rx_drain_locked(peer *p) {
+    rxstate *rx = &p->rx;
+    px_ref blocked[2 * 32];
+    size_t nb = 0;
+    bool overflow = false;
+    rxitem **pi = &rx->head, *last = NULL;
+    while (*pi != NULL) {
+        rxitem *it = *pi;
+        bool waiting = it->m == NULL && it->failed == PX_OK;
+        bool behind = overflow;
+        for (size_t i = 0; !behind && i < nb; i += 2) {
+            behind = ref_eq(blocked[i], it->to) && ref_eq(blocked[i + 1], it->from);
+        }
+        if (waiting || behind) {
+            if (waiting && !behind) {
+                if (nb < sizeof(blocked) / sizeof(blocked[0])) {
+                    blocked[nb++] = it->to;
+                    blocked[nb++] = it->from;
+                } else {
+                    overflow = true; /* keep the rest; the next drain goes on */
+                }
+            }
+            last = it;
+            pi = &it->next;
+            continue;
+        }
+        *pi = it->next;
+        rx->nheld--;
+        if (it->failed != PX_OK) {
+            undeliverable(p, it->to, it->failed);
+        } else {
+            deliver_now(p, it->to, it->from, it->corr, it->flags, it->m);
+            it->m = NULL;
+        }
+        item_free(p->t, it, PX_EDEAD);
+    }
+    rx->tail = last;
+}
+
+/* A complete payload becomes its item's message. rx_mtx held. */
+static void bulk_complete_locked(peer *p, rxbulk *b) {
+    rxitem *it = b->item;
+    px_err why = PX_OK;
+    it->m = msg_of_payload(p->t, it->type, it->tag, b->buf, b->len, &why);
+    if (it->m == NULL) {
+        it->failed = why;
+    }
+    it->bulk = NULL;
+    wait_done(&p->rx, it->to, it->from);
+    bulk_free(&p->rx, b);
+    CNT(p->t, bulk_in, 1);
+}
+
+static rxbulk *bulk_find(rxstate *rx, uint64_t id) {
+    for (rxbulk *b = rx->bulks; b != NULL; b = b->next) {
+        if (b->id == id) {
+            return b;
+        }
+    }
+    return NULL;
+}
+
+static rxbulk *bulk_new(rxstate *rx, uint64_t id, uint64_t len) {
+    rxbulk *b = calloc(1, sizeof(*b));
+    if (b != NULL) {
+        b->id = id;
+        b->len = len;
+        b->next = rx->bulks;
+        rx->bulks = b;
+    }
+    return b;
+}
+
+/* The envelope of a bulk payload. Returns a reason to drop the link, or
+ * NULL. rx_mtx held. */
+static const char *rx_bulk_header(peer *p, const Plexus__Envelope *v, px_ref to) {
+    px_transport *t = p->t;
+    rxstate *rx = &p->rx;
+    if (v->bulk_len == 0 || v->bulk_len > t->cfg.max_msg) {
+        return "a bulk message larger than this node's max_msg";
+    }
+    rxbulk *b = bulk_find(rx, v->bulk_id);
+    if (b != NULL && (b->len != v->bulk_len || b->item != NULL)) {
+        return "a bulk message whose id or length does not match its chunks";
+    }
+    if (b == NULL && (b = bulk_new(rx, v->bulk_id, v->bulk_len)) == NULL) {
+        return "out of memory for a bulk message";
+    }
+    rxitem *it = calloc(1, sizeof(*it));
+    char *type = v->type && v->type[0] ? strdup(v->type) : NULL;
+    if (it == NULL || (v->type && v->type[0] && type == NULL) ||
+        !wait_add(rx, to, ref_of(v->from))) {
+        free(it);
+        free(type);
+        return "out of memory for a bulk message";
+    }
+    *it = (rxitem){.to = to, .from = ref_of(v->from), .corr = v->corr, .flags = v->flags,
+                   .tag = v->tag, .type = type, .bulk = b};
+    b->item = it;
+    if (rx->tail != NULL) {
+        rx->tail->next = it;
+    } else {
+        rx->head = it;
+    }
+    rx->tail = it;
+    rx->nheld++;
+    if (b->have == b->len && b->buf != NULL) { /* its chunks came first */
+        bulk_complete_locked(p, b);
+        rx_drain_locked(p);
+    }
+    return NULL;
+}
+
+/* A batch from the peer's NORMAL (or CONTROL) connection. Returns a reason
+ * to drop the link, or NULL. */
+static const char *deliver_batch(conn *c, const Plexus__Batch *b) {
+    px_transport *t = c->t;
+    peer *p = c->p;
+    px_ref self = px_system_root(t->sys);
+    const char *bad = NULL;
+    nng_mtx_lock(p->rx_mtx);
+    for (size_t i = 0; i < b->n_envelopes && bad == NULL; i++) {
+        const Plexus__Envelope *v = b->envelopes[i];
+        px_ref to = ref_of(v ? v->to : NULL);
+        if (v == NULL || v->to == NULL || to.node != self.node) {
+            undeliverable(p, to, PX_EPROTO);
+            continue;
+        }
+        if (v->bulk_id != 0) {
+            bad = rx_bulk_header(p, v, to);
+            continue;
+        }
+        px_err why = PX_OK;
+        px_msg *m = msg_of_payload(t, v->type, v->tag, v->payload.data, v->payload.len, &why);
+        if (m == NULL) {
+            undeliverable(p, to, why);
+            continue;
+        }
+        rx_ready(p, to, ref_of(v->from), v->corr, v->flags, m);
+    }
+    nng_mtx_unlock(p->rx_mtx);
+    return bad;
+}
+
+/* A chunk from the peer's BULK connection. Returns a reason to drop the
+ * link, or NULL. */
+static const char *rx_chunk(conn *c, const Plexus__Chunk *ch) {
+    px_transport *t = c->t;
+    peer *p = c->p;
+    rxstate *rx = &p->rx;
+    const char *bad = NULL;
+    nng_mtx_lock(p->rx_mtx);
+    rxbulk *b = bulk_find(rx, ch->bulk_id);
+    if (ch->bulk_id == 0 || ch->bulk_len == 0 || ch->bulk_len > t->cfg.max_msg) {
+        bad = "a chunk of a bulk message larger than this node's max_msg";
+    } else if (b == NULL && (b = bulk_new(rx, ch->bulk_id, ch->bulk_len)) == NULL) {
+        bad = "out of memory for a bulk message";
+    } else if (b->len != ch->bulk_len || ch->offset != b->have ||
+               ch->data.len > b->len - b->have || ch->data.len == 0) {
+        bad = "a chunk at an unexpected offset or of the wrong length";
+    } else if (b->buf == NULL) {
+        if (rx->bulk_bytes + b->len > 2 * t->cfg.max_msg) {
+            bad = "more bulk data in flight than twice max_msg";
+        } else if ((b->buf = malloc(b->len)) == NULL) {
+            bad = "out of memory for a bulk message";
+        } else {
+            rx->bulk_bytes += b->len;
+        }
+    }
+    if (bad == NULL) {
+        memcpy(b->buf + b->have, ch->data.data, ch->data.len);
+        b->have += ch->data.len;
+        if (b->have == b->len && b->item != NULL) {
+            bulk_complete_locked(p, b);
+            rx_drain_locked(p);
+        }
+    }
+    nng_mtx_unlock(p->rx_mtx);
+    return bad;
 }
 
 /* One decrypted frame. Lock held; released around delivery. */
@@ -652,17 +1269,35 @@ static void on_frame_locked(conn *c, const uint8_t *pt, size_t n) {
         plexus__frame__free_unpacked(f, NULL);
         return;
     }
+    const char *bad = NULL;
+    bool inbound = c->role == PXN_LISTENER;
     switch (f->body_case) {
     case PLEXUS__FRAME__BODY_BATCH:
-        if (f->batch != NULL && c->role == PXN_LISTENER) {
+        if (!inbound || c->lane == L_BLK || f->batch == NULL) {
+            bad = "a batch on a connection that does not carry them";
+        } else {
             nng_mtx_unlock(c->mtx);
-            deliver_batch(c, f->batch);
+            bad = deliver_batch(c, f->batch);
+            nng_mtx_lock(c->mtx);
+        }
+        break;
+    case PLEXUS__FRAME__BODY_CHUNK:
+        if (!inbound || c->lane != L_BLK || f->chunk == NULL) {
+            bad = "a chunk on a connection that does not carry them";
+        } else {
+            nng_mtx_unlock(c->mtx);
+            bad = rx_chunk(c, f->chunk);
             nng_mtx_lock(c->mtx);
         }
         break;
     case PLEXUS__FRAME__BODY_PING:
-        if (f->ping != NULL) {
+        if (!inbound) {
+            bad = "a ping from the listening side"; /* it only answers */
+        } else if (f->ping != NULL) {
             CNT(t, pings, 1);
+            if (inbound && c->lane == L_CTL) {
+                atomic_store(&c->p->last_ping_in_ms, now_ms());
+            }
             Plexus__Heartbeat hb = *f->ping;
             Plexus__Frame r = PLEXUS__FRAME__INIT;
             r.body_case = PLEXUS__FRAME__BODY_PONG;
@@ -674,6 +1309,13 @@ static void on_frame_locked(conn *c, const uint8_t *pt, size_t n) {
         break;
     case PLEXUS__FRAME__BODY_PONG:
         CNT(t, pongs, 1);
+        if (!inbound && f->pong != NULL && f->pong->sent_ns != 0) {
+            uint64_t now = now_ns();
+            uint64_t us = now > f->pong->sent_ns ? (now - f->pong->sent_ns) / 1000 : 0;
+            peer *p = c->p;
+            p->rtt_us = us > UINT32_MAX ? UINT32_MAX : (uint32_t)us;
+            p->rtt_max_us = p->rtt_us > p->rtt_max_us ? p->rtt_us : p->rtt_max_us;
+        }
         break;
     case PLEXUS__FRAME__BODY_GOODBYE:
         conn_close_locked(c, "the peer said goodbye", PX_LOG_INFO);
@@ -682,6 +1324,17 @@ static void on_frame_locked(conn *c, const uint8_t *pt, size_t n) {
         break; /* unknown or reserved bodies are ignored (forward compatibility) */
     }
     plexus__frame__free_unpacked(f, NULL);
+    if (bad != NULL) {
+        CNT(t, bad_frames, 1);
+        conn_close_locked(c, bad, PX_LOG_ERROR);
+    } else if (inbound && c->lane == L_NRM && c->state == C_UP) {
+        nng_mtx_lock(c->p->rx_mtx);
+        c->rx_paused = c->p->rx.nheld >= t->cfg.queue_msgs;
+        nng_mtx_unlock(c->p->rx_mtx);
+        if (c->rx_paused) {
+            atomic_store(&t->hurry, true);
+        }
+    }
 }
 
 static void rx_cb(void *arg) {
@@ -763,7 +1416,7 @@ static void rx_cb(void *arg) {
         break;
     }
     }
-    if (c->state != C_CLOSED) {
+    if (c->state != C_CLOSED && !c->rx_paused) {
         rx_start(c);
     }
     nng_mtx_unlock(c->mtx);
@@ -773,7 +1426,8 @@ static void rx_cb(void *arg) {
 static void conn_begin(conn *c) {
     px_transport *t = c->t;
     nng_mtx_lock(c->mtx);
-    if (pxn_hs_init(&c->hs, c->role, &t->self, PLEXUS__LANE__LANE_NORMAL, NULL, NULL) != PX_OK) {
+    uint32_t lane = c->role == PXN_DIALER ? (uint32_t)c->lane : PXN_LANE_ANY;
+    if (pxn_hs_init(&c->hs, c->role, &t->self, lane, NULL, NULL) != PX_OK) {
         conn_close_locked(c, "cannot start a handshake", PX_LOG_ERROR);
         nng_mtx_unlock(c->mtx);
         return;
@@ -800,7 +1454,7 @@ static void acc_cb(void *arg) {
         return;
     }
     nng_stream *s = nng_aio_get_output(t->acc_aio, 0);
-    conn *c = atomic_load(&t->stopping) ? NULL : conn_new(t, s, PXN_LISTENER, NULL);
+    conn *c = atomic_load(&t->stopping) ? NULL : conn_new(t, s, PXN_LISTENER, NULL, L_NRM);
     if (c == NULL) {
         nng_stream_free(s);
     } else {
@@ -812,63 +1466,116 @@ static void acc_cb(void *arg) {
 }
 
 static void dial_cb(void *arg) {
-    peer *p = arg;
+    dialer *dl = arg;
+    peer *p = dl->p;
     px_transport *t = p->t;
-    int rv = nng_aio_result(p->dial_aio);
+    int rv = nng_aio_result(dl->aio);
     nng_mtx_lock(p->mtx);
-    p->dialing = false;
-    if (rv != 0 || atomic_load(&t->stopping)) {
+    dl->busy = false;
+    bool backing_off = p->state == PX_LINK_UNREACHABLE && now_ms() < p->retry_at_ms;
+    if (rv != 0 || atomic_load(&t->stopping) || backing_off || p->c[dl->lane] != NULL) {
         if (rv == 0) {
-            nng_stream_free(nng_aio_get_output(p->dial_aio, 0));
+            nng_stream_free(nng_aio_get_output(dl->aio, 0)); /* late: a sibling failed */
         } else if (!atomic_load(&t->stopping)) {
             if (p->state != PX_LINK_UNREACHABLE) {
                 px_log(t->sys, PX_LOG_WARN, "cannot reach peer %s at %s: %s", p->name,
                        p->address, nng_strerror(rv));
             }
-            peer_down_locked(p);
+            peer_lanes_down_locked(p, "a sibling connection could not be dialled");
         }
         nng_mtx_unlock(p->mtx);
         return;
     }
-    nng_stream *s = nng_aio_get_output(p->dial_aio, 0);
+    nng_stream *s = nng_aio_get_output(dl->aio, 0);
     nng_mtx_unlock(p->mtx);
-    conn *c = conn_new(t, s, PXN_DIALER, p);
+    conn *c = conn_new(t, s, PXN_DIALER, p, dl->lane);
     if (c == NULL) {
         nng_stream_free(s);
+        nng_mtx_lock(p->mtx);
+        peer_lanes_down_locked(p, "out of memory");
+        nng_mtx_unlock(p->mtx);
         return;
     }
     nng_mtx_lock(p->mtx);
-    p->c = c;
+    p->c[dl->lane] = c;
     nng_mtx_unlock(p->mtx);
     conn_begin(c);
 }
 
 static void dial_locked(peer *p) {
-    if (p->dialing || p->c != NULL || atomic_load(&p->t->stopping)) {
+    if (atomic_load(&p->t->stopping)) {
         return;
     }
-    p->dialing = true;
-    nng_stream_dialer_dial(p->d, p->dial_aio);
+    for (int l = 0; l < NLANES; l++) {
+        if (!p->dl[l].busy && p->c[l] == NULL) {
+            p->dl[l].busy = true;
+            nng_stream_dialer_dial(p->d, p->dl[l].aio);
+        }
+    }
 }
 
 /* ---- the tick ---- */
+
+/* When c last showed its peer alive. The NORMAL and BULK connections of a
+ * peer carry no heartbeats of their own: the control lane speaks for them. */
+static int64_t alive_at(conn *c) {
+    if (c->state != C_UP || c->lane == L_CTL) {
+        return c->last_rx_ms;
+    }
+    if (c->role == PXN_DIALER) {
+        return INT64_MAX; /* its sibling control connection is checked */
+    }
+    int64_t ping = atomic_load(&c->p->last_ping_in_ms);
+    return ping > c->last_rx_ms ? ping : c->last_rx_ms;
+}
+
+static void tick_ping_locked(conn *c, int64_t now) {
+    c->last_ping_ms = now;
+    Plexus__Heartbeat hb = PLEXUS__HEARTBEAT__INIT;
+    hb.seq = ++c->ping_seq;
+    hb.sent_ns = now_ns();
+    Plexus__Frame f = PLEXUS__FRAME__INIT;
+    f.body_case = PLEXUS__FRAME__BODY_PING;
+    f.ping = &hb;
+    if (out_frame_locked(c, &f)) {
+        tx_kick_locked(c);
+    }
+}
+
+/* A NORMAL connection paused with too much held: read again once the
+ * peer's held envelopes are below half the bound. Lock held. */
+static bool tick_resume_locked(conn *c) {
+    if (!c->rx_paused || c->state != C_UP) {
+        return false;
+    }
+    nng_mtx_lock(c->p->rx_mtx);
+    bool go = c->p->rx.nheld < c->t->cfg.queue_msgs / 2 + 1;
+    nng_mtx_unlock(c->p->rx_mtx);
+    if (go) {
+        c->rx_paused = false;
+        rx_start(c);
+    }
+    return !go;
+}
 
 static void tick_cb(void *arg) {
     px_transport *t = arg;
     if (nng_aio_result(t->tick_aio) != 0 || atomic_load(&t->stopping)) {
         return;
     }
+    atomic_store(&t->hurry, false);
     int64_t now = now_ms();
     for (size_t i = 0; i < t->npeers; i++) {
         peer *p = &t->peers[i];
         nng_mtx_lock(p->mtx);
-        if (p->c == NULL && now >= p->retry_at_ms) {
+        if (now >= p->retry_at_ms) {
             dial_locked(p);
         }
         nng_mtx_unlock(p->mtx);
     }
     /* Unlink closed connections under the list lock, free them outside it. */
     conn *dead = NULL;
+    bool paused = false;
     nng_mtx_lock(t->mtx);
     for (conn **pc = &t->conns; *pc != NULL;) {
         conn *c = *pc;
@@ -880,22 +1587,16 @@ static void tick_cb(void *arg) {
             dead = c;
             continue;
         }
-        if (now - c->last_rx_ms > (int64_t)t->cfg.unreachable_ms) {
+        int64_t alive = alive_at(c);
+        if (c->state != C_CLOSED && now - alive > (int64_t)t->cfg.unreachable_ms) {
             char why[96];
-            snprintf(why, sizeof(why), "silent for %lld ms", (long long)(now - c->last_rx_ms));
+            snprintf(why, sizeof(why), "silent for %lld ms", (long long)(now - alive));
             conn_close_locked(c, why, PX_LOG_WARN);
-        } else if (c->role == PXN_DIALER && c->state == C_UP &&
+        } else if (c->role == PXN_DIALER && c->lane == L_CTL && c->state == C_UP &&
                    now - c->last_ping_ms >= (int64_t)t->cfg.heartbeat_ms) {
-            c->last_ping_ms = now;
-            Plexus__Heartbeat hb = PLEXUS__HEARTBEAT__INIT;
-            hb.seq = ++c->ping_seq;
-            hb.sent_ns = now_ns();
-            Plexus__Frame f = PLEXUS__FRAME__INIT;
-            f.body_case = PLEXUS__FRAME__BODY_PING;
-            f.ping = &hb;
-            if (out_frame_locked(c, &f)) {
-                tx_kick_locked(c);
-            }
+            tick_ping_locked(c, now);
+        } else if (c->role == PXN_LISTENER) {
+            paused |= tick_resume_locked(c);
         }
         nng_mtx_unlock(c->mtx);
         pc = &c->next;
@@ -906,7 +1607,11 @@ static void tick_cb(void *arg) {
         conn_free(dead);
         dead = nx;
     }
-    nng_sleep_aio((nng_duration)(t->cfg.heartbeat_ms < 50 ? t->cfg.heartbeat_ms : 50), t->tick_aio);
+    nng_duration next = t->cfg.heartbeat_ms < 50 ? (nng_duration)t->cfg.heartbeat_ms : 50;
+    if (paused || atomic_load(&t->hurry)) {
+        next = 1;
+    }
+    nng_sleep_aio(next, t->tick_aio);
 }
 
 /* ---- the router ---- */
@@ -931,64 +1636,56 @@ static px_err router_send(void *arg, px_ref to, px_msg *m) {
         rv = PX_EUNREACHABLE;
         goto out;
     }
-    size_t limit = t->cfg.max_frame - PXN_TAG_BYTES - 256;
+    const ProtobufCMessage *pb = NULL;
     if (px_msg_kind_of(m) == PX_MSG_PROTO) {
-        const ProtobufCMessage *pb = px_msg_pb(m);
+        pb = px_msg_pb(m);
         e.type = pb->descriptor->name;
         e.len = protobuf_c_message_get_packed_size(pb);
-        if (e.len > limit) {
-            rv = PX_EMSGSIZE;
-            goto out;
-        }
+    } else if (px_msg_kind_of(m) == PX_MSG_BYTES) {
+        px_msg_data(m, &e.len);
+    } else {
+        rv = PX_ETYPE; /* timer ticks and the like do not travel */
+        goto out;
+    }
+    if (e.len > t->cfg.max_msg) {
+        rv = PX_EMSGSIZE;
+        goto out;
+    }
+    if (pb != NULL) {
         e.packed = malloc(e.len ? e.len : 1);
         if (e.packed == NULL) {
             rv = PX_ENOMEM;
             goto out;
         }
         protobuf_c_message_pack(pb, e.packed);
-    } else if (px_msg_kind_of(m) == PX_MSG_BYTES) {
-        px_msg_data(m, &e.len);
-        if (e.len > limit) {
-            rv = PX_EMSGSIZE;
-            goto out;
-        }
-    } else {
-        rv = PX_ETYPE; /* timer ticks and the like do not travel */
-        goto out;
     }
     nng_mtx_lock(p->mtx);
+    if (e.len > t->cfg.bulk_threshold) {
+        e.bulk_id = ++p->bulk_seq;
+    }
     if (p->node_inc != 0 && to.node_inc != p->node_inc) {
         nng_mtx_unlock(p->mtx);
         free(e.packed);
         px_system_dead_letter(t->sys, to, m, PX_EDEAD); /* an older incarnation */
         goto out;
     }
-    if (p->state == PX_LINK_UNREACHABLE) {
+    if (p->peer_max_msg != 0 && e.len > p->peer_max_msg) {
+        rv = PX_EMSGSIZE; /* the peer said it takes no more */
+    } else if (p->state == PX_LINK_UNREACHABLE) {
         rv = PX_EUNREACHABLE;
-    } else if (p->qlen >= t->cfg.queue_msgs || p->qbytes + e.len > t->cfg.queue_bytes) {
+    } else if (p->qmsgs >= t->cfg.queue_msgs || p->qbytes + e.len > t->cfg.queue_bytes) {
         rv = PX_EFULL;
-    } else if (p->qlen == p->qcap) {
-        size_t nc = p->qcap ? p->qcap * 2 : 64;
-        txent *nq = malloc(nc * sizeof(*nq));
-        if (nq == NULL) {
+    } else {
+        e.m = m;
+        if (!txq_push(&p->q[L_NRM], &e)) {
             rv = PX_ENOMEM;
-        } else {
-            for (size_t i = 0; i < p->qlen; i++) {
-                nq[i] = p->q[(p->qhead + i) % p->qcap];
-            }
-            free(p->q);
-            p->q = nq;
-            p->qcap = nc;
-            p->qhead = 0;
         }
     }
     if (rv == PX_OK) {
-        e.m = m;
-        p->q[(p->qhead + p->qlen) % p->qcap] = e;
-        p->qlen++;
+        p->qmsgs++;
         p->qbytes += e.len;
-        if (p->c != NULL && p->c->state == C_UP) {
-            tx_kick_locked(p->c);
+        if (p->c[L_NRM] != NULL && p->c[L_NRM]->state == C_UP) {
+            tx_kick_locked(p->c[L_NRM]);
         }
     } else {
         free(e.packed);
@@ -1004,8 +1701,10 @@ out:
 void px_transport_cfg_init(px_transport_cfg *cfg) {
     memset(cfg, 0, sizeof(*cfg));
     cfg->max_frame = 1u << 20;
+    cfg->max_msg = 64u << 20;
+    cfg->bulk_threshold = 64u << 10;
     cfg->queue_msgs = 65536;
-    cfg->queue_bytes = 64u << 20;
+    cfg->queue_bytes = 128u << 20;
     cfg->heartbeat_ms = 250;
     cfg->unreachable_ms = 2000;
     cfg->reconnect_max_ms = 5000;
@@ -1026,8 +1725,14 @@ static px_err check_cfg(px_system *sys, const px_transport_cfg *c) {
     if (c->max_frame < 4096 || c->max_frame > (64u << 20)) {
         return bad_cfg(sys, "max_frame must be 4 KiB..64 MiB");
     }
-    if (c->queue_msgs == 0 || c->queue_bytes < c->max_frame) {
-        return bad_cfg(sys, "queue_msgs must be > 0 and queue_bytes >= max_frame");
+    if (c->max_msg < 1024 || c->max_msg > (1ull << 30)) {
+        return bad_cfg(sys, "max_msg must be 1 KiB..1 GiB");
+    }
+    if (c->bulk_threshold == 0 || c->bulk_threshold > c->max_frame - 1024) {
+        return bad_cfg(sys, "bulk_threshold must be 1..max_frame - 1 KiB");
+    }
+    if (c->queue_msgs == 0 || c->queue_bytes < c->max_msg) {
+        return bad_cfg(sys, "queue_msgs must be > 0 and queue_bytes >= max_msg");
     }
     if (c->heartbeat_ms == 0 || c->unreachable_ms <= c->heartbeat_ms ||
         c->reconnect_max_ms == 0) {
@@ -1077,6 +1782,33 @@ static px_err start_listener(px_transport *t) {
     return t->bound != NULL ? PX_OK : PX_ENOMEM;
 }
 
+static px_err peer_init(px_transport *t, peer *p, const px_peer *cp) {
+    p->t = t;
+    p->name = strdup(cp->name);
+    p->address = strdup(cp->address);
+    memcpy(p->pk, cp->pk, PX_PUBKEY_BYTES);
+    p->node_id = px_node_id(cp->name);
+    p->backoff_ms = 50;
+    p->state = PX_LINK_CONNECTING;
+    if (p->name == NULL || p->address == NULL || nng_mtx_alloc(&p->mtx) != 0 ||
+        nng_mtx_alloc(&p->rx_mtx) != 0) {
+        return PX_ENOMEM;
+    }
+    for (int l = 0; l < NLANES; l++) {
+        p->dl[l] = (dialer){.p = p, .lane = l};
+        if (nng_aio_alloc(&p->dl[l].aio, dial_cb, &p->dl[l]) != 0) {
+            return PX_ENOMEM;
+        }
+    }
+    int e = nng_stream_dialer_alloc(&p->d, p->address);
+    if (e != 0) {
+        px_log(t->sys, PX_LOG_ERROR, "transport config: peer %s: bad address %s: %s", p->name,
+               p->address, nng_strerror(e));
+        return PX_EINVAL;
+    }
+    return PX_OK;
+}
+
 px_err px_transport_start(px_system *sys, const px_transport_cfg *cfg, px_transport **out) {
     if (sys == NULL || cfg == NULL || out == NULL) {
         return PX_EINVAL;
@@ -1105,25 +1837,10 @@ px_err px_transport_start(px_system *sys, const px_transport_cfg *cfg, px_transp
         return PX_ENOMEM;
     }
     for (size_t i = 0; i < cfg->npeers; i++) {
-        peer *p = &t->peers[i];
-        p->t = t;
-        p->name = strdup(cfg->peers[i].name);
-        p->address = strdup(cfg->peers[i].address);
-        memcpy(p->pk, cfg->peers[i].pk, PX_PUBKEY_BYTES);
-        p->node_id = px_node_id(cfg->peers[i].name);
-        p->backoff_ms = 50;
-        p->state = PX_LINK_CONNECTING;
-        if (p->name == NULL || p->address == NULL || nng_mtx_alloc(&p->mtx) != 0 ||
-            nng_aio_alloc(&p->dial_aio, dial_cb, p) != 0) {
+        rv = peer_init(t, &t->peers[i], &cfg->peers[i]);
+        if (rv != PX_OK) {
             px_transport_stop(t);
-            return PX_ENOMEM;
-        }
-        int e = nng_stream_dialer_alloc(&p->d, p->address);
-        if (e != 0) {
-            px_log(sys, PX_LOG_ERROR, "transport config: peer %s: bad address %s: %s", p->name,
-                   p->address, nng_strerror(e));
-            px_transport_stop(t);
-            return PX_EINVAL;
+            return rv;
         }
     }
     rv = start_listener(t);
@@ -1138,6 +1855,7 @@ px_err px_transport_start(px_system *sys, const px_transport_cfg *cfg, px_transp
                          .id = cfg->identity,
                          .cluster_key = t->cfg.cluster_key,
                          .max_frame = cfg->max_frame,
+                         .max_msg = cfg->max_msg,
                          .advertise = t->bound,
                          .plaintext = cfg->plaintext};
     if (cfg->plaintext) {
@@ -1160,6 +1878,25 @@ px_err px_transport_start(px_system *sys, const px_transport_cfg *cfg, px_transp
 }
 
 const char *px_transport_address(const px_transport *t) { return t ? t->bound : NULL; }
+
+static void peer_fini(peer *p) {
+    if (p->mtx != NULL) {
+        peer_fail_queue_locked(p, PX_ECLOSED);
+        nng_mtx_free(p->mtx);
+    }
+    if (p->rx_mtx != NULL) {
+        rx_reset_locked(p, PX_ECLOSED);
+        nng_mtx_free(p->rx_mtx);
+    }
+    free(p->rx.w);
+    for (int l = 0; l < NLANES; l++) {
+        free(p->q[l].v);
+        nng_aio_free(p->dl[l].aio);
+    }
+    nng_stream_dialer_free(p->d);
+    free(p->name);
+    free(p->address);
+}
 
 void px_transport_stop(px_transport *t) {
     if (t == NULL) {
@@ -1186,8 +1923,10 @@ void px_transport_stop(px_transport *t) {
         if (p->d != NULL) {
             nng_stream_dialer_close(p->d);
         }
-        if (p->dial_aio != NULL) {
-            nng_aio_stop(p->dial_aio);
+        for (int l = 0; l < NLANES; l++) {
+            if (p->dl[l].aio != NULL) {
+                nng_aio_stop(p->dl[l].aio);
+            }
         }
     }
     if (t->mtx != NULL) {
@@ -1207,16 +1946,7 @@ void px_transport_stop(px_transport *t) {
         }
     }
     for (size_t i = 0; i < t->npeers; i++) {
-        peer *p = &t->peers[i];
-        if (p->mtx != NULL) {
-            peer_fail_queue_locked(p, PX_ECLOSED);
-            nng_mtx_free(p->mtx);
-        }
-        free(p->q);
-        nng_stream_dialer_free(p->d);
-        nng_aio_free(p->dial_aio);
-        free(p->name);
-        free(p->address);
+        peer_fini(&t->peers[i]);
     }
     nng_stream_listener_free(t->lst);
     nng_aio_free(t->acc_aio);
@@ -1231,26 +1961,52 @@ void px_transport_stop(px_transport *t) {
     free(t);
 }
 
+static peer *peer_by_name(px_transport *t, const char *name) {
+    for (size_t i = 0; t != NULL && name != NULL && i < t->npeers; i++) {
+        if (strcmp(t->peers[i].name, name) == 0) {
+            return &t->peers[i];
+        }
+    }
+    return NULL;
+}
+
+px_err px_transport_peer_info(px_transport *t, const char *name, bool reset_max,
+                              px_peer_info *out) {
+    if (t == NULL || name == NULL || out == NULL) {
+        return PX_EINVAL;
+    }
+    peer *p = peer_by_name(t, name);
+    if (p == NULL) {
+        return PX_ENOENT;
+    }
+    nng_mtx_lock(p->mtx);
+    *out = (px_peer_info){.state = p->state,
+                          .node_inc = p->node_inc,
+                          .rtt_us = p->rtt_us,
+                          .rtt_max_us = p->rtt_max_us,
+                          .queued_msgs = p->qmsgs + p->q[L_BLK].len,
+                          .queued_bytes = p->qbytes};
+    if (reset_max) {
+        p->rtt_max_us = 0;
+    }
+    nng_mtx_unlock(p->mtx);
+    return PX_OK;
+}
+
 px_err px_transport_peer_state(px_transport *t, const char *name, px_link_state *state,
                                uint32_t *node_inc) {
     if (t == NULL || name == NULL) {
         return PX_EINVAL;
     }
-    for (size_t i = 0; i < t->npeers; i++) {
-        peer *p = &t->peers[i];
-        if (strcmp(p->name, name) == 0) {
-            nng_mtx_lock(p->mtx);
-            if (state != NULL) {
-                *state = p->state;
-            }
-            if (node_inc != NULL) {
-                *node_inc = p->node_inc;
-            }
-            nng_mtx_unlock(p->mtx);
-            return PX_OK;
-        }
+    px_peer_info info;
+    px_err rv = px_transport_peer_info(t, name, false, &info);
+    if (rv == PX_OK && state != NULL) {
+        *state = info.state;
     }
-    return PX_ENOENT;
+    if (rv == PX_OK && node_inc != NULL) {
+        *node_inc = info.node_inc;
+    }
+    return rv;
 }
 
 void px_transport_stats_get(px_transport *t, px_transport_stats *o) {
@@ -1270,4 +2026,7 @@ void px_transport_stats_get(px_transport *t, px_transport_stats *o) {
     o->undeliverable = atomic_load(&t->undeliverable);
     o->pings = atomic_load(&t->pings);
     o->pongs = atomic_load(&t->pongs);
+    o->bulk_out = atomic_load(&t->bulk_out);
+    o->bulk_in = atomic_load(&t->bulk_in);
+    o->held = atomic_load(&t->held);
 }

@@ -73,25 +73,9 @@ px_err pxn_open(pxn_cipher *c, const uint8_t hdr[PXN_LEN_BYTES], const uint8_t *
     return PX_OK;
 }
 
-px_err pxn_hs_init(pxn_hs *hs, int role, const pxn_self *self, uint32_t lane,
-                   const uint8_t *kx_seed, const uint8_t *nonce) {
-    memset(hs, 0, sizeof(*hs));
-    if (sodium_init() < 0) {
-        return PX_ESYS;
-    }
-    hs->role = role;
-    hs->self = self;
-    if (kx_seed != NULL) {
-        crypto_kx_seed_keypair(hs->kx_pk, hs->kx_sk, kx_seed);
-    } else {
-        crypto_kx_keypair(hs->kx_pk, hs->kx_sk);
-    }
-    uint8_t rnd[32];
-    if (nonce != NULL) {
-        memcpy(rnd, nonce, sizeof(rnd));
-    } else {
-        randombytes_buf(rnd, sizeof(rnd));
-    }
+/* Packs this side's Hello for `lane` into hs->mine. */
+static px_err pack_mine(pxn_hs *hs, uint32_t lane) {
+    const pxn_self *self = hs->self;
     Plexus__Hello h = PLEXUS__HELLO__INIT;
     h.version = PX_WIRE_VERSION;
     h.min_version = PX_WIRE_MIN_VERSION;
@@ -100,11 +84,12 @@ px_err pxn_hs_init(pxn_hs *hs, int role, const pxn_self *self, uint32_t lane,
     h.node_inc = self->node_inc;
     h.identity_pk = (ProtobufCBinaryData){PX_PUBKEY_BYTES, (uint8_t *)(uintptr_t)self->id->pk};
     h.kx_pk = (ProtobufCBinaryData){sizeof(hs->kx_pk), hs->kx_pk};
-    h.nonce = (ProtobufCBinaryData){sizeof(rnd), rnd};
+    h.nonce = (ProtobufCBinaryData){sizeof(hs->nonce), hs->nonce};
     h.lane = lane;
     h.max_frame = self->max_frame;
     h.advertise = (char *)(uintptr_t)(self->advertise ? self->advertise : "");
     h.plaintext = self->plaintext;
+    h.max_msg = self->max_msg;
     Plexus__Handshake m = PLEXUS__HANDSHAKE__INIT;
     m.msg_case = PLEXUS__HANDSHAKE__MSG_HELLO;
     m.hello = &h;
@@ -117,7 +102,33 @@ px_err pxn_hs_init(pxn_hs *hs, int role, const pxn_self *self, uint32_t lane,
         return PX_ENOMEM;
     }
     plexus__handshake__pack(&m, hs->mine);
+    hs->lane = lane;
     return PX_OK;
+}
+
+px_err pxn_hs_init(pxn_hs *hs, int role, const pxn_self *self, uint32_t lane,
+                   const uint8_t *kx_seed, const uint8_t *nonce) {
+    memset(hs, 0, sizeof(*hs));
+    if (sodium_init() < 0) {
+        return PX_ESYS;
+    }
+    hs->role = role;
+    hs->self = self;
+    hs->lane = PXN_LANE_ANY;
+    if (kx_seed != NULL) {
+        crypto_kx_seed_keypair(hs->kx_pk, hs->kx_sk, kx_seed);
+    } else {
+        crypto_kx_keypair(hs->kx_pk, hs->kx_sk);
+    }
+    if (nonce != NULL) {
+        memcpy(hs->nonce, nonce, sizeof(hs->nonce));
+    } else {
+        randombytes_buf(hs->nonce, sizeof(hs->nonce));
+    }
+    if (lane == PXN_LANE_ANY) {
+        return role == PXN_LISTENER ? PX_OK : PX_EINVAL;
+    }
+    return pack_mine(hs, lane);
 }
 
 void pxn_hs_fini(pxn_hs *hs) {
@@ -205,7 +216,9 @@ px_err pxn_hs_peer(pxn_hs *hs, const uint8_t *data, size_t n, uint32_t lane,
         bad = "kx key length";
     } else if (h->nonce.len != 32) {
         bad = "nonce length";
-    } else if (h->lane != lane) {
+    } else if (h->node_id != px_node_id(h->node_name)) {
+        bad = "node id is not the hash of its name";
+    } else if (lane == PXN_LANE_ANY ? h->lane > PLEXUS__LANE__LANE_BULK : h->lane != lane) {
         bad = "lane";
     } else if (h->max_frame < 1024) {
         bad = "max_frame";
@@ -218,6 +231,13 @@ px_err pxn_hs_peer(pxn_hs *hs, const uint8_t *data, size_t n, uint32_t lane,
                  bad);
         plexus__handshake__free_unpacked(m, NULL);
         return PX_EPROTO;
+    }
+    px_err prv = hs->mine == NULL ? pack_mine(hs, h->lane) : PX_OK;
+    if (prv != PX_OK) {
+        snprintf(why, whylen, "cannot make this side's hello: %s", px_errname(prv));
+        *refuse = PLEXUS__REFUSE__REASON__UNSPECIFIED;
+        plexus__handshake__free_unpacked(m, NULL);
+        return prv;
     }
     transcript(hs, data, n);
     /* Keep the Hello, drop the wrapper. */

@@ -75,6 +75,7 @@ typedef struct pxn_self {
     const px_identity *id;
     const uint8_t *cluster_key; /* PX_SECRET_BYTES */
     uint32_t max_frame;
+    uint64_t max_msg; /* largest payload accepted (chunked); 0 = not said */
     const char *advertise;
     bool plaintext; /* frames after Auth unencrypted (benchmarks); Auth never is */
 } pxn_self;
@@ -82,7 +83,9 @@ typedef struct pxn_self {
 /* One side of a handshake. */
 typedef struct pxn_hs {
     int role;
+    uint32_t lane; /* PXN_LANE_ANY until the dialer's Hello names it */
     const pxn_self *self;
+    uint8_t nonce[32];
     uint8_t kx_pk[32], kx_sk[32];
     uint8_t *mine; /* my packed Handshake */
     size_t mine_len;
@@ -90,8 +93,12 @@ typedef struct pxn_hs {
     Plexus__Hello *peer; /* the peer's Hello (owned) */
 } pxn_hs;
 
-/* Starts a handshake for a connection of `lane`: makes the ephemeral kx key
- * pair and this side's Hello. kx_seed and nonce (32 bytes each) make it
+/* A listener learns a connection's lane from the dialer's Hello. */
+#define PXN_LANE_ANY UINT32_MAX
+
+/* Starts a handshake for a connection of `lane` (a listener may pass
+ * PXN_LANE_ANY: its Hello is then made by pxn_hs_peer, for the lane the
+ * dialer named): makes the ephemeral kx key pair and this side's Hello. kx_seed and nonce (32 bytes each) make it
  * deterministic for test vectors; NULL = random. */
 px_err pxn_hs_init(pxn_hs *hs, int role, const pxn_self *self, uint32_t lane,
                    const uint8_t *kx_seed, const uint8_t *nonce);
@@ -99,8 +106,10 @@ void pxn_hs_fini(pxn_hs *hs);
 
 /* Takes the peer's packed Handshake (n bytes): checks it (a Refuse becomes
  * PX_ECLOSED with its reason in why; bad fields PX_EPROTO; no common
- * version PX_EVERSION; a Hello on another lane PX_EPROTO) and computes the
- * transcript hash. *refuse is the Refuse reason to send back, or
+ * version PX_EVERSION; a Hello on another lane than hs's, or a node id
+ * that is not px_node_id of the name, PX_EPROTO) and computes the
+ * transcript hash. `lane` is the lane expected, or PXN_LANE_ANY (any of
+ * the three; hs must then have been started with PXN_LANE_ANY). *refuse is the Refuse reason to send back, or
  * UNSPECIFIED when nothing should be sent (the peer refused us). why gets a one-line reason for the log. */
 px_err pxn_hs_peer(pxn_hs *hs, const uint8_t *data, size_t n, uint32_t lane,
                    Plexus__Refuse__Reason *refuse, char *why, size_t whylen);

@@ -9,8 +9,17 @@
  * delivered to local actors. Delivery is at-most-once and, between one
  * sender actor and one target actor, in send order. A send to a peer that
  * cannot be reached fails with PX_EUNREACHABLE; a link queue that is full
- * (bounded in messages and bytes) fails the send with PX_EFULL; a message
- * larger than fits in a frame fails with PX_EMSGSIZE — the link stays up.
+ * (bounded in messages and bytes) fails the send with PX_EFULL; a payload
+ * larger than max_msg (this node's or the peer's) fails with PX_EMSGSIZE —
+ * the link stays up.
+ *
+ * Lanes: a link to a peer is three connections. CONTROL carries heartbeats
+ * (and system messages), NORMAL the batched envelopes, BULK the chunks of
+ * payloads above bulk_threshold (their envelope goes on NORMAL, and the
+ * receiver holds back later messages from the same sender to the same
+ * target until the large one is complete). A large payload in flight
+ * therefore never delays a heartbeat. The peer is UP when all three are;
+ * when one drops, all three are closed and redialled.
  *
  * Keys:
  *  - A node's identity is an ed25519 key pair. Its file holds the 32-byte
@@ -87,8 +96,12 @@ typedef struct px_transport_cfg {
     const px_peer *peers;        /* copied */
     size_t npeers;
     uint32_t max_frame;          /* largest frame, 4 KiB..64 MiB; default 1 MiB */
+    uint64_t max_msg;            /* largest payload, chunked on BULK, 1 KiB..1 GiB;
+                                    default 64 MiB */
+    uint32_t bulk_threshold;     /* payloads above this go on BULK; at most
+                                    max_frame - 1 KiB; default 64 KiB */
     uint32_t queue_msgs;         /* per-link queue bound; default 65536 */
-    uint64_t queue_bytes;        /* per-link queue bound; default 64 MiB */
+    uint64_t queue_bytes;        /* per-link queue bound, >= max_msg; default 128 MiB */
     uint32_t heartbeat_ms;       /* ping period on an idle link; default 250 */
     uint32_t unreachable_ms;     /* silence that makes a peer unreachable; default 2000 */
     uint32_t reconnect_max_ms;   /* cap of the reconnect backoff; default 5000 */
@@ -126,6 +139,21 @@ typedef enum px_link_state {
 px_err px_transport_peer_state(px_transport *t, const char *name, px_link_state *state,
                                uint32_t *node_inc);
 
+typedef struct px_peer_info {
+    px_link_state state;
+    uint32_t node_inc;     /* as px_transport_peer_state */
+    uint32_t rtt_us;       /* last heartbeat round trip on the CONTROL lane (0: none yet) */
+    uint32_t rtt_max_us;   /* largest since the link came up, or since a call
+                              with reset_max */
+    size_t queued_msgs;    /* envelopes waiting to go out */
+    uint64_t queued_bytes; /* payload bytes waiting to go out (bulk included) */
+} px_peer_info;
+
+/* More about the link to `name`; with reset_max, rtt_max_us starts over
+ * after this call. PX_ENOENT if no such peer is configured. */
+px_err px_transport_peer_info(px_transport *t, const char *name, bool reset_max,
+                              px_peer_info *out);
+
 typedef struct px_transport_stats {
     uint64_t msgs_out, msgs_in;     /* envelopes sent / delivered */
     uint64_t frames_out, frames_in;
@@ -135,6 +163,8 @@ typedef struct px_transport_stats {
     uint64_t bad_frames;            /* failed to open or decode: link dropped */
     uint64_t undeliverable;         /* arrived but could not be delivered */
     uint64_t pings, pongs;
+    uint64_t bulk_out, bulk_in;     /* payloads sent / received in chunks on BULK */
+    uint64_t held;                  /* envelopes held back behind an incomplete bulk one */
 } px_transport_stats;
 
 void px_transport_stats_get(px_transport *t, px_transport_stats *out);
