@@ -330,6 +330,15 @@ void pxi_push_sys(px_actor *a, px_msg *m) {
     schedule_if_idle(a);
 }
 
+/* A bounded mailbox's policy dropped m: a sender on another node is told
+ * (through the router), one on this node only sees the counter. */
+static void dropped_by_policy(px_actor *a, const px_msg *m) {
+    px_system *sys = a->sys;
+    if (m->sender.node != 0 && m->sender.node != sys->node && sys->router.dropped != NULL) {
+        sys->router.dropped(sys->router.arg, pxi_ref_of(a), m->sender, m->corr);
+    }
+}
+
 static px_err enqueue(px_actor *a, px_msg *m, bool may_block) {
     px_system *sys = a->sys;
     if (a->bq == NULL) {
@@ -343,10 +352,12 @@ static px_err enqueue(px_actor *a, px_msg *m, bool may_block) {
         case PXI_BQ_QUEUED_DROPPED_OLD:
             atomic_fetch_add_explicit(&sys->dropped, 1, memory_order_relaxed);
             count_deq(sys, 1);
+            dropped_by_policy(a, old);
             px_msg_free(old);
             break;
         case PXI_BQ_DROPPED_NEW:
             atomic_fetch_add_explicit(&sys->dropped, 1, memory_order_relaxed);
+            dropped_by_policy(a, m);
             px_msg_free(m);
             return PX_OK;
         case PXI_BQ_FULL:
@@ -402,6 +413,48 @@ px_err pxi_deliver(px_system *sys, px_ref to, px_msg **mp, bool may_block) {
     }
     pxi_unpin(a);
     return rv;
+}
+
+px_err px_system_notify_undelivered(px_system *sys, px_ref sender, px_ref to, px_err code,
+                                    uint64_t corr) {
+    if (sys == NULL || sender.node != sys->node || sender.node_inc != sys->node_inc) {
+        return PX_EDEAD;
+    }
+    px_msg *m = pxi_msg_new(PX_MSG_UNDELIVERED);
+    if (m == NULL) {
+        return PX_ENOMEM;
+    }
+    m->sender = to;
+    m->tag = (uint32_t)(int32_t)code;
+    m->corr = corr;
+    px_actor *a = pxi_slot(sys, sender.id);
+    if (a == NULL || !pxi_pin(a, sender.inc)) {
+        px_msg_free(m);
+        return PX_EDEAD;
+    }
+    px_err rv = enqueue(a, m, false);
+    pxi_unpin(a);
+    if (rv != PX_OK) {
+        px_msg_free(m); /* its own mailbox is full: the notice is lost, counted there */
+    }
+    return rv;
+}
+
+px_err px_system_mailbox_opts(px_system *sys, px_ref to, px_mailbox_opts *out) {
+    if (sys == NULL || out == NULL || to.node != sys->node || to.node_inc != sys->node_inc) {
+        return PX_EDEAD;
+    }
+    px_actor *a = pxi_slot(sys, to.id);
+    if (a == NULL || !pxi_pin(a, to.inc)) {
+        return PX_EDEAD;
+    }
+    if (a->bq == NULL) {
+        *out = (px_mailbox_opts){0};
+    } else {
+        *out = (px_mailbox_opts){a->bq->cap, a->bq->overflow, a->bq->block_ms};
+    }
+    pxi_unpin(a);
+    return PX_OK;
 }
 
 void px_system_dead_letter(px_system *sys, px_ref to, px_msg *m, px_err why) {
@@ -747,6 +800,12 @@ static void dispatch(pxi_worker *w, px_actor *a, px_msg *m) {
             return;
         }
         atomic_fetch_add_explicit(&sys->ask_timeouts, 1, memory_order_relaxed);
+    } else if (m->kind == PX_MSG_UNDELIVERED && m->corr != 0) {
+        if (!pending_take(a, m->corr, &timer)) {
+            px_msg_free(m); /* the ask already ended (reply or timeout) */
+            return;
+        }
+        pxi_timer_cancel(sys->timers, timer); /* this notice ends the ask */
     }
     px_err rv = a->beh->receive((px_ctx *)a, m);
     atomic_store_explicit(&w->messages, atomic_load_explicit(&w->messages, memory_order_relaxed) + 1,

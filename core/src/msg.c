@@ -256,6 +256,19 @@ void px_msg_free(px_msg *m) {
 }
 
 px_msg_kind px_msg_kind_of(const px_msg *m) { return (px_msg_kind)m->kind; }
+
+px_err px_msg_undelivered(const px_msg *m, px_ref *to, px_err *code) {
+    if (m == NULL || m->kind != PX_MSG_UNDELIVERED) {
+        return PX_ETYPE;
+    }
+    if (to != NULL) {
+        *to = m->sender;
+    }
+    if (code != NULL) {
+        *code = (px_err)(int32_t)m->tag;
+    }
+    return PX_OK;
+}
 uint32_t px_msg_tag(const px_msg *m) { return m->tag; }
 px_ref px_msg_sender(const px_msg *m) { return m->sender; }
 uint64_t px_msg_corr(const px_msg *m) { return m->corr; }

@@ -644,11 +644,14 @@ static px_err asker_init(px_ctx *ctx, const px_msg *arg) {
 
 static px_err asker_receive(px_ctx *ctx, px_msg *m) {
     waiter *w = px_state(ctx);
+    px_err code = PX_OK;
     if (px_msg_is_reply(m)) {
         ((px_actor *)ctx)->flags |= PXI_AF_TOOK; /* the waiting thread owns it now */
         waiter_finish(w, m, PX_OK);
     } else if (px_msg_kind_of(m) == PX_MSG_ASK_TIMEOUT) {
         waiter_finish(w, NULL, PX_ETIMEDOUT);
+    } else if (px_msg_undelivered(m, NULL, &code) == PX_OK) {
+        waiter_finish(w, NULL, code); /* the other node did not take it */
     } else {
         return PX_OK; /* not ours: ignore */
     }

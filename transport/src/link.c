@@ -71,7 +71,7 @@ enum {
 static const char *const lane_name[NLANES] = {"control", "normal", "bulk"};
 
 /* Room a frame needs around an envelope's payload, and around a chunk's. */
-#define ENV_OVERHEAD 96
+#define ENV_OVERHEAD 128
 #define CHUNK_OVERHEAD 64
 #define CHUNK_MAX (1u << 20)
 
@@ -84,6 +84,7 @@ typedef struct txent {
     uint8_t *packed;   /* proto: the packed payload (owned) */
     size_t len;
     uint64_t bulk_id;  /* non-zero: the payload goes on BULK */
+    uint32_t sysop;    /* FLAG_SYSTEM envelopes: the SysOp */
 } txent;
 
 typedef struct txq {
@@ -95,17 +96,20 @@ typedef struct peer peer;
 typedef struct conn conn;
 typedef struct rxbulk rxbulk;
 
-/* An envelope that arrived but waits: its bulk payload is incomplete, or an
- * earlier one from the same sender to the same target is. */
+/* An envelope that arrived but waits: its bulk payload is incomplete, its
+ * target's Block-policy mailbox is full (parked), or an earlier one of its
+ * (sender, target) pair waits. */
 typedef struct rxitem {
     struct rxitem *next;
     px_ref to, from;
     uint64_t corr;
     uint32_t flags, tag;
-    char *type;   /* a bulk payload's type name (owned); NULL for bytes */
-    px_msg *m;    /* ready to deliver; NULL while `bulk` is incomplete */
-    rxbulk *bulk; /* the payload it waits for */
-    px_err failed; /* the payload did not make a message: drop with this */
+    char *type;      /* a bulk payload's type name (owned); NULL for bytes */
+    px_msg *m;       /* ready to deliver; NULL while `bulk` is incomplete */
+    rxbulk *bulk;    /* the payload it waits for */
+    px_err failed;   /* the payload did not make a message: drop with this */
+    bool parked;     /* the target's mailbox is full (policy Block) */
+    int64_t deadline_ms; /* parked: give up then (block_timeout_ms) */
 } rxitem;
 
 /* A bulk payload being reassembled (its envelope may not be in yet). */
@@ -116,21 +120,22 @@ struct rxbulk {
     rxitem *item; /* its envelope, once that arrived */
 };
 
-/* A (sender, target) pair with n incomplete bulk messages held. */
-typedef struct rxwait {
+/* The waiting envelopes of one (sender, target) pair, in arrival order.
+ * Pairs with nothing waiting have no entry: their envelopes go straight
+ * through. */
+typedef struct rxpair {
     px_ref to, from;
-    uint32_t n;
-} rxwait;
+    rxitem *head, *tail;
+} rxpair;
 
 typedef struct rxstate {
     conn *in[NLANES];  /* the current inbound connection of each lane */
     uint32_t inc;      /* the peer incarnation they belong to */
-    rxitem *head, *tail;
-    size_t nheld;
+    rxpair *pairs;
+    size_t npairs, pcap;
+    size_t nheld, nparked;
     rxbulk *bulks;
     uint64_t bulk_bytes;
-    rxwait *w;
-    size_t nw, wcap;
 } rxstate;
 
 struct conn {
@@ -159,7 +164,8 @@ struct conn {
     bool has_cur;
     int64_t last_rx_ms, last_ping_ms;
     uint64_t ping_seq;
-    char who[112]; /* for the log: peer name or remote address, and lane */
+    char who[112]; /* for the log: peer name, address and lane */
+    char raddr[64]; /* inbound: the remote address */
     conn *next;
 };
 
@@ -211,7 +217,8 @@ struct px_transport {
     atomic_bool hurry; /* a paused connection: tick again soon */
     atomic_int senders;
     _Atomic uint64_t msgs_out, msgs_in, frames_out, frames_in, bytes_out, bytes_in, handshakes,
-        refused, bad_frames, undeliverable, pings, pongs, bulk_out, bulk_in, held;
+        refused, bad_frames, undeliverable, pings, pongs, bulk_out, bulk_in, held, notices,
+        notices_lost;
 };
 
 #define CNT(t, f, n) atomic_fetch_add_explicit(&(t)->f, (n), memory_order_relaxed)
@@ -343,6 +350,7 @@ static conn *conn_new(px_transport *t, nng_stream *s, int role, peer *p, int lan
         } else if (sa.s_family == NNG_AF_IPC) {
             snprintf(addr, sizeof(addr), "ipc");
         }
+        snprintf(c->raddr, sizeof(c->raddr), "%s", addr);
         snprintf(c->who, sizeof(c->who), "inbound from %s", addr);
     }
     nng_mtx_lock(t->mtx);
@@ -458,8 +466,9 @@ static void pack_batch_locked(conn *c, bool *kick_bulk) {
     size_t n = 0;
     for (size_t i = 0; i < k; i++) {
         txent *e = txq_at(q, i);
-        if (p->node_inc != 0 && e->to.node_inc != p->node_inc) {
-            continue; /* an older incarnation: dead-lettered below */
+        if ((p->node_inc != 0 && e->to.node_inc != p->node_inc) ||
+            (e->bulk_id != 0 && p->peer_max_msg != 0 && e->len > p->peer_max_msg)) {
+            continue; /* an older incarnation, or too large for the peer: dropped below */
         }
         Plexus__Envelope *v = &env[n];
         plexus__envelope__init(v);
@@ -475,6 +484,7 @@ static void pack_batch_locked(conn *c, bool *kick_bulk) {
         v->flags = e->flags;
         v->type = (char *)(uintptr_t)(e->type ? e->type : "");
         v->tag = e->tag;
+        v->sysop = e->sysop;
         if (e->bulk_id != 0) {
             v->bulk_id = e->bulk_id;
             v->bulk_len = e->len;
@@ -505,6 +515,13 @@ static void pack_batch_locked(conn *c, bool *kick_bulk) {
         if (p->node_inc != 0 && e->to.node_inc != p->node_inc) {
             qbytes_sub(p, e->len);
             px_system_dead_letter(t->sys, e->to, e->m, PX_EDEAD);
+            e->m = NULL;
+            txent_free(e);
+        } else if (e->bulk_id != 0 && p->peer_max_msg != 0 && e->len > p->peer_max_msg) {
+            /* queued before the handshake told us the peer's limit */
+            qbytes_sub(p, e->len);
+            px_system_notify_undelivered(t->sys, e->from, e->to, PX_EMSGSIZE, e->corr);
+            px_system_dead_letter(t->sys, e->to, e->m, PX_EMSGSIZE);
             e->m = NULL;
             txent_free(e);
         } else if (e->bulk_id != 0) {
@@ -840,7 +857,8 @@ static void on_hello_locked(conn *c) {
     if (c->role == PXN_LISTENER) {
         c->p = p;
         c->lane = (int)h->lane;
-        snprintf(c->who, sizeof(c->who), "from %s (%s)", p->name, lane_name[c->lane]);
+        snprintf(c->who, sizeof(c->who), "from %s (%s, %s)", p->name, c->raddr,
+                 lane_name[c->lane]);
         out_hello_locked(c);
     }
     if (pxn_hs_keys(&c->hs, &c->rx, &c->tx) != PX_OK) {
@@ -953,62 +971,182 @@ static void undeliverable(peer *p, px_ref to, px_err why) {
            px_ref_format(to, rb, sizeof(rb)), px_errname(why));
 }
 
-/* Hands a message to its local target. rx_mtx held. */
-static void deliver_now(peer *p, px_ref to, px_ref from, uint64_t corr, uint32_t flags,
-                        px_msg *m) {
+/* Tells `sender` (an actor on p's node) that its message to the local actor
+ * `to` was not delivered: a SYS_UNDELIVERED envelope on p's CONTROL lane.
+ * Dropped (counted) if that queue is full or p is down. */
+static void notify_sender(peer *p, px_ref sender, px_ref to, px_err code, uint64_t corr) {
     px_transport *t = p->t;
-    px_err why = px_system_deliver_remote(t->sys, to, from, corr, flags, &m);
-    if (why == PX_OK) {
-        CNT(t, msgs_in, 1);
+    if (px_ref_is_nil(sender) || atomic_load(&t->stopping)) {
         return;
     }
-    px_msg_free(m);
-    if (why != PX_EDEAD) { /* dead letters are counted by core */
-        undeliverable(p, to, why);
+    Plexus__ActorRef r = PLEXUS__ACTOR_REF__INIT;
+    r.node = to.node;
+    r.node_inc = to.node_inc;
+    r.id = to.id;
+    r.inc = to.inc;
+    Plexus__Undelivered u = PLEXUS__UNDELIVERED__INIT;
+    u.to = &r;
+    u.code = code;
+    u.corr = corr;
+    txent e = {.to = sender, .from = to, .corr = corr, .flags = PLEXUS__ENVELOPE_FLAG__FLAG_SYSTEM,
+               .type = plexus__undelivered__descriptor.name,
+               .sysop = PLEXUS__SYS_OP__SYS_UNDELIVERED};
+    e.len = plexus__undelivered__get_packed_size(&u);
+    e.packed = malloc(e.len);
+    if (e.packed == NULL) {
+        CNT(t, notices_lost, 1);
+        return;
+    }
+    plexus__undelivered__pack(&u, e.packed);
+    nng_mtx_lock(p->mtx);
+    bool ok = p->state != PX_LINK_UNREACHABLE && p->qmsgs < t->cfg.queue_msgs &&
+              (p->node_inc == 0 || p->node_inc == sender.node_inc) && txq_push(&p->q[L_CTL], &e);
+    if (ok) {
+        p->qmsgs++;
+        p->qbytes += e.len;
+        CNT(t, notices, 1);
+        if (p->c[L_CTL] != NULL && p->c[L_CTL]->state == C_UP) {
+            tx_kick_locked(p->c[L_CTL]);
+        }
+    }
+    nng_mtx_unlock(p->mtx);
+    if (!ok) {
+        free(e.packed);
+        CNT(t, notices_lost, 1);
     }
 }
 
-static rxwait *wait_find(rxstate *rx, px_ref to, px_ref from) {
-    for (size_t i = 0; i < rx->nw; i++) {
-        if (ref_eq(rx->w[i].to, to) && ref_eq(rx->w[i].from, from)) {
-            return &rx->w[i];
+/* The router's hook: a DropNewest / DropOldest mailbox dropped a message
+ * from an actor on a peer. */
+static peer *peer_by_node(px_transport *t, uint32_t node);
+static void router_dropped(void *arg, px_ref to, px_ref sender, uint64_t corr) {
+    px_transport *t = arg;
+    peer *p = peer_by_node(t, sender.node);
+    if (p != NULL) {
+        notify_sender(p, sender, to, PX_EFULL, corr);
+    }
+}
+
+/* A message that will not be delivered: counted, and its sender told
+ * (unless the target is simply gone: at-most-once, as for local sends). */
+static void rx_fail(peer *p, px_ref to, px_ref from, uint64_t corr, px_msg *m, px_err why) {
+    px_msg_free(m);
+    if (why == PX_EDEAD) {
+        return; /* a dead letter, counted by core */
+    }
+    undeliverable(p, to, why);
+    notify_sender(p, from, to, why, corr);
+}
+
+/* One delivery attempt of it's message. True when it is done with
+ * (delivered or failed), false when it waits parked at a full Block-policy
+ * mailbox (until its deadline). rx_mtx held. */
+static bool item_try(peer *p, rxitem *it, int64_t now) {
+    px_transport *t = p->t;
+    px_err e = px_system_deliver_remote(t->sys, it->to, it->from, it->corr, it->flags, &it->m);
+    if (e == PX_OK) {
+        CNT(t, msgs_in, 1);
+    } else if (e == PX_EFULL && !it->parked) {
+        px_mailbox_opts o;
+        if (px_system_mailbox_opts(t->sys, it->to, &o) == PX_OK &&
+            o.overflow == PX_OVERFLOW_BLOCK) {
+            it->parked = true;
+            it->deadline_ms = now + o.block_timeout_ms;
+            p->rx.nparked++;
+            atomic_store(&t->hurry, true);
+            return false;
+        }
+    } else if (e == PX_EFULL && now < it->deadline_ms) {
+        return false;
+    } else if (e == PX_EFULL) {
+        e = PX_ETIMEDOUT; /* blocked for block_timeout_ms */
+    }
+    if (it->parked) {
+        it->parked = false;
+        p->rx.nparked--;
+    }
+    if (e != PX_OK) {
+        rx_fail(p, it->to, it->from, it->corr, it->m, e);
+        it->m = NULL;
+    }
+    return true;
+}
+
+static rxpair *pair_find(rxstate *rx, px_ref to, px_ref from) {
+    for (size_t i = 0; i < rx->npairs; i++) {
+        if (ref_eq(rx->pairs[i].to, to) && ref_eq(rx->pairs[i].from, from)) {
+            return &rx->pairs[i];
         }
     }
     return NULL;
 }
 
-static bool wait_add(rxstate *rx, px_ref to, px_ref from) {
-    rxwait *w = wait_find(rx, to, from);
-    if (w != NULL) {
-        w->n++;
-        return true;
-    }
-    if (rx->nw == rx->wcap) {
-        size_t nc = rx->wcap ? rx->wcap * 2 : 8;
-        rxwait *nw = realloc(rx->w, nc * sizeof(*nw));
-        if (nw == NULL) {
-            return false;
+/* Appends it to its pair's queue (made if needed). False: out of memory. */
+static bool pair_push(peer *p, rxitem *it) {
+    rxstate *rx = &p->rx;
+    rxpair *q = pair_find(rx, it->to, it->from);
+    if (q == NULL) {
+        if (rx->npairs == rx->pcap) {
+            size_t nc = rx->pcap ? rx->pcap * 2 : 8;
+            rxpair *np = realloc(rx->pairs, nc * sizeof(*np));
+            if (np == NULL) {
+                return false;
+            }
+            rx->pairs = np;
+            rx->pcap = nc;
         }
-        rx->w = nw;
-        rx->wcap = nc;
+        q = &rx->pairs[rx->npairs++];
+        *q = (rxpair){.to = it->to, .from = it->from};
     }
-    rx->w[rx->nw++] = (rxwait){to, from, 1};
+    if (q->tail != NULL) {
+        q->tail->next = it;
+    } else {
+        q->head = it;
+    }
+    q->tail = it;
+    rx->nheld++;
     return true;
-}
-
-static void wait_done(rxstate *rx, px_ref to, px_ref from) {
-    rxwait *w = wait_find(rx, to, from);
-    if (w != NULL && --w->n == 0) {
-        *w = rx->w[--rx->nw];
-    }
 }
 
 static void item_free(px_transport *t, rxitem *it, px_err why) {
     if (it->m != NULL) {
         px_system_dead_letter(t->sys, it->to, it->m, why);
+    } else if (why != PX_EDEAD) { /* a payload cut short */
+        CNT(t, undeliverable, 1);
     }
     free(it->type);
     free(it);
+}
+
+/* Delivers pair i's envelopes from the front while they can go; drops the
+ * pair when none is left (the last pair moves to i). rx_mtx held. */
+static void pair_pump(peer *p, size_t i, int64_t now) {
+    rxstate *rx = &p->rx;
+    rxpair *q = &rx->pairs[i];
+    while (q->head != NULL) {
+        rxitem *it = q->head;
+        if (it->m == NULL && it->failed == PX_OK) {
+            return; /* its payload is still coming */
+        }
+        if (it->failed != PX_OK) {
+            rx_fail(p, it->to, it->from, it->corr, NULL, it->failed);
+        } else if (!item_try(p, it, now)) {
+            return; /* parked */
+        }
+        q->head = it->next;
+        rx->nheld--;
+        item_free(p->t, it, PX_EDEAD);
+    }
+    rx->pairs[i] = rx->pairs[--rx->npairs];
+}
+
+/* Retries every pair (after a payload completed, and from the tick while
+ * envelopes are parked). rx_mtx held. */
+static void rx_pump_all(peer *p) {
+    int64_t now = now_ms();
+    for (size_t i = p->rx.npairs; i-- > 0;) {
+        pair_pump(p, i, now);
+    }
 }
 
 static void bulk_free(rxstate *rx, rxbulk *b) {
@@ -1027,85 +1165,48 @@ static void bulk_free(rxstate *rx, rxbulk *b) {
  * carried them is gone, or the peer restarted). rx_mtx held. */
 static void rx_reset_locked(peer *p, px_err why) {
     rxstate *rx = &p->rx;
-    while (rx->head != NULL) {
-        rxitem *it = rx->head;
-        rx->head = it->next;
-        item_free(p->t, it, why);
+    for (size_t i = 0; i < rx->npairs; i++) {
+        while (rx->pairs[i].head != NULL) {
+            rxitem *it = rx->pairs[i].head;
+            rx->pairs[i].head = it->next;
+            item_free(p->t, it, why);
+        }
     }
-    rx->tail = NULL;
+    rx->npairs = 0;
     rx->nheld = 0;
+    rx->nparked = 0;
     while (rx->bulks != NULL) {
         bulk_free(rx, rx->bulks);
     }
-    rx->nw = 0;
 }
 
-/* A message ready for `to`: delivered now, or held behind an incomplete
- * bulk message of the same pair. rx_mtx held. */
+/* A message ready for `to`: delivered now, or queued behind what waits in
+ * its pair (or parked, if the target's Block mailbox is full). rx_mtx held. */
 static void rx_ready(peer *p, px_ref to, px_ref from, uint64_t corr, uint32_t flags, px_msg *m) {
-    rxstate *rx = &p->rx;
-    if (rx->nw == 0 || wait_find(rx, to, from) == NULL) {
-        deliver_now(p, to, from, corr, flags, m);
+    rxitem one = {.to = to, .from = from, .corr = corr, .flags = flags, .m = m};
+    bool queued = p->rx.npairs > 0 && pair_find(&p->rx, to, from) != NULL;
+    if (!queued && item_try(p, &one, now_ms())) {
+        return; /* the common case: delivered (or failed) at once */
+    }
+    rxitem *it = malloc(sizeof(*it));
+    if (it != NULL) {
+        *it = one;
+    }
+    if (it == NULL || !pair_push(p, it)) {
+        if (one.parked) {
+            p->rx.nparked--;
+        }
+        free(it);
+        rx_fail(p, to, from, corr, one.m, PX_ENOMEM);
         return;
     }
-    rxitem *it = calloc(1, sizeof(*it));
-    if (it == NULL) {
-        px_system_dead_letter(p->t->sys, to, m, PX_ENOMEM);
-        return;
+    if (queued) {
+        CNT(p->t, held, 1);
     }
-    *it = (rxitem){.to = to, .from = from, .corr = corr, .flags = flags, .m = m};
-    if (rx->tail != NULL) {
-        rx->tail->next = it;
-    } else {
-        rx->head = it;
-    }
-    rx->tail = it;
-    rx->nheld++;
-    CNT(p->t, held, 1);
 }
 
-/* After a bulk payload completed: delivers, in order, every held message
- * no longer behind an incomplete one of its pair. rx_mtx held. */
-static void rx_drain_locked(peer *p) {
-    rxstate *rx = &p->rx;
-    px_ref blocked[2 * 32];
-    size_t nb = 0;
-    bool overflow = false;
-    rxitem **pi = &rx->head, *last = NULL;
-    while (*pi != NULL) {
-        rxitem *it = *pi;
-        bool waiting = it->m == NULL && it->failed == PX_OK;
-        bool behind = overflow;
-        for (size_t i = 0; !behind && i < nb; i += 2) {
-            behind = ref_eq(blocked[i], it->to) && ref_eq(blocked[i + 1], it->from);
-        }
-        if (waiting || behind) {
-            if (waiting && !behind) {
-                if (nb < sizeof(blocked) / sizeof(blocked[0])) {
-                    blocked[nb++] = it->to;
-                    blocked[nb++] = it->from;
-                } else {
-                    overflow = true; /* keep the rest; the next drain goes on */
-                }
-            }
-            last = it;
-            pi = &it->next;
-            continue;
-        }
-        *pi = it->next;
-        rx->nheld--;
-        if (it->failed != PX_OK) {
-            undeliverable(p, it->to, it->failed);
-        } else {
-            deliver_now(p, it->to, it->from, it->corr, it->flags, it->m);
-            it->m = NULL;
-        }
-        item_free(p->t, it, PX_EDEAD);
-    }
-    rx->tail = last;
-}
-
-/* A complete payload becomes its item's message. rx_mtx held. */
+/* A complete payload becomes its item's message, and its pair moves on.
+ * rx_mtx held. */
 static void bulk_complete_locked(peer *p, rxbulk *b) {
     rxitem *it = b->item;
     px_err why = PX_OK;
@@ -1114,9 +1215,12 @@ static void bulk_complete_locked(peer *p, rxbulk *b) {
         it->failed = why;
     }
     it->bulk = NULL;
-    wait_done(&p->rx, it->to, it->from);
     bulk_free(&p->rx, b);
     CNT(p->t, bulk_in, 1);
+    rxpair *q = pair_find(&p->rx, it->to, it->from);
+    if (q != NULL) {
+        pair_pump(p, (size_t)(q - p->rx.pairs), now_ms());
+    }
 }
 
 static rxbulk *bulk_find(rxstate *rx, uint64_t id) {
@@ -1156,27 +1260,41 @@ static const char *rx_bulk_header(peer *p, const Plexus__Envelope *v, px_ref to)
     }
     rxitem *it = calloc(1, sizeof(*it));
     char *type = v->type && v->type[0] ? strdup(v->type) : NULL;
-    if (it == NULL || (v->type && v->type[0] && type == NULL) ||
-        !wait_add(rx, to, ref_of(v->from))) {
+    if (it == NULL || (v->type && v->type[0] && type == NULL)) {
         free(it);
         free(type);
         return "out of memory for a bulk message";
     }
     *it = (rxitem){.to = to, .from = ref_of(v->from), .corr = v->corr, .flags = v->flags,
                    .tag = v->tag, .type = type, .bulk = b};
-    b->item = it;
-    if (rx->tail != NULL) {
-        rx->tail->next = it;
-    } else {
-        rx->head = it;
+    if (!pair_push(p, it)) {
+        item_free(t, it, PX_ENOMEM);
+        return "out of memory for a bulk message";
     }
-    rx->tail = it;
-    rx->nheld++;
+    b->item = it;
     if (b->have == b->len && b->buf != NULL) { /* its chunks came first */
         bulk_complete_locked(p, b);
-        rx_drain_locked(p);
     }
     return NULL;
+}
+
+/* A system envelope (FLAG_SYSTEM) for an actor of this node. */
+static void rx_system(peer *p, const Plexus__Envelope *v, px_ref to) {
+    px_transport *t = p->t;
+    if (v->sysop != PLEXUS__SYS_OP__SYS_UNDELIVERED) {
+        undeliverable(p, to, PX_ETYPE); /* not sent by this version */
+        return;
+    }
+    Plexus__Undelivered *u = plexus__undelivered__unpack(NULL, v->payload.len, v->payload.data);
+    if (u == NULL) {
+        undeliverable(p, to, PX_EPROTO);
+        return;
+    }
+    px_err code = u->code < 0 && u->code > -1000 ? (px_err)u->code : PX_EPROTO;
+    if (px_system_notify_undelivered(t->sys, to, ref_of(u->to), code, u->corr) == PX_OK) {
+        CNT(t, msgs_in, 1);
+    }
+    plexus__undelivered__free_unpacked(u, NULL);
 }
 
 /* A batch from the peer's NORMAL (or CONTROL) connection. Returns a reason
@@ -1194,6 +1312,10 @@ static const char *deliver_batch(conn *c, const Plexus__Batch *b) {
             undeliverable(p, to, PX_EPROTO);
             continue;
         }
+        if (v->flags & PLEXUS__ENVELOPE_FLAG__FLAG_SYSTEM) {
+            rx_system(p, v, to);
+            continue;
+        }
         if (v->bulk_id != 0) {
             bad = rx_bulk_header(p, v, to);
             continue;
@@ -1201,7 +1323,7 @@ static const char *deliver_batch(conn *c, const Plexus__Batch *b) {
         px_err why = PX_OK;
         px_msg *m = msg_of_payload(t, v->type, v->tag, v->payload.data, v->payload.len, &why);
         if (m == NULL) {
-            undeliverable(p, to, why);
+            rx_fail(p, to, ref_of(v->from), v->corr, NULL, why);
             continue;
         }
         rx_ready(p, to, ref_of(v->from), v->corr, v->flags, m);
@@ -1240,7 +1362,6 @@ static const char *rx_chunk(conn *c, const Plexus__Chunk *ch) {
         b->have += ch->data.len;
         if (b->have == b->len && b->item != NULL) {
             bulk_complete_locked(p, b);
-            rx_drain_locked(p);
         }
     }
     nng_mtx_unlock(p->rx_mtx);
@@ -1565,6 +1686,7 @@ static void tick_cb(void *arg) {
     }
     atomic_store(&t->hurry, false);
     int64_t now = now_ms();
+    bool paused = false;
     for (size_t i = 0; i < t->npeers; i++) {
         peer *p = &t->peers[i];
         nng_mtx_lock(p->mtx);
@@ -1572,10 +1694,15 @@ static void tick_cb(void *arg) {
             dial_locked(p);
         }
         nng_mtx_unlock(p->mtx);
+        nng_mtx_lock(p->rx_mtx);
+        if (p->rx.nparked > 0) { /* retry full Block-policy mailboxes */
+            rx_pump_all(p);
+            paused |= p->rx.nparked > 0;
+        }
+        nng_mtx_unlock(p->rx_mtx);
     }
     /* Unlink closed connections under the list lock, free them outside it. */
     conn *dead = NULL;
-    bool paused = false;
     nng_mtx_lock(t->mtx);
     for (conn **pc = &t->conns; *pc != NULL;) {
         conn *c = *pc;
@@ -1863,7 +1990,7 @@ px_err px_transport_start(px_system *sys, const px_transport_cfg *cfg, px_transp
                "transport in PLAINTEXT mode: frames after the handshake are NOT encrypted "
                "(benchmarks only)");
     }
-    px_router r = {router_send, t};
+    px_router r = {.send = router_send, .arg = t, .dropped = router_dropped};
     px_system_set_router(sys, &r);
     nng_stream_listener_accept(t->lst, t->acc_aio);
     for (size_t i = 0; i < t->npeers; i++) {
@@ -1888,7 +2015,7 @@ static void peer_fini(peer *p) {
         rx_reset_locked(p, PX_ECLOSED);
         nng_mtx_free(p->rx_mtx);
     }
-    free(p->rx.w);
+    free(p->rx.pairs);
     for (int l = 0; l < NLANES; l++) {
         free(p->q[l].v);
         nng_aio_free(p->dl[l].aio);
@@ -2029,4 +2156,6 @@ void px_transport_stats_get(px_transport *t, px_transport_stats *o) {
     o->bulk_out = atomic_load(&t->bulk_out);
     o->bulk_in = atomic_load(&t->bulk_in);
     o->held = atomic_load(&t->held);
+    o->notices = atomic_load(&t->notices);
+    o->notices_lost = atomic_load(&t->notices_lost);
 }

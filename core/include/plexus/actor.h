@@ -127,8 +127,10 @@ px_err px_reply(px_ctx *ctx, const px_msg *request, px_msg **reply);
 /* Asks without blocking: sends *msg with a fresh correlation id (*corr);
  * the reply later arrives as a message with px_msg_is_reply and that id, or,
  * after timeout_ms (1..86400000), a PX_MSG_ASK_TIMEOUT message with that id.
- * Exactly one of the two arrives; a reply after the timeout is dropped and
- * counted as a late reply. Ownership as px_send. */
+ * Exactly one of the two arrives — or, for a target on another node that
+ * did not take the message (full bounded mailbox, unknown type), a
+ * PX_MSG_UNDELIVERED notice with that id in their place. A reply after the
+ * timeout is dropped and counted as a late reply. Ownership as px_send. */
 px_err px_ask(px_ctx *ctx, px_ref to, px_msg **msg, uint32_t timeout_ms,
               uint64_t *corr);
 
@@ -183,7 +185,9 @@ px_err px_system_send_after(px_system *sys, uint32_t delay_ms, px_ref to,
  * px_ask). PX_ETIMEDOUT when no reply came (a later one is counted late).
  * The ask is made by a short-lived internal actor, so it counts in the
  * actor stats and toward max_actors (PX_ELIMIT), and a full Block-policy
- * target fails at once with PX_EFULL as for any actor sender. */
+ * target fails at once with PX_EFULL as for any actor sender. A target on
+ * another node that does not take the message ends the ask with the code of
+ * its PX_MSG_UNDELIVERED notice (PX_EFULL, PX_ETIMEDOUT, PX_ETYPE...). */
 px_err px_system_ask(px_system *sys, px_ref to, px_msg **msg,
                      uint32_t timeout_ms, px_msg **reply);
 

@@ -59,6 +59,8 @@ typedef enum px_msg_kind {
     PX_MSG_ASK_TIMEOUT = 3, /* an ask from this actor timed out (px_msg_corr) */
     PX_MSG_TIMER = 4,       /* a periodic timer tick (px_msg_tag = timer tag) */
     PX_MSG_TERMINATED = 5,  /* a watched actor ended (px_msg_terminated) */
+    PX_MSG_UNDELIVERED = 6, /* a message this actor sent to another node was
+                               not delivered there (px_msg_undelivered) */
 } px_msg_kind;
 
 /* Frees a protobuf message handed to px_msg_proto. */
@@ -89,6 +91,16 @@ const ProtobufCMessage *px_msg_pb(const px_msg *m);        /* proto payload or N
 px_ref px_msg_sender(const px_msg *m);                     /* nil if sent from outside actors */
 uint64_t px_msg_corr(const px_msg *m);                     /* ask correlation id, 0 if none */
 int px_msg_is_reply(const px_msg *m);                      /* a reply to this actor's ask */
+
+/* Reads a PX_MSG_UNDELIVERED message: the actor the message was for (also
+ * px_msg_sender) and why it was not delivered — PX_EFULL (a bounded mailbox
+ * with policy Error refused it, or DropNewest / DropOldest dropped it),
+ * PX_ETIMEDOUT (policy Block: the mailbox stayed full for its
+ * block_timeout_ms), PX_ETYPE (that node does not know the type), ...
+ * px_msg_corr is the message's correlation id: for an ask, this notice
+ * takes the place of the reply (and of the ask timeout). Any out pointer may
+ * be NULL. PX_ETYPE for another kind. */
+px_err px_msg_undelivered(const px_msg *m, px_ref *to, px_err *code);
 
 /* px_msg_is returns 1 if m is a protobuf message of type desc. */
 int px_msg_is(const px_msg *m, const ProtobufCMessageDescriptor *desc);

@@ -21,6 +21,11 @@ typedef struct px_router {
      * from any thread (often a worker): must not block. */
     px_err (*send)(void *arg, px_ref to, px_msg *msg);
     void *arg;
+    /* Optional: a bounded mailbox's policy (DropNewest, DropOldest) dropped
+     * a message that `sender`, an actor on another node, sent to the local
+     * actor `to` (with correlation id corr): tell the sender. Any thread;
+     * must not block or call back into core. */
+    void (*dropped)(void *arg, px_ref to, px_ref sender, uint64_t corr);
 } px_router;
 
 /* Envelope flags as they travel between nodes (proto: EnvelopeFlag). */
@@ -42,6 +47,18 @@ unsigned px_msg_wire_flags(const px_msg *m);
  * thread. */
 px_err px_system_deliver_remote(px_system *sys, px_ref to, px_ref from, uint64_t corr,
                                  unsigned flags, px_msg **msg);
+
+/* For the layer that receives messages from other nodes: the local actor
+ * `sender` learns, as a PX_MSG_UNDELIVERED message, that its message to
+ * `to` (correlation id corr) was not delivered, with `code`. If it was an
+ * ask still waiting, the ask ends with this notice. PX_EDEAD if sender is
+ * not a live local actor; PX_ENOMEM. Any thread. */
+px_err px_system_notify_undelivered(px_system *sys, px_ref sender, px_ref to, px_err code,
+                                    uint64_t corr);
+
+/* The mailbox options of the live local actor `to` (capacity 0 =
+ * unbounded). PX_EDEAD if there is none. Any thread. */
+px_err px_system_mailbox_opts(px_system *sys, px_ref to, px_mailbox_opts *out);
 
 /* Records m as a dead letter for `to` (counted, passed to the dead-letter
  * hook) and frees it: for a router that finds `to` cannot exist any more

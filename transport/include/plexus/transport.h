@@ -164,7 +164,10 @@ typedef struct px_transport_stats {
     uint64_t undeliverable;         /* arrived but could not be delivered */
     uint64_t pings, pongs;
     uint64_t bulk_out, bulk_in;     /* payloads sent / received in chunks on BULK */
-    uint64_t held;                  /* envelopes held back behind an incomplete bulk one */
+    uint64_t held;                  /* envelopes held back behind a waiting one of their
+                                       (sender, target) pair */
+    uint64_t notices, notices_lost; /* "undelivered" notices sent to senders on peers /
+                                       lost (queue full, peer down) */
 } px_transport_stats;
 
 void px_transport_stats_get(px_transport *t, px_transport_stats *out);
