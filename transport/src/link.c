@@ -158,6 +158,11 @@ struct conn {
     uint8_t *wcur, *wnext;
     size_t wcur_len, wcur_off, wcur_cap, wnext_len, wnext_cap;
     bool writing;
+    /* packing a Batch: arrays kept from frame to frame */
+    Plexus__Envelope *env;
+    Plexus__Envelope **envp;
+    Plexus__ActorRef *refs;
+    size_t ecap;
     /* BULK outbound: the payload being chunked */
     txent cur;
     size_t cur_off;
@@ -380,6 +385,9 @@ static void conn_free(conn *c) {
     free(c->rbuf);
     free(c->wcur);
     free(c->wnext);
+    free(c->env);
+    free(c->envp);
+    free(c->refs);
     if (c->own_mtx) {
         nng_mtx_free(c->mtx);
     }
@@ -454,15 +462,24 @@ static void pack_batch_locked(conn *c, bool *kick_bulk) {
         used += est;
         k++;
     }
-    Plexus__Envelope *env = calloc(k, sizeof(*env));
-    Plexus__Envelope **envp = calloc(k, sizeof(*envp));
-    Plexus__ActorRef *refs = calloc(2 * k, sizeof(*refs));
-    if (env == NULL || envp == NULL || refs == NULL) {
-        free(env);
-        free(envp);
-        free(refs);
-        return; /* retried at the next kick */
+    if (k > c->ecap) {
+        size_t nc = c->ecap ? c->ecap : 64;
+        while (nc < k) {
+            nc *= 2;
+        }
+        Plexus__Envelope *ne = realloc(c->env, nc * sizeof(*ne));
+        c->env = ne ? ne : c->env;
+        Plexus__Envelope **np = realloc(c->envp, nc * sizeof(*np));
+        c->envp = np ? np : c->envp;
+        Plexus__ActorRef *nr = realloc(c->refs, 2 * nc * sizeof(*nr));
+        c->refs = nr ? nr : c->refs;
+        if (ne == NULL || np == NULL || nr == NULL) {
+            return; /* retried at the next kick */
+        }
+        c->ecap = nc;
     }
+    Plexus__Envelope *env = c->env, **envp = c->envp;
+    Plexus__ActorRef *refs = c->refs;
     size_t n = 0;
     for (size_t i = 0; i < k; i++) {
         txent *e = txq_at(q, i);
@@ -501,9 +518,6 @@ static void pack_batch_locked(conn *c, bool *kick_bulk) {
     f.body_case = PLEXUS__FRAME__BODY_BATCH;
     f.batch = &b;
     bool ok = n == 0 || out_frame_locked(c, &f);
-    free(env);
-    free(envp);
-    free(refs);
     if (!ok) {
         conn_close_locked(c, "out of memory packing a frame", PX_LOG_ERROR);
         return;
