@@ -24,6 +24,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "runtime.h"
 
@@ -263,6 +264,14 @@ static inline uint64_t stamp(void) {
  * the turn to end, which keeps message chains on one core). */
 #define LONG_TURN (300u * 1000u)
 
+/* The spin's clock: nanoseconds (nng_clock counts milliseconds, which
+ * made a 50 us spin last one to two ms). */
+static uint64_t spin_now_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
 static void worker_main(void *arg) {
     pxi_worker *w = arg;
     px_system *sys = w->sys;
@@ -285,14 +294,14 @@ static void worker_main(void *arg) {
         }
         /* Spin a little before parking: a hand-off that arrives within
          * spin_us costs ~100 ns instead of a futex wake. */
-        nng_time until = nng_clock() + (sys->cfg.spin_us + 999) / 1000;
+        uint64_t until = spin_now_ns() + (uint64_t)sys->cfg.spin_us * 1000u;
         bool found = false;
         while (sys->cfg.spin_us > 0) {
             if (work_visible(sys)) {
                 found = true;
                 break;
             }
-            if (nng_clock() >= until) {
+            if (spin_now_ns() >= until) {
                 break;
             }
             /* Look rarely: every look pulls the other workers' queue lines. */

@@ -213,3 +213,59 @@ uint64_t bench_kick(px_system *sys, px_ref to, uint32_t tag, const char *what)
     bench_check(px_system_send(sys, to, &m), what);
     return t0;
 }
+
+px_system *bench_system_named(const char *node_name, uint32_t max_actors, px_log_level level)
+{
+    px_config cfg;
+    px_config_init(&cfg);
+    cfg.node_name = node_name;
+    cfg.log_level = level;
+    const char *wk = getenv("PX_BENCH_WORKERS"); /* profiling aid */
+    if (wk != NULL) {
+        cfg.workers = (uint32_t)strtoul(wk, NULL, 10);
+    }
+    const char *spin = getenv("PX_BENCH_SPIN_US"); /* profiling aid */
+    if (spin != NULL) {
+        cfg.spin_us = (uint32_t)strtoul(spin, NULL, 10);
+    }
+    if (max_actors != 0) {
+        cfg.max_actors = max_actors;
+    }
+    char why[256] = "";
+    if (px_config_check(&cfg, why, sizeof(why)) != PX_OK) {
+        bench_die("config: %s", why);
+    }
+    px_system *sys = NULL;
+    bench_check(px_system_alloc(&sys, &cfg), "px_system_alloc");
+    return sys;
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return (x > y) - (x < y);
+}
+
+void bench_sort_u64(uint64_t *v, size_t n)
+{
+    qsort(v, n, sizeof(*v), cmp_u64);
+}
+
+uint64_t bench_pct_u64(const uint64_t *sorted, size_t n, double q)
+{
+    if (n == 0) {
+        return 0;
+    }
+    double want = q * (double)n;
+    size_t rank = (size_t)want; /* ceil(q * n), 1-based */
+    if ((double)rank < want) {
+        rank++;
+    }
+    if (rank < 1) {
+        rank = 1;
+    }
+    if (rank > n) {
+        rank = n;
+    }
+    return sorted[rank - 1];
+}

@@ -10,6 +10,7 @@
 #define PLEXUS_BENCH_UTIL_H
 
 #include <pthread.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include <plexus/plexus.h>
@@ -68,6 +69,16 @@ void bench_system_free(px_system *sys);
 /* Prints one figure line "name value unit" on stdout and flushes. */
 void bench_figure_u64(const char *name, uint64_t value, const char *unit);
 void bench_figure_f(const char *name, double value, int decimals, const char *unit);
+
+/* A system like bench_system but named `node_name` (two nodes in one
+ * benchmark need distinct names, hence node ids) and logging at `level`;
+ * $PX_BENCH_SPIN_US overrides cfg.spin_us (profiling aid). Dies on error. */
+px_system *bench_system_named(const char *node_name, uint32_t max_actors, px_log_level level);
+
+/* Sorts v[0..n) ascending, in place. */
+void bench_sort_u64(uint64_t *v, size_t n);
+/* The q-quantile (0 < q <= 1, nearest rank) of sorted[0..n); 0 if n is 0. */
+uint64_t bench_pct_u64(const uint64_t *sorted, size_t n, double q);
 
 /* Parses an optional count override from argv[1] (for quick runs). */
 uint64_t bench_arg_u64(int argc, char **argv, int idx, uint64_t dflt);

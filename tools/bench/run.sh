@@ -1,9 +1,15 @@
 #!/usr/bin/env bash
-# tools/bench/run.sh [core|supervision|all] — build a Release tree in
-# build-release/ (if it is missing or stale) and run a suite of benchmarks
-# (default core; all = core, then supervision). stdout carries only the
-# figure lines ("name value unit"); build output and diagnostics go to
-# stderr. Exits non-zero if the build or any benchmark fails.
+# tools/bench/run.sh [core|supervision|transport|all] — build a Release tree
+# in build-release/ (if it is missing or stale) and run a suite of benchmarks
+# (default core; all = core, supervision, then transport). transport runs
+# two node processes over loopback tcp (px_bench_net, ~20-30 s): one-way
+# throughput, ask round trips, bulk throughput and latency under bulk, each
+# encrypted and plaintext (_plain), plus a raw TCP ping-pong floor, and the
+# round trip again with workers spinning 50 us before parking
+# (net.rtt_spin_p50_us / _p99_us). stdout
+# carries only the figure lines ("name value unit"); build output and
+# diagnostics go to stderr. Exits non-zero if the build or any benchmark
+# fails.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -14,13 +20,15 @@ suite="${1:-core}"
 
 core_benches=(spawn idle_mem send pingpong skynet ask idle_cpu)
 supervision_benches=(sup)
+transport_benches=(net)
 
 case "$suite" in
   core) benches=("${core_benches[@]}") ;;
   supervision) benches=("${supervision_benches[@]}") ;;
-  all) benches=("${core_benches[@]}" "${supervision_benches[@]}") ;;
-  -h|--help) echo "usage: $0 [core|supervision|all]" >&2; exit 0 ;;
-  *) echo "run.sh: unknown suite '$suite' (known: core, supervision, all)" >&2; exit 2 ;;
+  transport) benches=("${transport_benches[@]}") ;;
+  all) benches=("${core_benches[@]}" "${supervision_benches[@]}" "${transport_benches[@]}") ;;
+  -h|--help) echo "usage: $0 [core|supervision|transport|all]" >&2; exit 0 ;;
+  *) echo "run.sh: unknown suite '$suite' (known: core, supervision, transport, all)" >&2; exit 2 ;;
 esac
 
 px_build "$build" -DCMAKE_BUILD_TYPE=Release -DPLEXUS_TESTS=OFF -DPLEXUS_BENCH=ON 1>&2
@@ -31,6 +39,15 @@ for b in "${benches[@]}"; do
   if ! "$bin/px_bench_$b"; then
     echo "run.sh: px_bench_$b failed" >&2
     status=1
+  fi
+  if [[ "$b" == net ]]; then
+    # Latency mode: scheduler workers spin 50 us before parking (the nodes
+    # above run with spin 0: two nodes share this machine's cores).
+    if ! PX_BENCH_SPIN_US=50 PX_BENCH_NET_ONLY=rtt PX_BENCH_NET_MODES=enc "$bin/px_bench_net" |
+        sed -e 's/^net\.rtt_/net.rtt_spin_/'; then
+      echo "run.sh: px_bench_net (spin) failed" >&2
+      status=1
+    fi
   fi
 done
 exit "$status"

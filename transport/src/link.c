@@ -74,6 +74,8 @@ static const char *const lane_name[NLANES] = {"control", "normal", "bulk"};
 #define ENV_OVERHEAD 128
 #define CHUNK_OVERHEAD 64
 #define CHUNK_MAX (1u << 20)
+#define BATCH_MAX (128u << 10)
+#define RTT_RING 128
 
 typedef struct txent {
     px_ref to, from;
@@ -138,6 +140,60 @@ typedef struct rxstate {
     uint64_t bulk_bytes;
 } rxstate;
 
+/* Memory for decoding one received frame: protobuf-c allocates from it and
+ * frees nothing; it is reset after the frame (no malloc per envelope). */
+typedef struct spill {
+    struct spill *next;
+    max_align_t data[];
+} spill;
+
+typedef struct arena {
+    uint8_t *buf;
+    size_t cap, used, spilled;
+    spill *spills;
+} arena;
+
+static void *arena_alloc(void *a_, size_t n) {
+    arena *a = a_;
+    n = (n + 15) & ~(size_t)15;
+    if (a->used + n <= a->cap) {
+        void *p = a->buf + a->used;
+        a->used += n;
+        return p;
+    }
+    spill *s = malloc(sizeof(*s) + n);
+    if (s == NULL) {
+        return NULL;
+    }
+    s->next = a->spills;
+    a->spills = s;
+    a->spilled += n;
+    return s->data;
+}
+
+static void arena_free(void *a, void *p) {
+    (void)a;
+    (void)p; /* everything goes at arena_reset */
+}
+
+static void arena_reset(arena *a) {
+    size_t want = a->used + a->spilled;
+    while (a->spills != NULL) {
+        spill *s = a->spills;
+        a->spills = s->next;
+        free(s);
+    }
+    if (want > a->cap) { /* next time, one block */
+        size_t nc = want + want / 2;
+        uint8_t *nb = realloc(a->buf, nc);
+        if (nb != NULL) {
+            a->buf = nb;
+            a->cap = nc;
+        }
+    }
+    a->used = a->spilled = 0;
+}
+
 struct conn {
     px_transport *t;
     peer *p;      /* outbound: its peer; inbound: the peer it proved to be */
@@ -151,9 +207,10 @@ struct conn {
     pxn_cipher rx, tx;
     /* reading */
     int rphase;
-    uint8_t *rbuf;
-    size_t rcap, rhave, rneed;
+    uint8_t *rbuf;     /* bytes read and not parsed yet: [roff, rlen) */
+    size_t rcap, rlen, roff, rneed; /* rneed: the size of the unit being read */
     bool rx_paused; /* NORMAL: too many envelopes held back; the tick resumes */
+    arena ar;       /* decoding the current frame */
     /* writing: wcur is on the wire, wnext collects sealed frames */
     uint8_t *wcur, *wnext;
     size_t wcur_len, wcur_off, wcur_cap, wnext_len, wnext_cap;
@@ -201,6 +258,8 @@ struct peer {
     uint64_t peer_max_msg;  /* from its Hello; 0 = not known yet */
     uint32_t peer_max_frame;
     uint32_t rtt_us, rtt_max_us;
+    uint32_t rtt_ring[RTT_RING]; /* the last round trips, for the p99 */
+    uint32_t rtt_n;              /* samples since the last reset */
     /* receiving */
     nng_mtx *rx_mtx;
     rxstate rx;
@@ -388,6 +447,8 @@ static void conn_free(conn *c) {
     free(c->env);
     free(c->envp);
     free(c->refs);
+    arena_reset(&c->ar);
+    free(c->ar.buf);
     if (c->own_mtx) {
         nng_mtx_free(c->mtx);
     }
@@ -448,7 +509,11 @@ static void pack_batch_locked(conn *c, bool *kick_bulk) {
     if (q->len == 0) {
         return;
     }
+    /* Frames of at most ~128 KiB: packing, writing and decoding overlap. */
+    size_t cap = (size_t)t->cfg.bulk_threshold + ENV_OVERHEAD + 1024;
+    cap = cap > BATCH_MAX ? cap : BATCH_MAX;
     size_t budget = frame_budget(c) - PXN_TAG_BYTES - 16, used = 0, k = 0;
+    budget = budget < cap ? budget : cap;
     while (k < q->len) {
         txent *e = txq_at(q, k);
         size_t est = (e->type ? strlen(e->type) : 0) + ENV_OVERHEAD;
@@ -792,15 +857,26 @@ static void conn_close_locked(conn *c, const char *why, px_log_level lvl) {
 static void rx_want(conn *c, int phase, size_t need) {
     c->rphase = phase;
     c->rneed = need;
-    c->rhave = 0;
 }
 
+#define RX_CHUNK (64u << 10) /* a read asks for at least this much */
+
+/* Starts a read into the free end of the buffer, after moving what is not
+ * parsed yet to its front and making room for the unit being read. */
 static void rx_start(conn *c) {
-    if (!reserve(&c->rbuf, &c->rcap, c->rneed)) {
+    size_t keep = c->rphase == R_BODY ? PXN_LEN_BYTES : 0; /* a body's header is its AD */
+    if (c->roff > keep) {
+        memmove(c->rbuf, c->rbuf + c->roff - keep, c->rlen - c->roff + keep);
+        c->rlen -= c->roff - keep;
+        c->roff = keep;
+    }
+    size_t need = c->rneed + (c->rphase == R_BODY ? PXN_LEN_BYTES : 0);
+    need = need > RX_CHUNK ? need : RX_CHUNK;
+    if (!reserve(&c->rbuf, &c->rcap, need > c->rlen + 1024 ? need : c->rlen + 1024)) {
         conn_close_locked(c, "out of memory for a frame", PX_LOG_ERROR);
         return;
     }
-    nng_iov iov = {c->rbuf + c->rhave, c->rneed - c->rhave};
+    nng_iov iov = {c->rbuf + c->rlen, c->rcap - c->rlen};
     nng_aio_set_iov(c->rx_aio, 1, &iov);
     nng_stream_recv(c->s, c->rx_aio);
 }
@@ -832,11 +908,11 @@ static void refuse_locked(conn *c, Plexus__Refuse__Reason r, const char *detail)
 }
 
 /* The peer's handshake frame arrived. */
-static void on_hello_locked(conn *c) {
+static void on_hello_locked(conn *c, const uint8_t *data, size_t n) {
     px_transport *t = c->t;
     Plexus__Refuse__Reason rr;
     char why[300];
-    px_err rv = pxn_hs_peer(&c->hs, c->rbuf, c->rneed,
+    px_err rv = pxn_hs_peer(&c->hs, data, n,
                             c->role == PXN_DIALER ? (uint32_t)c->lane : PXN_LANE_ANY, &rr, why,
                             sizeof(why));
     if (rv != PX_OK) {
@@ -939,6 +1015,7 @@ static void on_up_locked(conn *c) {
     p->state = PX_LINK_UP;
     p->backoff_ms = 50;
     p->rtt_max_us = 0;
+    p->rtt_n = 0;
     px_log(t->sys, PX_LOG_INFO, "link to %s (%s) up%s", p->name, p->address,
            t->cfg.plaintext ? " (PLAINTEXT: frames are not encrypted)" : "");
     for (int l = 0; l < NLANES; l++) {
@@ -1385,8 +1462,10 @@ static const char *rx_chunk(conn *c, const Plexus__Chunk *ch) {
 /* One decrypted frame. Lock held; released around delivery. */
 static void on_frame_locked(conn *c, const uint8_t *pt, size_t n) {
     px_transport *t = c->t;
-    Plexus__Frame *f = plexus__frame__unpack(NULL, n, pt);
+    ProtobufCAllocator al = {arena_alloc, arena_free, &c->ar};
+    Plexus__Frame *f = plexus__frame__unpack(&al, n, pt);
     if (f == NULL) {
+        arena_reset(&c->ar);
         CNT(t, bad_frames, 1);
         conn_close_locked(c, "a frame that does not decode", PX_LOG_ERROR);
         return;
@@ -1401,7 +1480,7 @@ static void on_frame_locked(conn *c, const uint8_t *pt, size_t n) {
             on_up_locked(c);
             tx_kick_locked(c);
         }
-        plexus__frame__free_unpacked(f, NULL);
+        arena_reset(&c->ar);
         return;
     }
     const char *bad = NULL;
@@ -1450,6 +1529,7 @@ static void on_frame_locked(conn *c, const uint8_t *pt, size_t n) {
             peer *p = c->p;
             p->rtt_us = us > UINT32_MAX ? UINT32_MAX : (uint32_t)us;
             p->rtt_max_us = p->rtt_us > p->rtt_max_us ? p->rtt_us : p->rtt_max_us;
+            p->rtt_ring[p->rtt_n++ % RTT_RING] = p->rtt_us;
         }
         break;
     case PLEXUS__FRAME__BODY_GOODBYE:
@@ -1458,7 +1538,7 @@ static void on_frame_locked(conn *c, const uint8_t *pt, size_t n) {
     default:
         break; /* unknown or reserved bodies are ignored (forward compatibility) */
     }
-    plexus__frame__free_unpacked(f, NULL);
+    arena_reset(&c->ar);
     if (bad != NULL) {
         CNT(t, bad_frames, 1);
         conn_close_locked(c, bad, PX_LOG_ERROR);
@@ -1469,6 +1549,76 @@ static void on_frame_locked(conn *c, const uint8_t *pt, size_t n) {
         if (c->rx_paused) {
             atomic_store(&t->hurry, true);
         }
+    }
+}
+
+/* Parses every complete unit (preamble, handshake, frame) in the buffer,
+ * then reads more unless the connection closed or paused. Lock held (it is
+ * released around deliveries). */
+static void rx_process(conn *c) {
+    px_transport *t = c->t;
+    while (c->state != C_CLOSED && !c->rx_paused) {
+        size_t avail = c->rlen - c->roff;
+        uint8_t *at = c->rbuf + c->roff;
+        if (avail < c->rneed) {
+            break;
+        }
+        c->roff += c->rneed;
+        switch (c->rphase) {
+        case R_PRE:
+            if (memcmp(at, PXN_PREAMBLE, PXN_PREAMBLE_LEN) != 0) {
+                CNT(t, bad_frames, 1);
+                conn_close_locked(c, "not a plexus peer (bad preamble)", PX_LOG_ERROR);
+                break;
+            }
+            rx_want(c, R_HSLEN, 4);
+            break;
+        case R_HSLEN: {
+            uint32_t n = pxn_get_u32(at);
+            if (n == 0 || n > PXN_HS_MAX) {
+                CNT(t, bad_frames, 1);
+                conn_close_locked(c, "handshake frame length out of bounds", PX_LOG_ERROR);
+                break;
+            }
+            rx_want(c, R_HS, n);
+            break;
+        }
+        case R_HS:
+            rx_want(c, R_LEN, 4);
+            on_hello_locked(c, at, (size_t)(c->rbuf + c->roff - at));
+            break;
+        case R_LEN: {
+            uint32_t n = pxn_get_u32(at);
+            if (n > t->cfg.max_frame || n == 0) {
+                CNT(t, bad_frames, 1);
+                char why[96];
+                snprintf(why, sizeof(why), "frame of %u bytes (limit %u)", n, t->cfg.max_frame);
+                conn_close_locked(c, why, PX_LOG_ERROR);
+                break;
+            }
+            rx_want(c, R_BODY, n);
+            break;
+        }
+        case R_BODY: {
+            /* The length header (the AD) sits just before the body. */
+            size_t n = c->rneed, pl = 0;
+            rx_want(c, R_LEN, 4);
+            px_err e = pxn_open(&c->rx, at - PXN_LEN_BYTES, at, n, at, &pl);
+            if (e != PX_OK) {
+                CNT(t, bad_frames, 1);
+                conn_close_locked(c, e == PX_EAUTH ? "a frame failed authentication (tampered, "
+                                                     "replayed or foreign)"
+                                                   : "a malformed frame",
+                                  PX_LOG_ERROR);
+                break;
+            }
+            on_frame_locked(c, at, pl);
+            break;
+        }
+        }
+    }
+    if (c->state != C_CLOSED && !c->rx_paused) {
+        rx_start(c);
     }
 }
 
@@ -1484,76 +1634,9 @@ static void rx_cb(void *arg) {
     }
     size_t got = nng_aio_count(c->rx_aio);
     CNT(t, bytes_in, got);
-    c->rhave += got;
+    c->rlen += got;
     c->last_rx_ms = now_ms();
-    if (c->rhave < c->rneed) {
-        rx_start(c);
-        nng_mtx_unlock(c->mtx);
-        return;
-    }
-    switch (c->rphase) {
-    case R_PRE:
-        if (memcmp(c->rbuf, PXN_PREAMBLE, PXN_PREAMBLE_LEN) != 0) {
-            CNT(t, bad_frames, 1);
-            conn_close_locked(c, "not a plexus peer (bad preamble)", PX_LOG_ERROR);
-            break;
-        }
-        rx_want(c, R_HSLEN, 4);
-        break;
-    case R_HSLEN: {
-        uint32_t n = pxn_get_u32(c->rbuf);
-        if (n == 0 || n > PXN_HS_MAX) {
-            CNT(t, bad_frames, 1);
-            conn_close_locked(c, "handshake frame length out of bounds", PX_LOG_ERROR);
-            break;
-        }
-        rx_want(c, R_HS, n);
-        break;
-    }
-    case R_HS:
-        on_hello_locked(c);
-        rx_want(c, R_LEN, 4);
-        break;
-    case R_LEN: {
-        uint32_t n = pxn_get_u32(c->rbuf);
-        if (n > t->cfg.max_frame || n == 0) {
-            CNT(t, bad_frames, 1);
-            char why[96];
-            snprintf(why, sizeof(why), "frame of %u bytes (limit %u)", n, t->cfg.max_frame);
-            conn_close_locked(c, why, PX_LOG_ERROR);
-            break;
-        }
-        uint8_t hdr[4];
-        memcpy(hdr, c->rbuf, 4);
-        rx_want(c, R_BODY, n);
-        if (!reserve(&c->rbuf, &c->rcap, (size_t)n + 4)) {
-            conn_close_locked(c, "out of memory for a frame", PX_LOG_ERROR);
-            break;
-        }
-        memcpy(c->rbuf + n, hdr, 4); /* keep the header (the AD) past the body */
-        break;
-    }
-    case R_BODY: {
-        size_t n = c->rneed, pl = 0;
-        uint8_t hdr[4];
-        memcpy(hdr, c->rbuf + n, 4);
-        px_err e = pxn_open(&c->rx, hdr, c->rbuf, n, c->rbuf, &pl);
-        if (e != PX_OK) {
-            CNT(t, bad_frames, 1);
-            conn_close_locked(c, e == PX_EAUTH ? "a frame failed authentication (tampered, "
-                                                 "replayed or foreign)"
-                                               : "a malformed frame",
-                              PX_LOG_ERROR);
-            break;
-        }
-        on_frame_locked(c, c->rbuf, pl);
-        rx_want(c, R_LEN, 4);
-        break;
-    }
-    }
-    if (c->state != C_CLOSED && !c->rx_paused) {
-        rx_start(c);
-    }
+    rx_process(c);
     nng_mtx_unlock(c->mtx);
 }
 
@@ -1688,7 +1771,7 @@ static bool tick_resume_locked(conn *c) {
     nng_mtx_unlock(c->p->rx_mtx);
     if (go) {
         c->rx_paused = false;
-        rx_start(c);
+        rx_process(c); /* what was read before the pause, then more */
     }
     return !go;
 }
@@ -1900,6 +1983,8 @@ static px_err check_cfg(px_system *sys, const px_transport_cfg *c) {
 static px_err start_listener(px_transport *t) {
     int rv = nng_stream_listener_alloc(&t->lst, t->listen);
     if (rv == 0) {
+        /* nng's streams leave Nagle on: a lone message would wait for an ACK */
+        (void)nng_stream_listener_set_bool(t->lst, NNG_OPT_TCP_NODELAY, true);
         rv = nng_stream_listener_listen(t->lst);
     }
     if (rv != 0) {
@@ -1942,6 +2027,9 @@ static px_err peer_init(px_transport *t, peer *p, const px_peer *cp) {
         }
     }
     int e = nng_stream_dialer_alloc(&p->d, p->address);
+    if (e == 0) {
+        (void)nng_stream_dialer_set_bool(p->d, NNG_OPT_TCP_NODELAY, true); /* ENOTSUP on ipc */
+    }
     if (e != 0) {
         px_log(t->sys, PX_LOG_ERROR, "transport config: peer %s: bad address %s: %s", p->name,
                p->address, nng_strerror(e));
@@ -2102,6 +2190,11 @@ void px_transport_stop(px_transport *t) {
     free(t);
 }
 
+static int cmp_u32(const void *a, const void *b) {
+    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+    return (x > y) - (x < y);
+}
+
 static peer *peer_by_name(px_transport *t, const char *name) {
     for (size_t i = 0; t != NULL && name != NULL && i < t->npeers; i++) {
         if (strcmp(t->peers[i].name, name) == 0) {
@@ -2121,6 +2214,9 @@ px_err px_transport_peer_info(px_transport *t, const char *name, bool reset_max,
         return PX_ENOENT;
     }
     nng_mtx_lock(p->mtx);
+    uint32_t ring[RTT_RING];
+    size_t k = p->rtt_n < RTT_RING ? p->rtt_n : RTT_RING;
+    memcpy(ring, p->rtt_ring, k * sizeof(ring[0]));
     *out = (px_peer_info){.state = p->state,
                           .node_inc = p->node_inc,
                           .rtt_us = p->rtt_us,
@@ -2129,8 +2225,14 @@ px_err px_transport_peer_info(px_transport *t, const char *name, bool reset_max,
                           .queued_bytes = p->qbytes};
     if (reset_max) {
         p->rtt_max_us = 0;
+        p->rtt_n = 0;
     }
     nng_mtx_unlock(p->mtx);
+    out->rtt_samples = (uint32_t)k;
+    if (k > 0) {
+        qsort(ring, k, sizeof(ring[0]), cmp_u32);
+        out->rtt_p99_us = ring[(k * 99 + 99) / 100 - 1];
+    }
     return PX_OK;
 }
 

@@ -145,12 +145,15 @@ typedef struct px_peer_info {
     uint32_t rtt_us;       /* last heartbeat round trip on the CONTROL lane (0: none yet) */
     uint32_t rtt_max_us;   /* largest since the link came up, or since a call
                               with reset_max */
+    uint32_t rtt_p99_us;   /* p99 of the last rtt_samples round trips (at
+                              most 128, counted like rtt_max_us) */
+    uint32_t rtt_samples;
     size_t queued_msgs;    /* envelopes waiting to go out */
     uint64_t queued_bytes; /* payload bytes waiting to go out (bulk included) */
 } px_peer_info;
 
-/* More about the link to `name`; with reset_max, rtt_max_us starts over
- * after this call. PX_ENOENT if no such peer is configured. */
+/* More about the link to `name`; with reset_max, rtt_max_us and the p99's
+ * samples start over after this call. PX_ENOENT if no such peer is configured. */
 px_err px_transport_peer_info(px_transport *t, const char *name, bool reset_max,
                               px_peer_info *out);
 
