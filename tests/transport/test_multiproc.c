@@ -67,6 +67,7 @@ static int g_nn;
 static pxt_mitm g_mitm;
 static bool g_passed;
 
+
 /* ---- per-test set-up and tear-down ---- */
 
 static void setup(void) {
@@ -312,16 +313,23 @@ static void await_up(node *n, const char *peer) {
     AWAIT(link_is(n, peer, "UP", NULL), 15000, "%s -> %s", n->name, peer);
 }
 
+/* alpha and beta, each the other's peer, started and linked both ways. */
+static void linked_pair(node **a, node **b) {
+    *a = node_new("alpha", g_secret);
+    *b = node_new("beta", g_secret);
+    node_peer(*a, *b, NULL);
+    node_peer(*b, *a, NULL);
+    node_start(*a);
+    node_start(*b);
+    await_up(*a, "beta");
+    await_up(*b, "alpha");
+}
+
 /* ---- 1. two processes: order under concurrency, asks ---- */
 
 MP_TEST(two_processes_keep_per_sender_order_and_asks_answer_or_time_out, 30) {
-    node *a = node_new("alpha", g_secret), *b = node_new("beta", g_secret);
-    node_peer(a, b, NULL);
-    node_peer(b, a, NULL);
-    node_start(a);
-    node_start(b);
-    await_up(a, "beta");
-    await_up(b, "alpha");
+    node *a, *b;
+    linked_pair(&a, &b);
 
     /* Four sender actors on alpha, 5000 numbered messages each, one target. */
     send_ok(a, b->sink, 4, 5000);
@@ -369,13 +377,8 @@ MP_TEST(two_processes_keep_per_sender_order_and_asks_answer_or_time_out, 30) {
 /* ---- 2. a peer killed with SIGKILL ---- */
 
 MP_TEST(a_peer_killed_with_sigkill_becomes_unreachable_and_sends_fail_fast, 30) {
-    node *a = node_new("alpha", g_secret), *b = node_new("beta", g_secret);
-    node_peer(a, b, NULL);
-    node_peer(b, a, NULL);
-    node_start(a);
-    node_start(b);
-    await_up(a, "beta");
-    await_up(b, "alpha");
+    node *a, *b;
+    linked_pair(&a, &b);
     send_ok(a, b->sink, 1, 100);
     AWAIT(sink_of(b).total == 100, 10000);
 
@@ -424,13 +427,8 @@ MP_TEST(a_peer_killed_with_sigkill_becomes_unreachable_and_sends_fail_fast, 30) 
  * no FIN) is declared unreachable by the silence bound, and the link comes
  * back when it resumes. */
 MP_TEST(a_frozen_peer_becomes_unreachable_after_the_silence_bound_and_recovers, 30) {
-    node *a = node_new("alpha", g_secret), *b = node_new("beta", g_secret);
-    node_peer(a, b, NULL);
-    node_peer(b, a, NULL);
-    node_start(a);
-    node_start(b);
-    await_up(a, "beta");
-    await_up(b, "alpha");
+    node *a, *b;
+    linked_pair(&a, &b);
 
     cr_assert_eq(kill(b->p.pid, SIGSTOP), 0);
     int64_t t0 = now_ms();
@@ -459,13 +457,8 @@ MP_TEST(a_frozen_peer_becomes_unreachable_after_the_silence_bound_and_recovers, 
 /* ---- 3. a peer restarted: a new incarnation ---- */
 
 MP_TEST(a_restarted_peer_is_a_new_incarnation_and_old_refs_are_dead_letters, 30) {
-    node *a = node_new("alpha", g_secret), *b = node_new("beta", g_secret);
-    node_peer(a, b, NULL);
-    node_peer(b, a, NULL);
-    node_start(a);
-    node_start(b);
-    await_up(a, "beta");
-    await_up(b, "alpha");
+    node *a, *b;
+    linked_pair(&a, &b);
     uint32_t inc1 = 0;
     cr_assert(link_is(a, "beta", "UP", &inc1));
     cr_assert_eq(inc1, b->inc, "alpha learnt beta's incarnation in the handshake");
@@ -638,13 +631,8 @@ static int read_full(int fd, uint8_t *b, size_t n, int timeout_ms) {
 }
 
 MP_TEST(a_node_refuses_a_hello_of_version_99_and_keeps_serving_its_peer, 30) {
-    node *a = node_new("alpha", g_secret), *b = node_new("beta", g_secret);
-    node_peer(a, b, NULL);
-    node_peer(b, a, NULL);
-    node_start(a);
-    node_start(b);
-    await_up(a, "beta");
-    await_up(b, "alpha");
+    node *a, *b;
+    linked_pair(&a, &b);
 
     /* A hand-built Hello of a future version. */
     uint8_t pk[32], kx[32], nonce[32];
