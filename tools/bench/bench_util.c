@@ -122,12 +122,15 @@ px_system *bench_system(uint32_t max_actors)
     return bench_system_sink(max_actors, NULL, NULL);
 }
 
-px_system *bench_system_sink(uint32_t max_actors, px_log_sink sink, void *arg)
+/* The one place a benchmark system is configured: the profiling aids
+ * PX_BENCH_WORKERS and PX_BENCH_SPIN_US apply to every benchmark. */
+static px_system *system_of(const char *node_name, uint32_t max_actors, px_log_level level,
+                            px_log_sink sink, void *arg)
 {
     px_config cfg;
     px_config_init(&cfg);
-    cfg.node_name = "bench";
-    cfg.log_level = PX_LOG_WARN;
+    cfg.node_name = node_name;
+    cfg.log_level = level;
     if (sink != NULL) {
         cfg.log_sink = sink;
         cfg.log_arg = arg;
@@ -135,6 +138,10 @@ px_system *bench_system_sink(uint32_t max_actors, px_log_sink sink, void *arg)
     const char *wk = getenv("PX_BENCH_WORKERS"); /* profiling aid */
     if (wk != NULL) {
         cfg.workers = (uint32_t)strtoul(wk, NULL, 10);
+    }
+    const char *spin = getenv("PX_BENCH_SPIN_US"); /* profiling aid */
+    if (spin != NULL) {
+        cfg.spin_us = (uint32_t)strtoul(spin, NULL, 10);
     }
     if (max_actors != 0) {
         cfg.max_actors = max_actors;
@@ -147,6 +154,12 @@ px_system *bench_system_sink(uint32_t max_actors, px_log_sink sink, void *arg)
     bench_check(px_system_alloc(&sys, &cfg), "px_system_alloc");
     return sys;
 }
+
+px_system *bench_system_sink(uint32_t max_actors, px_log_sink sink, void *arg)
+{
+    return system_of("bench", max_actors, PX_LOG_WARN, sink, arg);
+}
+
 
 px_system_stats bench_stats(px_system *sys)
 {
@@ -216,28 +229,7 @@ uint64_t bench_kick(px_system *sys, px_ref to, uint32_t tag, const char *what)
 
 px_system *bench_system_named(const char *node_name, uint32_t max_actors, px_log_level level)
 {
-    px_config cfg;
-    px_config_init(&cfg);
-    cfg.node_name = node_name;
-    cfg.log_level = level;
-    const char *wk = getenv("PX_BENCH_WORKERS"); /* profiling aid */
-    if (wk != NULL) {
-        cfg.workers = (uint32_t)strtoul(wk, NULL, 10);
-    }
-    const char *spin = getenv("PX_BENCH_SPIN_US"); /* profiling aid */
-    if (spin != NULL) {
-        cfg.spin_us = (uint32_t)strtoul(spin, NULL, 10);
-    }
-    if (max_actors != 0) {
-        cfg.max_actors = max_actors;
-    }
-    char why[256] = "";
-    if (px_config_check(&cfg, why, sizeof(why)) != PX_OK) {
-        bench_die("config: %s", why);
-    }
-    px_system *sys = NULL;
-    bench_check(px_system_alloc(&sys, &cfg), "px_system_alloc");
-    return sys;
+    return system_of(node_name, max_actors, level, NULL, NULL);
 }
 
 static int cmp_u64(const void *a, const void *b)
