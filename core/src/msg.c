@@ -197,6 +197,22 @@ px_err px_msg_bytes(px_msg **out, uint32_t tag, const void *data, size_t len) {
     return PX_OK;
 }
 
+px_err px_msg_bytes_take(px_msg **out, uint32_t tag, void *data, size_t len) {
+    if (out == NULL || data == NULL || len <= PX_MSG_INLINE || len > UINT32_MAX) {
+        return PX_EINVAL;
+    }
+    px_msg *m = pxi_msg_new(PX_MSG_BYTES);
+    if (m == NULL) {
+        return PX_ENOMEM;
+    }
+    m->tag = tag;
+    m->len = (uint32_t)len;
+    m->u.heap = data;
+    m->flags |= PXI_MF_HEAP;
+    *out = m;
+    return PX_OK;
+}
+
 px_err px_msg_u64(px_msg **out, uint32_t tag, uint64_t v) {
     uint8_t b[8];
     for (int i = 0; i < 8; i++) {

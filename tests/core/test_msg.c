@@ -51,6 +51,23 @@ Test(core_msg, bytes_message_copies_a_large_payload, .timeout = 10) {
     px_msg_free(m);
 }
 
+Test(core_msg, bytes_take_adopts_a_large_buffer_without_copying, .timeout = 10) {
+    size_t n = 100000;
+    unsigned char *buf = malloc(n);
+    cr_assert_not_null(buf);
+    memset(buf, 9, n);
+    px_msg *m = NULL;
+    cr_assert_eq(px_msg_bytes_take(&m, 4, buf, PX_MSG_INLINE), PX_EINVAL, "small: use px_msg_bytes");
+    cr_assert_eq(px_msg_bytes_take(&m, 4, NULL, n), PX_EINVAL);
+    cr_assert_null(m);
+    cr_assert_eq(px_msg_bytes_take(&m, 4, buf, n), PX_OK);
+    size_t len = 0;
+    cr_assert_eq(px_msg_data(m, &len), buf, "the message holds the very buffer");
+    cr_assert_eq(len, n);
+    cr_assert_eq(px_msg_tag(m), 4);
+    px_msg_free(m); /* frees buf too (ASan would see a leak otherwise) */
+}
+
 Test(core_msg, bytes_payload_at_the_inline_boundary_round_trips, .timeout = 10) {
     for (size_t n = PX_MSG_INLINE - 1; n <= PX_MSG_INLINE + 1; n++) {
         unsigned char buf[PX_MSG_INLINE + 1];

@@ -1296,12 +1296,18 @@ static void rx_ready(peer *p, px_ref to, px_ref from, uint64_t corr, uint32_t fl
     }
 }
 
-/* A complete payload becomes its item's message, and its pair moves on.
- * rx_mtx held. */
+/* A complete payload becomes its item's message (a bytes payload keeps its
+ * buffer), and its pair moves on. rx_mtx held. */
 static void bulk_complete_locked(peer *p, rxbulk *b) {
     rxitem *it = b->item;
     px_err why = PX_OK;
-    it->m = msg_of_payload(p->t, it->type, it->tag, b->buf, b->len, &why);
+    if ((it->type == NULL || it->type[0] == '\0') && b->len > PX_MSG_INLINE &&
+        px_msg_bytes_take(&it->m, it->tag, b->buf, b->len) == PX_OK) {
+        p->rx.bulk_bytes -= b->len;
+        b->buf = NULL;
+    } else {
+        it->m = msg_of_payload(p->t, it->type, it->tag, b->buf, b->len, &why);
+    }
     if (it->m == NULL) {
         it->failed = why;
     }

@@ -73,6 +73,11 @@ typedef void (*px_proto_free_fn)(ProtobufCMessage *pb);
 #define PX_MSG_INLINE 16
 px_err px_msg_bytes(px_msg **out, uint32_t tag, const void *data, size_t len);
 
+/* The same without the copy, for large payloads: takes ownership of data
+ * (from malloc; the message frees it) on success only. PX_EINVAL if data is
+ * NULL or len is at most PX_MSG_INLINE; PX_ENOMEM. */
+px_err px_msg_bytes_take(px_msg **out, uint32_t tag, void *data, size_t len);
+
 /* px_msg_proto wraps a protobuf-c message. Takes ownership of pb on success
  * (not on error): it is released with free_fn, or, if free_fn is NULL, with
  * protobuf_c_message_free_unpacked(pb, NULL) — so by default pb and
