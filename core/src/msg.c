@@ -25,7 +25,12 @@
  * ThreadSanitizer every block goes straight to malloc/free so that
  * use-after-free stays visible.
  */
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#if defined(__has_feature) /* clang: it does not define gcc's __SANITIZE_* */
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
+#define PXI_SANITIZED 1
+#endif
+#endif
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__) || defined(PXI_SANITIZED)
 #define PX_MSG_CACHE 0
 #else
 #define PX_MSG_CACHE 1

@@ -1518,7 +1518,11 @@ static void on_frame_locked(conn *c, const uint8_t *pt, size_t n) {
             if (inbound && c->lane == L_CTL) {
                 atomic_store(&c->p->last_ping_in_ms, now_ms());
             }
-            Plexus__Heartbeat hb = *f->ping;
+            /* Only the two fields: echoing unknown fields would reflect
+             * whatever the peer put there (protobuf-c may not re-read it). */
+            Plexus__Heartbeat hb = PLEXUS__HEARTBEAT__INIT;
+            hb.seq = f->ping->seq;
+            hb.sent_ns = f->ping->sent_ns;
             Plexus__Frame r = PLEXUS__FRAME__INIT;
             r.body_case = PLEXUS__FRAME__BODY_PONG;
             r.pong = &hb;
