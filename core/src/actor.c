@@ -331,9 +331,15 @@ void pxi_push_sys(px_actor *a, px_msg *m) {
 }
 
 /* A bounded mailbox's policy dropped m: a sender on another node is told
- * (through the router), one on this node only sees the counter. */
+ * (through the router), one on this node only sees the counter. Never for
+ * a notice (two full mailboxes would bounce notices forever) nor for a
+ * reply (its corr is the asker's, which would end an unrelated ask of the
+ * replier). */
 static void dropped_by_policy(px_actor *a, const px_msg *m) {
     px_system *sys = a->sys;
+    if (m->kind == PX_MSG_UNDELIVERED || (m->flags & PXI_MF_REPLY)) {
+        return;
+    }
     if (m->sender.node != 0 && m->sender.node != sys->node && sys->router.dropped != NULL) {
         sys->router.dropped(sys->router.arg, pxi_ref_of(a), m->sender, m->corr);
     }

@@ -111,6 +111,7 @@ typedef struct rxitem {
     rxbulk *bulk;    /* the payload it waits for */
     px_err failed;   /* the payload did not make a message: drop with this */
     bool parked;     /* the target's mailbox is full (policy Block) */
+    size_t bytes;    /* its payload's size, for the held-bytes bound */
     int64_t deadline_ms; /* parked: give up then (block_timeout_ms) */
 } rxitem;
 
@@ -136,6 +137,7 @@ typedef struct rxstate {
     rxpair *pairs;
     size_t npairs, pcap;
     size_t nheld, nparked;
+    uint64_t held_bytes;
     rxbulk *bulks;
     uint64_t bulk_bytes;
 } rxstate;
@@ -278,7 +280,12 @@ struct px_transport {
     size_t npeers;
     conn *conns;
     atomic_bool stopping;
-    atomic_bool hurry; /* a paused connection: tick again soon */
+    atomic_bool hurry; /* a paused connection, or notices to send: tick again soon */
+    /* Undelivered notices waiting to be sent: made where locks are held (or
+     * from inside core), sent by notices_flush with none held. */
+    nng_mtx *nq_mtx; /* a leaf: nothing is locked under it */
+    struct notice *nq_head, *nq_tail;
+    _Atomic size_t nq_len;
     atomic_int senders;
     _Atomic uint64_t msgs_out, msgs_in, frames_out, frames_in, bytes_out, bytes_in, handshakes,
         refused, bad_frames, undeliverable, pings, pongs, bulk_out, bulk_in, held, notices,
@@ -329,6 +336,12 @@ static void txent_free(txent *e) {
     e->packed = NULL;
 }
 
+/* An entry that will not go out: its message becomes a dead letter (a
+ * notice of ours, which has none, is counted lost). */
+static void txent_drop(px_transport *t, txent *e, px_err why);
+static void notice_defer(px_transport *t, px_ref sender, px_ref to, px_err code,
+                         uint64_t corr);
+
 static const uint8_t *txent_data(const txent *e) {
     return e->packed ? e->packed : (const uint8_t *)px_msg_data(e->m, NULL);
 }
@@ -361,6 +374,16 @@ static void txq_pop(txq *q) {
 }
 
 static void qbytes_sub(peer *p, uint64_t n) { p->qbytes = p->qbytes > n ? p->qbytes - n : 0; }
+
+static void txent_drop(px_transport *t, txent *e, px_err why) {
+    if (e->m != NULL) {
+        px_system_dead_letter(t->sys, e->to, e->m, why);
+        e->m = NULL;
+    } else {
+        CNT(t, notices_lost, 1);
+    }
+    txent_free(e);
+}
 
 /* ---- connections ---- */
 
@@ -434,9 +457,7 @@ static void conn_free(conn *c) {
     nng_aio_free(c->tx_aio);
     nng_aio_free(c->kick_aio);
     if (c->has_cur) { /* a bulk payload cut short */
-        px_system_dead_letter(c->t->sys, c->cur.to, c->cur.m, PX_EUNREACHABLE);
-        c->cur.m = NULL;
-        txent_free(&c->cur);
+        txent_drop(c->t, &c->cur, PX_EUNREACHABLE);
     }
     pxn_hs_fini(&c->hs);
     sodium_memzero(&c->rx, sizeof(c->rx));
@@ -593,24 +614,20 @@ static void pack_batch_locked(conn *c, bool *kick_bulk) {
         p->qmsgs--;
         if (p->node_inc != 0 && e->to.node_inc != p->node_inc) {
             qbytes_sub(p, e->len);
-            px_system_dead_letter(t->sys, e->to, e->m, PX_EDEAD);
-            e->m = NULL;
-            txent_free(e);
+            txent_drop(t, e, PX_EDEAD);
         } else if (e->bulk_id != 0 && p->peer_max_msg != 0 && e->len > p->peer_max_msg) {
-            /* queued before the handshake told us the peer's limit */
+            /* queued before the handshake told us the peer's limit: the
+             * sender hears of it (through the deferred notices: no call into
+             * core under this lock) */
             qbytes_sub(p, e->len);
-            px_system_notify_undelivered(t->sys, e->from, e->to, PX_EMSGSIZE, e->corr);
-            px_system_dead_letter(t->sys, e->to, e->m, PX_EMSGSIZE);
-            e->m = NULL;
-            txent_free(e);
+            notice_defer(t, e->from, e->to, PX_EMSGSIZE, e->corr);
+            txent_drop(t, e, PX_EMSGSIZE);
         } else if (e->bulk_id != 0) {
             if (txq_push(&p->q[L_BLK], e)) { /* the payload follows on BULK */
                 *kick_bulk = true;
             } else {
                 qbytes_sub(p, e->len);
-                px_system_dead_letter(t->sys, e->to, e->m, PX_ENOMEM);
-                e->m = NULL;
-                txent_free(e);
+                txent_drop(t, e, PX_ENOMEM);
             }
         } else {
             qbytes_sub(p, e->len);
@@ -657,9 +674,7 @@ static void bulk_fill_locked(conn *c) {
         c->has_cur = true;
         if (p->node_inc != 0 && c->cur.to.node_inc != p->node_inc) {
             qbytes_sub(p, c->cur.len);
-            px_system_dead_letter(t->sys, c->cur.to, c->cur.m, PX_EDEAD);
-            c->cur.m = NULL;
-            txent_free(&c->cur);
+            txent_drop(t, &c->cur, PX_EDEAD);
             c->has_cur = false;
         }
     }
@@ -775,10 +790,7 @@ static void peer_fail_queue_locked(peer *p, px_err why) {
     for (int l = 0; l < NLANES; l++) {
         txq *q = &p->q[l];
         while (q->len > 0) {
-            txent *e = txq_at(q, 0);
-            px_system_dead_letter(p->t->sys, e->to, e->m, why);
-            e->m = NULL;
-            txent_free(e);
+            txent_drop(p->t, txq_at(q, 0), why);
             txq_pop(q);
         }
     }
@@ -992,10 +1004,13 @@ static void on_up_locked(conn *c) {
         if (old != NULL && c->lane != L_CTL) {
             rx_reset_locked(p, PX_EUNREACHABLE);
         }
-        nng_mtx_unlock(p->rx_mtx);
         if (old != NULL) {
-            nng_stream_close(old->s); /* its callbacks see the error and close it */
+            /* Under rx_mtx: old cannot finish closing (and be freed) before
+             * this. Its callbacks then see the error and close it; what it
+             * still holds is refused as superseded (deliver_batch). */
+            nng_stream_close(old->s);
         }
+        nng_mtx_unlock(p->rx_mtx);
         atomic_store(&p->last_ping_in_ms, now_ms());
         return;
     }
@@ -1107,26 +1122,92 @@ static void notify_sender(peer *p, px_ref sender, px_ref to, px_err code, uint64
     }
 }
 
-/* The router's hook: a DropNewest / DropOldest mailbox dropped a message
- * from an actor on a peer. */
+typedef struct notice {
+    struct notice *next;
+    px_ref sender, to;
+    px_err code;
+    uint64_t corr;
+} notice;
+
+/* Records that `sender`'s message to `to` was not delivered; sent later by
+ * notices_flush. Any context (callers may hold any transport lock, or be
+ * inside core's enqueue). Bounded by queue_msgs; past that, counted lost. */
+static void notice_defer(px_transport *t, px_ref sender, px_ref to, px_err code,
+                         uint64_t corr) {
+    if (px_ref_is_nil(sender)) {
+        return;
+    }
+    notice *n = atomic_load(&t->nq_len) < t->cfg.queue_msgs ? malloc(sizeof(*n)) : NULL;
+    if (n == NULL) {
+        CNT(t, notices_lost, 1);
+        return;
+    }
+    *n = (notice){.sender = sender, .to = to, .code = code, .corr = corr};
+    nng_mtx_lock(t->nq_mtx);
+    if (t->nq_tail != NULL) {
+        t->nq_tail->next = n;
+    } else {
+        t->nq_head = n;
+    }
+    t->nq_tail = n;
+    atomic_fetch_add(&t->nq_len, 1);
+    nng_mtx_unlock(t->nq_mtx);
+    atomic_store(&t->hurry, true);
+}
+
 static peer *peer_by_node(px_transport *t, uint32_t node);
-static void router_dropped(void *arg, px_ref to, px_ref sender, uint64_t corr) {
-    px_transport *t = arg;
-    peer *p = peer_by_node(t, sender.node);
-    if (p != NULL) {
-        notify_sender(p, sender, to, PX_EFULL, corr);
+
+/* Sends the deferred notices: to a sender on a peer as SYS_UNDELIVERED, to
+ * one on this node straight through core. No lock may be held. */
+static void notices_flush(px_transport *t) {
+    if (atomic_load(&t->nq_len) == 0) {
+        return;
+    }
+    nng_mtx_lock(t->nq_mtx);
+    notice *n = t->nq_head;
+    t->nq_head = t->nq_tail = NULL;
+    atomic_store(&t->nq_len, 0);
+    nng_mtx_unlock(t->nq_mtx);
+    uint32_t self = px_system_root(t->sys).node;
+    while (n != NULL) {
+        notice *nx = n->next;
+        peer *p = n->sender.node == self ? NULL : peer_by_node(t, n->sender.node);
+        if (n->sender.node == self) {
+            (void)px_system_notify_undelivered(t->sys, n->sender, n->to, n->code, n->corr);
+        } else if (p != NULL) {
+            notify_sender(p, n->sender, n->to, n->code, n->corr);
+        } else {
+            CNT(t, notices_lost, 1);
+        }
+        free(n);
+        n = nx;
     }
 }
 
-/* A message that will not be delivered: counted, and its sender told
- * (unless the target is simply gone: at-most-once, as for local sends). */
-static void rx_fail(peer *p, px_ref to, px_ref from, uint64_t corr, px_msg *m, px_err why) {
+/* The router's hook: a DropNewest / DropOldest mailbox dropped a message
+ * from an actor on a peer. Called from inside core's enqueue, anywhere. */
+static void router_dropped(void *arg, px_ref to, px_ref sender, uint64_t corr) {
+    px_transport *t = arg;
+    atomic_fetch_add(&t->senders, 1);
+    if (!atomic_load(&t->stopping)) {
+        notice_defer(t, sender, to, PX_EFULL, corr);
+    }
+    atomic_fetch_sub(&t->senders, 1);
+}
+
+/* A message that will not be delivered: counted, and its sender told —
+ * unless the target is simply gone (at-most-once, as for local sends) or
+ * it was a reply (its corr is the asker's, not the replier's). */
+static void rx_fail(peer *p, px_ref to, px_ref from, uint64_t corr, uint32_t flags, px_msg *m,
+                    px_err why) {
     px_msg_free(m);
     if (why == PX_EDEAD) {
         return; /* a dead letter, counted by core */
     }
     undeliverable(p, to, why);
-    notify_sender(p, from, to, why, corr);
+    if (!(flags & PX_WIRE_REPLY)) {
+        notice_defer(p->t, from, to, why, corr);
+    }
 }
 
 /* One delivery attempt of it's message. True when it is done with
@@ -1157,7 +1238,7 @@ static bool item_try(peer *p, rxitem *it, int64_t now) {
         p->rx.nparked--;
     }
     if (e != PX_OK) {
-        rx_fail(p, it->to, it->from, it->corr, it->m, e);
+        rx_fail(p, it->to, it->from, it->corr, it->flags, it->m, e);
         it->m = NULL;
     }
     return true;
@@ -1196,6 +1277,7 @@ static bool pair_push(peer *p, rxitem *it) {
     }
     q->tail = it;
     rx->nheld++;
+    rx->held_bytes += it->bytes;
     return true;
 }
 
@@ -1220,12 +1302,13 @@ static void pair_pump(peer *p, size_t i, int64_t now) {
             return; /* its payload is still coming */
         }
         if (it->failed != PX_OK) {
-            rx_fail(p, it->to, it->from, it->corr, NULL, it->failed);
+            rx_fail(p, it->to, it->from, it->corr, it->flags, NULL, it->failed);
         } else if (!item_try(p, it, now)) {
             return; /* parked */
         }
         q->head = it->next;
         rx->nheld--;
+        rx->held_bytes -= it->bytes;
         item_free(p->t, it, PX_EDEAD);
     }
     rx->pairs[i] = rx->pairs[--rx->npairs];
@@ -1265,6 +1348,7 @@ static void rx_reset_locked(peer *p, px_err why) {
     }
     rx->npairs = 0;
     rx->nheld = 0;
+    rx->held_bytes = 0;
     rx->nparked = 0;
     while (rx->bulks != NULL) {
         bulk_free(rx, rx->bulks);
@@ -1273,8 +1357,9 @@ static void rx_reset_locked(peer *p, px_err why) {
 
 /* A message ready for `to`: delivered now, or queued behind what waits in
  * its pair (or parked, if the target's Block mailbox is full). rx_mtx held. */
-static void rx_ready(peer *p, px_ref to, px_ref from, uint64_t corr, uint32_t flags, px_msg *m) {
-    rxitem one = {.to = to, .from = from, .corr = corr, .flags = flags, .m = m};
+static void rx_ready(peer *p, px_ref to, px_ref from, uint64_t corr, uint32_t flags, px_msg *m,
+                     size_t bytes) {
+    rxitem one = {.to = to, .from = from, .corr = corr, .flags = flags, .m = m, .bytes = bytes};
     bool queued = p->rx.npairs > 0 && pair_find(&p->rx, to, from) != NULL;
     if (!queued && item_try(p, &one, now_ms())) {
         return; /* the common case: delivered (or failed) at once */
@@ -1288,7 +1373,7 @@ static void rx_ready(peer *p, px_ref to, px_ref from, uint64_t corr, uint32_t fl
             p->rx.nparked--;
         }
         free(it);
-        rx_fail(p, to, from, corr, one.m, PX_ENOMEM);
+        rx_fail(p, to, from, corr, flags, one.m, PX_ENOMEM);
         return;
     }
     if (queued) {
@@ -1363,7 +1448,7 @@ static const char *rx_bulk_header(peer *p, const Plexus__Envelope *v, px_ref to)
         return "out of memory for a bulk message";
     }
     *it = (rxitem){.to = to, .from = ref_of(v->from), .corr = v->corr, .flags = v->flags,
-                   .tag = v->tag, .type = type, .bulk = b};
+                   .tag = v->tag, .type = type, .bulk = b, .bytes = v->bulk_len};
     if (!pair_push(p, it)) {
         item_free(t, it, PX_ENOMEM);
         return "out of memory for a bulk message";
@@ -1402,6 +1487,9 @@ static const char *deliver_batch(conn *c, const Plexus__Batch *b) {
     px_ref self = px_system_root(t->sys);
     const char *bad = NULL;
     nng_mtx_lock(p->rx_mtx);
+    if (p->rx.in[c->lane] != c) {
+        bad = "superseded by a newer connection of the same lane";
+    }
     for (size_t i = 0; i < b->n_envelopes && bad == NULL; i++) {
         const Plexus__Envelope *v = b->envelopes[i];
         px_ref to = ref_of(v ? v->to : NULL);
@@ -1413,6 +1501,10 @@ static const char *deliver_batch(conn *c, const Plexus__Batch *b) {
             rx_system(p, v, to);
             continue;
         }
+        if (c->lane == L_CTL) {
+            bad = "a user envelope on the control lane";
+            continue;
+        }
         if (v->bulk_id != 0) {
             bad = rx_bulk_header(p, v, to);
             continue;
@@ -1420,10 +1512,10 @@ static const char *deliver_batch(conn *c, const Plexus__Batch *b) {
         px_err why = PX_OK;
         px_msg *m = msg_of_payload(t, v->type, v->tag, v->payload.data, v->payload.len, &why);
         if (m == NULL) {
-            rx_fail(p, to, ref_of(v->from), v->corr, NULL, why);
+            rx_fail(p, to, ref_of(v->from), v->corr, v->flags, NULL, why);
             continue;
         }
-        rx_ready(p, to, ref_of(v->from), v->corr, v->flags, m);
+        rx_ready(p, to, ref_of(v->from), v->corr, v->flags, m, v->payload.len);
     }
     nng_mtx_unlock(p->rx_mtx);
     return bad;
@@ -1438,7 +1530,9 @@ static const char *rx_chunk(conn *c, const Plexus__Chunk *ch) {
     const char *bad = NULL;
     nng_mtx_lock(p->rx_mtx);
     rxbulk *b = bulk_find(rx, ch->bulk_id);
-    if (ch->bulk_id == 0 || ch->bulk_len == 0 || ch->bulk_len > t->cfg.max_msg) {
+    if (p->rx.in[c->lane] != c) {
+        bad = "superseded by a newer connection of the same lane";
+    } else if (ch->bulk_id == 0 || ch->bulk_len == 0 || ch->bulk_len > t->cfg.max_msg) {
         bad = "a chunk of a bulk message larger than this node's max_msg";
     } else if (b == NULL && (b = bulk_new(rx, ch->bulk_id, ch->bulk_len)) == NULL) {
         bad = "out of memory for a bulk message";
@@ -1554,7 +1648,8 @@ static void on_frame_locked(conn *c, const uint8_t *pt, size_t n) {
         conn_close_locked(c, bad, PX_LOG_ERROR);
     } else if (inbound && c->lane == L_NRM && c->state == C_UP) {
         nng_mtx_lock(c->p->rx_mtx);
-        c->rx_paused = c->p->rx.nheld >= t->cfg.queue_msgs;
+        c->rx_paused = c->p->rx.nheld >= t->cfg.queue_msgs ||
+                       c->p->rx.held_bytes >= t->cfg.queue_bytes;
         nng_mtx_unlock(c->p->rx_mtx);
         if (c->rx_paused) {
             atomic_store(&t->hurry, true);
@@ -1648,6 +1743,7 @@ static void rx_cb(void *arg) {
     c->last_rx_ms = now_ms();
     rx_process(c);
     nng_mtx_unlock(c->mtx);
+    notices_flush(t); /* what delivery refused, now that no lock is held */
 }
 
 /* A connected stream (either side): start the handshake. */
@@ -1777,7 +1873,8 @@ static bool tick_resume_locked(conn *c) {
         return false;
     }
     nng_mtx_lock(c->p->rx_mtx);
-    bool go = c->p->rx.nheld < c->t->cfg.queue_msgs / 2 + 1;
+    bool go = c->p->rx.nheld < c->t->cfg.queue_msgs / 2 + 1 &&
+              c->p->rx.held_bytes < c->t->cfg.queue_bytes / 2 + 1;
     nng_mtx_unlock(c->p->rx_mtx);
     if (go) {
         c->rx_paused = false;
@@ -1792,6 +1889,7 @@ static void tick_cb(void *arg) {
         return;
     }
     atomic_store(&t->hurry, false);
+    notices_flush(t);
     int64_t now = now_ms();
     bool paused = false;
     for (size_t i = 0; i < t->npeers; i++) {
@@ -2070,6 +2168,7 @@ px_err px_transport_start(px_system *sys, const px_transport_cfg *cfg, px_transp
     t->peers = cfg->npeers ? calloc(cfg->npeers, sizeof(*t->peers)) : NULL;
     t->npeers = cfg->npeers;
     if (t->listen == NULL || (cfg->npeers && t->peers == NULL) || nng_mtx_alloc(&t->mtx) != 0 ||
+        nng_mtx_alloc(&t->nq_mtx) != 0 ||
         nng_aio_alloc(&t->acc_aio, acc_cb, t) != 0 ||
         nng_aio_alloc(&t->tick_aio, tick_cb, t) != 0) {
         px_transport_stop(t);
@@ -2192,6 +2291,15 @@ void px_transport_stop(px_transport *t) {
     nng_aio_free(t->tick_aio);
     if (t->mtx != NULL) {
         nng_mtx_free(t->mtx);
+    }
+    while (t->nq_head != NULL) { /* notices nobody will send */
+        notice *n = t->nq_head;
+        t->nq_head = n->next;
+        free(n);
+        CNT(t, notices_lost, 1);
+    }
+    if (t->nq_mtx != NULL) {
+        nng_mtx_free(t->nq_mtx);
     }
     free(t->peers);
     free(t->listen);
