@@ -464,12 +464,14 @@ Test(transport_bulk, a_payload_over_max_msg_fails_that_send_and_the_link_stays_u
  * for the gate (bounded), so the mailbox fills. It records the tags it got. */
 typedef struct gated {
     atomic_bool gate;
+    atomic_uint entered; /* receive calls begun */
     atomic_uint got;
     uint32_t tags[64];
 } gated;
 
 static px_err gated_receive(px_ctx *ctx, px_msg *m) {
     gated *g = px_state(ctx);
+    atomic_fetch_add(&g->entered, 1);
     for (int i = 0; i < 10000 && !atomic_load(&g->gate); i++) {
         nanosleep(&(struct timespec){0, 1000000}, NULL);
     }
@@ -583,19 +585,18 @@ Test(transport_policy, error_drop_newest_and_drop_oldest_tell_the_remote_sender,
     px_mailbox_opts mo = {.capacity = 1, .overflow = PX_OVERFLOW_ERROR};
     px_spawn_opts so = {.mailbox = &mo};
     g_target = pxt_spawn(b.sys, &gated_b, g, &so);
-    for (int i = 0; i < 2; i++) { /* one in receive (gated), one queued */
-        pxt_send_u64(a.sys, g_target, 1, 1);
-    }
-    PXT_AWAIT(atomic_load(&g->got) == 0 && (px_transport_stats_get(b.t, &st), st.msgs_in) > 0,
-              5000);
-    px_err e = PX_OK;
+    /* One message in receive (gated), then one in the mailbox: full. */
+    pxt_send_u64(a.sys, g_target, 1, 1);
+    PXT_AWAIT(atomic_load(&g->entered) == 1, 10000);
+    px_transport_stats_get(b.t, &st);
+    uint64_t in0 = st.msgs_in;
+    pxt_send_u64(a.sys, g_target, 1, 2);
+    PXT_AWAIT((px_transport_stats_get(b.t, &st), st.msgs_in) > in0, 10000);
+    px_msg *q = pxt_u64(2, 2), *r = NULL;
     int64_t t0 = pxt_now_ms();
-    for (int i = 0; i < 50 && e != PX_EFULL; i++) { /* until the mailbox is surely full */
-        px_msg *q = pxt_u64(2, 2), *r = NULL;
-        e = px_system_ask(a.sys, g_target, &q, 20000, &r);
-        px_msg_free(q);
-        px_msg_free(r);
-    }
+    px_err e = px_system_ask(a.sys, g_target, &q, 20000, &r);
+    px_msg_free(q);
+    px_msg_free(r);
     cr_assert_eq(e, PX_EFULL, "%s", px_errname(e));
     cr_assert_lt(pxt_now_ms() - t0, 10000, "the refusal ends the ask, not its timeout");
     atomic_store(&g->gate, true);
