@@ -43,7 +43,11 @@
  * Locks: t->mtx guards the connection list. p->mtx guards the peer's
  * state, queues and outbound connections (they share it). An inbound
  * connection has its own mtx for its buffers. p->rx_mtx guards the peer's
- * receiving state. Order: t->mtx -> connection/peer mtx -> p->rx_mtx.
+ * receiving state. Order: t->mtx -> connection/peer mtx -> p->rx_mtx;
+ * t->nq_mtx (deferred "undelivered" notices) is a leaf. Nothing calls into
+ * core in a way that can come back to a peer lock while one is held: the
+ * notices core's drop hook and the receive path produce are queued and
+ * sent by notices_flush with no lock held.
  */
 #include <stdatomic.h>
 #include <stdio.h>
