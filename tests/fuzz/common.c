@@ -201,7 +201,9 @@ px_msg *pxf_msg_of_payload(const char *type, uint32_t tag, const uint8_t *data, 
         *why = PX_ETYPE;
         return NULL;
     }
-    ProtobufCMessage *pb = protobuf_c_message_unpack(d, NULL, len, data);
+    ProtobufCMessage *pb = pxn_pb_depth_ok(d, data, len, PXN_PB_MAX_DEPTH)
+                               ? protobuf_c_message_unpack(d, NULL, len, data)
+                               : NULL;
     if (pb == NULL) {
         *why = PX_EPROTO;
         return NULL;

@@ -13,10 +13,10 @@
  * Each message is checked against its payload and repacked. Everything is
  * freed.
  *
- * Known and not found here: ChildFailure nested some 8,000 deep (about
- * 25 KiB) overflows an 8 MiB stack inside protobuf-c's unpack, which has no
- * depth limit. libFuzzer's default -max_len (4 KiB) keeps the runs well
- * below that depth.
+ * ChildFailure nested some 8,000 deep (about 25 KiB) overflowed an 8 MiB
+ * stack inside protobuf-c's unpack, which has no depth limit: payloads now
+ * pass pxn_pb_depth_ok (at most PXN_PB_MAX_DEPTH levels) first, as in
+ * link.c; test_wire checks the 10,000-deep input.
  */
 #include "fuzz.h"
 

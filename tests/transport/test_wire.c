@@ -632,3 +632,52 @@ Test(wire_vectors, the_wire_bytes_match_the_committed_test_vectors) {
     pxn_hs_fini(&d);
     pxn_hs_fini(&l);
 }
+
+/* --- nesting depth of payloads ------------------------------------------- */
+
+/* A ChildFailure whose `cause` (field 8) nests n deep, built from the inside
+ * out at the end of buf; returns where it starts. */
+static const uint8_t *nested_failure(uint8_t *buf, size_t cap, unsigned n, size_t *len) {
+    uint8_t *at = buf + cap;
+    for (unsigned i = 0; i < n; i++) {
+        size_t inner = (size_t)(buf + cap - at);
+        uint8_t v[10];
+        size_t k = 0;
+        do {
+            v[k++] = (uint8_t)((inner & 0x7f) | (inner > 0x7f ? 0x80 : 0));
+            inner >>= 7;
+        } while (inner > 0);
+        at -= k;
+        memcpy(at, v, k);
+        *--at = (8 << 3) | 2;
+    }
+    *len = (size_t)(buf + cap - at);
+    return at;
+}
+
+Test(wire_limits, payloads_nested_deeper_than_the_limit_are_refused_before_decoding) {
+    size_t cap = 64 * 1024, len = 0;
+    uint8_t *buf = malloc(cap);
+    cr_assert_not_null(buf);
+    const ProtobufCMessageDescriptor *d = &plexus__child_failure__descriptor;
+
+    const uint8_t *m = nested_failure(buf, cap, 10, &len);
+    cr_assert(pxn_pb_depth_ok(d, m, len, PXN_PB_MAX_DEPTH));
+    ProtobufCMessage *pb = protobuf_c_message_unpack(d, NULL, len, m);
+    cr_assert_not_null(pb, "a shallow one decodes");
+    protobuf_c_message_free_unpacked(pb, NULL);
+
+    m = nested_failure(buf, cap, PXN_PB_MAX_DEPTH, &len);
+    cr_assert(pxn_pb_depth_ok(d, m, len, PXN_PB_MAX_DEPTH), "exactly the limit passes");
+    m = nested_failure(buf, cap, PXN_PB_MAX_DEPTH + 1, &len);
+    cr_assert_not(pxn_pb_depth_ok(d, m, len, PXN_PB_MAX_DEPTH), "one more does not");
+    /* The input that overflowed the stack inside protobuf-c (fuzzing). */
+    m = nested_failure(buf, cap, 10000, &len);
+    cr_assert_lt(len, 40000);
+    cr_assert_not(pxn_pb_depth_ok(d, m, len, PXN_PB_MAX_DEPTH));
+    /* Malformed input is left to the decoder. */
+    uint8_t junk[] = {0x42, 0xff};
+    cr_assert(pxn_pb_depth_ok(d, junk, sizeof junk, PXN_PB_MAX_DEPTH));
+    cr_assert(pxn_pb_depth_ok(d, NULL, 0, PXN_PB_MAX_DEPTH));
+    free(buf);
+}

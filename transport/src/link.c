@@ -1056,7 +1056,9 @@ static px_msg *msg_of_payload(px_transport *t, const char *type, uint32_t tag,
         *why = PX_ETYPE;
         return NULL;
     }
-    ProtobufCMessage *pb = protobuf_c_message_unpack(d, NULL, len, data);
+    ProtobufCMessage *pb = pxn_pb_depth_ok(d, data, len, PXN_PB_MAX_DEPTH)
+                               ? protobuf_c_message_unpack(d, NULL, len, data)
+                               : NULL;
     if (pb == NULL) {
         *why = PX_EPROTO;
         return NULL;

@@ -318,3 +318,67 @@ uint8_t *pxn_refuse_pack(Plexus__Refuse__Reason reason, const char *detail, size
     }
     return b;
 }
+
+/* ---- nesting depth of a protobuf payload ---- */
+
+/* Reads a varint at *p (< end) into *v. False if it runs off the end or
+ * past 10 bytes. */
+static bool varint(const uint8_t **p, const uint8_t *end, uint64_t *v) {
+    uint64_t r = 0;
+    for (int i = 0; i < 10 && *p < end; i++) {
+        uint8_t b = *(*p)++;
+        r |= (uint64_t)(b & 0x7f) << (7 * i);
+        if (!(b & 0x80)) {
+            *v = r;
+            return true;
+        }
+    }
+    return false;
+}
+
+static bool depth_ok(const ProtobufCMessageDescriptor *d, const uint8_t *p, const uint8_t *end,
+                     unsigned left) {
+    while (p < end) {
+        uint64_t key, n;
+        if (!varint(&p, end, &key)) {
+            return true; /* malformed: the decoder refuses it */
+        }
+        switch (key & 7) {
+        case 0:
+            if (!varint(&p, end, &n)) {
+                return true;
+            }
+            break;
+        case 1:
+            p += (size_t)(end - p) < 8 ? (size_t)(end - p) : 8;
+            break;
+        case 5:
+            p += (size_t)(end - p) < 4 ? (size_t)(end - p) : 4;
+            break;
+        case 2: {
+            if (!varint(&p, end, &n) || n > (uint64_t)(end - p)) {
+                return true;
+            }
+            const ProtobufCFieldDescriptor *f =
+                d != NULL && key >> 3 <= UINT32_MAX
+                    ? protobuf_c_message_descriptor_get_field(d, (unsigned)(key >> 3))
+                    : NULL;
+            if (f != NULL && f->type == PROTOBUF_C_TYPE_MESSAGE) {
+                if (left == 0 || !depth_ok(f->descriptor, p, p + n, left - 1)) {
+                    return false;
+                }
+            }
+            p += n;
+            break;
+        }
+        default:
+            return true; /* groups: protobuf-c refuses them */
+        }
+    }
+    return true;
+}
+
+bool pxn_pb_depth_ok(const ProtobufCMessageDescriptor *d, const uint8_t *data, size_t len,
+                     unsigned max_depth) {
+    return data == NULL || depth_ok(d, data, data + len, max_depth);
+}

@@ -122,6 +122,17 @@ px_err pxn_hs_keys(const pxn_hs *hs, pxn_cipher *rx, pxn_cipher *tx);
 void pxn_hs_sign(const pxn_hs *hs, uint8_t sig[64]);
 px_err pxn_hs_verify(const pxn_hs *hs, const uint8_t *sig, size_t siglen);
 
+/* How deep protobuf payloads may nest. protobuf-c's unpack recurses once
+ * per level with no limit of its own: a 34 KB message nested 10,000 deep
+ * overflows an 8 MB stack. */
+#define PXN_PB_MAX_DEPTH 64
+
+/* True if the packed message data[0..len) of type d nests its submessages
+ * at most max_depth deep (walked without decoding; recursion bounded by
+ * max_depth). Malformed input passes: the decoder refuses it. */
+bool pxn_pb_depth_ok(const ProtobufCMessageDescriptor *d, const uint8_t *data, size_t len,
+                     unsigned max_depth);
+
 /* Packs a Refuse as a Handshake into a new buffer (free it). */
 uint8_t *pxn_refuse_pack(Plexus__Refuse__Reason reason, const char *detail, size_t *len);
 
