@@ -1218,7 +1218,8 @@ static void rx_fail(peer *p, px_ref to, px_ref from, uint64_t corr, uint32_t fla
 
 /* One delivery attempt of it's message. True when it is done with
  * (delivered or failed), false when it waits parked at a full Block-policy
- * mailbox (until its deadline). rx_mtx held. */
+ * mailbox (until its deadline). now: the time, or 0 to read the clock only
+ * if it is needed (the common path never does). rx_mtx held. */
 static bool item_try(peer *p, rxitem *it, int64_t now) {
     px_transport *t = p->t;
     px_err e = px_system_deliver_remote(t->sys, it->to, it->from, it->corr, it->flags, &it->m);
@@ -1229,12 +1230,12 @@ static bool item_try(peer *p, rxitem *it, int64_t now) {
         if (px_system_mailbox_opts(t->sys, it->to, &o) == PX_OK &&
             o.overflow == PX_OVERFLOW_BLOCK) {
             it->parked = true;
-            it->deadline_ms = now + o.block_timeout_ms;
+            it->deadline_ms = (now ? now : now_ms()) + o.block_timeout_ms;
             p->rx.nparked++;
             atomic_store(&t->hurry, true);
             return false;
         }
-    } else if (e == PX_EFULL && now < it->deadline_ms) {
+    } else if (e == PX_EFULL && (now ? now : now_ms()) < it->deadline_ms) {
         return false;
     } else if (e == PX_EFULL) {
         e = PX_ETIMEDOUT; /* blocked for block_timeout_ms */
@@ -1367,7 +1368,7 @@ static void rx_ready(peer *p, px_ref to, px_ref from, uint64_t corr, uint32_t fl
                      size_t bytes) {
     rxitem one = {.to = to, .from = from, .corr = corr, .flags = flags, .m = m, .bytes = bytes};
     bool queued = p->rx.npairs > 0 && pair_find(&p->rx, to, from) != NULL;
-    if (!queued && item_try(p, &one, now_ms())) {
+    if (!queued && item_try(p, &one, 0)) {
         return; /* the common case: delivered (or failed) at once */
     }
     rxitem *it = malloc(sizeof(*it));
