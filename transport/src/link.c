@@ -111,8 +111,7 @@ typedef struct rxitem {
     uint64_t corr;
     uint32_t flags, tag;
     char *type;      /* a bulk payload's type name (owned); NULL for bytes */
-    px_msg *m;       /* ready to deliver; NULL while `bulk` is incomplete */
-    rxbulk *bulk;    /* the payload it waits for */
+    px_msg *m;       /* ready to deliver; NULL while its bulk payload is incomplete */
     px_err failed;   /* the payload did not make a message: drop with this */
     bool parked;     /* the target's mailbox is full (policy Block) */
     size_t bytes;    /* its payload's size, for the held-bytes bound */
@@ -1403,7 +1402,6 @@ static void bulk_complete_locked(peer *p, rxbulk *b) {
     if (it->m == NULL) {
         it->failed = why;
     }
-    it->bulk = NULL;
     bulk_free(&p->rx, b);
     CNT(p->t, bulk_in, 1);
     rxpair *q = pair_find(&p->rx, it->to, it->from);
@@ -1455,7 +1453,7 @@ static const char *rx_bulk_header(peer *p, const Plexus__Envelope *v, px_ref to)
         return "out of memory for a bulk message";
     }
     *it = (rxitem){.to = to, .from = ref_of(v->from), .corr = v->corr, .flags = v->flags,
-                   .tag = v->tag, .type = type, .bulk = b, .bytes = v->bulk_len};
+                   .tag = v->tag, .type = type, .bytes = v->bulk_len};
     if (!pair_push(p, it)) {
         item_free(t, it, PX_ENOMEM);
         return "out of memory for a bulk message";
