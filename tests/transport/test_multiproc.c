@@ -530,6 +530,10 @@ MP_TEST(processes_with_different_secrets_never_link_and_both_log_it, 30) {
                  "alpha logs the refusal naming mallory");
     cr_assert_gt(log_count(m, "alpha", "authentication", NULL), 0,
                  "mallory logs the refusal naming alpha");
+    /* Several attempts on three lanes each, logged once per side. */
+    cr_assert_leq(log_count(a, "mallory", "authentication", NULL), 2,
+                  "alpha logs the failing peer once, not per attempt and lane");
+    cr_assert_leq(log_count(m, "alpha", "authentication", NULL), 2);
 
     char line[256];
     node_cmd(a, "send1 ", line, sizeof line, "send1 %s 1", m->sink);

@@ -269,6 +269,7 @@ struct peer {
     nng_mtx *rx_mtx;
     rxstate rx;
     _Atomic int64_t last_ping_in_ms; /* its last ping on our inbound control */
+    atomic_bool fail_logged; /* a failed attempt was logged since it was last UP */
 };
 
 struct px_transport {
@@ -843,10 +844,16 @@ static void conn_close_locked(conn *c, const char *why, px_log_level lvl) {
     c->state = C_CLOSED;
     nng_stream_close(c->s);
     px_transport *t = c->t;
+    peer *p = c->p;
+    /* A peer that keeps failing (wrong secret, refused) is logged once per
+     * streak — the first failed attempt on any lane, either side — and at
+     * DEBUG after that, until it is UP again. The counters count them all. */
+    if (!was_up && p != NULL && atomic_exchange(&p->fail_logged, true)) {
+        lvl = PX_LOG_DEBUG;
+    }
     if (!atomic_load(&t->stopping)) {
         px_log(t->sys, lvl, "link %s %s: %s", c->who, was_up ? "closed" : "failed", why);
     }
-    peer *p = c->p;
     if (p == NULL) {
         return;
     }
@@ -1015,6 +1022,7 @@ static void on_up_locked(conn *c) {
         }
         nng_mtx_unlock(p->rx_mtx);
         atomic_store(&p->last_ping_in_ms, now_ms());
+        atomic_store(&p->fail_logged, false);
         return;
     }
     if (p->node_inc != 0 && p->node_inc != inc) {
@@ -1031,6 +1039,7 @@ static void on_up_locked(conn *c) {
         }
     }
     p->state = PX_LINK_UP;
+    atomic_store(&p->fail_logged, false);
     p->backoff_ms = 50;
     p->rtt_max_us = 0;
     p->rtt_n = 0;
