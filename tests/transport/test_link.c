@@ -52,6 +52,7 @@ static void node_init(tnode *n, const char *name) {
 
 /* Settings a test changes for the next node_start (0 = default). */
 static uint64_t g_max_msg;
+static uint64_t g_queue_bytes;
 static uint32_t g_heartbeat_ms;
 
 /* Starts n's transport with the others as peers and `secret`. */
@@ -65,6 +66,9 @@ static void node_start(tnode *n, tnode **peers, size_t np, const char *secret) {
     if (g_max_msg != 0) {
         tc.max_msg = g_max_msg;
         tc.queue_bytes = g_max_msg > tc.queue_bytes ? g_max_msg : tc.queue_bytes;
+    }
+    if (g_queue_bytes != 0) {
+        tc.queue_bytes = g_queue_bytes;
     }
     cr_assert_eq(px_secret_from_bytes(secret, strlen(secret), tc.cluster_key), PX_OK);
     px_peer ps[4];
@@ -451,6 +455,26 @@ Test(transport_bulk, a_payload_over_max_msg_fails_that_send_and_the_link_stays_u
     px_transport_stats st;
     px_transport_stats_get(a.t, &st);
     cr_assert_eq(st.handshakes, 6, "one handshake per lane and direction, no reconnection");
+
+    /* A full bulk backlog does not refuse a small message: alpha's queue
+     * bound is exactly one max_msg, taken by a payload on BULK. */
+    px_transport_stop(a.t);
+    g_max_msg = g_queue_bytes = 4u << 20;
+    node_start(&a, pa, 1, SECRET);
+    g_max_msg = g_queue_bytes = 0;
+    PXT_AWAIT(link_state(&a, "beta") == PX_LINK_UP, 10000);
+    s->sizes[1] = 1u << 20;
+    for (int i = 0; i < 4; i++) { /* 4 MiB in four bulk payloads */
+        m = script_msg(1, 1u << 20);
+        cr_assert_eq(px_system_send(a.sys, g_target, &m), PX_OK, "bulk %d", i);
+    }
+    px_msg *small = pxt_u64(9, 9);
+    cr_assert_eq(px_system_send(a.sys, g_target, &small), PX_OK,
+                 "a small send is not refused behind the bulk bytes");
+    px_msg *more = script_msg(1, 1u << 20);
+    px_err e = px_system_send(a.sys, g_target, &more);
+    cr_assert(e == PX_OK || e == PX_EFULL, "%s", px_errname(e)); /* bulk still bounded */
+    px_msg_free(e == PX_OK ? NULL : more);
 
     node_free(&a);
     node_free(&b);

@@ -258,7 +258,8 @@ struct peer {
     uint32_t backoff_ms;
     txq q[NLANES]; /* CONTROL, NORMAL: envelopes; BULK: payloads to chunk */
     size_t qmsgs;
-    uint64_t qbytes;
+    uint64_t qbytes; /* payload bytes queued for NORMAL and CONTROL */
+    uint64_t bbytes; /* payload bytes handed to BULK, not sent yet */
     uint64_t bulk_seq;
     uint64_t peer_max_msg;  /* from its Hello; 0 = not known yet */
     uint32_t peer_max_frame;
@@ -378,6 +379,7 @@ static void txq_pop(txq *q) {
 }
 
 static void qbytes_sub(peer *p, uint64_t n) { p->qbytes = p->qbytes > n ? p->qbytes - n : 0; }
+static void bbytes_sub(peer *p, uint64_t n) { p->bbytes = p->bbytes > n ? p->bbytes - n : 0; }
 
 static void txent_drop(px_transport *t, txent *e, px_err why) {
     if (e->m != NULL) {
@@ -628,6 +630,8 @@ static void pack_batch_locked(conn *c, bool *kick_bulk) {
             txent_drop(t, e, PX_EMSGSIZE);
         } else if (e->bulk_id != 0) {
             if (txq_push(&p->q[L_BLK], e)) { /* the payload follows on BULK */
+                qbytes_sub(p, e->len); /* its bytes no longer hold up small sends */
+                p->bbytes += e->len;
                 *kick_bulk = true;
             } else {
                 qbytes_sub(p, e->len);
@@ -677,7 +681,7 @@ static void bulk_fill_locked(conn *c) {
         c->cur_off = 0;
         c->has_cur = true;
         if (p->node_inc != 0 && c->cur.to.node_inc != p->node_inc) {
-            qbytes_sub(p, c->cur.len);
+            bbytes_sub(p, c->cur.len);
             txent_drop(t, &c->cur, PX_EDEAD);
             c->has_cur = false;
         }
@@ -708,7 +712,7 @@ static void bulk_fill_locked(conn *c) {
     CNT(t, frames_out, 1);
     c->cur_off += n;
     if (c->cur_off == c->cur.len) {
-        qbytes_sub(p, c->cur.len);
+        bbytes_sub(p, c->cur.len);
         txent_free(&c->cur);
         c->has_cur = false;
         CNT(t, bulk_out, 1);
@@ -800,6 +804,7 @@ static void peer_fail_queue_locked(peer *p, px_err why) {
     }
     p->qmsgs = 0;
     p->qbytes = 0;
+    p->bbytes = 0;
 }
 
 /* The peer cannot be reached: sends fail fast, its queue becomes dead
@@ -2019,7 +2024,10 @@ static px_err router_send(void *arg, px_ref to, px_msg *m) {
         rv = PX_EMSGSIZE; /* the peer said it takes no more */
     } else if (p->state == PX_LINK_UNREACHABLE) {
         rv = PX_EUNREACHABLE;
-    } else if (p->qmsgs >= t->cfg.queue_msgs || p->qbytes + e.len > t->cfg.queue_bytes) {
+    } else if (p->qmsgs >= t->cfg.queue_msgs ||
+               p->qbytes + (e.bulk_id ? p->bbytes : 0) + e.len > t->cfg.queue_bytes) {
+        /* a small message waits only behind small ones; a bulk one also
+         * behind the bulk bytes not sent yet */
         rv = PX_EFULL;
     } else {
         e.m = m;
@@ -2354,7 +2362,7 @@ px_err px_transport_peer_info(px_transport *t, const char *name, bool reset_max,
                           .rtt_us = p->rtt_us,
                           .rtt_max_us = p->rtt_max_us,
                           .queued_msgs = p->qmsgs + p->q[L_BLK].len,
-                          .queued_bytes = p->qbytes};
+                          .queued_bytes = p->qbytes + p->bbytes};
     if (reset_max) {
         p->rtt_max_us = 0;
         p->rtt_n = 0;

@@ -101,7 +101,10 @@ typedef struct px_transport_cfg {
     uint32_t bulk_threshold;     /* payloads above this go on BULK; at most
                                     max_frame - 1 KiB; default 64 KiB */
     uint32_t queue_msgs;         /* per-link queue bound; default 65536 */
-    uint64_t queue_bytes;        /* per-link queue bound, >= max_msg; default 128 MiB */
+    uint64_t queue_bytes;        /* per-link bound, >= max_msg; default 128 MiB: on the
+                                    bytes queued for NORMAL (a small send), and on those
+                                    plus the bulk bytes not sent yet (a bulk send), so a
+                                    bulk backlog never refuses a small message */
     uint32_t heartbeat_ms;       /* ping period on an idle link; default 250 */
     uint32_t unreachable_ms;     /* silence that makes a peer unreachable; default 2000 */
     uint32_t reconnect_max_ms;   /* cap of the reconnect backoff; default 5000 */
