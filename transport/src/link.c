@@ -270,7 +270,8 @@ struct peer {
     nng_mtx *rx_mtx;
     rxstate rx;
     _Atomic int64_t last_ping_in_ms; /* its last ping on our inbound control */
-    atomic_bool fail_logged; /* a failed attempt was logged since it was last UP */
+    _Atomic uint32_t fail_logged; /* reasons (hashed to a bit) of failed attempts
+                                     logged since it was last UP */
 };
 
 struct px_transport {
@@ -850,10 +851,11 @@ static void conn_close_locked(conn *c, const char *why, px_log_level lvl) {
     nng_stream_close(c->s);
     px_transport *t = c->t;
     peer *p = c->p;
-    /* A peer that keeps failing (wrong secret, refused) is logged once per
-     * streak — the first failed attempt on any lane, either side — and at
-     * DEBUG after that, until it is UP again. The counters count them all. */
-    if (!was_up && p != NULL && atomic_exchange(&p->fail_logged, true)) {
+    /* A peer that keeps failing (wrong secret, refused) logs each reason
+     * once per streak — on any lane, either side — and at DEBUG after that,
+     * until it is UP again. The counters count every attempt. */
+    uint32_t bit = 1u << (px_node_id(why) % 32);
+    if (!was_up && p != NULL && (atomic_fetch_or(&p->fail_logged, bit) & bit)) {
         lvl = PX_LOG_DEBUG;
     }
     if (!atomic_load(&t->stopping)) {
@@ -1027,7 +1029,7 @@ static void on_up_locked(conn *c) {
         }
         nng_mtx_unlock(p->rx_mtx);
         atomic_store(&p->last_ping_in_ms, now_ms());
-        atomic_store(&p->fail_logged, false);
+        atomic_store(&p->fail_logged, 0);
         return;
     }
     if (p->node_inc != 0 && p->node_inc != inc) {
@@ -1044,7 +1046,7 @@ static void on_up_locked(conn *c) {
         }
     }
     p->state = PX_LINK_UP;
-    atomic_store(&p->fail_logged, false);
+    atomic_store(&p->fail_logged, 0);
     p->backoff_ms = 50;
     p->rtt_max_us = 0;
     p->rtt_n = 0;
