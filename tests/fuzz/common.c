@@ -8,13 +8,12 @@
  * so envelopes name types the receiver knows; its root guardian is the one
  * live actor that deliveries can reach.
  *
- * The receive path is a copy of link.c's (msg_of_payload, deliver_batch,
- * rx_system, rx_bulk_header, rx_chunk, item_try, rx_fail) without the
- * locks, counters, lanes and per-pair hold-back queues; link.c's rx state
- * lives inside its connections and cannot be called on its own. When
- * link.c's receive path changes, change this copy too.
+ * The receive path is link.c's own: its internal types (link_int.h) make
+ * a fake inbound link (a transport with no peers, one peer's receiving
+ * state, its NORMAL and BULK connections), and pxl_deliver_batch /
+ * pxl_rx_chunk run on it as they do for a real connection.
  *
- * Invariants checked: a decoded message carries what its payload said; a
+ * Invariants checked: a
  * message unpacked from the wire packs to get_packed_size bytes that unpack
  * again (unless it kept unknown fields); whoever px_system_deliver_remote
  * says owns a message frees it.
@@ -164,61 +163,6 @@ void pxf_check_repack(const ProtobufCMessage *m) {
     free(b);
 }
 
-/* The message is what the payload said. */
-static void check_msg(const px_msg *m, const ProtobufCMessageDescriptor *d, uint32_t tag,
-                      const uint8_t *data, size_t len) {
-    if (d == NULL) {
-        PXF_CHECK(px_msg_kind_of(m) == PX_MSG_BYTES);
-        PXF_CHECK(px_msg_tag(m) == tag);
-        size_t got = 0;
-        const void *p = px_msg_data(m, &got);
-        PXF_CHECK(got == len);
-        PXF_CHECK(len == 0 || memcmp(p, data, len) == 0);
-        PXF_CHECK(px_msg_pb(m) == NULL);
-        return;
-    }
-    PXF_CHECK(px_msg_kind_of(m) == PX_MSG_PROTO);
-    PXF_CHECK(px_msg_is(m, d));
-    const ProtobufCMessage *pb = px_msg_pb(m);
-    PXF_CHECK(pb != NULL && pb->descriptor == d);
-    pxf_check_repack(pb);
-}
-
-px_msg *pxf_msg_of_payload(const char *type, uint32_t tag, const uint8_t *data, size_t len,
-                           px_err *why) {
-    px_system *sys = pxf_env_get()->sys;
-    px_msg *m = NULL;
-    /* From here to the marked end: link.c msg_of_payload. */
-    if (type == NULL || type[0] == '\0') {
-        *why = px_msg_bytes(&m, tag, data, len);
-        if (*why == PX_OK) {
-            check_msg(m, NULL, tag, data, len);
-        }
-        return *why == PX_OK ? m : NULL;
-    }
-    const ProtobufCMessageDescriptor *d = px_type_lookup(sys, type);
-    if (d == NULL) {
-        *why = PX_ETYPE;
-        return NULL;
-    }
-    ProtobufCMessage *pb = pxn_pb_depth_ok(d, data, len, PXN_PB_MAX_DEPTH)
-                               ? protobuf_c_message_unpack(d, NULL, len, data)
-                               : NULL;
-    if (pb == NULL) {
-        *why = PX_EPROTO;
-        return NULL;
-    }
-    *why = px_msg_proto(&m, pb, NULL);
-    if (*why != PX_OK) {
-        protobuf_c_message_free_unpacked(pb, NULL);
-        return NULL;
-    }
-    /* End of link.c's code. */
-    PXF_CHECK(strcmp(d->name, type) == 0);
-    check_msg(m, d, tag, data, len);
-    return m;
-}
-
 /* ---- the root guardian ---- */
 
 /* Messages that went to the root guardian (the only live actor) during
@@ -256,229 +200,87 @@ static void settle(void) {
     }
 }
 
-/* ---- link.c's receive path ---- */
+/* ---- link.c's receive path, the real one ---- */
 
-static px_ref ref_of(const Plexus__ActorRef *r) {
-    return r ? (px_ref){r->node, r->node_inc, r->id, r->inc} : PX_REF_NIL;
-}
+/* One inbound link of peer "alpha" to this node: a transport with no
+ * peers (notices to senders on other nodes are counted lost), the peer's
+ * receiving state, and its NORMAL and BULK connections — enough for
+ * link.c's pxl_deliver_batch and pxl_rx_chunk, which are what a frame from
+ * a peer goes through. */
+struct pxf_link {
+    px_transport t;
+    peer p;
+    conn nrm, blk;
+};
 
-/* link.c notify_sender, without the queue: the notice is packed, then
- * dropped. */
-static void notify_sender(px_ref sender, px_ref to, px_err code, uint64_t corr) {
-    if (px_ref_is_nil(sender)) {
-        return;
+static struct pxf_link *link_of(pxf_rx *rx) {
+    if (rx->l != NULL) {
+        return rx->l;
     }
-    Plexus__ActorRef r = PLEXUS__ACTOR_REF__INIT;
-    r.node = to.node;
-    r.node_inc = to.node_inc;
-    r.id = to.id;
-    r.inc = to.inc;
-    Plexus__Undelivered u = PLEXUS__UNDELIVERED__INIT;
-    u.to = &r;
-    u.code = code;
-    u.corr = corr;
-    size_t n = plexus__undelivered__get_packed_size(&u);
-    uint8_t *b = malloc(n);
-    PXF_CHECK(b != NULL);
-    PXF_CHECK(plexus__undelivered__pack(&u, b) == n);
-    free(b);
+    struct pxf_link *l = calloc(1, sizeof(*l));
+    PXF_CHECK(l != NULL);
+    l->t.sys = pxf_env_get()->sys;
+    px_transport_cfg_init(&l->t.cfg);
+    PXF_CHECK(nng_mtx_alloc(&l->t.nq_mtx) == 0);
+    l->p.t = &l->t;
+    l->p.name = (char *)(uintptr_t)"alpha";
+    l->p.node_id = px_node_id("alpha");
+    PXF_CHECK(nng_mtx_alloc(&l->p.rx_mtx) == 0);
+    l->nrm = (conn){.t = &l->t, .p = &l->p, .role = PXN_LISTENER, .lane = L_NRM, .state = C_UP};
+    l->blk = (conn){.t = &l->t, .p = &l->p, .role = PXN_LISTENER, .lane = L_BLK, .state = C_UP};
+    l->p.rx.in[L_NRM] = &l->nrm;
+    l->p.rx.in[L_BLK] = &l->blk;
+    rx->l = l;
+    return l;
 }
 
-/* link.c rx_fail. */
-static void rx_fail(px_ref to, px_ref from, uint64_t corr, px_msg *m, px_err why) {
-    px_msg_free(m);
-    if (why != PX_EDEAD) {
-        notify_sender(from, to, why, corr);
-    }
-}
-
-/* link.c item_try (the root's mailbox is unbounded: never parked). */
-static void deliver(px_ref to, px_ref from, uint64_t corr, uint32_t flags, px_msg *m) {
-    px_system *sys = pxf_env_get()->sys;
-    px_err e = px_system_deliver_remote(sys, to, from, corr, flags, &m);
-    /* Taken on PX_OK and PX_EDEAD, kept otherwise (router.h). */
-    PXF_CHECK((m == NULL) == (e == PX_OK || e == PX_EDEAD));
-    if (e == PX_OK) {
-        PXF_CHECK(px_ref_eq(to, px_system_root(sys))); /* the only live actor */
-        to_root++;
-    } else {
-        rx_fail(to, from, corr, m, e);
-    }
-}
-
-/* A bulk payload in pieces (link.c rxbulk with its rxitem). */
-typedef struct pxf_bulk {
-    struct pxf_bulk *next;
-    uint64_t id, len, have;
-    uint8_t *buf;
-    bool item; /* its envelope came; then: */
-    px_ref to, from;
-    uint64_t corr;
-    uint32_t flags, tag;
-    char *type;
-} pxf_bulk;
-
-static void bulk_free(pxf_rx *rx, pxf_bulk *b) {
-    for (pxf_bulk **pb = &rx->bulks; *pb != NULL; pb = &(*pb)->next) {
-        if (*pb == b) {
-            *pb = b->next;
-            break;
+/* The target is re-addressed to this node and incarnation (random at each
+ * start, so a fuzzer could never match it); the actor id and inc stay the
+ * input's. */
+static void readdress(const Plexus__Batch *b) {
+    px_ref self = px_system_root(pxf_env_get()->sys);
+    for (size_t i = 0; i < b->n_envelopes; i++) {
+        Plexus__Envelope *v = b->envelopes[i];
+        if (v != NULL && v->to != NULL) {
+            v->to->node = self.node;
+            v->to->node_inc = self.node_inc;
         }
     }
-    rx->bulk_bytes -= b->buf ? b->len : 0;
-    free(b->buf);
-    free(b->type);
-    free(b);
-}
-
-void pxf_rx_fini(pxf_rx *rx) {
-    while (rx->bulks != NULL) {
-        bulk_free(rx, rx->bulks);
-    }
-    PXF_CHECK(rx->bulk_bytes == 0);
-    settle();
-}
-
-/* link.c bulk_complete_locked. */
-static void bulk_complete(pxf_rx *rx, pxf_bulk *b) {
-    px_err why = PX_OK;
-    px_msg *m = pxf_msg_of_payload(b->type, b->tag, b->buf, b->len, &why);
-    PXF_CHECK((m != NULL) == (why == PX_OK));
-    if (m != NULL) {
-        deliver(b->to, b->from, b->corr, b->flags, m);
-    } else {
-        rx_fail(b->to, b->from, b->corr, NULL, why);
-    }
-    bulk_free(rx, b);
-}
-
-static pxf_bulk *bulk_find(pxf_rx *rx, uint64_t id) {
-    for (pxf_bulk *b = rx->bulks; b != NULL; b = b->next) {
-        if (b->id == id) {
-            return b;
-        }
-    }
-    return NULL;
-}
-
-static pxf_bulk *bulk_new(pxf_rx *rx, uint64_t id, uint64_t len) {
-    pxf_bulk *b = calloc(1, sizeof(*b));
-    PXF_CHECK(b != NULL);
-    b->id = id;
-    b->len = len;
-    b->next = rx->bulks;
-    rx->bulks = b;
-    return b;
-}
-
-/* link.c rx_bulk_header. */
-static const char *rx_bulk_header(pxf_rx *rx, const Plexus__Envelope *v, px_ref to) {
-    if (v->bulk_len == 0 || v->bulk_len > PXF_MAX_MSG) {
-        return "a bulk message larger than this node's max_msg";
-    }
-    pxf_bulk *b = bulk_find(rx, v->bulk_id);
-    if (b != NULL && (b->len != v->bulk_len || b->item)) {
-        return "a bulk message whose id or length does not match its chunks";
-    }
-    if (b == NULL) {
-        b = bulk_new(rx, v->bulk_id, v->bulk_len);
-    }
-    b->item = true;
-    b->to = to;
-    b->from = ref_of(v->from);
-    b->corr = v->corr;
-    b->flags = v->flags;
-    b->tag = v->tag;
-    if (v->type != NULL && v->type[0] != '\0') {
-        b->type = strdup(v->type);
-        PXF_CHECK(b->type != NULL);
-    }
-    if (b->have == b->len && b->buf != NULL) { /* its chunks came first */
-        bulk_complete(rx, b);
-    }
-    return NULL;
-}
-
-/* link.c rx_system. */
-static void rx_system(const Plexus__Envelope *v, px_ref to) {
-    if (v->sysop != PLEXUS__SYS_OP__SYS_UNDELIVERED) {
-        return;
-    }
-    Plexus__Undelivered *u = plexus__undelivered__unpack(NULL, v->payload.len, v->payload.data);
-    if (u == NULL) {
-        return;
-    }
-    pxf_check_repack(&u->base);
-    px_err code = u->code < 0 && u->code > -1000 ? (px_err)u->code : PX_EPROTO;
-    px_err rv = px_system_notify_undelivered(pxf_env_get()->sys, to, ref_of(u->to), code, u->corr);
-    PXF_CHECK(rv == PX_OK || rv == PX_EDEAD);
-    if (rv == PX_OK) {
-        to_root++;
-    }
-    plexus__undelivered__free_unpacked(u, NULL);
 }
 
 const char *pxf_deliver_batch(pxf_rx *rx, const Plexus__Batch *b) {
-    px_ref self = px_system_root(pxf_env_get()->sys);
-    const char *bad = NULL;
-    PXF_CHECK(b->n_envelopes == 0 || b->envelopes != NULL);
-    for (size_t i = 0; i < b->n_envelopes && bad == NULL; i++) {
-        const Plexus__Envelope *v = b->envelopes[i];
-        px_ref to = ref_of(v ? v->to : NULL);
-        to.node = self.node; /* see fuzz.h */
-        to.node_inc = self.node_inc;
-        if (v == NULL || v->to == NULL) {
-            continue;
-        }
-        if (v->flags & PLEXUS__ENVELOPE_FLAG__FLAG_SYSTEM) {
-            rx_system(v, to);
-            continue;
-        }
-        if (v->bulk_id != 0) {
-            bad = rx_bulk_header(rx, v, to);
-            continue;
-        }
-        px_err why = PX_OK;
-        px_msg *m = pxf_msg_of_payload(v->type, v->tag, v->payload.data, v->payload.len, &why);
-        PXF_CHECK((m != NULL) == (why == PX_OK));
-        if (m == NULL) {
-            rx_fail(to, ref_of(v->from), v->corr, NULL, why);
-            continue;
-        }
-        deliver(to, ref_of(v->from), v->corr, v->flags, m);
-    }
+    struct pxf_link *l = link_of(rx);
+    readdress(b);
+    const char *bad = pxl_deliver_batch(&l->nrm, b);
+    pxl_notices_flush(&l->t);
+    to_root = 1;
     settle();
     return bad;
 }
 
 const char *pxf_rx_chunk(pxf_rx *rx, const Plexus__Chunk *ch) {
-    const char *bad = NULL;
-    pxf_bulk *b = bulk_find(rx, ch->bulk_id);
-    /* From here to the marked end: link.c rx_chunk. */
-    if (ch->bulk_id == 0 || ch->bulk_len == 0 || ch->bulk_len > PXF_MAX_MSG) {
-        bad = "a chunk of a bulk message larger than this node's max_msg";
-    } else if (b == NULL && (b = bulk_new(rx, ch->bulk_id, ch->bulk_len)) == NULL) {
-        bad = "out of memory for a bulk message";
-    } else if (b->len != ch->bulk_len || ch->offset != b->have ||
-               ch->data.len > b->len - b->have || ch->data.len == 0) {
-        bad = "a chunk at an unexpected offset or of the wrong length";
-    } else if (b->buf == NULL) {
-        if (rx->bulk_bytes + b->len > 2 * PXF_MAX_MSG) {
-            bad = "more bulk data in flight than twice max_msg";
-        } else if ((b->buf = malloc(b->len)) == NULL) {
-            bad = "out of memory for a bulk message";
-        } else {
-            rx->bulk_bytes += b->len;
-        }
-    }
-    if (bad == NULL) {
-        memcpy(b->buf + b->have, ch->data.data, ch->data.len);
-        b->have += ch->data.len;
-        if (b->have == b->len && b->item) {
-            bulk_complete(rx, b);
-        }
-    }
-    /* End of link.c's code. */
+    struct pxf_link *l = link_of(rx);
+    const char *bad = pxl_rx_chunk(&l->blk, ch);
+    pxl_notices_flush(&l->t);
+    to_root = 1;
     settle();
     return bad;
+}
+
+void pxf_rx_fini(pxf_rx *rx) {
+    struct pxf_link *l = rx->l;
+    if (l == NULL) {
+        return;
+    }
+    nng_mtx_lock(l->p.rx_mtx);
+    pxl_rx_reset(&l->p, PX_ECLOSED);
+    nng_mtx_unlock(l->p.rx_mtx);
+    pxl_notices_flush(&l->t);
+    free(l->p.rx.pairs);
+    nng_mtx_free(l->p.rx_mtx);
+    nng_mtx_free(l->t.nq_mtx);
+    free(l);
+    rx->l = NULL;
+    to_root = 1;
+    settle();
 }

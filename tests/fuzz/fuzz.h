@@ -25,6 +25,7 @@
 #include <plexus/router.h>
 #include <plexus/transport.h>
 
+#include "link_int.h"
 #include "wire.h"
 
 /* The libFuzzer entry point each target defines: one input, borrowed. */
@@ -74,34 +75,24 @@ const pxf_env *pxf_env_get(void);
  * dials, beta listens) for `lane`. Caller owns hs (pxn_hs_fini). */
 void pxf_hs_start(pxn_hs *hs, int role, uint32_t lane);
 
-/* Mirrors link.c msg_of_payload: a bytes message, or data unpacked as the
- * registered type named `type`. Checks the message against its input.
- * Caller owns result; NULL with *why set on failure. */
-px_msg *pxf_msg_of_payload(const char *type, uint32_t tag, const uint8_t *data, size_t len,
-                           px_err *why);
-
-/* What one link has received of bulk payloads so far (link.c rxstate,
- * without the hold-back queues: a message is delivered when complete). */
-typedef struct pxf_bulk pxf_bulk;
+/* One inbound link's receiving state: link.c's own (link_int.h), made on
+ * first use. Zero-initialise; pxf_rx_fini frees it. */
 typedef struct pxf_rx {
-    pxf_bulk *bulks;
-    uint64_t bulk_bytes;
+    struct pxf_link *l;
 } pxf_rx;
 
-/* Mirrors link.c deliver_batch (with rx_system, rx_bulk_header, item_try
- * and rx_fail): each envelope becomes a px_msg for px_system_deliver_remote,
- * a system notice for px_system_notify_undelivered, or the header of a bulk
- * payload. The target is re-addressed to this node and incarnation (random
- * at each start, so a fuzzer could never match it); the actor id and inc
- * stay the input's. Returns link.c's reason to drop the link, or NULL.
- * Borrows b. */
+/* A batch from the link's NORMAL connection, through link.c's
+ * pxl_deliver_batch: each envelope is delivered, held back, parked, turned
+ * into an undelivered notice, or is a bulk payload's header. The targets are
+ * re-addressed to this node and incarnation first (the actor id and inc stay
+ * the input's); b's envelopes are modified for that. Returns link.c's
+ * reason to drop the link, or NULL. */
 const char *pxf_deliver_batch(pxf_rx *rx, const Plexus__Batch *b);
 
-/* Mirrors link.c rx_chunk: a piece of a bulk payload, delivered as above
- * once complete. Returns a reason to drop the link, or NULL. */
+/* A chunk from the link's BULK connection, through link.c's pxl_rx_chunk. */
 const char *pxf_rx_chunk(pxf_rx *rx, const Plexus__Chunk *ch);
 
-/* Drops whatever rx still holds (link.c rx_reset_locked). */
+/* Drops whatever the link still holds and frees it. */
 void pxf_rx_fini(pxf_rx *rx);
 
 /* Packs m (a message unpacked from the wire) into a buffer of exactly

@@ -1,0 +1,230 @@
+/*
+ * link_int.h — the transport's internal types (link.c), shared with the
+ * fuzz harness (tests/fuzz) so it drives the real receive path: the
+ * receiving state of a peer and the two entry points that feed it.
+ * Not an API: nothing outside transport/ and tests/fuzz includes this.
+ */
+#ifndef PXL_LINK_INT_H
+#define PXL_LINK_INT_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <nng/nng.h>
+#include <nng/supplemental/util/platform.h>
+
+#include <plexus/plexus.h>
+#include <plexus/transport.h>
+
+#include "wire.h"
+
+enum { C_HS = 0, C_AUTH = 1, C_UP = 2, C_CLOSED = 3 };
+enum { R_PRE = 0, R_HSLEN, R_HS, R_LEN, R_BODY };
+enum {
+    L_CTL = PLEXUS__LANE__LANE_CONTROL,
+    L_NRM = PLEXUS__LANE__LANE_NORMAL,
+    L_BLK = PLEXUS__LANE__LANE_BULK,
+    NLANES = 3
+};
+
+/* Room a frame needs around an envelope's payload, and around a chunk's. */
+#define ENV_OVERHEAD 128
+#define CHUNK_OVERHEAD 64
+#define CHUNK_MAX (1u << 20)
+#define BATCH_MAX (128u << 10)
+#define RTT_RING 128
+
+typedef struct txent {
+    px_ref to, from;
+    uint64_t corr;
+    uint32_t flags, tag;
+    const char *type;  /* descriptor name (static) or NULL for bytes */
+    px_msg *m;         /* the message (a bytes payload is borrowed from it) */
+    uint8_t *packed;   /* proto: the packed payload (owned) */
+    size_t len;
+    uint64_t bulk_id;  /* non-zero: the payload goes on BULK */
+    uint32_t sysop;    /* FLAG_SYSTEM envelopes: the SysOp */
+} txent;
+
+typedef struct txq {
+    txent *v;
+    size_t head, len, cap;
+} txq;
+
+typedef struct peer peer;
+typedef struct conn conn;
+typedef struct rxbulk rxbulk;
+
+/* An envelope that arrived but waits: its bulk payload is incomplete, its
+ * target's Block-policy mailbox is full (parked), or an earlier one of its
+ * (sender, target) pair waits. */
+typedef struct rxitem {
+    struct rxitem *next;
+    px_ref to, from;
+    uint64_t corr;
+    uint32_t flags, tag;
+    char *type;      /* a bulk payload's type name (owned); NULL for bytes */
+    px_msg *m;       /* ready to deliver; NULL while its bulk payload is incomplete */
+    px_err failed;   /* the payload did not make a message: drop with this */
+    bool parked;     /* the target's mailbox is full (policy Block) */
+    size_t bytes;    /* its payload's size, for the held-bytes bound */
+    int64_t deadline_ms; /* parked: give up then (block_timeout_ms) */
+} rxitem;
+
+/* A bulk payload being reassembled (its envelope may not be in yet). */
+struct rxbulk {
+    rxbulk *next;
+    uint64_t id, len, have;
+    uint8_t *buf;
+    rxitem *item; /* its envelope, once that arrived */
+};
+
+/* The waiting envelopes of one (sender, target) pair, in arrival order.
+ * Pairs with nothing waiting have no entry: their envelopes go straight
+ * through. */
+typedef struct rxpair {
+    px_ref to, from;
+    rxitem *head, *tail;
+} rxpair;
+
+typedef struct rxstate {
+    conn *in[NLANES];  /* the current inbound connection of each lane */
+    uint32_t inc;      /* the peer incarnation they belong to */
+    rxpair *pairs;
+    size_t npairs, pcap;
+    size_t nheld, nparked;
+    uint64_t held_bytes;
+    rxbulk *bulks;
+    uint64_t bulk_bytes;
+} rxstate;
+
+/* Memory for decoding one received frame: protobuf-c allocates from it and
+ * frees nothing; it is reset after the frame (no malloc per envelope). */
+typedef struct spill {
+    struct spill *next;
+    max_align_t data[];
+} spill;
+
+typedef struct arena {
+    uint8_t *buf;
+    size_t cap, used, spilled;
+    spill *spills;
+} arena;
+
+struct conn {
+    px_transport *t;
+    peer *p;      /* outbound: its peer; inbound: the peer it proved to be */
+    int role, lane;
+    nng_stream *s;
+    nng_aio *rx_aio, *tx_aio, *kick_aio;
+    nng_mtx *mtx; /* outbound: the peer's */
+    bool own_mtx;
+    int state;
+    pxn_hs hs;
+    pxn_cipher rx, tx;
+    /* reading */
+    int rphase;
+    uint8_t *rbuf;     /* bytes read and not parsed yet: [roff, rlen) */
+    size_t rcap, rlen, roff, rneed; /* rneed: the size of the unit being read */
+    bool rx_paused; /* NORMAL: too many envelopes held back; the tick resumes */
+    arena ar;       /* decoding the current frame */
+    /* writing: wcur is on the wire, wnext collects sealed frames */
+    uint8_t *wcur, *wnext;
+    size_t wcur_len, wcur_off, wcur_cap, wnext_len, wnext_cap;
+    bool writing;
+    /* packing a Batch: arrays kept from frame to frame */
+    Plexus__Envelope *env;
+    Plexus__Envelope **envp;
+    Plexus__ActorRef *refs;
+    size_t ecap;
+    /* BULK outbound: the payload being chunked */
+    txent cur;
+    size_t cur_off;
+    bool has_cur;
+    int64_t last_rx_ms, last_ping_ms;
+    uint64_t ping_seq;
+    char who[112]; /* for the log: peer name, address and lane */
+    char raddr[64]; /* inbound: the remote address */
+    conn *next;
+};
+
+typedef struct dialer {
+    peer *p;
+    int lane;
+    nng_aio *aio;
+    bool busy;
+} dialer;
+
+struct peer {
+    px_transport *t;
+    char *name, *address;
+    uint8_t pk[PX_PUBKEY_BYTES];
+    uint32_t node_id;
+    uint32_t node_inc; /* from its last handshake, 0 = never */
+    px_link_state state;
+    nng_mtx *mtx;
+    conn *c[NLANES]; /* the outbound connections */
+    dialer dl[NLANES];
+    nng_stream_dialer *d;
+    int64_t retry_at_ms;
+    uint32_t backoff_ms;
+    txq q[NLANES]; /* CONTROL, NORMAL: envelopes; BULK: payloads to chunk */
+    size_t qmsgs;
+    uint64_t qbytes; /* payload bytes queued for NORMAL and CONTROL */
+    uint64_t bbytes; /* payload bytes handed to BULK, not sent yet */
+    uint64_t bulk_seq;
+    uint64_t peer_max_msg;  /* from its Hello; 0 = not known yet */
+    uint32_t peer_max_frame;
+    uint32_t rtt_us, rtt_max_us;
+    uint32_t rtt_ring[RTT_RING]; /* the last round trips, for the p99 */
+    uint32_t rtt_n;              /* samples since the last reset */
+    /* receiving */
+    nng_mtx *rx_mtx;
+    rxstate rx;
+    _Atomic int64_t last_ping_in_ms; /* its last ping on our inbound control */
+    _Atomic uint32_t fail_logged; /* reasons (hashed to a bit) of failed attempts
+                                     logged since it was last UP */
+};
+
+struct px_transport {
+    px_system *sys;
+    px_transport_cfg cfg;
+    pxn_self self;
+    char *listen, *bound;
+    nng_mtx *mtx;
+    nng_stream_listener *lst;
+    nng_aio *acc_aio, *tick_aio;
+    peer *peers;
+    size_t npeers;
+    conn *conns;
+    atomic_bool stopping;
+    atomic_bool hurry; /* a paused connection, or notices to send: tick again soon */
+    /* Undelivered notices waiting to be sent: made where locks are held (or
+     * from inside core), sent by notices_flush with none held. */
+    nng_mtx *nq_mtx; /* a leaf: nothing is locked under it */
+    struct notice *nq_head, *nq_tail;
+    _Atomic size_t nq_len;
+    atomic_int senders;
+    _Atomic uint64_t msgs_out, msgs_in, frames_out, frames_in, bytes_out, bytes_in, handshakes,
+        refused, bad_frames, undeliverable, pings, pongs, bulk_out, bulk_in, held, notices,
+        notices_lost;
+};
+
+#define CNT(t, f, n) atomic_fetch_add_explicit(&(t)->f, (n), memory_order_relaxed)
+
+/* The receive path's entry points (link.c). A batch from c (an inbound
+ * NORMAL or CONTROL connection of c->p) or a chunk from c (its inbound
+ * BULK connection): delivered, held back, or reassembled. Each takes
+ * c->p->rx_mtx; returns a reason to drop the connection, or NULL. */
+const char *pxl_deliver_batch(conn *c, const Plexus__Batch *b);
+const char *pxl_rx_chunk(conn *c, const Plexus__Chunk *ch);
+
+/* Drops p's held envelopes and partial payloads (rx_mtx held). */
+void pxl_rx_reset(peer *p, px_err why);
+
+/* Sends the deferred "undelivered" notices; no lock may be held. */
+void pxl_notices_flush(px_transport *t);
+
+#endif
