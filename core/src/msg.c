@@ -175,28 +175,36 @@ px_msg *pxi_msg_new(uint8_t kind) {
     return m;
 }
 
+/* A bytes message of len bytes: inline, or in `heap` (taken over, or NULL
+ * to allocate). The payload is left for the caller to fill. */
+static px_msg *bytes_new(uint32_t tag, size_t len, void *heap) {
+    px_msg *m = pxi_msg_new(PX_MSG_BYTES);
+    if (m == NULL) {
+        return NULL;
+    }
+    m->tag = tag;
+    m->len = (uint32_t)len;
+    if (len > PX_MSG_INLINE) {
+        m->u.heap = heap != NULL ? heap : malloc(len);
+        if (m->u.heap == NULL) {
+            put(m);
+            return NULL;
+        }
+        m->flags |= PXI_MF_HEAP;
+    }
+    return m;
+}
+
 px_err px_msg_bytes(px_msg **out, uint32_t tag, const void *data, size_t len) {
     if (out == NULL || (data == NULL && len > 0) || len > UINT32_MAX) {
         return PX_EINVAL;
     }
-    px_msg *m = pxi_msg_new(PX_MSG_BYTES);
+    px_msg *m = bytes_new(tag, len, NULL);
     if (m == NULL) {
         return PX_ENOMEM;
     }
-    m->tag = tag;
-    m->len = (uint32_t)len;
-    if (len <= PX_MSG_INLINE) {
-        if (len > 0) {
-            memcpy(m->u.inl, data, len);
-        }
-    } else {
-        m->u.heap = malloc(len);
-        if (m->u.heap == NULL) {
-            put(m);
-            return PX_ENOMEM;
-        }
-        memcpy(m->u.heap, data, len);
-        m->flags |= PXI_MF_HEAP;
+    if (len > 0) {
+        memcpy(len <= PX_MSG_INLINE ? m->u.inl : m->u.heap, data, len);
     }
     *out = m;
     return PX_OK;
@@ -206,14 +214,10 @@ px_err px_msg_bytes_take(px_msg **out, uint32_t tag, void *data, size_t len) {
     if (out == NULL || data == NULL || len <= PX_MSG_INLINE || len > UINT32_MAX) {
         return PX_EINVAL;
     }
-    px_msg *m = pxi_msg_new(PX_MSG_BYTES);
+    px_msg *m = bytes_new(tag, len, data);
     if (m == NULL) {
         return PX_ENOMEM;
     }
-    m->tag = tag;
-    m->len = (uint32_t)len;
-    m->u.heap = data;
-    m->flags |= PXI_MF_HEAP;
     *out = m;
     return PX_OK;
 }
