@@ -421,6 +421,20 @@ px_err pxi_deliver(px_system *sys, px_ref to, px_msg **mp, bool may_block) {
     return rv;
 }
 
+/* Enqueues m (never blocking) for the live local actor `to`: PX_EDEAD,
+ * with m not taken, if there is none; otherwise enqueue's answer (m taken
+ * on PX_OK). */
+static px_err enqueue_local(px_system *sys, px_ref to, px_msg *m) {
+    px_actor *a = to.node == sys->node && to.node_inc == sys->node_inc ? pxi_slot(sys, to.id)
+                                                                       : NULL;
+    if (a == NULL || !pxi_pin(a, to.inc)) {
+        return PX_EDEAD;
+    }
+    px_err rv = enqueue(a, m, false);
+    pxi_unpin(a);
+    return rv;
+}
+
 px_err px_system_notify_undelivered(px_system *sys, px_ref sender, px_ref to, px_err code,
                                     uint64_t corr) {
     if (sys == NULL || sender.node != sys->node || sender.node_inc != sys->node_inc) {
@@ -433,15 +447,9 @@ px_err px_system_notify_undelivered(px_system *sys, px_ref sender, px_ref to, px
     m->sender = to;
     m->tag = (uint32_t)(int32_t)code;
     m->corr = corr;
-    px_actor *a = pxi_slot(sys, sender.id);
-    if (a == NULL || !pxi_pin(a, sender.inc)) {
-        px_msg_free(m);
-        return PX_EDEAD;
-    }
-    px_err rv = enqueue(a, m, false);
-    pxi_unpin(a);
+    px_err rv = enqueue_local(sys, sender, m);
     if (rv != PX_OK) {
-        px_msg_free(m); /* its own mailbox is full: the notice is lost, counted there */
+        px_msg_free(m); /* gone, or its own mailbox is full: the notice is lost */
     }
     return rv;
 }
@@ -490,17 +498,13 @@ px_err px_system_deliver_remote(px_system *sys, px_ref to, px_ref from, uint64_t
     m->corr = corr;
     m->flags = (uint8_t)((m->flags & PXI_MF_HEAP) | ((flags & PX_WIRE_ASK) ? PXI_MF_ASKED : 0) |
                          ((flags & PX_WIRE_REPLY) ? PXI_MF_REPLY : 0));
-    px_actor *a = to.node_inc == sys->node_inc ? pxi_slot(sys, to.id) : NULL;
-    if (a == NULL || !pxi_pin(a, to.inc)) {
-        *msg = NULL;
+    px_err rv = enqueue_local(sys, to, m);
+    if (rv == PX_EDEAD) {
         pxi_dead_letter(sys, to, m, PX_EDEAD);
-        return PX_EDEAD;
     }
-    px_err rv = enqueue(a, m, false);
-    if (rv == PX_OK) {
+    if (rv == PX_OK || rv == PX_EDEAD) {
         *msg = NULL;
     }
-    pxi_unpin(a);
     return rv;
 }
 

@@ -94,6 +94,17 @@ static px_link_state link_state(tnode *n, const char *peer) {
     return st;
 }
 
+/* alpha and beta, each the other's peer, linked both ways. */
+static void link_pair(tnode *a, tnode *b) {
+    tnode *pa[] = {b}, *pb[] = {a};
+    node_init(a, "alpha");
+    node_init(b, "beta");
+    node_start(a, pa, 1, SECRET);
+    node_start(b, pb, 1, SECRET);
+    PXT_AWAIT(link_state(a, "beta") == PX_LINK_UP && link_state(b, "alpha") == PX_LINK_UP,
+              10000);
+}
+
 /* --- a counter on the receiving node: checks per-sender order ----------- */
 
 #define N_MSGS 20000
@@ -148,13 +159,7 @@ static const px_behavior echo_b = {.name = "t.echo", .receive = echo_receive};
 Test(transport_link, messages_cross_nodes_in_send_order_and_asks_come_back, .timeout = 60) {
     dir_make();
     tnode a, b;
-    node_init(&a, "alpha");
-    node_init(&b, "beta");
-    tnode *pa[] = {&b}, *pb[] = {&a};
-    node_start(&a, pa, 1, SECRET);
-    node_start(&b, pb, 1, SECRET);
-    PXT_AWAIT(link_state(&a, "beta") == PX_LINK_UP && link_state(&b, "alpha") == PX_LINK_UP,
-              10000);
+    link_pair(&a, &b);
 
     counter *c = calloc(1, sizeof *c);
     cr_assert_not_null(c);
@@ -307,15 +312,6 @@ static px_err script_receive(px_ctx *ctx, px_msg *m) {
 }
 static const px_behavior script_b = {.name = "t.script", .receive = script_receive};
 
-static void link_pair(tnode *a, tnode *b) {
-    tnode *pa[] = {b}, *pb[] = {a};
-    node_init(a, "alpha");
-    node_init(b, "beta");
-    node_start(a, pa, 1, SECRET);
-    node_start(b, pb, 1, SECRET);
-    PXT_AWAIT(link_state(a, "beta") == PX_LINK_UP && link_state(b, "alpha") == PX_LINK_UP,
-              10000);
-}
 
 /* The heartbeat's worst round trip while 64 MiB go through. On one shared
  * connection a ping would wait behind the payload: a round trip of a large
