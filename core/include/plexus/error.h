@@ -34,7 +34,9 @@ extern "C" {
     X(PX_EPROTO, -17, "malformed or unexpected data from a peer")             \
     X(PX_EAUTH, -18, "authentication failed")                                 \
     X(PX_EVERSION, -19, "incompatible protocol version")                      \
-    X(PX_EIO, -20, "I/O error")
+    X(PX_EIO, -20, "I/O error")                                               \
+    X(PX_ECOMPACTED, -21, "revision compacted")                               \
+    X(PX_EFENCED, -22, "node fenced: its membership lease was lost")
 
 typedef enum px_err {
 #define PX_ERR_ENUM_(name, value, text) name = value,
