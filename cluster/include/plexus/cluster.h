@@ -1,0 +1,143 @@
+/*
+ * plexus/cluster.h — cluster membership through etcd: a node registers
+ * itself under a lease, keeps the lease alive, watches every member, and
+ * fences itself when it loses its own lease.
+ *
+ * Keyspace: /plexus/<cluster>/nodes/<node-id as 8 hex digits> → NodeInfo
+ * (protobuf, proto/plexus.proto), attached to the node's lease (TTL ttl_s,
+ * renewed every TTL/3). The view is a range read then a watch from the next
+ * revision (plexus/etcd.h), so no change is missed.
+ *
+ * States of a member, each change recorded in the audit ring with its
+ * cause and time and handed to the event callback:
+ *   UP        registered (its key exists)
+ *   LEFT      it left gracefully (said `leaving`, then revoked its lease)
+ *   DOWN      its key vanished without a goodbye: the lease expired
+ *   FENCED    (this node only) our own lease is lost or could not be
+ *             renewed for a whole TTL: we stop acting as a member and
+ *             register again under a new lease as a new incarnation
+ * A member that is DOWN or LEFT and registers again is UP again (its
+ * incarnation says which life it is).
+ *
+ * Self-fencing is decided locally and pessimistically: a node that has not
+ * had a keepalive acknowledged for a whole TTL fences itself even if etcd
+ * is merely unreachable, because it can no longer prove it holds the
+ * lease. While etcd is unreachable the last view stays in force (no member
+ * is marked down for lack of news) and etcd_down_since_ms says since when.
+ *
+ * Thread context: callbacks run on the etcd client's thread or an nng
+ * timer thread, one at a time; they must not block or call
+ * px_cluster_stop. Everything else is thread-safe.
+ */
+#ifndef PLEXUS_CLUSTER_H
+#define PLEXUS_CLUSTER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <plexus/error.h>
+#include <plexus/etcd.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum px_member_state {
+    PX_MEMBER_UP = 1,
+    PX_MEMBER_LEFT = 2,
+    PX_MEMBER_DOWN = 3,
+    PX_MEMBER_FENCED = 4,
+} px_member_state;
+
+/* "up", "left", "down", "fenced". */
+const char *px_member_state_name(px_member_state s);
+
+#define PX_MEMBER_NAME_MAX 64
+#define PX_MEMBER_ADDR_MAX 128
+#define PX_MEMBER_CAUSE_MAX 96
+
+typedef struct px_member {
+    char name[PX_MEMBER_NAME_MAX];
+    uint32_t node_id;
+    uint32_t node_inc;
+    char address[PX_MEMBER_ADDR_MAX];
+    uint8_t pk[32];
+    px_member_state state;
+    int64_t lease;
+    int64_t since_ms; /* wall clock of the last state change */
+} px_member;
+
+/* One state change (the audit ring and the event callback). */
+typedef struct px_member_event {
+    px_member m;          /* the member after the change */
+    px_member_state from; /* 0 for a member seen the first time */
+    char cause[PX_MEMBER_CAUSE_MAX];
+    int64_t at_ms;        /* wall clock */
+    int64_t revision;     /* etcd revision that showed it (0: local) */
+} px_member_event;
+
+typedef void (*px_member_cb)(void *arg, const px_member_event *ev);
+
+typedef struct px_cluster_cfg {
+    const char *cluster;  /* key space name; default "default" */
+    const char *node;     /* this node's name; required */
+    uint32_t node_inc;    /* its incarnation (e.g. from the px_system) */
+    const char *address;  /* where its transport listens ("tcp://...") */
+    const uint8_t *pk;    /* its identity public key (32 bytes) or NULL */
+    const char *const *roles; /* NULL-terminated, or NULL */
+    uint32_t ttl_s;       /* lease TTL; default 3, etcd's minimum is 2 */
+    size_t audit_max;     /* state changes kept; default 256 */
+    px_etcd_cfg etcd;     /* the etcd client's configuration */
+    px_member_cb on_event;
+    void *arg;
+} px_cluster_cfg;
+
+/* Defaults, and px_etcd_cfg_init for cfg->etcd. */
+void px_cluster_cfg_init(px_cluster_cfg *cfg);
+
+typedef struct px_cluster px_cluster;
+
+/* Opens the etcd client, registers this node and starts watching the
+ * members; returns once registered (bounded by the etcd request timeout).
+ * PX_EINVAL (no node name, TTL below 2, bad etcd config: err says which),
+ * or the etcd error that prevented the first registration. *out NULL on
+ * failure. */
+px_err px_cluster_start(const px_cluster_cfg *cfg, px_cluster **out, char *err, size_t errlen);
+
+/* Stops. leave = true: the graceful way — NodeInfo says `leaving`, then the
+ * lease is revoked, so every member sees LEFT at once; false: just stop
+ * renewing (others see DOWN after the TTL). Frees c. NULL-safe. Not from a
+ * callback. */
+void px_cluster_stop(px_cluster *c, bool leave);
+
+/* Copies up to max members (every member seen, any state) into out; *n
+ * gets the total. Thread-safe. */
+void px_cluster_members(px_cluster *c, px_member *out, size_t max, size_t *n);
+
+/* One member by name: PX_OK or PX_ENOENT. */
+px_err px_cluster_member(px_cluster *c, const char *name, px_member *out);
+
+/* The audit ring, oldest first: up to max entries into out; *n gets how
+ * many were copied. Thread-safe. */
+void px_cluster_audit(px_cluster *c, px_member_event *out, size_t max, size_t *n);
+
+/* The fencing token: our lease id and the etcd revision of our current
+ * registration. PX_EFENCED while fenced (no valid token). */
+px_err px_cluster_token(px_cluster *c, int64_t *lease, int64_t *revision);
+
+typedef struct px_cluster_health {
+    bool registered;           /* holding a lease, not fenced */
+    bool fenced;
+    uint32_t node_inc;         /* our current incarnation */
+    int64_t etcd_down_since_ms; /* wall clock of the first failure in a row; 0 = fine */
+    uint64_t fences;           /* times this node fenced itself */
+    uint64_t keepalives, keepalive_errors;
+} px_cluster_health;
+
+void px_cluster_health_get(px_cluster *c, px_cluster_health *out);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,719 @@
+/*
+ * membership.c — registration, lease keepalive, the member view, the audit
+ * ring and self-fencing (plexus/cluster.h).
+ *
+ * Design. Registration is revoke-old (best effort) → grant → put NodeInfo
+ * with the lease. A timer (nng sleep aio, every TTL/3) sends one keepalive
+ * at a time and decides fencing: a keepalive answered "no such lease", our
+ * own key deleted under our current lease, or no keepalive acknowledged for
+ * a whole TTL. Fencing bumps the incarnation and registers again. The view
+ * comes from one prefix watch (sync + events); members are keyed by node
+ * id. A graceful leave first rewrites NodeInfo with `leaving` so that the
+ * DELETE the revoke causes reads as LEFT, not DOWN.
+ *
+ * Concurrency: c->mtx guards everything below it in the struct; it is never
+ * held while calling etcd or the user's callback. c->cbmtx serialises the
+ * user's callbacks (they come from the etcd thread and the timer).
+ */
+#include <plexus/cluster.h>
+
+#include <plexus/system.h>
+
+#include <nng/nng.h>
+#include <nng/supplemental/util/platform.h>
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "plexus/plexus.pb-c.h"
+
+typedef struct member {
+    px_member m;
+    bool leaving; /* its NodeInfo said so: a DELETE now means LEFT */
+} member;
+
+struct px_cluster {
+    px_cluster_cfg cfg;
+    char *cluster, *node, *address;
+    char **roles;
+    size_t nroles;
+    uint8_t pk[32];
+    bool has_pk;
+    uint32_t node_id;
+    char prefix[160];
+    char key[200];
+    px_etcd *e;
+    px_etcd_watch *w;
+    nng_aio *tick;
+    nng_mtx *cbmtx;
+    nng_mtx *mtx;
+    nng_cv *cv;
+    /* c->mtx */
+    bool stopping;
+    bool registered, registering, fenced, ka_inflight, synced;
+    int64_t lease, reg_rev, old_lease;
+    uint32_t inc;
+    int64_t last_ok_ms;      /* monotonic: last keepalive acknowledged */
+    int64_t etcd_down_since; /* wall */
+    member *mem;
+    size_t nmem, capmem;
+    px_member_event *audit;
+    size_t audit_total;
+    uint64_t fences, keepalives, ka_errors;
+};
+
+static int64_t mono_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int64_t wall_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+const char *px_member_state_name(px_member_state s) {
+    switch (s) {
+    case PX_MEMBER_UP:
+        return "up";
+    case PX_MEMBER_LEFT:
+        return "left";
+    case PX_MEMBER_DOWN:
+        return "down";
+    case PX_MEMBER_FENCED:
+        return "fenced";
+    }
+    return "unknown";
+}
+
+void px_cluster_cfg_init(px_cluster_cfg *cfg) {
+    *cfg = (px_cluster_cfg){.cluster = "default", .ttl_s = 3, .audit_max = 256};
+    px_etcd_cfg_init(&cfg->etcd);
+}
+
+/* ---- the view ---- */
+
+static void mlog(px_cluster *c, px_log_level lvl, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void mlog(px_cluster *c, px_log_level lvl, const char *fmt, ...) {
+    if (lvl < c->cfg.etcd.log_level) {
+        return;
+    }
+    char line[400];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof(line), fmt, ap);
+    va_end(ap);
+    px_log_sink sink = c->cfg.etcd.log != NULL ? c->cfg.etcd.log : px_log_stderr;
+    sink(c->cfg.etcd.log_arg, lvl, c->node, line);
+}
+
+static member *mem_find(px_cluster *c, uint32_t id) {
+    for (size_t i = 0; i < c->nmem; i++) {
+        if (c->mem[i].m.node_id == id) {
+            return &c->mem[i];
+        }
+    }
+    return NULL;
+}
+
+/* Records a state change (lock held) into ev for the caller to publish. */
+static void change_locked(px_cluster *c, member *m, px_member_state to, int64_t rev,
+                          const char *cause, px_member_event *ev) {
+    px_member_state from = m->m.state;
+    m->m.state = to;
+    m->m.since_ms = wall_ms();
+    *ev = (px_member_event){.m = m->m, .from = from, .at_ms = m->m.since_ms, .revision = rev};
+    snprintf(ev->cause, sizeof(ev->cause), "%s", cause);
+    c->audit[c->audit_total % c->cfg.audit_max] = *ev;
+    c->audit_total++;
+}
+
+static void publish(px_cluster *c, const px_member_event *ev) {
+    mlog(c, ev->m.state == PX_MEMBER_UP ? PX_LOG_INFO : PX_LOG_WARN,
+         "member %s (inc %u): %s -> %s: %s", ev->m.name, ev->m.node_inc,
+         ev->from != 0 ? px_member_state_name(ev->from) : "new", px_member_state_name(ev->m.state),
+         ev->cause);
+    if (c->cfg.on_event != NULL) {
+        nng_mtx_lock(c->cbmtx);
+        c->cfg.on_event(c->cfg.arg, ev);
+        nng_mtx_unlock(c->cbmtx);
+    }
+}
+
+/* A NodeInfo was seen (sync or PUT). Lock held; true if ev was filled. */
+static bool seen_locked(px_cluster *c, const px_etcd_kv *kv, int64_t rev, px_member_event *ev) {
+    Plexus__NodeInfo *ni = plexus__node_info__unpack(NULL, kv->value_len, kv->value);
+    if (ni == NULL || ni->name == NULL || ni->name[0] == '\0' ||
+        ni->node_id != px_node_id(ni->name)) {
+        mlog(c, PX_LOG_WARN, "membership: %s holds no valid NodeInfo; ignored", kv->key);
+        if (ni != NULL) {
+            plexus__node_info__free_unpacked(ni, NULL);
+        }
+        return false;
+    }
+    member *m = mem_find(c, ni->node_id);
+    if (m == NULL) {
+        if (c->nmem == c->capmem) {
+            size_t cap = c->capmem == 0 ? 8 : c->capmem * 2;
+            member *nm = realloc(c->mem, cap * sizeof(*nm));
+            if (nm == NULL) {
+                plexus__node_info__free_unpacked(ni, NULL);
+                return false;
+            }
+            c->mem = nm;
+            c->capmem = cap;
+        }
+        m = &c->mem[c->nmem++];
+        memset(m, 0, sizeof(*m));
+    }
+    bool was_up = m->m.state == PX_MEMBER_UP;
+    uint32_t old_inc = m->m.node_inc;
+    snprintf(m->m.name, sizeof(m->m.name), "%s", ni->name);
+    snprintf(m->m.address, sizeof(m->m.address), "%s", ni->address != NULL ? ni->address : "");
+    m->m.node_id = ni->node_id;
+    m->m.node_inc = ni->node_inc;
+    m->m.lease = kv->lease;
+    if (ni->identity_pk.len == 32) {
+        memcpy(m->m.pk, ni->identity_pk.data, 32);
+    }
+    m->leaving = ni->leaving;
+    plexus__node_info__free_unpacked(ni, NULL);
+    if (was_up && old_inc == m->m.node_inc) {
+        return false; /* an update (load, leaving) of a member that is up */
+    }
+    char cause[PX_MEMBER_CAUSE_MAX];
+    snprintf(cause, sizeof(cause), was_up ? "re-registered as incarnation %u" : "registered (incarnation %u)",
+             m->m.node_inc);
+    change_locked(c, m, PX_MEMBER_UP, rev, cause, ev);
+    return true;
+}
+
+/* Its key vanished: LEFT after a goodbye, DOWN otherwise. */
+static bool gone_locked(px_cluster *c, member *m, int64_t rev, const char *why,
+                        px_member_event *ev) {
+    if (m->m.state != PX_MEMBER_UP) {
+        return false;
+    }
+    bool left = m->leaving;
+    m->leaving = false;
+    change_locked(c, m, left ? PX_MEMBER_LEFT : PX_MEMBER_DOWN, rev,
+                  left ? "left gracefully (lease revoked)" : why, ev);
+    return true;
+}
+
+static void fence(px_cluster *c, const char *why);
+
+static void on_sync(void *arg, int64_t rev, const px_etcd_kv *kvs, size_t n) {
+    px_cluster *c = arg;
+    size_t cap = c->nmem + n + 1;
+    px_member_event *evs = calloc(cap, sizeof(*evs));
+    size_t ne = 0;
+    nng_mtx_lock(c->mtx);
+    bool *present = calloc(c->nmem + n + 1, sizeof(bool));
+    for (size_t i = 0; i < n && evs != NULL && present != NULL; i++) {
+        if (seen_locked(c, &kvs[i], rev, &evs[ne])) {
+            ne++;
+        }
+        Plexus__NodeInfo *ni = plexus__node_info__unpack(NULL, kvs[i].value_len, kvs[i].value);
+        if (ni != NULL) {
+            member *m = mem_find(c, ni->node_id);
+            if (m != NULL) {
+                present[m - c->mem] = true;
+            }
+            plexus__node_info__free_unpacked(ni, NULL);
+        }
+    }
+    for (size_t i = 0; i < c->nmem && evs != NULL && present != NULL; i++) {
+        if (!present[i] && gone_locked(c, &c->mem[i], rev, "its key was gone at a full read",
+                                       &evs[ne])) {
+            ne++;
+        }
+    }
+    c->synced = true;
+    nng_cv_wake(c->cv);
+    nng_mtx_unlock(c->mtx);
+    free(present);
+    for (size_t i = 0; i < ne; i++) {
+        publish(c, &evs[i]);
+    }
+    free(evs);
+}
+
+static void on_events(void *arg, int64_t rev, const px_etcd_event *ev, size_t n) {
+    px_cluster *c = arg;
+    for (size_t i = 0; i < n; i++) {
+        px_member_event out;
+        bool have = false;
+        bool lost_self = false;
+        nng_mtx_lock(c->mtx);
+        if (!ev[i].is_delete) {
+            have = seen_locked(c, &ev[i].kv, rev, &out);
+        } else if (ev[i].kv.key_len > strlen(c->prefix)) {
+            uint32_t id = (uint32_t)strtoul(ev[i].kv.key + strlen(c->prefix), NULL, 16);
+            member *m = mem_find(c, id);
+            int64_t lease = ev[i].has_prev ? ev[i].prev.lease : 0;
+            if (id == c->node_id) {
+                /* Our key: gone under our current lease = we lost it. A
+                 * DELETE of an older incarnation's key is history. */
+                lost_self = c->registered && lease == c->lease;
+            }
+            if (m != NULL && !(id == c->node_id && !lost_self)) {
+                have = gone_locked(c, m, rev, "lease expired (no keepalive for a TTL)", &out);
+            }
+        }
+        nng_mtx_unlock(c->mtx);
+        if (have) {
+            publish(c, &out);
+        }
+        if (lost_self) {
+            fence(c, "our key was deleted under our lease");
+        }
+    }
+}
+
+static void on_wstate(void *arg, px_err err, const char *msg) {
+    px_cluster *c = arg;
+    if (err != PX_OK) {
+        mlog(c, PX_LOG_DEBUG, "membership watch: %s (%s)", msg, px_errname(err));
+    }
+}
+
+/* ---- registration ---- */
+
+static void reg_granted(void *arg, const px_etcd_res *res);
+static void reg_put(void *arg, const px_etcd_res *res);
+
+static px_err nodeinfo(px_cluster *c, uint32_t inc, bool leaving, uint8_t **out, size_t *len) {
+    Plexus__NodeInfo ni = PLEXUS__NODE_INFO__INIT;
+    ni.name = c->node;
+    ni.node_id = c->node_id;
+    ni.node_inc = inc;
+    ni.address = c->address != NULL ? c->address : "";
+    if (c->has_pk) {
+        ni.identity_pk.data = c->pk;
+        ni.identity_pk.len = 32;
+    }
+    ni.started_ms = wall_ms();
+    ni.n_roles = c->nroles;
+    ni.roles = c->roles;
+    ni.version = 1;
+    ni.leaving = leaving;
+    *len = plexus__node_info__get_packed_size(&ni);
+    *out = malloc(*len > 0 ? *len : 1);
+    if (*out == NULL) {
+        return PX_ENOMEM;
+    }
+    plexus__node_info__pack(&ni, *out);
+    return PX_OK;
+}
+
+static void ignore_cb(void *arg, const px_etcd_res *res) {
+    (void)arg;
+    (void)res;
+}
+
+/* Starts a registration (revoke the old lease, grant, put). */
+static void reg_start(px_cluster *c) {
+    nng_mtx_lock(c->mtx);
+    if (c->stopping || c->registering || c->registered) {
+        nng_mtx_unlock(c->mtx);
+        return;
+    }
+    c->registering = true;
+    int64_t old = c->old_lease;
+    c->old_lease = 0;
+    nng_mtx_unlock(c->mtx);
+    if (old != 0) { /* best effort: a fenced incarnation's lease must not linger */
+        (void)px_etcd_lease_revoke(c->e, old, ignore_cb, NULL);
+    }
+    if (px_etcd_lease_grant(c->e, c->cfg.ttl_s, reg_granted, c) != PX_OK) {
+        nng_mtx_lock(c->mtx);
+        c->registering = false;
+        nng_mtx_unlock(c->mtx);
+    }
+}
+
+static void reg_failed(px_cluster *c, const px_etcd_res *res, const char *step) {
+    nng_mtx_lock(c->mtx);
+    c->registering = false;
+    bool stopping = c->stopping;
+    nng_cv_wake(c->cv);
+    nng_mtx_unlock(c->mtx);
+    if (!stopping) {
+        mlog(c, PX_LOG_WARN, "membership: registration failed at %s: %s (%s); retrying", step,
+             res->msg, px_errname(res->err));
+    }
+}
+
+static void reg_granted(void *arg, const px_etcd_res *res) {
+    px_cluster *c = arg;
+    if (res->err != PX_OK) {
+        reg_failed(c, res, "lease grant");
+        return;
+    }
+    nng_mtx_lock(c->mtx);
+    c->lease = res->lease_id;
+    uint32_t inc = c->inc;
+    nng_mtx_unlock(c->mtx);
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    if (nodeinfo(c, inc, false, &buf, &len) != PX_OK ||
+        px_etcd_put(c->e, c->key, buf, len, res->lease_id, reg_put, c) != PX_OK) {
+        px_etcd_res fail = {.err = PX_ENOMEM, .msg = "out of memory or closing"};
+        reg_failed(c, &fail, "put");
+    }
+    free(buf);
+}
+
+static void reg_put(void *arg, const px_etcd_res *res) {
+    px_cluster *c = arg;
+    if (res->err != PX_OK) {
+        reg_failed(c, res, "put");
+        return;
+    }
+    nng_mtx_lock(c->mtx);
+    c->registering = false;
+    c->registered = true;
+    c->fenced = false;
+    c->reg_rev = res->revision;
+    c->last_ok_ms = mono_ms();
+    c->etcd_down_since = 0;
+    nng_cv_wake(c->cv);
+    nng_mtx_unlock(c->mtx);
+    mlog(c, PX_LOG_INFO, "membership: registered %s as incarnation %u (lease %lld, revision %lld)",
+         c->key, c->inc, (long long)c->lease, (long long)res->revision);
+}
+
+/* ---- keepalive and fencing ---- */
+
+static void fence(px_cluster *c, const char *why) {
+    px_member_event ev;
+    bool have = false;
+    nng_mtx_lock(c->mtx);
+    if (c->stopping || !c->registered) {
+        nng_mtx_unlock(c->mtx);
+        return;
+    }
+    c->registered = false;
+    c->fenced = true;
+    c->fences++;
+    c->old_lease = c->lease;
+    c->lease = 0;
+    c->inc++;
+    member *m = mem_find(c, c->node_id);
+    if (m != NULL) {
+        char cause[PX_MEMBER_CAUSE_MAX];
+        snprintf(cause, sizeof(cause), "fenced: %s", why);
+        change_locked(c, m, PX_MEMBER_FENCED, 0, cause, &ev);
+        have = true;
+    }
+    nng_mtx_unlock(c->mtx);
+    mlog(c, PX_LOG_ERROR, "membership: fenced (%s); registering again as incarnation %u", why,
+         c->inc);
+    if (have) {
+        publish(c, &ev);
+    }
+    px_etcd_watch_kick(c->w); /* the stream may be as stale as the lease */
+    reg_start(c);
+}
+
+static void ka_done(void *arg, const px_etcd_res *res) {
+    px_cluster *c = arg;
+    nng_mtx_lock(c->mtx);
+    c->ka_inflight = false;
+    bool mine = res->lease_id == c->lease || res->lease_id == 0;
+    bool lost = false, back = false;
+    if (res->err == PX_OK && mine) {
+        c->keepalives++;
+        c->last_ok_ms = mono_ms();
+        back = c->etcd_down_since != 0;
+        c->etcd_down_since = 0;
+    } else if (res->err == PX_ENOENT && mine) {
+        lost = c->registered;
+    } else if (res->err != PX_ECLOSED) {
+        c->ka_errors++;
+        if (c->etcd_down_since == 0) {
+            c->etcd_down_since = wall_ms();
+        }
+    }
+    nng_mtx_unlock(c->mtx);
+    if (back) {
+        mlog(c, PX_LOG_INFO, "membership: etcd answers again");
+        px_etcd_watch_kick(c->w);
+    }
+    if (lost) {
+        fence(c, "etcd says our lease is gone");
+    }
+}
+
+static void tick_cb(void *arg) {
+    px_cluster *c = arg;
+    if (nng_aio_result(c->tick) != 0) {
+        return;
+    }
+    nng_mtx_lock(c->mtx);
+    if (c->stopping) {
+        nng_mtx_unlock(c->mtx);
+        return;
+    }
+    int64_t now = mono_ms();
+    bool expired = c->registered && now - c->last_ok_ms > (int64_t)c->cfg.ttl_s * 1000;
+    bool send = c->registered && !c->ka_inflight && !expired;
+    bool reg = !c->registered && !c->registering;
+    int64_t lease = c->lease;
+    if (send) {
+        c->ka_inflight = true;
+    }
+    nng_mtx_unlock(c->mtx);
+    if (expired) {
+        fence(c, "no keepalive acknowledged for a whole TTL");
+    } else if (send && px_etcd_lease_keepalive(c->e, lease, ka_done, c) != PX_OK) {
+        nng_mtx_lock(c->mtx);
+        c->ka_inflight = false;
+        nng_mtx_unlock(c->mtx);
+    }
+    if (reg) {
+        reg_start(c);
+    }
+    nng_sleep_aio((nng_duration)(c->cfg.ttl_s * 1000 / 3), c->tick);
+}
+
+/* ---- lifecycle ---- */
+
+static void cluster_free(px_cluster *c) {
+    if (c == NULL) {
+        return;
+    }
+    if (c->tick != NULL) {
+        nng_aio_free(c->tick);
+    }
+    for (size_t i = 0; i < c->nroles; i++) {
+        free(c->roles[i]);
+    }
+    free(c->roles);
+    free(c->cluster);
+    free(c->node);
+    free(c->address);
+    free(c->mem);
+    free(c->audit);
+    if (c->cv != NULL) {
+        nng_cv_free(c->cv);
+    }
+    if (c->mtx != NULL) {
+        nng_mtx_free(c->mtx);
+    }
+    if (c->cbmtx != NULL) {
+        nng_mtx_free(c->cbmtx);
+    }
+    free(c);
+}
+
+static px_err start_fail(px_cluster *c, px_err rv, char *err, size_t errlen, const char *why) {
+    if (err != NULL && errlen > 0 && why != NULL) {
+        snprintf(err, errlen, "%s", why);
+    }
+    px_cluster_stop(c, false);
+    return rv;
+}
+
+px_err px_cluster_start(const px_cluster_cfg *cfg, px_cluster **out, char *err, size_t errlen) {
+    if (out == NULL || cfg == NULL) {
+        return PX_EINVAL;
+    }
+    *out = NULL;
+    if (cfg->node == NULL || cfg->node[0] == '\0' || strlen(cfg->node) >= PX_MEMBER_NAME_MAX) {
+        snprintf(err, errlen, "a node name (1 to %d bytes) is required", PX_MEMBER_NAME_MAX - 1);
+        return PX_EINVAL;
+    }
+    if (cfg->ttl_s < 2 || cfg->ttl_s > 3600) {
+        snprintf(err, errlen, "ttl_s %u is outside 2..3600 (etcd's minimum TTL is 2 s)",
+                 cfg->ttl_s);
+        return PX_EINVAL;
+    }
+    const char *cl = cfg->cluster != NULL && cfg->cluster[0] != '\0' ? cfg->cluster : "default";
+    if (strchr(cl, '/') != NULL || strlen(cl) > 100) {
+        snprintf(err, errlen, "cluster name '%s' must be under 100 bytes without '/'", cl);
+        return PX_EINVAL;
+    }
+    px_cluster *c = calloc(1, sizeof(*c));
+    if (c == NULL) {
+        return PX_ENOMEM;
+    }
+    c->cfg = *cfg;
+    if (c->cfg.audit_max == 0) {
+        c->cfg.audit_max = 256;
+    }
+    c->cluster = strdup(cl);
+    c->node = strdup(cfg->node);
+    c->address = cfg->address != NULL ? strdup(cfg->address) : NULL;
+    c->node_id = px_node_id(cfg->node);
+    c->inc = cfg->node_inc;
+    c->audit = calloc(c->cfg.audit_max, sizeof(*c->audit));
+    if (cfg->pk != NULL) {
+        memcpy(c->pk, cfg->pk, 32);
+        c->has_pk = true;
+    }
+    for (const char *const *r = cfg->roles; r != NULL && *r != NULL; r++) {
+        c->nroles++;
+    }
+    c->roles = calloc(c->nroles + 1, sizeof(char *));
+    for (size_t i = 0; c->roles != NULL && i < c->nroles; i++) {
+        c->roles[i] = strdup(cfg->roles[i]);
+    }
+    c->cfg.cluster = c->cfg.node = c->cfg.address = NULL;
+    c->cfg.roles = NULL;
+    c->cfg.pk = NULL;
+    snprintf(c->prefix, sizeof(c->prefix), "/plexus/%s/nodes/", c->cluster);
+    snprintf(c->key, sizeof(c->key), "%s%08x", c->prefix, c->node_id);
+    if (c->cluster == NULL || c->node == NULL || c->audit == NULL || c->roles == NULL ||
+        nng_mtx_alloc(&c->mtx) != 0 || nng_mtx_alloc(&c->cbmtx) != 0 ||
+        nng_cv_alloc(&c->cv, c->mtx) != 0 || nng_aio_alloc(&c->tick, tick_cb, c) != 0) {
+        return start_fail(c, PX_ENOMEM, err, errlen, "out of memory");
+    }
+    px_etcd_cfg ec = cfg->etcd;
+    if (ec.log_name == NULL) {
+        ec.log_name = c->node;
+    }
+    px_err rv = px_etcd_open(&c->e, &ec, err, errlen);
+    if (rv != PX_OK) {
+        return start_fail(c, rv, NULL, 0, NULL);
+    }
+    /* Register, then watch, and wait for both (bounded by the etcd timeouts). */
+    reg_start(c);
+    int64_t end = mono_ms() + 2 * (int64_t)(ec.request_timeout_ms ? ec.request_timeout_ms : 3000);
+    nng_mtx_lock(c->mtx);
+    while (c->registering && mono_ms() < end) {
+        nng_cv_until(c->cv, nng_clock() + 50);
+    }
+    bool ok = c->registered;
+    nng_mtx_unlock(c->mtx);
+    if (!ok) {
+        return start_fail(c, PX_EUNREACHABLE, err, errlen,
+                          "could not register with etcd (see the log for etcd's answer)");
+    }
+    px_etcd_watch_cbs cbs = {on_sync, on_events, on_wstate};
+    if ((rv = px_etcd_watch_start(c->e, c->prefix, true, 0, &cbs, c, &c->w)) != PX_OK) {
+        return start_fail(c, rv, err, errlen, "could not start the membership watch");
+    }
+    nng_mtx_lock(c->mtx);
+    while (!c->synced && mono_ms() < end) {
+        nng_cv_until(c->cv, nng_clock() + 50);
+    }
+    ok = c->synced;
+    nng_mtx_unlock(c->mtx);
+    if (!ok) {
+        return start_fail(c, PX_ETIMEDOUT, err, errlen, "the membership watch did not sync");
+    }
+    nng_sleep_aio(c->cfg.ttl_s * 1000 / 6, c->tick);
+    *out = c;
+    return PX_OK;
+}
+
+void px_cluster_stop(px_cluster *c, bool leave) {
+    if (c == NULL) {
+        return;
+    }
+    if (c->mtx != NULL) {
+        nng_mtx_lock(c->mtx);
+        c->stopping = true;
+        nng_mtx_unlock(c->mtx);
+    }
+    if (c->tick != NULL) {
+        nng_aio_stop(c->tick);
+    }
+    bool registered = false;
+    if (c->mtx != NULL) {
+        nng_mtx_lock(c->mtx);
+        registered = c->registered;
+        nng_mtx_unlock(c->mtx);
+    }
+    if (c->e != NULL && leave && registered) {
+        uint8_t *buf = NULL;
+        size_t len = 0;
+        px_etcd_waiter *w = NULL;
+        px_etcd_res *r = NULL;
+        if (nodeinfo(c, c->inc, true, &buf, &len) == PX_OK && px_etcd_waiter_alloc(&w) == PX_OK) {
+            if (px_etcd_put(c->e, c->key, buf, len, c->lease, px_etcd_waiter_cb, w) == PX_OK) {
+                px_etcd_waiter_take(w, &r);
+                px_etcd_res_free(r);
+            } else {
+                px_etcd_waiter_free(w);
+            }
+        }
+        free(buf);
+        if (px_etcd_waiter_alloc(&w) == PX_OK) {
+            if (px_etcd_lease_revoke(c->e, c->lease, px_etcd_waiter_cb, w) == PX_OK) {
+                px_etcd_waiter_take(w, &r);
+                px_etcd_res_free(r);
+            } else {
+                px_etcd_waiter_free(w);
+            }
+        }
+        mlog(c, PX_LOG_INFO, "membership: left the cluster");
+    }
+    px_etcd_watch_stop(c->w);
+    px_etcd_close(c->e); /* callbacks still pending run now, with PX_ECLOSED */
+    cluster_free(c);
+}
+
+void px_cluster_members(px_cluster *c, px_member *out, size_t max, size_t *n) {
+    nng_mtx_lock(c->mtx);
+    for (size_t i = 0; i < c->nmem && i < max; i++) {
+        out[i] = c->mem[i].m;
+    }
+    *n = c->nmem;
+    nng_mtx_unlock(c->mtx);
+}
+
+px_err px_cluster_member(px_cluster *c, const char *name, px_member *out) {
+    px_err rv = PX_ENOENT;
+    nng_mtx_lock(c->mtx);
+    for (size_t i = 0; i < c->nmem; i++) {
+        if (strcmp(c->mem[i].m.name, name) == 0) {
+            *out = c->mem[i].m;
+            rv = PX_OK;
+            break;
+        }
+    }
+    nng_mtx_unlock(c->mtx);
+    return rv;
+}
+
+void px_cluster_audit(px_cluster *c, px_member_event *out, size_t max, size_t *n) {
+    nng_mtx_lock(c->mtx);
+    size_t have = c->audit_total < c->cfg.audit_max ? c->audit_total : c->cfg.audit_max;
+    size_t first = c->audit_total - have;
+    size_t k = 0;
+    for (size_t i = 0; i < have && k < max; i++) {
+        out[k++] = c->audit[(first + i) % c->cfg.audit_max];
+    }
+    *n = k;
+    nng_mtx_unlock(c->mtx);
+}
+
+px_err px_cluster_token(px_cluster *c, int64_t *lease, int64_t *revision) {
+    nng_mtx_lock(c->mtx);
+    px_err rv = c->registered ? PX_OK : PX_EFENCED;
+    *lease = c->registered ? c->lease : 0;
+    *revision = c->registered ? c->reg_rev : 0;
+    nng_mtx_unlock(c->mtx);
+    return rv;
+}
+
+void px_cluster_health_get(px_cluster *c, px_cluster_health *out) {
+    nng_mtx_lock(c->mtx);
+    *out = (px_cluster_health){.registered = c->registered,
+                               .fenced = c->fenced,
+                               .node_inc = c->inc,
+                               .etcd_down_since_ms = c->etcd_down_since,
+                               .fences = c->fences,
+                               .keepalives = c->keepalives,
+                               .keepalive_errors = c->ka_errors};
+    nng_mtx_unlock(c->mtx);
+}
