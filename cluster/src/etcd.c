@@ -280,6 +280,9 @@ static json_t *j_i64s(int64_t x) {
 
 /* key (and range_end for a prefix) into o. */
 static bool j_key(json_t *o, const char *key, bool prefix) {
+    if (prefix && key[0] == '\0') { /* every key: "\0" to "\0" */
+        return j_set(o, "key", json_string("AA==")) && j_set(o, "range_end", json_string("AA=="));
+    }
     if (!j_set(o, "key", j_b64(key, strlen(key)))) {
         return false;
     }
@@ -553,10 +556,11 @@ static px_err from_curl(CURLcode c) {
         return PX_EUNREACHABLE;
     case CURLE_OPERATION_TIMEDOUT:
         return PX_ETIMEDOUT;
+    case CURLE_SSL_CONNECT_ERROR: /* a reset handshake, https to an http port */
+        return PX_EUNREACHABLE;
     case CURLE_PEER_FAILED_VERIFICATION:
     case CURLE_SSL_CERTPROBLEM:
     case CURLE_SSL_CACERT_BADFILE:
-    case CURLE_SSL_CONNECT_ERROR:
         return PX_EAUTH;
     case CURLE_OUT_OF_MEMORY:
         return PX_ENOMEM;
@@ -663,6 +667,11 @@ static void finish(px_etcd *e, req *r, px_etcd_res *res);
 /* Starts r's transfer on the current endpoint. On failure completes r. */
 static void start(px_etcd *e, req *r) {
     px_etcd_res res = {.err = PX_ENOMEM, .msg = "out of memory"};
+    if (r->kind != R_STREAM && now_ms() >= r->deadline_ms) {
+        res = (px_etcd_res){.err = PX_ETIMEDOUT, .msg = "the deadline passed before it was sent"};
+        finish(e, r, &res);
+        return;
+    }
     if (r->h == NULL && (r->h = curl_easy_init()) == NULL) {
         finish(e, r, &res);
         return;
@@ -679,9 +688,14 @@ static void start(px_etcd *e, req *r) {
     struct curl_slist *h2 = h != NULL ? curl_slist_append(h, "Expect:") : NULL;
     r->hdrs = h2 != NULL ? h2 : h;
     if (h2 != NULL && r->kind != R_AUTH && e->token != NULL) {
-        char auth[600];
-        snprintf(auth, sizeof(auth), "Authorization: %s", e->token);
-        struct curl_slist *h3 = curl_slist_append(r->hdrs, auth);
+        size_t al = strlen(e->token) + 20;
+        char *auth = malloc(al);
+        struct curl_slist *h3 = NULL;
+        if (auth != NULL) {
+            snprintf(auth, al, "Authorization: %s", e->token);
+            h3 = curl_slist_append(r->hdrs, auth); /* copies */
+            free(auth);
+        }
         h2 = h3;
         if (h3 != NULL) {
             r->hdrs = h3;
@@ -732,8 +746,12 @@ static void auth_start(px_etcd *e);
 /* Starts r, first getting a token when etcd auth is on and none is held. */
 static void dispatch(px_etcd *e, req *r) {
     if (r->kind != R_AUTH && e->user != NULL && e->token == NULL) {
-        r->next = e->authwait;
-        e->authwait = r;
+        req **pr = &e->authwait; /* in order: the first submitted goes first */
+        while (*pr != NULL) {
+            pr = &(*pr)->next;
+        }
+        r->next = NULL;
+        *pr = r;
         if (e->auth == NULL) {
             auth_start(e);
         }
@@ -837,7 +855,10 @@ static void completed(px_etcd *e, req *r, CURLcode cc) {
     if (cc != CURLE_OK) {
         res.err = from_curl(cc);
         snprintf(msg, sizeof(msg), "%s", r->errbuf[0] != '\0' ? r->errbuf : curl_easy_strerror(cc));
-        bool never_sent = cc == CURLE_COULDNT_CONNECT || cc == CURLE_COULDNT_RESOLVE_HOST;
+        curl_off_t connected = 0;
+        curl_easy_getinfo(r->h, CURLINFO_CONNECT_TIME_T, &connected);
+        bool never_sent = cc == CURLE_COULDNT_CONNECT || cc == CURLE_COULDNT_RESOLVE_HOST ||
+                          (cc == CURLE_OPERATION_TIMEDOUT && connected == 0);
         if (never_sent && e->nep > 1) {
             if (r->ep == e->cur) {
                 nng_mtx_lock(e->mtx);
@@ -1062,6 +1083,11 @@ static bool watch_line(px_etcd_watch *w, const char *line, size_t len) {
         } else {
             const char *why = json_string_value(json_object_get(res, "cancel_reason"));
             elog(e, PX_LOG_WARN, "etcd watch on %s canceled: %s", w->key, why ? why : "no reason");
+            if (why != NULL && (strstr(why, "auth") != NULL || strstr(why, "Unauthenticated") ||
+                                strstr(why, "permission") != NULL)) {
+                free(e->token); /* expired: the reconnect authenticates again */
+                e->token = NULL;
+            }
         }
         ok = false;
     } else if (json_is_true(json_object_get(res, "created"))) {
@@ -1130,16 +1156,20 @@ static void watch_go(px_etcd *e, px_etcd_watch *w) {
         dispatch(e, r);
         return;
     }
-    json_t *cr = json_object();
-    json_t *b = json_object();
-    bool ok = cr != NULL && b != NULL && j_key(cr, w->key, w->prefix) &&
-              j_set(cr, "start_revision", j_i64s(w->next_rev)) &&
-              j_set(cr, "prev_kv", json_true()) && json_object_set_new(b, "create_request", cr) == 0;
+    json_t *cr = key_obj(w->key, w->prefix);
+    bool ok = cr != NULL && j_set(cr, "start_revision", j_i64s(w->next_rev)) &&
+              j_set(cr, "prev_kv", json_true());
     if (!ok) {
-        json_decref(b);
-        if (json_object_size(b) == 0) {
+        json_decref(cr);
+        cr = NULL;
+    }
+    json_t *b = cr != NULL ? json_object() : NULL;
+    /* json_object_set_new takes cr even when it fails */
+    if (b == NULL || json_object_set_new(b, "create_request", cr) != 0) {
+        if (b == NULL) {
             json_decref(cr);
         }
+        json_decref(b);
         watch_retry(w, PX_ENOMEM, "out of memory");
         return;
     }
@@ -1416,7 +1446,16 @@ void px_etcd_close(px_etcd *e) {
         wake(e);
         nng_thread_destroy(e->thr); /* joins */
     }
-    /* The loop is gone: this thread finishes everything. */
+    /* The loop is gone: this thread finishes everything, standing in for
+     * it (a watch stopped from one of these callbacks must not wait). */
+    px_etcd *was = tl_loop;
+    tl_loop = e;
+    while (e->wsub != NULL) { /* watches the loop never took: the same end */
+        px_etcd_watch *w = e->wsub;
+        e->wsub = w->next;
+        w->next = e->watches;
+        e->watches = w;
+    }
     px_etcd_res closed = {.err = PX_ECLOSED, .msg = "the etcd client is closing"};
     for (px_etcd_watch *w = e->watches; w != NULL; w = w->next) {
         watch_state(w, PX_ECLOSED, closed.msg);
@@ -1447,10 +1486,7 @@ void px_etcd_close(px_etcd *e) {
         }
         watch_free(w);
     }
-    for (px_etcd_watch *w = e->wsub, *nx; w != NULL; w = nx) {
-        nx = w->next;
-        watch_free(w);
-    }
+    tl_loop = was;
     if (e->multi != NULL) {
         curl_multi_cleanup(e->multi);
     }
@@ -1622,8 +1658,10 @@ static json_t *ops_json(const px_etcd_op *ops, size_t n) {
             break;
         }
         json_t *w = o != NULL ? json_object() : NULL;
+        if (w == NULL) {
+            json_decref(o);
+        }
         if (w == NULL || json_object_set_new(w, name, o) != 0 || json_array_append_new(arr, w) != 0) {
-            json_decref(w);
             json_decref(arr);
             return NULL;
         }
@@ -1657,14 +1695,17 @@ static json_t *txn_body(const px_etcd_cmp *cmp, size_t ncmp, const px_etcd_op *o
     }
     json_t *so = good ? ops_json(ok, nok) : NULL;
     json_t *fo = so != NULL ? ops_json(fail, nfail) : NULL;
-    if (fo == NULL || json_object_set_new(b, "compare", cs) != 0) {
+    if (fo == NULL) {
         json_decref(cs);
         json_decref(so);
-        json_decref(fo);
         json_decref(b);
         return NULL;
     }
-    if (json_object_set_new(b, "success", so) != 0 || json_object_set_new(b, "failure", fo) != 0) {
+    /* json_object_set_new takes its value even when it fails */
+    bool set = json_object_set_new(b, "compare", cs) == 0;
+    set = json_object_set_new(b, "success", so) == 0 && set;
+    set = json_object_set_new(b, "failure", fo) == 0 && set;
+    if (!set) {
         json_decref(b);
         return NULL;
     }

@@ -19,6 +19,8 @@
  *   PX_EAUTH         authentication failed, or TLS peer verification
  *   PX_EINVAL        etcd refused the request as invalid
  *   PX_EPROTO        a response that is not what the gateway sends
+ *   PX_ELIMIT        a response over 64 MiB, or etcd's resource limit
+ *   PX_ENOMEM        out of memory
  *   PX_EIO           any other HTTP or etcd failure
  * Errors are counted (px_etcd_stats) and logged once per streak: the first
  * failure after a success at WARN, repeats at DEBUG.
@@ -116,7 +118,8 @@ typedef void (*px_etcd_cb)(void *arg, const px_etcd_res *res);
 px_err px_etcd_open(px_etcd **out, const px_etcd_cfg *cfg, char *err, size_t errlen);
 
 /* Cancels every request and watch (their callbacks run with PX_ECLOSED,
- * on the caller's thread), joins the thread and frees the client.
+ * on the caller's thread), joins the thread and frees the client. Watch
+ * handles are invalid afterwards, and no px_etcd_watch_stop may race it.
  * NULL-safe. Not from a callback of this client. */
 void px_etcd_close(px_etcd *e);
 
