@@ -38,7 +38,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #define MAX_ENDPOINTS 16
 #define MAX_BODY (64u << 20) /* a response body larger than this is refused */
@@ -133,9 +132,7 @@ static _Thread_local px_etcd *tl_loop; /* the client whose loop runs on this thr
 /* ---- small things ---- */
 
 static int64_t now_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    return (int64_t)nng_clock();
 }
 
 static void elog(px_etcd *e, px_log_level lvl, const char *fmt, ...)

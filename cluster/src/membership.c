@@ -32,7 +32,8 @@
 
 typedef struct member {
     px_member m;
-    bool leaving; /* its NodeInfo said so: a DELETE now means LEFT */
+    bool leaving;     /* its NodeInfo said so: a DELETE now means LEFT */
+    int64_t seen_rev; /* revision of the last full read or PUT that showed it */
 } member;
 
 struct px_cluster {
@@ -66,9 +67,7 @@ struct px_cluster {
 };
 
 static int64_t mono_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    return (int64_t)nng_clock();
 }
 
 static int64_t wall_ms(void) {
@@ -183,6 +182,7 @@ static bool seen_locked(px_cluster *c, const px_etcd_kv *kv, int64_t rev, px_mem
         memcpy(m->m.pk, ni->identity_pk.data, 32);
     }
     m->leaving = ni->leaving;
+    m->seen_rev = rev;
     plexus__node_info__free_unpacked(ni, NULL);
     if (was_up && old_inc == m->m.node_inc) {
         return false; /* an update (load, leaving) of a member that is up */
@@ -215,30 +215,20 @@ static void on_sync(void *arg, int64_t rev, const px_etcd_kv *kvs, size_t n) {
     px_member_event *evs = calloc(cap, sizeof(*evs));
     size_t ne = 0;
     nng_mtx_lock(c->mtx);
-    bool *present = calloc(c->nmem + n + 1, sizeof(bool));
-    for (size_t i = 0; i < n && evs != NULL && present != NULL; i++) {
+    for (size_t i = 0; i < n && evs != NULL; i++) {
         if (seen_locked(c, &kvs[i], rev, &evs[ne])) {
             ne++;
         }
-        Plexus__NodeInfo *ni = plexus__node_info__unpack(NULL, kvs[i].value_len, kvs[i].value);
-        if (ni != NULL) {
-            member *m = mem_find(c, ni->node_id);
-            if (m != NULL) {
-                present[m - c->mem] = true;
-            }
-            plexus__node_info__free_unpacked(ni, NULL);
-        }
     }
-    for (size_t i = 0; i < c->nmem && evs != NULL && present != NULL; i++) {
-        if (!present[i] && gone_locked(c, &c->mem[i], rev, "its key was gone at a full read",
-                                       &evs[ne])) {
+    for (size_t i = 0; i < c->nmem && evs != NULL; i++) { /* not in this read: gone */
+        if (c->mem[i].seen_rev != rev &&
+            gone_locked(c, &c->mem[i], rev, "its key was gone at a full read", &evs[ne])) {
             ne++;
         }
     }
     c->synced = true;
     nng_cv_wake(c->cv);
     nng_mtx_unlock(c->mtx);
-    free(present);
     for (size_t i = 0; i < ne; i++) {
         publish(c, &evs[i]);
     }
@@ -486,6 +476,18 @@ static void tick_cb(void *arg) {
 
 /* ---- lifecycle ---- */
 
+/* Waits for the call made with w (or frees w if the call was refused) and
+ * drops the result: for the goodbye, where only trying matters. */
+static void wait_drop(px_etcd_waiter *w, px_err submitted) {
+    px_etcd_res *r = NULL;
+    if (submitted == PX_OK) {
+        px_etcd_waiter_take(w, &r);
+        px_etcd_res_free(r);
+    } else {
+        px_etcd_waiter_free(w);
+    }
+}
+
 static void cluster_free(px_cluster *c) {
     if (c == NULL) {
         return;
@@ -637,23 +639,12 @@ void px_cluster_stop(px_cluster *c, bool leave) {
         uint8_t *buf = NULL;
         size_t len = 0;
         px_etcd_waiter *w = NULL;
-        px_etcd_res *r = NULL;
         if (nodeinfo(c, c->inc, true, &buf, &len) == PX_OK && px_etcd_waiter_alloc(&w) == PX_OK) {
-            if (px_etcd_put(c->e, c->key, buf, len, c->lease, px_etcd_waiter_cb, w) == PX_OK) {
-                px_etcd_waiter_take(w, &r);
-                px_etcd_res_free(r);
-            } else {
-                px_etcd_waiter_free(w);
-            }
+            wait_drop(w, px_etcd_put(c->e, c->key, buf, len, c->lease, px_etcd_waiter_cb, w));
         }
         free(buf);
         if (px_etcd_waiter_alloc(&w) == PX_OK) {
-            if (px_etcd_lease_revoke(c->e, c->lease, px_etcd_waiter_cb, w) == PX_OK) {
-                px_etcd_waiter_take(w, &r);
-                px_etcd_res_free(r);
-            } else {
-                px_etcd_waiter_free(w);
-            }
+            wait_drop(w, px_etcd_lease_revoke(c->e, c->lease, px_etcd_waiter_cb, w));
         }
         mlog(c, PX_LOG_INFO, "membership: left the cluster");
     }

@@ -50,7 +50,8 @@ typedef enum px_member_state {
     PX_MEMBER_FENCED = 4,
 } px_member_state;
 
-/* "up", "left", "down", "fenced". */
+/* "up", "left", "down", "fenced" (a static string; "unknown" outside the
+ * enum). Thread-safe. */
 const char *px_member_state_name(px_member_state s);
 
 #define PX_MEMBER_NAME_MAX 64
@@ -93,7 +94,7 @@ typedef struct px_cluster_cfg {
     void *arg;
 } px_cluster_cfg;
 
-/* Defaults, and px_etcd_cfg_init for cfg->etcd. */
+/* Defaults, and px_etcd_cfg_init for cfg->etcd. Thread-safe; cannot fail. */
 void px_cluster_cfg_init(px_cluster_cfg *cfg);
 
 typedef struct px_cluster px_cluster;
@@ -123,7 +124,8 @@ px_err px_cluster_member(px_cluster *c, const char *name, px_member *out);
 void px_cluster_audit(px_cluster *c, px_member_event *out, size_t max, size_t *n);
 
 /* The fencing token: our lease id and the etcd revision of our current
- * registration. PX_EFENCED while fenced (no valid token). */
+ * registration. PX_EFENCED while fenced or re-registering (both set to 0).
+ * Thread-safe. */
 px_err px_cluster_token(px_cluster *c, int64_t *lease, int64_t *revision);
 
 typedef struct px_cluster_health {
@@ -135,6 +137,7 @@ typedef struct px_cluster_health {
     uint64_t keepalives, keepalive_errors;
 } px_cluster_health;
 
+/* A snapshot of this node's standing. Thread-safe; cannot fail. */
 void px_cluster_health_get(px_cluster *c, px_cluster_health *out);
 
 #ifdef __cplusplus

@@ -123,7 +123,7 @@ px_err px_etcd_open(px_etcd **out, const px_etcd_cfg *cfg, char *err, size_t err
  * NULL-safe. Not from a callback of this client. */
 void px_etcd_close(px_etcd *e);
 
-/* True on the client's own thread (inside its callbacks). */
+/* True on the client's own thread (inside its callbacks). Thread-safe. */
 bool px_etcd_on_thread(const px_etcd *e);
 
 /* ---- leases ---- */
@@ -291,10 +291,11 @@ typedef struct px_etcd_stats {
     uint64_t latency_sum_us;  /* successful requests; / (requests - errors) */
 } px_etcd_stats;
 
+/* A snapshot of the counters. Thread-safe; cannot fail. */
 void px_etcd_stats_get(px_etcd *e, px_etcd_stats *out);
 
-/* The endpoint in use now ("http://127.0.0.1:2379"): a static-lifetime
- * copy inside e. */
+/* The endpoint in use now ("http://127.0.0.1:2379"), borrowed: valid until
+ * px_etcd_close. Thread-safe. */
 const char *px_etcd_endpoint(px_etcd *e);
 
 #ifdef __cplusplus
