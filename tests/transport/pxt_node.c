@@ -19,7 +19,7 @@
  *                    id=ID ok" once the ask is out, then "askr id=ID rc=PX_..
  *                    val=.. ms=.." (only askr, at once, if px_ask failed)
  *   sink             "sink total=.. senders=.. ooo=.. min=.. max=.."
- *   state PEER       "state peer=.. rc=PX_.. st=UP|CONNECTING|UNREACHABLE inc=<hex>"
+ *   state PEER       "state peer=.. rc=PX_.. st=up|connecting|unreachable|gone inc=<hex>"
  *   stats            "stats handshakes=.. refused=.. bad_frames=.. ..."
  *   quit (or EOF)    stops the transport and the system, prints "bye", exits 0
  * The sink counts u64 messages per sender and counts a value that is not
@@ -285,17 +285,6 @@ typedef struct node {
     px_ref asker;
 } node;
 
-static const char *state_name(px_link_state s) {
-    switch (s) {
-    case PX_LINK_CONNECTING:
-        return "CONNECTING";
-    case PX_LINK_UP:
-        return "UP";
-    case PX_LINK_UNREACHABLE:
-        return "UNREACHABLE";
-    }
-    return "?";
-}
 
 static void cmd_send(node *n, const char *refs, unsigned k, unsigned long long cnt) {
     send_job *j = calloc(1, sizeof(*j));
@@ -380,7 +369,7 @@ static void cmd_state(node *n, const char *peer) {
     px_link_state st = PX_LINK_CONNECTING;
     uint32_t inc = 0;
     px_err e = px_transport_peer_state(n->t, peer, &st, &inc);
-    out("state peer=%s rc=%s st=%s inc=%x", peer, px_errname(e), state_name(st), inc);
+    out("state peer=%s rc=%s st=%s inc=%x", peer, px_errname(e), px_link_state_name(st), inc);
 }
 
 static void cmd_stats(node *n) {

@@ -4,6 +4,7 @@
  * sends to an unreachable node fail fast, large payloads go in chunks on
  * the bulk lane without delaying heartbeats or breaking per-pair order, and
  * a payload over max_msg fails that send only. */
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <unistd.h>
@@ -54,6 +55,8 @@ static void node_init(tnode *n, const char *name) {
 static uint64_t g_max_msg;
 static uint64_t g_queue_bytes;
 static uint32_t g_heartbeat_ms;
+static uint32_t g_max_peers;
+static void (*g_on_link)(void *, const char *, px_link_state, uint32_t);
 
 /* Starts n's transport with the others as peers and `secret`. */
 static void node_start(tnode *n, tnode **peers, size_t np, const char *secret) {
@@ -70,6 +73,11 @@ static void node_start(tnode *n, tnode **peers, size_t np, const char *secret) {
     if (g_queue_bytes != 0) {
         tc.queue_bytes = g_queue_bytes;
     }
+    if (g_max_peers != 0) {
+        tc.max_peers = g_max_peers;
+    }
+    tc.on_link = g_on_link;
+    tc.link_arg = n;
     cr_assert_eq(px_secret_from_bytes(secret, strlen(secret), tc.cluster_key), PX_OK);
     px_peer ps[4];
     for (size_t i = 0; i < np; i++) {
@@ -664,5 +672,203 @@ Test(transport_policy, block_holds_remote_messages_in_order_then_times_them_out,
 
     node_free(&a);
     node_free(&b);
+    dir_remove();
+}
+
+/* --- peers added and removed at run time (membership drives these) ----- */
+
+static px_peer peer_of(tnode *n) {
+    px_peer p = {.name = n->name, .address = n->addr};
+    memcpy(p.pk, n->id.pk, PX_PUBKEY_BYTES);
+    return p;
+}
+
+/* What on_link reported on alpha about beta, in order. */
+#define MAX_EVS 64
+static struct {
+    pthread_mutex_t mu;
+    px_link_state st[MAX_EVS];
+    uint32_t inc[MAX_EVS];
+    atomic_int n;
+} g_evs = {.mu = PTHREAD_MUTEX_INITIALIZER};
+
+static void record_link(void *arg, const char *name, px_link_state st, uint32_t inc) {
+    tnode *n = arg;
+    if (strcmp(n->name, "alpha") != 0 || strcmp(name, "beta") != 0) {
+        return;
+    }
+    pthread_mutex_lock(&g_evs.mu);
+    int i = atomic_load(&g_evs.n);
+    if (i < MAX_EVS) {
+        g_evs.st[i] = st;
+        g_evs.inc[i] = inc;
+        atomic_store(&g_evs.n, i + 1);
+    }
+    pthread_mutex_unlock(&g_evs.mu);
+}
+
+/* The last state on_link reported (or -1). */
+static int last_reported(uint32_t *inc) {
+    pthread_mutex_lock(&g_evs.mu);
+    int n = atomic_load(&g_evs.n);
+    int st = n > 0 ? (int)g_evs.st[n - 1] : -1;
+    if (inc != NULL) {
+        *inc = n > 0 ? g_evs.inc[n - 1] : 0;
+    }
+    pthread_mutex_unlock(&g_evs.mu);
+    return st;
+}
+
+static px_err send_one(tnode *from, px_ref to) {
+    px_msg *x = pxt_u64(1, 1);
+    px_err e = px_system_send(from->sys, to, &x);
+    px_msg_free(x);
+    return e;
+}
+
+Test(transport_peers, peers_added_at_run_time_link_and_removed_ones_are_gone_until_added_again,
+     .timeout = 60) {
+    dir_make();
+    tnode a, b;
+    node_init(&a, "alpha");
+    node_init(&b, "beta");
+    g_on_link = record_link;
+    node_start(&a, NULL, 0, SECRET);
+    node_start(&b, NULL, 0, SECRET);
+    cr_assert_eq(px_transport_peer_state(a.t, "beta", NULL, NULL), PX_ENOENT);
+    px_ref echo = PX_REF_NIL;
+    cr_assert_eq(px_system_spawn(b.sys, &echo_b, NULL, NULL, &echo), PX_OK);
+    cr_assert_eq(send_one(&a, echo), PX_EUNREACHABLE, "an unknown node is unreachable");
+
+    /* Both learn of each other (in either order): the links come up. */
+    px_peer pb = peer_of(&b), pa = peer_of(&a);
+    cr_assert_eq(px_transport_peer_add(a.t, &pb), PX_OK);
+    cr_assert_eq(px_transport_peer_add(b.t, &pa), PX_OK);
+    PXT_AWAIT(link_state(&a, "beta") == PX_LINK_UP && link_state(&b, "alpha") == PX_LINK_UP,
+              10000);
+    uint32_t inc = 0;
+    PXT_AWAIT(last_reported(&inc) == PX_LINK_UP, 5000);
+    cr_assert_eq(inc, px_system_root(b.sys).node_inc, "on_link tells beta's incarnation");
+    px_msg *q = pxt_u64(1, 21), *r = NULL;
+    cr_assert_eq(px_system_ask(a.sys, echo, &q, 5000, &r), PX_OK);
+    cr_assert_eq(px_msg_get_u64(r), 42);
+    px_msg_free(r);
+    /* Adding it again with the same address changes nothing. */
+    cr_assert_eq(px_transport_peer_add(a.t, &pb), PX_OK);
+    cr_assert_eq(link_state(&a, "beta"), PX_LINK_UP);
+
+    /* alpha drops beta: gone at once, sends fail fast, and beta cannot
+     * link back (alpha refuses it as unknown) — so beta sees alpha
+     * unreachable. */
+    cr_assert_eq(px_transport_peer_remove(a.t, "beta"), PX_OK);
+    cr_assert_eq(link_state(&a, "beta"), PX_LINK_GONE);
+    cr_assert_eq(send_one(&a, echo), PX_EUNREACHABLE);
+    PXT_AWAIT(last_reported(NULL) == PX_LINK_GONE, 5000);
+    PXT_AWAIT(link_state(&b, "alpha") == PX_LINK_UNREACHABLE, 5000);
+    px_transport_stats st;
+    PXT_AWAIT((px_transport_stats_get(a.t, &st), st.refused > 0), 5000);
+    cr_assert_eq(link_state(&a, "beta"), PX_LINK_GONE, "a removed peer is not redialled");
+    cr_assert_eq(px_transport_peer_remove(a.t, "beta"), PX_OK, "removing twice is fine");
+    cr_assert_eq(px_transport_peer_remove(a.t, "nobody"), PX_ENOENT);
+
+    /* Added back: it links again and messages flow. */
+    cr_assert_eq(px_transport_peer_add(a.t, &pb), PX_OK);
+    PXT_AWAIT(link_state(&a, "beta") == PX_LINK_UP && link_state(&b, "alpha") == PX_LINK_UP,
+              10000);
+    PXT_AWAIT(last_reported(NULL) == PX_LINK_UP, 5000);
+    q = pxt_u64(1, 5);
+    cr_assert_eq(px_system_ask(a.sys, echo, &q, 5000, &r), PX_OK);
+    cr_assert_eq(px_msg_get_u64(r), 10);
+    px_msg_free(r);
+
+    node_free(&a);
+    node_free(&b);
+    g_on_link = NULL;
+    dir_remove();
+}
+
+Test(transport_peers, a_peer_that_moves_or_changes_its_key_is_followed, .timeout = 60) {
+    dir_make();
+    tnode a, b;
+    node_init(&a, "alpha");
+    node_init(&b, "beta");
+    node_start(&a, NULL, 0, SECRET);
+    node_start(&b, NULL, 0, SECRET);
+    px_peer pb = peer_of(&b), pa = peer_of(&a);
+    cr_assert_eq(px_transport_peer_add(a.t, &pb), PX_OK);
+    cr_assert_eq(px_transport_peer_add(b.t, &pa), PX_OK);
+    PXT_AWAIT(link_state(&a, "beta") == PX_LINK_UP, 10000);
+
+    /* beta restarts its transport at another address: alpha is told. */
+    px_transport_stop(b.t);
+    snprintf(b.addr, sizeof b.addr, "ipc://%s/beta-moved.sock", tdir);
+    node_start(&b, NULL, 0, SECRET);
+    cr_assert_eq(px_transport_peer_add(b.t, &pa), PX_OK);
+    pb = peer_of(&b);
+    cr_assert_eq(px_transport_peer_add(a.t, &pb), PX_OK);
+    PXT_AWAIT(link_state(&a, "beta") == PX_LINK_UP && link_state(&b, "alpha") == PX_LINK_UP,
+              10000);
+    px_ref echo = PX_REF_NIL;
+    cr_assert_eq(px_system_spawn(b.sys, &echo_b, NULL, NULL, &echo), PX_OK);
+    px_msg *q = pxt_u64(1, 4), *r = NULL;
+    cr_assert_eq(px_system_ask(a.sys, echo, &q, 5000, &r), PX_OK);
+    cr_assert_eq(px_msg_get_u64(r), 8);
+    px_msg_free(r);
+
+    /* beta comes back with a new identity key under the same name: the
+     * old peer is dropped and the new key is the one that links. */
+    px_transport_stop(b.t);
+    char kp[128], err[256];
+    snprintf(kp, sizeof kp, "%s/beta-new.key", tdir);
+    cr_assert_eq(px_identity_load(kp, true, &b.id, err, sizeof err), PX_OK, "%s", err);
+    node_start(&b, NULL, 0, SECRET);
+    cr_assert_eq(px_transport_peer_add(b.t, &pa), PX_OK);
+    pb = peer_of(&b);
+    cr_assert_eq(px_transport_peer_add(a.t, &pb), PX_OK);
+    PXT_AWAIT(link_state(&a, "beta") == PX_LINK_UP && link_state(&b, "alpha") == PX_LINK_UP,
+              10000);
+    q = pxt_u64(1, 6);
+    cr_assert_eq(px_system_ask(a.sys, echo, &q, 5000, &r), PX_OK);
+    cr_assert_eq(px_msg_get_u64(r), 12);
+    px_msg_free(r);
+
+    node_free(&a);
+    node_free(&b);
+    dir_remove();
+}
+
+Test(transport_peers, bad_peers_are_refused_with_a_clear_error, .timeout = 30) {
+    dir_make();
+    tnode a, b, c;
+    node_init(&a, "alpha");
+    node_init(&b, "beta");
+    node_init(&c, "gamma");
+    g_max_peers = 1;
+    node_start(&a, NULL, 0, SECRET);
+    g_max_peers = 0;
+    px_peer pb = peer_of(&b), pc = peer_of(&c), pa = peer_of(&a);
+    cr_assert_eq(px_transport_peer_add(a.t, &pa), PX_EINVAL, "its own name");
+    px_peer bad = pb;
+    bad.address = "";
+    cr_assert_eq(px_transport_peer_add(a.t, &bad), PX_EINVAL, "no address");
+    bad.address = "carrier-pigeon://nowhere";
+    cr_assert_eq(px_transport_peer_add(a.t, &bad), PX_EINVAL, "an address nng cannot dial");
+    bad = pb;
+    bad.name = NULL;
+    cr_assert_eq(px_transport_peer_add(a.t, &bad), PX_EINVAL, "no name");
+    cr_assert_eq(px_transport_peer_add(a.t, NULL), PX_EINVAL);
+    cr_assert_eq(px_transport_peer_add(a.t, &pb), PX_OK);
+    bad = pc;
+    memcpy(bad.pk, b.id.pk, PX_PUBKEY_BYTES);
+    cr_assert_eq(px_transport_peer_add(a.t, &bad), PX_EEXIST, "another peer's key");
+    cr_assert_eq(px_transport_peer_add(a.t, &pc), PX_EFULL, "max_peers is 1");
+    bad = pb;
+    bad.address = "carrier-pigeon://nowhere";
+    cr_assert_eq(px_transport_peer_add(a.t, &bad), PX_EINVAL, "a known peer, a bad new address");
+    cr_assert_eq(px_transport_peer_state(a.t, "beta", NULL, NULL), PX_OK, "beta is still known");
+    cr_assert_str_eq(px_link_state_name(PX_LINK_GONE), "gone");
+    node_free(&a);
+    px_system_free(b.sys);
+    px_system_free(c.sys);
     dir_remove();
 }

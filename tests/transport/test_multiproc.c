@@ -247,8 +247,8 @@ static void node_askr(node *n, unsigned id, int timeout_ms, char *line, size_t l
     }
 }
 
-/* Whether n's link to peer is in state st ("UP", "UNREACHABLE",
- * "CONNECTING"); *inc (may be NULL) gets the peer's incarnation as n saw it. */
+/* Whether n's link to peer is in state st ("up", "unreachable",
+ * "connecting", "gone"); *inc (may be NULL) gets the peer's incarnation as n saw it. */
 static bool link_is(node *n, const char *peer, const char *st, uint32_t *inc) {
     char line[256], prefix[64], v[32];
     snprintf(prefix, sizeof prefix, "state peer=%s ", peer);
@@ -310,7 +310,7 @@ static void node_quit(node *n) {
 }
 
 static void await_up(node *n, const char *peer) {
-    AWAIT(link_is(n, peer, "UP", NULL), 15000, "%s -> %s", n->name, peer);
+    AWAIT(link_is(n, peer, "up", NULL), 15000, "%s -> %s", n->name, peer);
 }
 
 /* alpha and beta, each the other's peer, started and linked both ways. */
@@ -390,7 +390,7 @@ MP_TEST(a_peer_killed_with_sigkill_becomes_unreachable_and_sends_fail_fast, 30) 
     int64_t t0 = now_ms();
     pxt_proc_kill(&b->p);
     cr_assert(b->p.reaped && WIFSIGNALED(b->p.status) && WTERMSIG(b->p.status) == SIGKILL);
-    AWAIT(link_is(a, "beta", "UNREACHABLE", NULL), UNREACHABLE_MS + 3000,
+    AWAIT(link_is(a, "beta", "unreachable", NULL), UNREACHABLE_MS + 3000,
           "alpha must see beta go down");
     int64_t detect = now_ms() - t0;
 
@@ -416,7 +416,7 @@ MP_TEST(a_peer_killed_with_sigkill_becomes_unreachable_and_sends_fail_fast, 30) 
     cr_assert(strstr(line, "first=PX_EUNREACHABLE") != NULL, "%s", line);
 
     /* It stays down (nothing to redial to) and alpha stays responsive. */
-    cr_assert(link_is(a, "beta", "UNREACHABLE", NULL));
+    cr_assert(link_is(a, "beta", "unreachable", NULL));
     cr_assert_eq(stat_of(a, "bad_frames"), 0);
     cr_log_info("beta was seen unreachable %lld ms after SIGKILL", (long long)detect);
     node_quit(a);
@@ -432,7 +432,7 @@ MP_TEST(a_frozen_peer_becomes_unreachable_after_the_silence_bound_and_recovers, 
 
     cr_assert_eq(kill(b->p.pid, SIGSTOP), 0);
     int64_t t0 = now_ms();
-    AWAIT(link_is(a, "beta", "UNREACHABLE", NULL), UNREACHABLE_MS + 5000,
+    AWAIT(link_is(a, "beta", "unreachable", NULL), UNREACHABLE_MS + 5000,
           "alpha must give up on a silent beta");
     int64_t took = now_ms() - t0;
     cr_assert_geq(took, UNREACHABLE_MS - 2 * HEARTBEAT_MS,
@@ -460,7 +460,7 @@ MP_TEST(a_restarted_peer_is_a_new_incarnation_and_old_refs_are_dead_letters, 30)
     node *a, *b;
     linked_pair(&a, &b);
     uint32_t inc1 = 0;
-    cr_assert(link_is(a, "beta", "UP", &inc1));
+    cr_assert(link_is(a, "beta", "up", &inc1));
     cr_assert_eq(inc1, b->inc, "alpha learnt beta's incarnation in the handshake");
     char old_sink[48], old_echo[48];
     snprintf(old_sink, sizeof old_sink, "%s", b->sink);
@@ -469,11 +469,11 @@ MP_TEST(a_restarted_peer_is_a_new_incarnation_and_old_refs_are_dead_letters, 30)
     AWAIT(sink_of(b).total == 100, 10000);
 
     pxt_proc_kill(&b->p);
-    AWAIT(link_is(a, "beta", "UNREACHABLE", NULL), UNREACHABLE_MS + 3000);
+    AWAIT(link_is(a, "beta", "unreachable", NULL), UNREACHABLE_MS + 3000);
     node_start(b); /* same name, identity file and port */
     cr_assert_neq(b->inc, inc1, "a restart is a new incarnation");
     uint32_t inc2 = 0;
-    AWAIT(link_is(a, "beta", "UP", &inc2) && inc2 == b->inc, 15000,
+    AWAIT(link_is(a, "beta", "up", &inc2) && inc2 == b->inc, 15000,
           "alpha relinks to the new beta");
     await_up(b, "alpha");
     cr_assert_eq(sink_of(b).total, 0, "a fresh process");
@@ -517,15 +517,15 @@ MP_TEST(processes_with_different_secrets_never_link_and_both_log_it, 30) {
     node_start(m);
     /* Each side tries (dials and accepts) several times; none links. */
     bool up = false;
-    AWAIT((up = up || link_is(a, "mallory", "UP", NULL) || link_is(m, "alpha", "UP", NULL),
+    AWAIT((up = up || link_is(a, "mallory", "up", NULL) || link_is(m, "alpha", "up", NULL),
            stat_of(a, "refused") + stat_of(a, "bad_frames") >= 4 &&
                stat_of(m, "refused") + stat_of(m, "bad_frames") >= 4),
           15000, "both sides refuse repeatedly");
     cr_assert(!up, "a link came up without the shared secret");
     cr_assert_eq(stat_of(a, "handshakes"), 0);
     cr_assert_eq(stat_of(m, "handshakes"), 0);
-    cr_assert(!link_is(a, "mallory", "UP", NULL));
-    cr_assert(!link_is(m, "alpha", "UP", NULL));
+    cr_assert(!link_is(a, "mallory", "up", NULL));
+    cr_assert(!link_is(m, "alpha", "up", NULL));
     cr_assert_gt(log_count(a, "mallory", "authentication", NULL), 0,
                  "alpha logs the refusal naming mallory");
     cr_assert_gt(log_count(m, "alpha", "authentication", NULL), 0,
@@ -584,11 +584,11 @@ MP_TEST(a_tampered_or_replayed_frame_drops_only_that_link_which_comes_back, 30) 
         /* beta keeps serving its other peer meanwhile. */
         send_ok(c, b->sink, 1, 100);
         total += 100;
-        cr_assert(link_is(b, "gamma", "UP", NULL));
-        cr_assert(link_is(c, "beta", "UP", NULL));
+        cr_assert(link_is(b, "gamma", "up", NULL));
+        cr_assert(link_is(c, "beta", "up", NULL));
 
         /* alpha redials through the (now honest) proxy; messages flow again. */
-        AWAIT(atomic_load(&g_mitm.accepted) > acc0 && link_is(a, "beta", "UP", NULL), 15000,
+        AWAIT(atomic_load(&g_mitm.accepted) > acc0 && link_is(a, "beta", "up", NULL), 15000,
               "the link comes back after the %s frame", attacks[i].what);
         int64_t back = now_ms() - t_bad;
         cr_assert_lt(back, UNREACHABLE_MS / 2,
@@ -702,8 +702,8 @@ MP_TEST(a_node_refuses_a_hello_of_version_99_and_keeps_serving_its_peer, 30) {
     cr_assert_geq(stat_of(b, "refused"), 1);
 
     /* beta keeps serving alpha. */
-    cr_assert(link_is(a, "beta", "UP", NULL));
-    cr_assert(link_is(b, "alpha", "UP", NULL));
+    cr_assert(link_is(a, "beta", "up", NULL));
+    cr_assert(link_is(b, "alpha", "up", NULL));
     send_ok(a, b->sink, 2, 500);
     send_ok(b, a->sink, 2, 500);
     AWAIT(sink_of(b).total == 1000 && sink_of(a).total == 1000, 10000);

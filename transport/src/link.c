@@ -622,7 +622,10 @@ static void peer_fail_queue_locked(peer *p, px_err why) {
  * per failure, however many of its connections report it. */
 static void peer_down_locked(peer *p) {
     int64_t now = now_ms();
-    if (p->state != PX_LINK_UNREACHABLE || now >= p->retry_at_ms) {
+    if (atomic_load(&p->gone) != P_ACTIVE) {
+        p->state = PX_LINK_GONE;
+        p->retry_at_ms = INT64_MAX;
+    } else if (p->state != PX_LINK_UNREACHABLE || now >= p->retry_at_ms) {
         p->state = PX_LINK_UNREACHABLE;
         p->retry_at_ms = now + p->backoff_ms;
         uint32_t cap = p->t->cfg.reconnect_max_ms;
@@ -719,9 +722,13 @@ static void rx_start(conn *c) {
     nng_stream_recv(c->s, c->rx_aio);
 }
 
+/* The active peer with identity pk (removed and replaced ones are not
+ * peers: their connections are refused). */
 static peer *peer_by_pk(px_transport *t, const uint8_t *pk) {
-    for (size_t i = 0; i < t->npeers; i++) {
-        if (sodium_memcmp(t->peers[i].pk, pk, PX_PUBKEY_BYTES) == 0) {
+    size_t n = atomic_load(&t->npeers);
+    for (size_t i = 0; i < n; i++) {
+        if (atomic_load(&t->peers[i].gone) == P_ACTIVE &&
+            sodium_memcmp(t->peers[i].pk, pk, PX_PUBKEY_BYTES) == 0) {
             return &t->peers[i];
         }
     }
@@ -1628,12 +1635,13 @@ static void dial_cb(void *arg) {
     int rv = nng_aio_result(dl->aio);
     nng_mtx_lock(p->mtx);
     dl->busy = false;
-    bool backing_off = p->state == PX_LINK_UNREACHABLE && now_ms() < p->retry_at_ms;
+    bool backing_off = (p->state == PX_LINK_UNREACHABLE && now_ms() < p->retry_at_ms) ||
+                       p->state == PX_LINK_GONE;
     if (rv != 0 || atomic_load(&t->stopping) || backing_off || p->c[dl->lane] != NULL) {
         if (rv == 0) {
             nng_stream_free(nng_aio_get_output(dl->aio, 0)); /* late: a sibling failed */
         } else if (!atomic_load(&t->stopping)) {
-            if (p->state != PX_LINK_UNREACHABLE) {
+            if (p->state != PX_LINK_UNREACHABLE && p->state != PX_LINK_GONE) {
                 px_log(t->sys, PX_LOG_WARN, "cannot reach peer %s at %s: %s", p->name,
                        p->address, nng_strerror(rv));
             }
@@ -1659,7 +1667,7 @@ static void dial_cb(void *arg) {
 }
 
 static void dial_locked(peer *p) {
-    if (atomic_load(&p->t->stopping)) {
+    if (atomic_load(&p->t->stopping) || p->state == PX_LINK_GONE) {
         return;
     }
     for (int l = 0; l < NLANES; l++) {
@@ -1715,6 +1723,13 @@ static bool tick_resume_locked(conn *c) {
     return !go;
 }
 
+/* A change of a peer's link state, for cfg.on_link. */
+typedef struct linkev {
+    peer *p;
+    px_link_state state;
+    uint32_t inc;
+} linkev;
+
 static void tick_cb(void *arg) {
     px_transport *t = arg;
     if (nng_aio_result(t->tick_aio) != 0 || atomic_load(&t->stopping)) {
@@ -1724,11 +1739,24 @@ static void tick_cb(void *arg) {
     pxl_notices_flush(t);
     int64_t now = now_ms();
     bool paused = false;
-    for (size_t i = 0; i < t->npeers; i++) {
+    size_t np = atomic_load(&t->npeers);
+    linkev evs[16];
+    size_t nev = 0;
+    for (size_t i = 0; i < np; i++) {
         peer *p = &t->peers[i];
         nng_mtx_lock(p->mtx);
         if (now >= p->retry_at_ms) {
             dial_locked(p);
+        }
+        if (t->cfg.on_link != NULL && atomic_load(&p->gone) != P_REPLACED &&
+            (p->state != p->reported || p->node_inc != p->reported_inc)) {
+            if (nev == sizeof(evs) / sizeof(evs[0])) {
+                atomic_store(&t->hurry, true); /* the rest on the next tick, soon */
+            } else {
+                p->reported = p->state;
+                p->reported_inc = p->node_inc;
+                evs[nev++] = (linkev){p, p->state, p->node_inc};
+            }
         }
         nng_mtx_unlock(p->mtx);
         nng_mtx_lock(p->rx_mtx);
@@ -1771,6 +1799,9 @@ static void tick_cb(void *arg) {
         conn_free(dead);
         dead = nx;
     }
+    for (size_t i = 0; i < nev; i++) { /* a slot's name never changes */
+        t->cfg.on_link(t->cfg.link_arg, evs[i].p->name, evs[i].state, evs[i].inc);
+    }
     nng_duration next = t->cfg.heartbeat_ms < 50 ? (nng_duration)t->cfg.heartbeat_ms : 50;
     if (paused || atomic_load(&t->hurry)) {
         next = 1;
@@ -1781,8 +1812,9 @@ static void tick_cb(void *arg) {
 /* ---- the router ---- */
 
 static peer *peer_by_node(px_transport *t, uint32_t node) {
-    for (size_t i = 0; i < t->npeers; i++) {
-        if (t->peers[i].node_id == node) {
+    size_t n = atomic_load(&t->npeers);
+    for (size_t i = 0; i < n; i++) {
+        if (t->peers[i].node_id == node && atomic_load(&t->peers[i].gone) != P_REPLACED) {
             return &t->peers[i];
         }
     }
@@ -1835,7 +1867,7 @@ static px_err router_send(void *arg, px_ref to, px_msg *m) {
     }
     if (p->peer_max_msg != 0 && e.len > p->peer_max_msg) {
         rv = PX_EMSGSIZE; /* the peer said it takes no more */
-    } else if (p->state == PX_LINK_UNREACHABLE) {
+    } else if (p->state == PX_LINK_UNREACHABLE || p->state == PX_LINK_GONE) {
         rv = PX_EUNREACHABLE;
     } else if (p->qmsgs >= t->cfg.queue_msgs ||
                p->qbytes + (e.bulk_id ? p->bbytes : 0) + e.len > t->cfg.queue_bytes) {
@@ -1875,6 +1907,7 @@ void px_transport_cfg_init(px_transport_cfg *cfg) {
     cfg->heartbeat_ms = 250;
     cfg->unreachable_ms = 2000;
     cfg->reconnect_max_ms = 5000;
+    cfg->max_peers = 256;
 }
 
 static px_err bad_cfg(px_system *sys, const char *what) {
@@ -1905,6 +1938,9 @@ static px_err check_cfg(px_system *sys, const px_transport_cfg *c) {
         c->reconnect_max_ms == 0) {
         return bad_cfg(sys, "heartbeat_ms must be > 0 and below unreachable_ms; "
                             "reconnect_max_ms > 0");
+    }
+    if (c->max_peers == 0 || c->max_peers > 65536 || c->npeers > c->max_peers) {
+        return bad_cfg(sys, "max_peers must be 1..65536 and at least the static peers");
     }
     for (size_t i = 0; i < c->npeers; i++) {
         const px_peer *p = &c->peers[i];
@@ -1951,10 +1987,14 @@ static px_err start_listener(px_transport *t) {
     return t->bound != NULL ? PX_OK : PX_ENOMEM;
 }
 
+static px_err peer_add_locked(px_transport *t, const px_peer *cp);
+static void peer_fini(peer *p);
+static peer *peer_by_name(px_transport *t, const char *name);
+
 static px_err peer_init(px_transport *t, peer *p, const px_peer *cp) {
     p->t = t;
     p->name = strdup(cp->name);
-    p->address = strdup(cp->address);
+    p->address = cp->address != NULL ? strdup(cp->address) : NULL;
     memcpy(p->pk, cp->pk, PX_PUBKEY_BYTES);
     p->node_id = px_node_id(cp->name);
     p->backoff_ms = 50;
@@ -2000,21 +2040,13 @@ px_err px_transport_start(px_system *sys, const px_transport_cfg *cfg, px_transp
     t->cfg = *cfg;
     t->cfg.peers = NULL;
     t->listen = strdup(cfg->listen);
-    t->peers = cfg->npeers ? calloc(cfg->npeers, sizeof(*t->peers)) : NULL;
-    t->npeers = cfg->npeers;
-    if (t->listen == NULL || (cfg->npeers && t->peers == NULL) || nng_mtx_alloc(&t->mtx) != 0 ||
-        nng_mtx_alloc(&t->nq_mtx) != 0 ||
+    t->peers = calloc(cfg->max_peers, sizeof(*t->peers));
+    if (t->listen == NULL || t->peers == NULL || nng_mtx_alloc(&t->mtx) != 0 ||
+        nng_mtx_alloc(&t->nq_mtx) != 0 || nng_mtx_alloc(&t->peers_mtx) != 0 ||
         nng_aio_alloc(&t->acc_aio, acc_cb, t) != 0 ||
         nng_aio_alloc(&t->tick_aio, tick_cb, t) != 0) {
         px_transport_stop(t);
         return PX_ENOMEM;
-    }
-    for (size_t i = 0; i < cfg->npeers; i++) {
-        rv = peer_init(t, &t->peers[i], &cfg->peers[i]);
-        if (rv != PX_OK) {
-            px_transport_stop(t);
-            return rv;
-        }
     }
     rv = start_listener(t);
     if (rv != PX_OK) {
@@ -2039,18 +2071,186 @@ px_err px_transport_start(px_system *sys, const px_transport_cfg *cfg, px_transp
     px_router r = {.send = router_send, .arg = t, .dropped = router_dropped};
     px_system_set_router(sys, &r);
     nng_stream_listener_accept(t->lst, t->acc_aio);
-    for (size_t i = 0; i < t->npeers; i++) {
-        nng_mtx_lock(t->peers[i].mtx);
-        dial_locked(&t->peers[i]);
-        nng_mtx_unlock(t->peers[i].mtx);
+    nng_mtx_lock(t->peers_mtx);
+    for (size_t i = 0; i < cfg->npeers && rv == PX_OK; i++) {
+        rv = peer_add_locked(t, &cfg->peers[i]);
+    }
+    nng_mtx_unlock(t->peers_mtx);
+    if (rv != PX_OK) {
+        px_transport_stop(t);
+        return rv;
     }
     nng_sleep_aio(50, t->tick_aio);
-    px_log(sys, PX_LOG_INFO, "transport listening on %s with %zu peers", t->bound, t->npeers);
+    px_log(sys, PX_LOG_INFO, "transport listening on %s with %zu static peers", t->bound,
+           cfg->npeers);
     *out = t;
     return PX_OK;
 }
 
 const char *px_transport_address(const px_transport *t) { return t ? t->bound : NULL; }
+
+/* ---- peers found later (membership) ---- */
+
+/* An address a peer no longer has: readers of p->address take no lock, so
+ * the string lives until the transport stops. */
+typedef struct grave {
+    struct grave *next;
+    char *address;
+} grave;
+
+/* Drops p: `how` P_REMOVED (it may come back) or P_REPLACED (for good).
+ * Its outbound links close and are not redialled, its queue becomes dead
+ * letters, and connections from it close (peers_mtx held, no other). */
+static void peer_retire(px_transport *t, peer *p, int how, const char *why) {
+    atomic_store(&p->gone, how);
+    nng_mtx_lock(p->mtx);
+    peer_lanes_down_locked(p, why); /* and peer_down_locked: GONE */
+    nng_mtx_unlock(p->mtx);
+    nng_mtx_lock(t->mtx);
+    for (conn *c = t->conns; c != NULL; c = c->next) {
+        nng_mtx_lock(c->mtx);
+        if (c->p == p) {
+            conn_close_locked(c, why, PX_LOG_INFO);
+        }
+        nng_mtx_unlock(c->mtx);
+    }
+    nng_mtx_unlock(t->mtx);
+}
+
+/* A known peer (same name and key) at `address`, perhaps back after a
+ * removal (peers_mtx held). */
+static px_err peer_update(px_transport *t, peer *p, const char *address) {
+    nng_stream_dialer *nd = NULL;
+    grave *g = NULL;
+    if (strcmp(p->address, address) != 0) {
+        g = malloc(sizeof(*g));
+        char *na = strdup(address);
+        int e = g != NULL && na != NULL ? nng_stream_dialer_alloc(&nd, address) : NNG_ENOMEM;
+        if (e != 0) {
+            free(g);
+            free(na);
+            px_log(t->sys, PX_LOG_ERROR, "peer %s: cannot dial %s: %s", p->name, address,
+                   nng_strerror(e));
+            return e == NNG_ENOMEM ? PX_ENOMEM : PX_EINVAL;
+        }
+        (void)nng_stream_dialer_set_bool(nd, NNG_OPT_TCP_NODELAY, true);
+        g->address = na; /* swapped below: g then holds the old one */
+    }
+    nng_stream_dialer *old = NULL;
+    nng_mtx_lock(p->mtx);
+    bool back = atomic_exchange(&p->gone, P_ACTIVE) != P_ACTIVE;
+    if (nd != NULL) {
+        px_log(t->sys, PX_LOG_INFO, "peer %s moved: %s -> %s", p->name, p->address, g->address);
+        old = p->d;
+        p->d = nd;
+        g->address = atomic_exchange(&p->address, g->address);
+        g->next = t->graves;
+        t->graves = g;
+        peer_lanes_down_locked(p, "its address changed");
+    }
+    if (back || nd != NULL) {
+        p->state = PX_LINK_CONNECTING;
+        p->backoff_ms = 50;
+        p->retry_at_ms = 0;
+        dial_locked(p);
+    }
+    nng_mtx_unlock(p->mtx);
+    if (old != NULL) {
+        nng_stream_dialer_free(old); /* its dials end with an error: redialled */
+    }
+    if (back) {
+        px_log(t->sys, PX_LOG_INFO, "peer %s (%s) is a peer again", p->name, address);
+    }
+    return PX_OK;
+}
+
+static px_err peer_add_locked(px_transport *t, const px_peer *cp) {
+    if (cp == NULL || cp->name == NULL || cp->name[0] == '\0' || cp->address == NULL ||
+        cp->address[0] == '\0') {
+        px_log(t->sys, PX_LOG_ERROR, "peer: a peer needs a name and an address");
+        return PX_EINVAL;
+    }
+    uint32_t id = px_node_id(cp->name);
+    if (id == px_system_root(t->sys).node) {
+        px_log(t->sys, PX_LOG_ERROR, "peer %s: that is this node's own name", cp->name);
+        return PX_EINVAL;
+    }
+    size_t n = atomic_load(&t->npeers);
+    peer *same = NULL;
+    for (size_t i = 0; i < n; i++) {
+        peer *q = &t->peers[i];
+        if (atomic_load(&q->gone) == P_REPLACED) {
+            continue;
+        }
+        if (strcmp(q->name, cp->name) == 0) {
+            same = q;
+        } else if (q->node_id == id || sodium_memcmp(q->pk, cp->pk, PX_PUBKEY_BYTES) == 0) {
+            px_log(t->sys, PX_LOG_ERROR, "peer %s: %s already belongs to peer %s", cp->name,
+                   q->node_id == id ? "its node id" : "its key", q->name);
+            return PX_EEXIST;
+        }
+    }
+    if (same != NULL && sodium_memcmp(same->pk, cp->pk, PX_PUBKEY_BYTES) == 0) {
+        return peer_update(t, same, cp->address);
+    }
+    if (n == t->cfg.max_peers) {
+        px_log(t->sys, PX_LOG_ERROR, "peer %s: no room (max_peers %u)", cp->name,
+               t->cfg.max_peers);
+        return PX_EFULL;
+    }
+    peer *p = &t->peers[n];
+    px_err rv = peer_init(t, p, cp);
+    if (rv != PX_OK) {
+        peer_fini(p);
+        memset(p, 0, sizeof(*p));
+        return rv;
+    }
+    if (same != NULL) {
+        px_log(t->sys, PX_LOG_WARN, "peer %s has a new identity key: the old one is dropped",
+               cp->name);
+        peer_retire(t, same, P_REPLACED, "its identity key changed");
+    }
+    atomic_store(&t->npeers, n + 1);
+    nng_mtx_lock(p->mtx);
+    dial_locked(p);
+    nng_mtx_unlock(p->mtx);
+    return PX_OK;
+}
+
+px_err px_transport_peer_add(px_transport *t, const px_peer *p) {
+    if (t == NULL || p == NULL) {
+        return PX_EINVAL;
+    }
+    nng_mtx_lock(t->peers_mtx);
+    px_err rv = atomic_load(&t->stopping) ? PX_ECLOSED : peer_add_locked(t, p);
+    nng_mtx_unlock(t->peers_mtx);
+    return rv;
+}
+
+px_err px_transport_peer_remove(px_transport *t, const char *name) {
+    if (t == NULL || name == NULL) {
+        return PX_EINVAL;
+    }
+    nng_mtx_lock(t->peers_mtx);
+    peer *p = peer_by_name(t, name);
+    if (p != NULL && atomic_load(&p->gone) == P_ACTIVE) {
+        px_log(t->sys, PX_LOG_INFO, "peer %s removed: its links close and are not redialled",
+               name);
+        peer_retire(t, p, P_REMOVED, "removed: no longer a peer");
+    }
+    nng_mtx_unlock(t->peers_mtx);
+    return p != NULL ? PX_OK : PX_ENOENT;
+}
+
+const char *px_link_state_name(px_link_state s) {
+    switch (s) {
+    case PX_LINK_CONNECTING: return "connecting";
+    case PX_LINK_UP: return "up";
+    case PX_LINK_UNREACHABLE: return "unreachable";
+    case PX_LINK_GONE: return "gone";
+    }
+    return "unknown";
+}
 
 static void peer_fini(peer *p) {
     if (p->mtx != NULL) {
@@ -2091,7 +2291,8 @@ void px_transport_stop(px_transport *t) {
     if (t->tick_aio != NULL) {
         nng_aio_stop(t->tick_aio);
     }
-    for (size_t i = 0; i < t->npeers; i++) {
+    size_t np = t->peers != NULL ? atomic_load(&t->npeers) : 0;
+    for (size_t i = 0; i < np; i++) {
         peer *p = &t->peers[i];
         if (p->d != NULL) {
             nng_stream_dialer_close(p->d);
@@ -2118,8 +2319,17 @@ void px_transport_stop(px_transport *t) {
             c = nx;
         }
     }
-    for (size_t i = 0; i < t->npeers; i++) {
+    for (size_t i = 0; i < np; i++) {
         peer_fini(&t->peers[i]);
+    }
+    while (t->graves != NULL) {
+        grave *g = t->graves;
+        t->graves = g->next;
+        free(g->address);
+        free(g);
+    }
+    if (t->peers_mtx != NULL) {
+        nng_mtx_free(t->peers_mtx);
     }
     nng_stream_listener_free(t->lst);
     nng_aio_free(t->acc_aio);
@@ -2149,8 +2359,9 @@ static int cmp_u32(const void *a, const void *b) {
 }
 
 static peer *peer_by_name(px_transport *t, const char *name) {
-    for (size_t i = 0; t != NULL && name != NULL && i < t->npeers; i++) {
-        if (strcmp(t->peers[i].name, name) == 0) {
+    size_t n = t != NULL && name != NULL ? atomic_load(&t->npeers) : 0;
+    for (size_t i = 0; i < n; i++) {
+        if (atomic_load(&t->peers[i].gone) != P_REPLACED && strcmp(t->peers[i].name, name) == 0) {
             return &t->peers[i];
         }
     }

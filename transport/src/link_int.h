@@ -157,9 +157,19 @@ typedef struct dialer {
     bool busy;
 } dialer;
 
+/* A peer slot's standing (peer.gone). Slots are never freed before the
+ * transport: a removed peer may come back (same name and key), a replaced
+ * one (same name, another key) is skipped by every lookup. */
+enum { P_ACTIVE = 0, P_REMOVED = 1, P_REPLACED = 2 };
+
 struct peer {
     px_transport *t;
-    char *name, *address;
+    char *name;
+    _Atomic(char *) address; /* replaced by px_transport_peer_add (old ones kept
+                                until the transport stops: readers take no lock) */
+    atomic_int gone;         /* P_ACTIVE, P_REMOVED, P_REPLACED */
+    px_link_state reported;  /* last state (and incarnation) given to on_link */
+    uint32_t reported_inc;
     uint8_t pk[PX_PUBKEY_BYTES];
     uint32_t node_id;
     uint32_t node_inc; /* from its last handshake, 0 = never */
@@ -196,8 +206,11 @@ struct px_transport {
     nng_mtx *mtx;
     nng_stream_listener *lst;
     nng_aio *acc_aio, *tick_aio;
-    peer *peers;
-    size_t npeers;
+    peer *peers;            /* cfg.max_peers slots */
+    _Atomic size_t npeers;  /* slots in use: [0, npeers) are initialised, and a slot's
+                               name, node_id and pk never change once published */
+    nng_mtx *peers_mtx;     /* serialises adding and removing peers */
+    struct grave *graves;   /* replaced addresses, freed at stop (peers_mtx) */
     conn *conns;
     atomic_bool stopping;
     atomic_bool hurry; /* a paused connection, or notices to send: tick again soon */

@@ -3,8 +3,9 @@
  * secret, the wire protocol version, and the transport that carries actor
  * messages to other nodes (proto/README.md has the wire format).
  *
- * A transport listens on one address and keeps a link to every configured
- * peer. It installs itself as the system's router: px_send to a ref on a
+ * A transport listens on one address and keeps a link to every peer it
+ * knows: the static ones of its configuration and those added later
+ * (px_transport_peer_add, as membership finds them). It installs itself as the system's router: px_send to a ref on a
  * peer node goes out on that peer's link, and messages from peers are
  * delivered to local actors. Delivery is at-most-once and, between one
  * sender actor and one target actor, in send order. A send to a peer that
@@ -89,6 +90,14 @@ typedef struct px_peer {
     uint8_t pk[PX_PUBKEY_BYTES];
 } px_peer;
 
+typedef enum px_link_state {
+    PX_LINK_CONNECTING = 0, /* never connected yet, or reconnecting after a close */
+    PX_LINK_UP = 1,         /* handshake done; messages flow */
+    PX_LINK_UNREACHABLE = 2, /* a dial or the handshake failed, or the peer went silent */
+    PX_LINK_GONE = 3         /* removed (px_transport_peer_remove): not dialled, its
+                                connections refused, sends fail with PX_EUNREACHABLE */
+} px_link_state;
+
 typedef struct px_transport_cfg {
     const char *listen;          /* required: "tcp://host:port" (port 0 = any), "ipc:///path" */
     const px_identity *identity; /* required; borrowed for the transport's life */
@@ -108,6 +117,15 @@ typedef struct px_transport_cfg {
     uint32_t heartbeat_ms;       /* ping period on an idle link; default 250 */
     uint32_t unreachable_ms;     /* silence that makes a peer unreachable; default 2000 */
     uint32_t reconnect_max_ms;   /* cap of the reconnect backoff; default 5000 */
+    uint32_t max_peers;          /* peers it can know, the static ones and those added
+                                    later (px_transport_peer_add); default 256 */
+    /* Optional: told of every change of a peer link's state, or of the
+     * peer's incarnation, in order per peer, from the transport's timer
+     * thread with no transport lock held (within ~50 ms of the change).
+     * Must not block or call px_transport_stop; may call the other
+     * px_transport_* functions. */
+    void (*on_link)(void *arg, const char *name, px_link_state state, uint32_t node_inc);
+    void *link_arg;
     bool plaintext;              /* frames unencrypted after the handshake: benchmarks only */
 } px_transport_cfg;
 
@@ -130,15 +148,33 @@ const char *px_transport_address(const px_transport *t);
  * Call before px_system_free; not from actor context. */
 void px_transport_stop(px_transport *t);
 
-typedef enum px_link_state {
-    PX_LINK_CONNECTING = 0, /* never connected yet, or reconnecting after a close */
-    PX_LINK_UP = 1,         /* handshake done; messages flow */
-    PX_LINK_UNREACHABLE = 2 /* a dial or the handshake failed, or the peer went silent */
-} px_link_state;
+
+/* "connecting", "up", "unreachable", "gone" (static strings). */
+const char *px_link_state_name(px_link_state s);
+
+/* Adds a peer to link to (membership found it), or updates a known one:
+ *  - a new name: a new slot, dialled at once. PX_EFULL when max_peers
+ *    slots are in use, PX_EEXIST when another peer has its key or node id.
+ *  - a known name with the same key: its address is updated if it
+ *    changed (its links are redialled there) and a removed peer is
+ *    dialled again. A restarted peer (new incarnation) needs nothing more:
+ *    the handshake tells, and refs to its old incarnation become dead.
+ *  - a known name with another key: the old peer is dropped for good and
+ *    the new one takes its name.
+ * PX_EINVAL for a missing name or address, this node's own name, or an
+ * address nng cannot dial. Thread-safe; not from actor context. */
+px_err px_transport_peer_add(px_transport *t, const px_peer *p);
+
+/* The peer left the cluster (or is down): its links are closed and not
+ * redialled, connections from it are refused, messages queued for it become
+ * dead letters and sends to it fail with PX_EUNREACHABLE; its state is
+ * PX_LINK_GONE until px_transport_peer_add brings it back. PX_ENOENT if no
+ * such peer. Thread-safe; not from actor context. */
+px_err px_transport_peer_remove(px_transport *t, const char *name);
 
 /* The state of the link to the peer named `name`, and the peer's
  * incarnation seen in its last handshake (0 if none). PX_ENOENT if no such
- * peer is configured. */
+ * peer is known. */
 px_err px_transport_peer_state(px_transport *t, const char *name, px_link_state *state,
                                uint32_t *node_inc);
 
