@@ -108,7 +108,8 @@ struct px_actor {
     _Atomic uint32_t rc;          /* pins; pairs with state (rule 1) */
     _Atomic uint32_t sched;       /* 1 while queued to run or running */
     _Atomic uint64_t pushed;      /* user messages pushed (unbounded) */
-    px_actor *first_child;        /* parent context (root: sys->tree_mtx) */
+    px_actor *first_child;        /* parent context (root: sys->tree_mtx);
+                                     NULL = no children */
     px_actor *next_sib, *prev_sib;
     px_actor *next_free;          /* free-list link (slot_mtx) while FREE;
                                      global run-queue link (gq_mtx) while queued */
@@ -130,7 +131,8 @@ struct px_actor {
     _Atomic uint64_t popped;      /* user messages popped (unbounded); owner writes */
     _Atomic uint64_t processed;   /* owner writes; stats read */
     _Atomic uint32_t hwm;         /* owner writes; stats read */
-    uint32_t nchildren;
+    uint32_t node_inc;            /* the node's incarnation at spawn: what refs
+                                     to this occupant carry; set before STARTING */
     uint32_t flags;
     uint32_t id;
 };
@@ -188,11 +190,13 @@ typedef struct pxi_timers pxi_timers;
 #define PXI_CHUNK (1u << PXI_CHUNK_BITS)
 
 struct px_system {
-    /* Immutable after alloc. */
+    /* Immutable after alloc (but node_inc). */
     px_config cfg;
     char node_name[64];
-    uint32_t node;     /* FNV-1a of node_name */
-    uint32_t node_inc; /* random, non-zero */
+    uint32_t node;      /* FNV-1a of node_name */
+    uint32_t node_inc0; /* the first incarnation: random, non-zero */
+    _Atomic uint32_t node_inc; /* the current one: read through pxi_node_inc,
+                                  written only by px_system_reincarnate */
     uint32_t nworkers;
     pxi_worker *workers;
     px_actor *root;
@@ -247,6 +251,45 @@ struct px_system {
     nng_mtx *dl_mtx; /* guards dl_fn/dl_arg updates */
 };
 
+/* Incarnations of this node. A system starts as a random non-zero
+ * incarnation (node_inc0); px_system_reincarnate makes it the next one (+1,
+ * skipping 0). Each actor keeps the incarnation it was spawned in, so its
+ * ref never changes. Refs of every incarnation this process has been are
+ * local (sends, watches, stops and supervision work whatever incarnation
+ * they carry); only those of the current one are reachable from other
+ * nodes, and an actor of an earlier one cannot send to them (PX_EFENCED).
+ * A ref with this node id and any other incarnation is of an earlier
+ * process: a dead letter. */
+
+/* The current incarnation. Relaxed is enough: a ref carrying a newer one
+ * was made from a load that saw it, and whoever holds that ref got it after
+ * (happens-after) that load, so by read-read coherence it sees it too. */
+static inline uint32_t pxi_node_inc(const px_system *sys) {
+    return atomic_load_explicit(&sys->node_inc, memory_order_relaxed);
+}
+
+/* How many incarnations after `first` inc is (0 is skipped, so counting
+ * wraps from 0xffffffff to 1). */
+static inline uint32_t pxi_inc_steps(uint32_t first, uint32_t inc) {
+    return inc - first - (inc < first ? 1u : 0u);
+}
+
+/* Whether r names an actor of this process: this node and one of its
+ * incarnations from the first up to `cur` (pxi_node_inc, read once per
+ * operation by the caller). */
+static inline bool pxi_is_local(const px_system *sys, px_ref r, uint32_t cur) {
+    return r.node == sys->node &&
+           (r.node_inc == cur ||
+            (r.node_inc != 0 &&
+             pxi_inc_steps(sys->node_inc0, r.node_inc) < pxi_inc_steps(sys->node_inc0, cur)));
+}
+
+/* Whether r names an actor of this node's current incarnation: what other
+ * nodes can reach. */
+static inline bool pxi_is_current(const px_system *sys, px_ref r) {
+    return r.node == sys->node && r.node_inc == pxi_node_inc(sys);
+}
+
 /* --- sched.c --- */
 px_err pxi_sched_start(px_system *sys);
 void pxi_sched_stop(px_system *sys);        /* joins the workers */
@@ -274,6 +317,9 @@ px_err pxi_send_from(px_actor *a, px_ref to, px_msg **mp);
 px_err pxi_check_msg(px_system *sys, px_msg **mp);
 void pxi_push_sys(px_actor *a, px_msg *m); /* a must be pinned or a known child */
 px_ref pxi_ref_of(px_actor *a);
+/* The live actor r names, pinned (rule 1), if r is local (pxi_is_local);
+ * else NULL. The caller unpins. */
+px_actor *pxi_pin_ref(px_system *sys, px_ref r);
 
 pxi_actor_ext *pxi_ext_get(px_actor *a); /* owner; NULL on allocation failure */
 void pxi_begin_stop(px_actor *a, uint32_t reason, px_err code); /* owner */

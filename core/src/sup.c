@@ -379,7 +379,7 @@ static void finish_rs_stop(px_actor *a) {
 }
 
 void pxi_sup_after_turn(px_actor *a) {
-    if ((a->flags & PXI_AF_RS_STOP) && a->nchildren == 0 &&
+    if ((a->flags & PXI_AF_RS_STOP) && a->first_child == NULL &&
         atomic_load(&a->state) == PXI_A_RESTARTING) {
         finish_rs_stop(a);
     }
@@ -1039,12 +1039,8 @@ void pxi_sup_finalize(px_actor *a) {
     x->nwatchers = 0;
     /* Stop watching: the targets need not tell a dead watcher. */
     for (uint32_t i = 0; i < x->nwatching; i++) {
-        px_ref t = x->watching[i];
-        if (t.node != sys->node || t.node_inc != sys->node_inc) {
-            continue;
-        }
-        px_actor *ta = pxi_slot(sys, t.id);
-        if (ta != NULL && pxi_pin(ta, t.inc)) {
+        px_actor *ta = pxi_pin_ref(sys, x->watching[i]);
+        if (ta != NULL) {
             px_msg *m = pxi_msg_new(PXI_MSG_SYS);
             if (m != NULL) {
                 m->sysop = PXI_SYS_UNWATCH;
@@ -1276,8 +1272,8 @@ px_err px_watch(px_ctx *ctx, px_ref ref) {
         return PX_ENOMEM;
     }
     x->watching[x->nwatching++] = ref;
-    px_actor *t = ref.node_inc == sys->node_inc ? pxi_slot(sys, ref.id) : NULL;
-    if (t == NULL || !pxi_pin(t, ref.inc)) {
+    px_actor *t = pxi_pin_ref(sys, ref);
+    if (t == NULL) {
         px_msg_free(m);
         send_terminated(sys, NULL, me, ref, PX_TERM_NO_ACTOR, PX_OK);
         return PX_OK;
@@ -1298,9 +1294,8 @@ px_err px_unwatch(px_ctx *ctx, px_ref ref) {
     if (!watching_take(a, ref)) {
         return PX_ENOENT;
     }
-    px_actor *t = (ref.node == sys->node && ref.node_inc == sys->node_inc) ? pxi_slot(sys, ref.id)
-                                                                          : NULL;
-    if (t != NULL && pxi_pin(t, ref.inc)) {
+    px_actor *t = pxi_pin_ref(sys, ref);
+    if (t != NULL) {
         px_msg *m = pxi_msg_new(PXI_MSG_SYS);
         if (m != NULL) {
             m->sysop = PXI_SYS_UNWATCH;

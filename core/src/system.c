@@ -210,8 +210,9 @@ px_err px_system_alloc(px_system **out, const px_config *cfg_in) {
         sys->node = 1; /* 0 is the nil ref's node */
     }
     do {
-        sys->node_inc = nng_random();
-    } while (sys->node_inc == 0);
+        sys->node_inc0 = nng_random();
+    } while (sys->node_inc0 == 0);
+    atomic_store_explicit(&sys->node_inc, sys->node_inc0, memory_order_relaxed);
     if (sys->cfg.workers == 0) {
         long n = sysconf(_SC_NPROCESSORS_ONLN);
         sys->cfg.workers = (n < 1) ? 1 : (n > 256 ? 256 : (uint32_t)n);
@@ -245,7 +246,7 @@ px_err px_system_alloc(px_system **out, const px_config *cfg_in) {
         goto fail;
     }
     px_log(sys, PX_LOG_DEBUG, "system up: node %s (%08x.%x), %u workers", sys->node_name,
-           sys->node, sys->node_inc, sys->nworkers);
+           sys->node, sys->node_inc0, sys->nworkers);
     *out = sys;
     return PX_OK;
 fail:
@@ -364,6 +365,24 @@ void px_system_free(px_system *sys) {
 const char *px_system_node_name(const px_system *sys) { return sys->node_name; }
 px_ref px_system_root(const px_system *sys) { return pxi_ref_of(sys->root); }
 
+uint32_t px_system_node_inc(const px_system *sys) { return sys != NULL ? pxi_node_inc(sys) : 0; }
+
+px_err px_system_reincarnate(px_system *sys, uint32_t *new_inc) {
+    if (sys == NULL) {
+        return PX_EINVAL;
+    }
+    uint32_t was = pxi_node_inc(sys), now;
+    do {
+        now = was + 1 != 0 ? was + 1 : 1;
+    } while (!atomic_compare_exchange_weak(&sys->node_inc, &was, now));
+    if (new_inc != NULL) {
+        *new_inc = now;
+    }
+    px_log(sys, PX_LOG_INFO, "node %s is now incarnation %08x (was %08x)", sys->node_name, now,
+           was);
+    return PX_OK;
+}
+
 uint32_t px_node_id(const char *name) { return name != NULL ? pxi_fnv1a(name) : 0; }
 
 void px_system_set_router(px_system *sys, const px_router *r) {
@@ -441,11 +460,8 @@ px_err px_register(px_system *sys, const char *name, px_ref ref) {
     if (sys == NULL || !name_ok(name)) {
         return PX_EINVAL;
     }
-    if (ref.node != sys->node || ref.node_inc != sys->node_inc) {
-        return PX_EDEAD;
-    }
-    px_actor *a = pxi_slot(sys, ref.id);
-    if (a == NULL || !pxi_pin(a, ref.inc)) {
+    px_actor *a = pxi_pin_ref(sys, ref);
+    if (a == NULL) {
         return PX_EDEAD;
     }
     px_err rv = PX_EEXIST;

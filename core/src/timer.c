@@ -166,8 +166,9 @@ static void on_tick(void *arg) {
         nng_mtx_unlock(t->mtx);
         for (uint32_t i = 0; i < n; i++) {
             px_msg *m = msgs[i];
-            if (pxi_deliver(sys, to[i], &m, false) != PX_OK && m != NULL) {
-                pxi_dead_letter(sys, to[i], m, PX_EFULL);
+            px_err rv = pxi_deliver(sys, to[i], &m, false);
+            if (rv != PX_OK && m != NULL) {
+                pxi_dead_letter(sys, to[i], m, rv); /* full, fenced, unreachable */
             }
         }
         if (more) {

@@ -166,13 +166,13 @@ static _Atomic uint64_t churn_refs[CHURN_REFS][2]; /* packed px_ref halves */
 static _Atomic int churn_stop;
 static _Atomic uint64_t churn_sent;
 
-static px_ref ref_load(int i) {
-    uint64_t a = atomic_load(&churn_refs[i][0]), b = atomic_load(&churn_refs[i][1]);
+static px_ref ref_load(_Atomic uint64_t (*refs)[2], int i) {
+    uint64_t a = atomic_load(&refs[i][0]), b = atomic_load(&refs[i][1]);
     return (px_ref){(uint32_t)a, (uint32_t)(a >> 32), (uint32_t)b, (uint32_t)(b >> 32)};
 }
-static void ref_store(int i, px_ref r) {
-    atomic_store(&churn_refs[i][0], (uint64_t)r.node | (uint64_t)r.node_inc << 32);
-    atomic_store(&churn_refs[i][1], (uint64_t)r.id | (uint64_t)r.inc << 32);
+static void ref_store(_Atomic uint64_t (*refs)[2], int i, px_ref r) {
+    atomic_store(&refs[i][0], (uint64_t)r.node | (uint64_t)r.node_inc << 32);
+    atomic_store(&refs[i][1], (uint64_t)r.id | (uint64_t)r.inc << 32);
 }
 
 static void *churn_sender(void *p) {
@@ -180,7 +180,7 @@ static void *churn_sender(void *p) {
     for (uint32_t i = 0; !atomic_load(&churn_stop) && i < 400000; i++) {
         px_msg *m = NULL;
         px_msg_u64(&m, 0, i);
-        if (px_system_send(sys, ref_load((int)(i % CHURN_REFS)), &m) == PX_OK) {
+        if (px_system_send(sys, ref_load(churn_refs, (int)(i % CHURN_REFS)), &m) == PX_OK) {
             atomic_fetch_add(&churn_sent, 1);
         } else {
             px_msg_free(m);
@@ -195,7 +195,7 @@ static int churn(void) {
     for (int i = 0; i < CHURN_REFS; i++) {
         px_ref r;
         CHECK(px_system_spawn(sys, &count_b, NULL, NULL, &r) == PX_OK, "spawn");
-        ref_store(i, r);
+        ref_store(churn_refs, i, r);
     }
     pthread_t t[2];
     for (int i = 0; i < 2; i++) {
@@ -203,10 +203,10 @@ static int churn(void) {
     }
     for (int round = 0; round < 3000; round++) {
         int i = round % CHURN_REFS;
-        px_ref old = ref_load(i), r;
+        px_ref old = ref_load(churn_refs, i), r;
         px_stop(sys, old);
         if (px_system_spawn(sys, &count_b, NULL, NULL, &r) == PX_OK) {
-            ref_store(i, r);
+            ref_store(churn_refs, i, r);
             CHECK(!px_ref_eq(r, old), "a new actor reused a ref");
         }
     }
@@ -553,6 +553,163 @@ static int supervision(void) {
     return ok;
 }
 
+/* ---- 8. reincarnations while actors of every incarnation talk ---- */
+
+/* One thread makes the node its next incarnation RI_ROUNDS times and spawns
+ * a pump after each; meanwhile, keeping pace with it, two threads kick
+ * random pumps and send to the sink (of the first incarnation), and read
+ * the incarnation. A kicked pump checks that its ref is still the one it
+ * was spawned with, sends RI_PER messages to the sink and pokes the pump
+ * before it (an older incarnation). Everything is local, so nothing may be
+ * lost, refused or dead-lettered. */
+#define RI_ROUNDS 100
+#define RI_PER 50
+#define RI_KICKS 10 /* per sender and pump */
+#define RI_TAG_KICK 1
+#define RI_TAG_POKE 2
+static _Atomic uint64_t ri_pumps[RI_ROUNDS][2]; /* packed px_ref halves */
+static _Atomic int ri_npumps, ri_done;
+static _Atomic uint64_t ri_got, ri_pokes, ri_bad, ri_kicks, ri_kicks_poking, ri_direct;
+static px_ref ri_sink;
+static uint32_t ri_first;
+
+static px_err ri_sink_recv(px_ctx *ctx, px_msg *m) {
+    (void)ctx;
+    (void)m;
+    atomic_fetch_add(&ri_got, 1);
+    return PX_OK;
+}
+static const px_behavior ri_sink_b = {.name = "race.ri.sink", .receive = ri_sink_recv};
+
+static void ri_send(px_ctx *ctx, px_ref to, uint32_t tag) {
+    px_msg *m = NULL;
+    px_msg_u64(&m, tag, 0);
+    if (px_send(ctx, to, &m) != PX_OK) {
+        px_msg_free(m);
+        atomic_fetch_add(&ri_bad, 1);
+    }
+}
+
+static px_err ri_pump_recv(px_ctx *ctx, px_msg *m) {
+    if (px_msg_tag(m) == RI_TAG_POKE) {
+        atomic_fetch_add(&ri_pokes, 1);
+        return PX_OK;
+    }
+    int i = (int)px_msg_get_u64(m);
+    if (!px_ref_eq(px_self(ctx), ref_load(ri_pumps, i))) {
+        atomic_fetch_add(&ri_bad, 1);
+    }
+    for (int k = 0; k < RI_PER; k++) {
+        ri_send(ctx, ri_sink, 0);
+    }
+    if (i > 0) {
+        ri_send(ctx, ref_load(ri_pumps, i - 1), RI_TAG_POKE);
+    }
+    return PX_OK;
+}
+static const px_behavior ri_pump_b = {.name = "race.ri.pump", .receive = ri_pump_recv};
+
+static uint32_t ri_next(uint32_t inc) { return inc + 1 != 0 ? inc + 1 : 1; }
+/* Incarnations after the first (0 is skipped). */
+static uint32_t ri_steps(uint32_t inc) { return inc - ri_first - (inc < ri_first ? 1u : 0u); }
+
+static void *ri_reincarnator(void *p) {
+    px_system *sys = p;
+    for (int i = 0; i < RI_ROUNDS; i++) {
+        px_ref r;
+        if (px_system_reincarnate(sys, NULL) != PX_OK ||
+            px_system_spawn(sys, &ri_pump_b, NULL, NULL, &r) != PX_OK ||
+            r.node_inc != px_system_node_inc(sys)) {
+            atomic_fetch_add(&ri_bad, 1);
+            continue;
+        }
+        ref_store(ri_pumps, i, r);
+        uint64_t k0 = atomic_load(&ri_kicks);
+        atomic_store(&ri_npumps, i + 1);
+        /* Let kicks and sends overlap the next reincarnation. */
+        if (!AWAIT(atomic_load(&ri_kicks) > k0 + 4, 5000)) {
+            atomic_fetch_add(&ri_bad, 1);
+        }
+    }
+    atomic_store(&ri_done, 1);
+    return NULL;
+}
+
+/* From outside actors; a refused send is counted as bad. */
+static int ri_system_send(px_system *sys, px_ref to, uint32_t tag, uint64_t v) {
+    px_msg *m = NULL;
+    px_msg_u64(&m, tag, v);
+    if (px_system_send(sys, to, &m) != PX_OK) {
+        px_msg_free(m);
+        atomic_fetch_add(&ri_bad, 1);
+        return 0;
+    }
+    return 1;
+}
+
+static void *ri_sender(void *p) {
+    px_system *sys = p;
+    uint32_t seed = 12345, seen = px_system_node_inc(sys);
+    for (int n = 0; n < RI_ROUNDS * RI_KICKS; n++) {
+        /* Keep pace: about RI_KICKS kicks per pump published. */
+        AWAIT(atomic_load(&ri_npumps) * RI_KICKS > n || atomic_load(&ri_done), 5000);
+        uint32_t inc = px_system_node_inc(sys);
+        if (ri_steps(inc) < ri_steps(seen) || ri_steps(inc) > RI_ROUNDS) {
+            atomic_fetch_add(&ri_bad, 1); /* went backwards, or too far */
+        }
+        seen = inc;
+        int np = atomic_load(&ri_npumps);
+        if (np > 0) {
+            seed = seed * 1103515245u + 12345u;
+            int i = (int)((seed >> 8) % (uint32_t)np);
+            if (ri_system_send(sys, ref_load(ri_pumps, i), RI_TAG_KICK, (uint64_t)i)) {
+                atomic_fetch_add(&ri_kicks, 1);
+                atomic_fetch_add(&ri_kicks_poking, i > 0);
+            }
+        }
+        if (ri_system_send(sys, ri_sink, 0, (uint64_t)n)) {
+            atomic_fetch_add(&ri_direct, 1);
+        }
+    }
+    return NULL;
+}
+
+static int reincarnations(void) {
+    int ok = 1;
+    px_system *sys = new_system(PX_SHUTDOWN_DRAIN);
+    ri_first = px_system_node_inc(sys);
+    CHECK(px_system_spawn(sys, &ri_sink_b, NULL, NULL, &ri_sink) == PX_OK, "spawn sink");
+    pthread_t r, t[2];
+    pthread_create(&r, NULL, ri_reincarnator, sys);
+    for (int i = 0; i < 2; i++) {
+        pthread_create(&t[i], NULL, ri_sender, sys);
+    }
+    pthread_join(r, NULL);
+    for (int i = 0; i < 2; i++) {
+        pthread_join(t[i], NULL);
+    }
+    uint64_t want = atomic_load(&ri_kicks) * RI_PER + atomic_load(&ri_direct);
+    CHECK(AWAIT(atomic_load(&ri_got) == want, 20000), "sink got %llu of %llu",
+          (unsigned long long)atomic_load(&ri_got), (unsigned long long)want);
+    CHECK(AWAIT(atomic_load(&ri_pokes) == atomic_load(&ri_kicks_poking), 10000),
+          "pokes %llu of %llu", (unsigned long long)atomic_load(&ri_pokes),
+          (unsigned long long)atomic_load(&ri_kicks_poking));
+    CHECK(atomic_load(&ri_bad) == 0, "%llu refused, lost or changed refs",
+          (unsigned long long)atomic_load(&ri_bad));
+    uint32_t last = ri_first;
+    for (int i = 0; i < RI_ROUNDS; i++) {
+        last = ri_next(last);
+    }
+    CHECK(px_system_node_inc(sys) == last, "incarnation %08x, want %08x",
+          px_system_node_inc(sys), last);
+    px_system_stats st;
+    px_system_stats_get(sys, &st);
+    CHECK(st.dead_letters == 0 && st.rejected == 0, "dead letters %llu, rejected %llu",
+          (unsigned long long)st.dead_letters, (unsigned long long)st.rejected);
+    px_system_free(sys);
+    return ok;
+}
+
 int main(void) {
     struct {
         const char *name;
@@ -563,7 +720,8 @@ int main(void) {
                  {"bounded_block_loses_nothing", bounded_block},
                  {"timers_fire_or_cancel_exactly_once", timers},
                  {"shutdown_with_sends_in_flight_loses_nothing", shutdown_in_flight},
-                 {"supervised_restarts_lose_no_message", supervision}};
+                 {"supervised_restarts_lose_no_message", supervision},
+                 {"reincarnations_lose_nothing_locally", reincarnations}};
     int passed = 0;
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         int64_t t0 = now_ms();

@@ -112,7 +112,8 @@ px_err px_spawn_named(px_ctx *ctx, const char *behavior, px_msg **arg,
  * returned, as delivery is at-most-once) and nulls *msg. Errors leave the
  * caller owning it: PX_EFULL (bounded mailbox, policy Error or Block),
  * PX_EMSGSIZE (over max_msg_size), PX_EUNREACHABLE (remote node, no route),
- * PX_EINVAL.
+ * PX_EFENCED (this actor is of an earlier incarnation of its node, which
+ * other nodes take for dead: px_system_reincarnate), PX_EINVAL.
  * Messages from one actor to another arrive in send order. To a local actor
  * with an unbounded mailbox they are handed over in chains (at most 64, and
  * at the latest when this actor's turn ends), not one by one — so a few

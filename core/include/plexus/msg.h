@@ -25,11 +25,13 @@ extern "C" {
 #endif
 
 /* A reference to an actor: a small value, copied freely. `node` and
- * `node_inc` name the node and its incarnation (process start); `id` and
- * `inc` name the actor slot and the actor's incarnation in it. A ref to a
- * stopped actor, or to an older incarnation of a reused slot, never reaches
- * a newer actor: sends to it become counted dead letters. The all-zero ref
- * is "nobody" (px_ref_is_nil). */
+ * `node_inc` name the node and its incarnation — which changes at process
+ * start and when the node rejoins the cluster after being fenced
+ * (plexus/router.h); an actor's ref keeps the incarnation it was spawned
+ * in. `id` and `inc` name the actor slot and the actor's incarnation in it.
+ * A ref to a stopped actor, or to an older incarnation of a reused slot,
+ * never reaches a newer actor: sends to it become counted dead letters. The
+ * all-zero ref is "nobody" (px_ref_is_nil). */
 typedef struct px_ref {
     uint32_t node;
     uint32_t node_inc;

@@ -5,6 +5,12 @@
  * ref whose node is not this node, core calls the installed router (a table
  * of function pointers the cluster layer installs at start-up). With none
  * installed, such sends fail with PX_EUNREACHABLE.
+ *
+ * A node's incarnation (px_ref.node_inc) names one life of it as the other
+ * nodes know it. It changes when the process starts and, without a restart,
+ * when the node rejoins the cluster after being fenced
+ * (px_system_reincarnate): refs of an earlier incarnation of this process
+ * stay local, but other nodes can no longer reach them, nor they other nodes.
  */
 #ifndef PLEXUS_ROUTER_H
 #define PLEXUS_ROUTER_H
@@ -42,9 +48,9 @@ unsigned px_msg_wire_flags(const px_msg *m);
  * correlation id corr and wire flags. Never blocks: a full bounded mailbox
  * gives its policy's answer at once (PX_EFULL for Error and for Block).
  * Takes ownership of *msg (nulls it) on PX_OK and when the target is gone
- * (then it is a counted dead letter and the result is PX_EDEAD); on other
- * errors the caller keeps it. PX_EINVAL if `to` is not on this node. Any
- * thread. */
+ * or of an earlier incarnation of this node (then it is a counted dead
+ * letter and the result is PX_EDEAD); on other errors the caller keeps it.
+ * PX_EINVAL if `to` is not on this node. Any thread. */
 px_err px_system_deliver_remote(px_system *sys, px_ref to, px_ref from, uint64_t corr,
                                  unsigned flags, px_msg **msg);
 
@@ -52,18 +58,37 @@ px_err px_system_deliver_remote(px_system *sys, px_ref to, px_ref from, uint64_t
  * `sender` learns, as a PX_MSG_UNDELIVERED message, that its message to
  * `to` (correlation id corr) was not delivered, with `code`. If it was an
  * ask still waiting, the ask ends with this notice. PX_EDEAD if sender is
- * not a live local actor; PX_ENOMEM. Any thread. */
+ * not a live local actor of the current incarnation (px_system_node_inc);
+ * PX_ENOMEM. Any thread. */
 px_err px_system_notify_undelivered(px_system *sys, px_ref sender, px_ref to, px_err code,
                                     uint64_t corr);
 
-/* The mailbox options of the live local actor `to` (capacity 0 =
- * unbounded). PX_EDEAD if there is none. Any thread. */
+/* The mailbox options of the live local actor `to` of the current
+ * incarnation (capacity 0 = unbounded). PX_EDEAD if there is none. Any
+ * thread. */
 px_err px_system_mailbox_opts(px_system *sys, px_ref to, px_mailbox_opts *out);
 
 /* Records m as a dead letter for `to` (counted, passed to the dead-letter
  * hook) and frees it: for a router that finds `to` cannot exist any more
  * (e.g. an older incarnation of a peer node). Takes ownership. */
 void px_system_dead_letter(px_system *sys, px_ref to, px_msg *m, px_err why);
+
+/* The node's current incarnation: what refs of actors spawned from now on
+ * carry, and what the transport advertises to other nodes. 0 for a NULL
+ * sys. Thread-safe. */
+uint32_t px_system_node_inc(const px_system *sys);
+
+/* For the cluster layer, when this node was fenced (it lost its membership
+ * lease) and rejoins: the node becomes its next incarnation (the current
+ * one + 1, skipping 0), written to *new_inc (may be NULL), without a
+ * restart. Actors alive from earlier incarnations keep their refs and keep
+ * working with every actor of this process, but are dead to other nodes:
+ * messages from other nodes to them are dead letters (PX_EDEAD from
+ * px_system_deliver_remote) and their own sends to other nodes fail with
+ * PX_EFENCED (counted as rejected). Actors spawned afterwards carry the new
+ * incarnation; px_system_root keeps its ref from the first. Logs one INFO
+ * line. PX_OK, or PX_EINVAL for a NULL sys. Thread-safe. */
+px_err px_system_reincarnate(px_system *sys, uint32_t *new_inc);
 
 /* Installs (or, with NULL, removes) the router. The table is copied. Not
  * concurrent with sends to remote refs: install before traffic starts. */

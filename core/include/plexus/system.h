@@ -103,7 +103,10 @@ px_err px_system_shutdown(px_system *sys);
  * context. */
 void px_system_free(px_system *sys);
 
-/* The node's name and its numeric id / incarnation as used in refs. */
+/* The node's name, and the ref of its root guardian (whose node is the
+ * node's numeric id as used in refs). The root's node_inc is the
+ * incarnation the system started as, also after px_system_reincarnate: the
+ * current one is px_system_node_inc (plexus/router.h). */
 const char *px_system_node_name(const px_system *sys);
 px_ref px_system_root(const px_system *sys);
 /* The node id that refs carry for a node named `name` (FNV-1a, 32 bits). */
