@@ -28,49 +28,14 @@
 #include <string.h>
 #include <time.h>
 
+#include "cluster_int.h"
 #include "plexus/plexus.pb-c.h"
-
-typedef struct member {
-    px_member m;
-    bool leaving;     /* its NodeInfo said so: a DELETE now means LEFT */
-    int64_t seen_rev; /* revision of the last full read or PUT that showed it */
-} member;
-
-struct px_cluster {
-    px_cluster_cfg cfg;
-    char *cluster, *node, *address;
-    char **roles;
-    size_t nroles;
-    uint8_t pk[32];
-    bool has_pk;
-    uint32_t node_id;
-    char prefix[160];
-    char key[200];
-    px_etcd *e;
-    px_etcd_watch *w;
-    nng_aio *tick;
-    nng_mtx *cbmtx;
-    nng_mtx *mtx;
-    nng_cv *cv;
-    /* c->mtx */
-    bool stopping;
-    bool registered, registering, fenced, ka_inflight, synced;
-    int64_t lease, reg_rev, old_lease;
-    uint32_t inc;
-    int64_t last_ok_ms;      /* monotonic: last keepalive acknowledged */
-    int64_t etcd_down_since; /* wall */
-    member *mem;
-    size_t nmem, capmem;
-    px_member_event *audit;
-    size_t audit_total;
-    uint64_t fences, keepalives, ka_errors;
-};
 
 static int64_t mono_ms(void) {
     return (int64_t)nng_clock();
 }
 
-static int64_t wall_ms(void) {
+int64_t pxc_wall_ms(void) {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
@@ -86,6 +51,10 @@ const char *px_member_state_name(px_member_state s) {
         return "down";
     case PX_MEMBER_FENCED:
         return "fenced";
+    case PX_MEMBER_JOINING:
+        return "joining";
+    case PX_MEMBER_UNREACHABLE:
+        return "unreachable";
     }
     return "unknown";
 }
@@ -121,16 +90,77 @@ static member *mem_find(px_cluster *c, uint32_t id) {
     return NULL;
 }
 
+/* A new, zeroed member entry (lock held); NULL when out of memory. */
+static member *mem_add_locked(px_cluster *c) {
+    if (c->nmem == c->capmem) {
+        size_t cap = c->capmem == 0 ? 8 : c->capmem * 2;
+        member *nm = realloc(c->mem, cap * sizeof(*nm));
+        if (nm == NULL) {
+            return NULL;
+        }
+        c->mem = nm;
+        c->capmem = cap;
+    }
+    member *m = &c->mem[c->nmem++];
+    memset(m, 0, sizeof(*m));
+    return m;
+}
+
 /* Records a state change (lock held) into ev for the caller to publish. */
 static void change_locked(px_cluster *c, member *m, px_member_state to, int64_t rev,
                           const char *cause, px_member_event *ev) {
     px_member_state from = m->m.state;
     m->m.state = to;
-    m->m.since_ms = wall_ms();
+    m->m.since_ms = pxc_wall_ms();
     *ev = (px_member_event){.m = m->m, .from = from, .at_ms = m->m.since_ms, .revision = rev};
     snprintf(ev->cause, sizeof(ev->cause), "%s", cause);
     c->audit[c->audit_total % c->cfg.audit_max] = *ev;
     c->audit_total++;
+}
+
+/* Registered: its key exists (whatever our link to it says). */
+static bool is_registered(px_member_state s) {
+    return s == PX_MEMBER_UP || s == PX_MEMBER_JOINING || s == PX_MEMBER_UNREACHABLE;
+}
+
+/* ev as the protobuf message subscribers receive (malloc'd throughout, as
+ * px_msg_proto's default free wants). NULL when out of memory. */
+static px_msg *event_msg(const px_member_event *ev) {
+    Plexus__MemberEvent *pb = malloc(sizeof(*pb));
+    if (pb == NULL) {
+        return NULL;
+    }
+    plexus__member_event__init(pb);
+    pb->name = strdup(ev->m.name);
+    pb->address = strdup(ev->m.address);
+    pb->cause = strdup(ev->cause);
+    pb->node_id = ev->m.node_id;
+    pb->node_inc = ev->m.node_inc;
+    pb->state = (Plexus__MemberState)ev->m.state;
+    pb->from = (Plexus__MemberState)ev->from;
+    pb->at_ms = ev->at_ms;
+    pb->revision = ev->revision;
+    px_msg *m = NULL;
+    if (pb->name == NULL || pb->address == NULL || pb->cause == NULL ||
+        px_msg_proto(&m, &pb->base, NULL) != PX_OK) {
+        protobuf_c_message_free_unpacked(&pb->base, NULL);
+        return NULL;
+    }
+    return m;
+}
+
+/* Sends ev to one subscriber; false if it is gone. */
+static bool tell(px_cluster *c, px_ref who, const px_member_event *ev) {
+    if (!px_is_alive(c->sys, who)) {
+        return false;
+    }
+    px_msg *m = event_msg(ev);
+    if (m == NULL || px_system_send(c->sys, who, &m) != PX_OK) {
+        mlog(c, PX_LOG_WARN, "membership: an event for a subscriber was lost (%s)",
+             m == NULL ? "out of memory" : "its mailbox refused it");
+        px_msg_free(m);
+    }
+    return true;
 }
 
 static void publish(px_cluster *c, const px_member_event *ev) {
@@ -138,11 +168,113 @@ static void publish(px_cluster *c, const px_member_event *ev) {
          "member %s (inc %u): %s -> %s: %s", ev->m.name, ev->m.node_inc,
          ev->from != 0 ? px_member_state_name(ev->from) : "new", px_member_state_name(ev->m.state),
          ev->cause);
+    nng_mtx_lock(c->cbmtx); /* callbacks and subscribers see events in order */
     if (c->cfg.on_event != NULL) {
-        nng_mtx_lock(c->cbmtx);
         c->cfg.on_event(c->cfg.arg, ev);
-        nng_mtx_unlock(c->cbmtx);
     }
+    nng_mtx_lock(c->mtx);
+    size_t n = c->nsubs;
+    px_ref *subs = n > 0 ? malloc(n * sizeof(*subs)) : NULL;
+    if (subs != NULL) {
+        memcpy(subs, c->subs, n * sizeof(*subs));
+    }
+    nng_mtx_unlock(c->mtx);
+    for (size_t i = 0; subs != NULL && i < n; i++) {
+        if (!tell(c, subs[i], ev)) {
+            (void)px_cluster_unsubscribe(c, subs[i]);
+        }
+    }
+    free(subs);
+    nng_mtx_unlock(c->cbmtx);
+}
+
+/* A member that registered moments ago may refuse our link until it has
+ * seen us too: JOINING turns UNREACHABLE only after this long. */
+#define JOIN_GRACE_MS 1000
+
+static bool joined_long_ago(const member *m) {
+    return pxc_wall_ms() - m->m.since_ms >= JOIN_GRACE_MS;
+}
+
+/* What our transport knows of the member named `name` changed (or is
+ * news): JOINING / UNREACHABLE -> UP when the link is up to the
+ * incarnation that registered; UP / JOINING -> UNREACHABLE when it failed.
+ * From the transport's on_link, and after membership adds a peer. */
+static void link_changed(px_cluster *c, const char *name, px_link_state st, uint32_t inc) {
+    px_member_event ev;
+    bool have = false;
+    nng_mtx_lock(c->mtx);
+    member *m = mem_find(c, px_node_id(name));
+    if (m == NULL && c->e == NULL && st != PX_LINK_GONE && st != PX_LINK_CONNECTING &&
+        (m = mem_add_locked(c)) != NULL) {
+        /* Standalone: the transport's static peers are the members. */
+        snprintf(m->m.name, sizeof(m->m.name), "%s", name);
+        m->m.node_id = px_node_id(name);
+        m->m.node_inc = inc;
+        m->m.state = PX_MEMBER_JOINING;
+        m->m.since_ms = pxc_wall_ms();
+    }
+    if (m != NULL && c->e == NULL && st == PX_LINK_UP) {
+        m->m.node_inc = inc; /* standalone: the link says which incarnation it is */
+    }
+    if (m != NULL && m->m.node_id != c->node_id && strcmp(m->m.name, name) == 0) {
+        m->link = st;
+        m->link_inc = inc;
+        px_member_state s = m->m.state;
+        if ((s == PX_MEMBER_JOINING || s == PX_MEMBER_UNREACHABLE) && st == PX_LINK_UP &&
+            inc == m->m.node_inc) {
+            change_locked(c, m, PX_MEMBER_UP, 0,
+                          s == PX_MEMBER_JOINING ? "link up" : "link up again", &ev);
+            have = true;
+        } else if ((s == PX_MEMBER_UP ||
+                    (s == PX_MEMBER_JOINING && joined_long_ago(m))) &&
+                   st == PX_LINK_UNREACHABLE) {
+            change_locked(c, m, PX_MEMBER_UNREACHABLE, 0,
+                          s == PX_MEMBER_UP ? "link failed or went silent; lease alive"
+                                            : "cannot link to it; lease alive",
+                          &ev);
+            have = true;
+        }
+    }
+    nng_mtx_unlock(c->mtx);
+    if (have) {
+        publish(c, &ev);
+    }
+}
+
+static void on_link(void *arg, const char *name, px_link_state st, uint32_t inc) {
+    link_changed(arg, name, st, inc);
+}
+
+/* Links follow the view: a member that registered becomes a peer, one that
+ * is down or left stops being one. No lock held. */
+static void follow(px_cluster *c, const px_member_event *ev) {
+    if (c->tr == NULL || ev->m.node_id == c->node_id) {
+        return;
+    }
+    if (ev->m.state == PX_MEMBER_DOWN || ev->m.state == PX_MEMBER_LEFT) {
+        (void)px_transport_peer_remove(c->tr, ev->m.name);
+        return;
+    }
+    if (!is_registered(ev->m.state) || ev->revision == 0 || ev->m.address[0] == '\0') {
+        return; /* not news from etcd (link changes have no revision) */
+    }
+    px_peer p = {.name = ev->m.name, .address = ev->m.address};
+    memcpy(p.pk, ev->m.pk, sizeof(p.pk));
+    px_err rv = px_transport_peer_add(c->tr, &p);
+    px_link_state st;
+    uint32_t inc = 0;
+    if (rv != PX_OK) {
+        mlog(c, PX_LOG_ERROR, "membership: cannot link to %s at %s: %s", ev->m.name,
+             ev->m.address, px_errname(rv));
+    } else if (px_transport_peer_state(c->tr, ev->m.name, &st, &inc) == PX_OK) {
+        link_changed(c, ev->m.name, st, inc); /* a link that was up already */
+    }
+}
+
+static void publish_follow(px_cluster *c, const px_member_event *ev) {
+    publish(c, ev);
+    follow(c, ev);
 }
 
 /* A NodeInfo was seen (sync or PUT). Lock held; true if ev was filled. */
@@ -157,21 +289,11 @@ static bool seen_locked(px_cluster *c, const px_etcd_kv *kv, int64_t rev, px_mem
         return false;
     }
     member *m = mem_find(c, ni->node_id);
-    if (m == NULL) {
-        if (c->nmem == c->capmem) {
-            size_t cap = c->capmem == 0 ? 8 : c->capmem * 2;
-            member *nm = realloc(c->mem, cap * sizeof(*nm));
-            if (nm == NULL) {
-                plexus__node_info__free_unpacked(ni, NULL);
-                return false;
-            }
-            c->mem = nm;
-            c->capmem = cap;
-        }
-        m = &c->mem[c->nmem++];
-        memset(m, 0, sizeof(*m));
+    if (m == NULL && (m = mem_add_locked(c)) == NULL) {
+        plexus__node_info__free_unpacked(ni, NULL);
+        return false;
     }
-    bool was_up = m->m.state == PX_MEMBER_UP;
+    bool was_up = is_registered(m->m.state);
     uint32_t old_inc = m->m.node_inc;
     snprintf(m->m.name, sizeof(m->m.name), "%s", ni->name);
     snprintf(m->m.address, sizeof(m->m.address), "%s", ni->address != NULL ? ni->address : "");
@@ -188,20 +310,24 @@ static bool seen_locked(px_cluster *c, const px_etcd_kv *kv, int64_t rev, px_mem
         return false; /* an update (load, leaving) of a member that is up */
     }
     char cause[PX_MEMBER_CAUSE_MAX];
-    snprintf(cause, sizeof(cause), was_up ? "re-registered as incarnation %u" : "registered (incarnation %u)",
+    snprintf(cause, sizeof(cause),
+             was_up ? "re-registered as incarnation %u" : "registered (incarnation %u)",
              m->m.node_inc);
-    change_locked(c, m, PX_MEMBER_UP, rev, cause, ev);
+    bool linked = c->tr == NULL || m->m.node_id == c->node_id ||
+                  (m->link == PX_LINK_UP && m->link_inc == m->m.node_inc);
+    change_locked(c, m, linked ? PX_MEMBER_UP : PX_MEMBER_JOINING, rev, cause, ev);
     return true;
 }
 
 /* Its key vanished: LEFT after a goodbye, DOWN otherwise. */
 static bool gone_locked(px_cluster *c, member *m, int64_t rev, const char *why,
                         px_member_event *ev) {
-    if (m->m.state != PX_MEMBER_UP) {
+    if (!is_registered(m->m.state)) {
         return false;
     }
     bool left = m->leaving;
     m->leaving = false;
+    m->link = PX_LINK_GONE; /* membership drops the peer: a new life links anew */
     change_locked(c, m, left ? PX_MEMBER_LEFT : PX_MEMBER_DOWN, rev,
                   left ? "left gracefully (lease revoked)" : why, ev);
     return true;
@@ -230,7 +356,7 @@ static void on_sync(void *arg, int64_t rev, const px_etcd_kv *kvs, size_t n) {
     nng_cv_wake(c->cv);
     nng_mtx_unlock(c->mtx);
     for (size_t i = 0; i < ne; i++) {
-        publish(c, &evs[i]);
+        publish_follow(c, &evs[i]);
     }
     free(evs);
 }
@@ -259,7 +385,7 @@ static void on_events(void *arg, int64_t rev, const px_etcd_event *ev, size_t n)
         }
         nng_mtx_unlock(c->mtx);
         if (have) {
-            publish(c, &out);
+            publish_follow(c, &out);
         }
         if (lost_self) {
             fence(c, "our key was deleted under our lease");
@@ -289,7 +415,7 @@ static px_err nodeinfo(px_cluster *c, uint32_t inc, bool leaving, uint8_t **out,
         ni.identity_pk.data = c->pk;
         ni.identity_pk.len = 32;
     }
-    ni.started_ms = wall_ms();
+    ni.started_ms = pxc_wall_ms();
     ni.n_roles = c->nroles;
     ni.roles = c->roles;
     ni.version = 1;
@@ -395,7 +521,10 @@ static void fence(px_cluster *c, const char *why) {
     c->fences++;
     c->old_lease = c->lease;
     c->lease = 0;
-    c->inc++;
+    uint32_t was = c->inc;
+    if (c->sys == NULL || px_system_reincarnate(c->sys, &c->inc) != PX_OK) {
+        c->inc = was + 1 != 0 ? was + 1 : 1;
+    }
     member *m = mem_find(c, c->node_id);
     if (m != NULL) {
         char cause[PX_MEMBER_CAUSE_MAX];
@@ -406,8 +535,12 @@ static void fence(px_cluster *c, const char *why) {
     nng_mtx_unlock(c->mtx);
     mlog(c, PX_LOG_ERROR, "membership: fenced (%s); registering again as incarnation %u", why,
          c->inc);
+    pxc_names_fenced(c); /* they went with the old lease */
     if (have) {
         publish(c, &ev);
+    }
+    if (c->tr != NULL) { /* peers learn the new incarnation from the handshakes */
+        px_transport_reconnect(c->tr, "this node was fenced and is a new incarnation");
     }
     px_etcd_watch_kick(c->w); /* the stream may be as stale as the lease */
     reg_start(c);
@@ -429,7 +562,7 @@ static void ka_done(void *arg, const px_etcd_res *res) {
     } else if (res->err != PX_ECLOSED) {
         c->ka_errors++;
         if (c->etcd_down_since == 0) {
-            c->etcd_down_since = wall_ms();
+            c->etcd_down_since = pxc_wall_ms();
         }
     }
     nng_mtx_unlock(c->mtx);
@@ -439,6 +572,25 @@ static void ka_done(void *arg, const px_etcd_res *res) {
     }
     if (lost) {
         fence(c, "etcd says our lease is gone");
+    }
+}
+
+/* Members still JOINING past the grace while our link to them fails are
+ * UNREACHABLE (the transport does not repeat a state it already gave). */
+static void stuck_joining(px_cluster *c) {
+    char names[8][PX_MEMBER_NAME_MAX];
+    size_t n = 0;
+    nng_mtx_lock(c->mtx);
+    for (size_t i = 0; i < c->nmem && n < 8; i++) {
+        member *m = &c->mem[i];
+        if (m->m.state == PX_MEMBER_JOINING && m->link == PX_LINK_UNREACHABLE &&
+            joined_long_ago(m)) {
+            snprintf(names[n++], PX_MEMBER_NAME_MAX, "%s", m->m.name);
+        }
+    }
+    nng_mtx_unlock(c->mtx);
+    for (size_t i = 0; i < n; i++) {
+        link_changed(c, names[i], PX_LINK_UNREACHABLE, 0);
     }
 }
 
@@ -461,6 +613,7 @@ static void tick_cb(void *arg) {
         c->ka_inflight = true;
     }
     nng_mtx_unlock(c->mtx);
+    stuck_joining(c);
     if (expired) {
         fence(c, "no keepalive acknowledged for a whole TTL");
     } else if (send && px_etcd_lease_keepalive(c->e, lease, ka_done, c) != PX_OK) {
@@ -504,6 +657,10 @@ static void cluster_free(px_cluster *c) {
     free(c->address);
     free(c->mem);
     free(c->audit);
+    free(c->subs);
+    if (c->nmtx != NULL) {
+        nng_mtx_free(c->nmtx);
+    }
     if (c->cv != NULL) {
         nng_cv_free(c->cv);
     }
@@ -524,11 +681,64 @@ static px_err start_fail(px_cluster *c, px_err rv, char *err, size_t errlen, con
     return rv;
 }
 
+/* What every start does once the view is there: the event type, the names,
+ * links following the view. */
+static px_err start_finish(px_cluster *c, char *err, size_t errlen) {
+    if (c->sys != NULL) {
+        (void)px_type_register(c->sys, &plexus__member_event__descriptor);
+    }
+    px_err rv = pxc_names_start(c, err, errlen);
+    if (rv == PX_OK && c->tr != NULL) {
+        px_transport_set_on_link(c->tr, on_link, c); /* current states come on its next tick */
+    }
+    return rv;
+}
+
+/* No etcd configured: this node is a member on its own (and the
+ * transport's static peers, as their links say); names are this node's
+ * alone; nothing renews or fences. */
+static px_err start_standalone(px_cluster *c, px_cluster **out, char *err, size_t errlen) {
+    member *m = mem_add_locked(c);
+    if (m == NULL) {
+        return start_fail(c, PX_ENOMEM, err, errlen, "out of memory");
+    }
+    snprintf(m->m.name, sizeof(m->m.name), "%s", c->node);
+    snprintf(m->m.address, sizeof(m->m.address), "%s", c->address != NULL ? c->address : "");
+    m->m.node_id = c->node_id;
+    m->m.node_inc = c->inc;
+    memcpy(m->m.pk, c->pk, sizeof(m->m.pk));
+    px_member_event ev;
+    change_locked(c, m, PX_MEMBER_UP, 0, "standalone: no etcd configured", &ev);
+    c->registered = true;
+    c->synced = true;
+    px_err rv = start_finish(c, err, errlen);
+    if (rv != PX_OK) {
+        return start_fail(c, rv, NULL, 0, NULL);
+    }
+    mlog(c, PX_LOG_INFO, "membership: standalone (no etcd configured)");
+    *out = c;
+    return PX_OK;
+}
+
 px_err px_cluster_start(const px_cluster_cfg *cfg, px_cluster **out, char *err, size_t errlen) {
     if (out == NULL || cfg == NULL) {
         return PX_EINVAL;
     }
     *out = NULL;
+    px_cluster_cfg dc = *cfg; /* the defaults a system and a transport give */
+    if (dc.node == NULL && dc.sys != NULL) {
+        dc.node = px_system_node_name(dc.sys);
+    }
+    if (dc.node_inc == 0 && dc.sys != NULL) {
+        dc.node_inc = px_system_node_inc(dc.sys);
+    }
+    if (dc.address == NULL && dc.transport != NULL) {
+        dc.address = px_transport_address(dc.transport);
+    }
+    if (dc.pk == NULL && dc.transport != NULL) {
+        dc.pk = px_transport_pk(dc.transport);
+    }
+    cfg = &dc;
     if (cfg->node == NULL || cfg->node[0] == '\0' || strlen(cfg->node) >= PX_MEMBER_NAME_MAX) {
         snprintf(err, errlen, "a node name (1 to %d bytes) is required", PX_MEMBER_NAME_MAX - 1);
         return PX_EINVAL;
@@ -548,6 +758,8 @@ px_err px_cluster_start(const px_cluster_cfg *cfg, px_cluster **out, char *err, 
         return PX_ENOMEM;
     }
     c->cfg = *cfg;
+    c->sys = cfg->sys;
+    c->tr = cfg->transport;
     if (c->cfg.audit_max == 0) {
         c->cfg.audit_max = 256;
     }
@@ -573,14 +785,19 @@ px_err px_cluster_start(const px_cluster_cfg *cfg, px_cluster **out, char *err, 
     c->cfg.pk = NULL;
     snprintf(c->prefix, sizeof(c->prefix), "/plexus/%s/nodes/", c->cluster);
     snprintf(c->key, sizeof(c->key), "%s%08x", c->prefix, c->node_id);
+    snprintf(c->names_prefix, sizeof(c->names_prefix), "/plexus/%s/names/", c->cluster);
     if (c->cluster == NULL || c->node == NULL || c->audit == NULL || c->roles == NULL ||
         nng_mtx_alloc(&c->mtx) != 0 || nng_mtx_alloc(&c->cbmtx) != 0 ||
-        nng_cv_alloc(&c->cv, c->mtx) != 0 || nng_aio_alloc(&c->tick, tick_cb, c) != 0) {
+        nng_mtx_alloc(&c->nmtx) != 0 || nng_cv_alloc(&c->cv, c->mtx) != 0 ||
+        nng_aio_alloc(&c->tick, tick_cb, c) != 0) {
         return start_fail(c, PX_ENOMEM, err, errlen, "out of memory");
     }
     px_etcd_cfg ec = cfg->etcd;
     if (ec.log_name == NULL) {
         ec.log_name = c->node;
+    }
+    if (ec.endpoints == NULL || ec.endpoints[0] == '\0') {
+        return start_standalone(c, out, err, errlen);
     }
     px_err rv = px_etcd_open(&c->e, &ec, err, errlen);
     if (rv != PX_OK) {
@@ -612,6 +829,9 @@ px_err px_cluster_start(const px_cluster_cfg *cfg, px_cluster **out, char *err, 
     if (!ok) {
         return start_fail(c, PX_ETIMEDOUT, err, errlen, "the membership watch did not sync");
     }
+    if ((rv = start_finish(c, err, errlen)) != PX_OK) {
+        return start_fail(c, rv, NULL, 0, NULL);
+    }
     nng_sleep_aio(c->cfg.ttl_s * 1000 / 6, c->tick);
     *out = c;
     return PX_OK;
@@ -625,6 +845,9 @@ void px_cluster_stop(px_cluster *c, bool leave) {
         nng_mtx_lock(c->mtx);
         c->stopping = true;
         nng_mtx_unlock(c->mtx);
+    }
+    if (c->tr != NULL) {
+        px_transport_set_on_link(c->tr, NULL, NULL); /* waits for a call running now */
     }
     if (c->tick != NULL) {
         nng_aio_stop(c->tick);
@@ -648,6 +871,7 @@ void px_cluster_stop(px_cluster *c, bool leave) {
         }
         mlog(c, PX_LOG_INFO, "membership: left the cluster");
     }
+    pxc_names_stop(c);
     px_etcd_watch_stop(c->w);
     px_etcd_close(c->e); /* callbacks still pending run now, with PX_ECLOSED */
     cluster_free(c);
@@ -707,4 +931,70 @@ void px_cluster_health_get(px_cluster *c, px_cluster_health *out) {
                                .keepalives = c->keepalives,
                                .keepalive_errors = c->ka_errors};
     nng_mtx_unlock(c->mtx);
+}
+
+/* ---- subscriptions ---- */
+
+px_err px_cluster_subscribe(px_cluster *c, px_ref who) {
+    if (c == NULL || c->sys == NULL || who.node != px_system_root(c->sys).node ||
+        !px_is_alive(c->sys, who)) {
+        return PX_EINVAL;
+    }
+    nng_mtx_lock(c->cbmtx); /* no event gets between the snapshot and the next one */
+    nng_mtx_lock(c->mtx);
+    for (size_t i = 0; i < c->nsubs; i++) {
+        if (px_ref_eq(c->subs[i], who)) {
+            nng_mtx_unlock(c->mtx);
+            nng_mtx_unlock(c->cbmtx);
+            return PX_OK;
+        }
+    }
+    px_err rv = PX_OK;
+    if (c->nsubs == c->capsubs) {
+        size_t cap = c->capsubs ? c->capsubs * 2 : 4;
+        px_ref *ns = realloc(c->subs, cap * sizeof(*ns));
+        if (ns == NULL) {
+            rv = PX_ENOMEM;
+        } else {
+            c->subs = ns;
+            c->capsubs = cap;
+        }
+    }
+    size_t n = c->nmem;
+    px_member *now = rv == PX_OK && n > 0 ? malloc(n * sizeof(*now)) : NULL;
+    if (rv == PX_OK && n > 0 && now == NULL) {
+        rv = PX_ENOMEM;
+    }
+    if (rv == PX_OK) {
+        c->subs[c->nsubs++] = who;
+        for (size_t i = 0; i < n; i++) {
+            now[i] = c->mem[i].m;
+        }
+    }
+    nng_mtx_unlock(c->mtx);
+    for (size_t i = 0; rv == PX_OK && i < n; i++) {
+        px_member_event ev = {.m = now[i], .at_ms = now[i].since_ms};
+        snprintf(ev.cause, sizeof(ev.cause), "current state");
+        (void)tell(c, who, &ev);
+    }
+    free(now);
+    nng_mtx_unlock(c->cbmtx);
+    return rv;
+}
+
+px_err px_cluster_unsubscribe(px_cluster *c, px_ref who) {
+    if (c == NULL) {
+        return PX_EINVAL;
+    }
+    px_err rv = PX_ENOENT;
+    nng_mtx_lock(c->mtx);
+    for (size_t i = 0; i < c->nsubs; i++) {
+        if (px_ref_eq(c->subs[i], who)) {
+            c->subs[i] = c->subs[--c->nsubs];
+            rv = PX_OK;
+            break;
+        }
+    }
+    nng_mtx_unlock(c->mtx);
+    return rv;
 }

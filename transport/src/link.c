@@ -1590,7 +1590,9 @@ static void conn_begin(conn *c) {
     px_transport *t = c->t;
     nng_mtx_lock(c->mtx);
     uint32_t lane = c->role == PXN_DIALER ? (uint32_t)c->lane : PXN_LANE_ANY;
-    if (pxn_hs_init(&c->hs, c->role, &t->self, lane, NULL, NULL) != PX_OK) {
+    c->self = t->self;
+    c->self.node_inc = px_system_node_inc(t->sys); /* it changes when the node is fenced */
+    if (pxn_hs_init(&c->hs, c->role, &c->self, lane, NULL, NULL) != PX_OK) {
         conn_close_locked(c, "cannot start a handshake", PX_LOG_ERROR);
         nng_mtx_unlock(c->mtx);
         return;
@@ -1748,7 +1750,7 @@ static void tick_cb(void *arg) {
         if (now >= p->retry_at_ms) {
             dial_locked(p);
         }
-        if (t->cfg.on_link != NULL && atomic_load(&p->gone) != P_REPLACED &&
+        if (atomic_load(&t->has_on_link) && atomic_load(&p->gone) != P_REPLACED &&
             (p->state != p->reported || p->node_inc != p->reported_inc)) {
             if (nev == sizeof(evs) / sizeof(evs[0])) {
                 atomic_store(&t->hurry, true); /* the rest on the next tick, soon */
@@ -1799,9 +1801,11 @@ static void tick_cb(void *arg) {
         conn_free(dead);
         dead = nx;
     }
-    for (size_t i = 0; i < nev; i++) { /* a slot's name never changes */
+    nng_mtx_lock(t->link_mtx); /* px_transport_set_on_link waits for these */
+    for (size_t i = 0; i < nev && t->cfg.on_link != NULL; i++) { /* a name never changes */
         t->cfg.on_link(t->cfg.link_arg, evs[i].p->name, evs[i].state, evs[i].inc);
     }
+    nng_mtx_unlock(t->link_mtx);
     nng_duration next = t->cfg.heartbeat_ms < 50 ? (nng_duration)t->cfg.heartbeat_ms : 50;
     if (paused || atomic_load(&t->hurry)) {
         next = 1;
@@ -2039,10 +2043,12 @@ px_err px_transport_start(px_system *sys, const px_transport_cfg *cfg, px_transp
     t->sys = sys;
     t->cfg = *cfg;
     t->cfg.peers = NULL;
+    atomic_store(&t->has_on_link, cfg->on_link != NULL);
     t->listen = strdup(cfg->listen);
     t->peers = calloc(cfg->max_peers, sizeof(*t->peers));
     if (t->listen == NULL || t->peers == NULL || nng_mtx_alloc(&t->mtx) != 0 ||
         nng_mtx_alloc(&t->nq_mtx) != 0 || nng_mtx_alloc(&t->peers_mtx) != 0 ||
+        nng_mtx_alloc(&t->link_mtx) != 0 ||
         nng_aio_alloc(&t->acc_aio, acc_cb, t) != 0 ||
         nng_aio_alloc(&t->tick_aio, tick_cb, t) != 0) {
         px_transport_stop(t);
@@ -2150,6 +2156,7 @@ static px_err peer_update(px_transport *t, peer *p, const char *address) {
     }
     if (back || nd != NULL) {
         p->state = PX_LINK_CONNECTING;
+        p->reported = (px_link_state)-1; /* a new life of the peer: report it afresh */
         p->backoff_ms = 50;
         p->retry_at_ms = 0;
         dial_locked(p);
@@ -2242,6 +2249,56 @@ px_err px_transport_peer_remove(px_transport *t, const char *name) {
     return p != NULL ? PX_OK : PX_ENOENT;
 }
 
+void px_transport_set_on_link(px_transport *t,
+                              void (*fn)(void *, const char *, px_link_state, uint32_t),
+                              void *arg) {
+    if (t == NULL) {
+        return;
+    }
+    nng_mtx_lock(t->link_mtx);
+    t->cfg.on_link = fn;
+    t->cfg.link_arg = arg;
+    atomic_store(&t->has_on_link, fn != NULL);
+    nng_mtx_unlock(t->link_mtx);
+    if (fn != NULL) { /* report every peer's current state to the new listener */
+        size_t n = atomic_load(&t->npeers);
+        for (size_t i = 0; i < n; i++) {
+            nng_mtx_lock(t->peers[i].mtx);
+            t->peers[i].reported = (px_link_state)-1;
+            nng_mtx_unlock(t->peers[i].mtx);
+        }
+    }
+}
+
+const uint8_t *px_transport_pk(const px_transport *t) {
+    return t != NULL ? t->cfg.identity->pk : NULL;
+}
+
+void px_transport_reconnect(px_transport *t, const char *why) {
+    if (t == NULL) {
+        return;
+    }
+    nng_mtx_lock(t->mtx);
+    for (conn *c = t->conns; c != NULL; c = c->next) {
+        nng_mtx_lock(c->mtx);
+        conn_close_locked(c, why, PX_LOG_INFO);
+        nng_mtx_unlock(c->mtx);
+    }
+    nng_mtx_unlock(t->mtx);
+    size_t n = atomic_load(&t->npeers);
+    for (size_t i = 0; i < n; i++) { /* redial now, not after a backoff */
+        peer *p = &t->peers[i];
+        nng_mtx_lock(p->mtx);
+        if (p->state == PX_LINK_UNREACHABLE) {
+            p->state = PX_LINK_CONNECTING;
+            p->backoff_ms = 50;
+            p->retry_at_ms = 0;
+            dial_locked(p);
+        }
+        nng_mtx_unlock(p->mtx);
+    }
+}
+
 const char *px_link_state_name(px_link_state s) {
     switch (s) {
     case PX_LINK_CONNECTING: return "connecting";
@@ -2330,6 +2387,9 @@ void px_transport_stop(px_transport *t) {
     }
     if (t->peers_mtx != NULL) {
         nng_mtx_free(t->peers_mtx);
+    }
+    if (t->link_mtx != NULL) {
+        nng_mtx_free(t->link_mtx);
     }
     nng_stream_listener_free(t->lst);
     nng_aio_free(t->acc_aio);

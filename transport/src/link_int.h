@@ -122,6 +122,7 @@ struct conn {
     nng_mtx *mtx; /* outbound: the peer's */
     bool own_mtx;
     int state;
+    pxn_self self;  /* what it says of this node (the incarnation of its start) */
     pxn_hs hs;
     pxn_cipher rx, tx;
     /* reading */
@@ -210,6 +211,8 @@ struct px_transport {
     _Atomic size_t npeers;  /* slots in use: [0, npeers) are initialised, and a slot's
                                name, node_id and pk never change once published */
     nng_mtx *peers_mtx;     /* serialises adding and removing peers */
+    nng_mtx *link_mtx;      /* held while cfg.on_link runs, and to change it */
+    atomic_bool has_on_link;
     struct grave *graves;   /* replaced addresses, freed at stop (peers_mtx) */
     conn *conns;
     atomic_bool stopping;

@@ -9,15 +9,36 @@
  * revision (plexus/etcd.h), so no change is missed.
  *
  * States of a member, each change recorded in the audit ring with its
- * cause and time and handed to the event callback:
- *   UP        registered (its key exists)
- *   LEFT      it left gracefully (said `leaving`, then revoked its lease)
- *   DOWN      its key vanished without a goodbye: the lease expired
- *   FENCED    (this node only) our own lease is lost or could not be
- *             renewed for a whole TTL: we stop acting as a member and
- *             register again under a new lease as a new incarnation
- * A member that is DOWN or LEFT and registers again is UP again (its
- * incarnation says which life it is).
+ * cause and time and handed to the event callback and to subscribed
+ * actors:
+ *   JOINING      registered (its key exists); our link to it is not up yet
+ *                (only with a transport attached)
+ *   UP           registered, and (with a transport) our link to it is up
+ *   UNREACHABLE  registered — its lease is alive — but our link to it
+ *                failed or went silent: not gone, and not reachable
+ *   LEFT         it left gracefully (said `leaving`, then revoked its lease)
+ *   DOWN         its key vanished without a goodbye: the lease expired
+ *   FENCED       (this node only) our own lease is lost or could not be
+ *                renewed for a whole TTL: we stop acting as a member and
+ *                register again under a new lease as a new incarnation
+ * A member that is DOWN or LEFT and registers again is JOINING / UP again
+ * (its incarnation says which life it is).
+ *
+ * With a transport attached (cfg.transport), links follow the view: a
+ * member that registers becomes a peer (px_transport_peer_add, from the
+ * address and key in its NodeInfo); one that is DOWN or LEFT stops being
+ * one (px_transport_peer_remove). Static peers of the transport are the
+ * fallback for nodes that are not in etcd.
+ *
+ * With a system attached (cfg.sys), fencing makes the node its next
+ * incarnation (px_system_reincarnate): actors of the old one keep running
+ * locally but nothing outside the node reaches them any more, and they are
+ * told (a FENCED MemberEvent about this node) if they subscribed.
+ *
+ * Global names: /plexus/<cluster>/names/<name> → ActorRef, created only if
+ * absent and attached to this node's lease, so a name vanishes with its
+ * node; it is deleted when its actor stops. Every node watches the names
+ * and answers px_whereis_global from that local copy.
  *
  * Self-fencing is decided locally and pessimistically: a node that has not
  * had a keepalive acknowledged for a whole TTL fences itself even if etcd
@@ -38,20 +59,25 @@
 
 #include <plexus/error.h>
 #include <plexus/etcd.h>
+#include <plexus/msg.h>
+#include <plexus/transport.h>
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
+/* The numbers are those of proto MemberState. */
 typedef enum px_member_state {
     PX_MEMBER_UP = 1,
     PX_MEMBER_LEFT = 2,
     PX_MEMBER_DOWN = 3,
     PX_MEMBER_FENCED = 4,
+    PX_MEMBER_JOINING = 5,
+    PX_MEMBER_UNREACHABLE = 6,
 } px_member_state;
 
-/* "up", "left", "down", "fenced" (a static string; "unknown" outside the
- * enum). Thread-safe. */
+/* "up", "left", "down", "fenced", "joining", "unreachable" (a static
+ * string; "unknown" outside the enum). Thread-safe. */
 const char *px_member_state_name(px_member_state s);
 
 #define PX_MEMBER_NAME_MAX 64
@@ -82,10 +108,17 @@ typedef void (*px_member_cb)(void *arg, const px_member_event *ev);
 
 typedef struct px_cluster_cfg {
     const char *cluster;  /* key space name; default "default" */
-    const char *node;     /* this node's name; required */
-    uint32_t node_inc;    /* its incarnation (e.g. from the px_system) */
-    const char *address;  /* where its transport listens ("tcp://...") */
-    const uint8_t *pk;    /* its identity public key (32 bytes) or NULL */
+    px_system *sys;       /* optional: subscriptions, global names, and a new
+                             incarnation when fenced; borrowed, must outlive c */
+    px_transport *transport; /* optional: links follow the view; borrowed,
+                                stop c before it */
+    const char *node;     /* this node's name; default the system's; required
+                             without one */
+    uint32_t node_inc;    /* its incarnation; default the system's */
+    const char *address;  /* where its transport listens ("tcp://..."); default
+                             the transport's */
+    const uint8_t *pk;    /* its identity public key (32 bytes) or NULL; default
+                             the transport's */
     const char *const *roles; /* NULL-terminated, or NULL */
     uint32_t ttl_s;       /* lease TTL; default 3, etcd's minimum is 2 */
     size_t audit_max;     /* state changes kept; default 256 */
@@ -139,6 +172,46 @@ typedef struct px_cluster_health {
 
 /* A snapshot of this node's standing. Thread-safe; cannot fail. */
 void px_cluster_health_get(px_cluster *c, px_cluster_health *out);
+
+/* ---- actors and membership (cfg.sys required) ---- */
+
+/* The local actor `who` receives every membership change from now on as a
+ * protobuf message plexus.MemberEvent (proto/plexus.proto; sender nil),
+ * starting with one event per member it does not know of yet (from =
+ * UNSPECIFIED, cause "current state"). Ends when the actor stops, or with
+ * px_cluster_unsubscribe. Subscribing twice is a no-op. Its mailbox should
+ * not have policy Block (the event would wait on the etcd client's
+ * thread). PX_EINVAL (no system, or not a live local actor), PX_ENOMEM.
+ * Thread-safe, also from actor context. */
+px_err px_cluster_subscribe(px_cluster *c, px_ref who);
+
+/* PX_OK, or PX_ENOENT if it was not subscribed. Thread-safe. */
+px_err px_cluster_unsubscribe(px_cluster *c, px_ref who);
+
+/* ---- global names (cfg.sys required) ---- */
+
+#define PX_GLOBAL_NAME_MAX 128
+
+/* Registers `name` (1..127 bytes of [A-Za-z0-9._:-]) for the local actor
+ * `ref` across the cluster: exactly one caller wins. PX_OK; or PX_EEXIST,
+ * with the current owner in *owner (may be NULL) — also when the owner is
+ * `ref` itself; PX_EFENCED while this node is fenced; PX_EINVAL (bad
+ * name, not a live actor of this node's current incarnation); or the etcd
+ * error. The name is tied to this node's lease and deleted when the actor
+ * stops. Blocks for one etcd round trip (bounded by its request timeout):
+ * not on the etcd client's thread. */
+px_err px_register_global(px_cluster *c, const char *name, px_ref ref, px_ref *owner);
+
+/* Deletes `name` if this node registered it. PX_OK, PX_ENOENT (not ours
+ * or not registered), or the etcd error. Blocks like px_register_global. */
+px_err px_unregister_global(px_cluster *c, const char *name);
+
+/* The actor registered as `name`, from this node's watched copy of the
+ * names (no etcd round trip): PX_OK or PX_ENOENT. A name registered
+ * elsewhere shows here once the watch delivers it (usually within a
+ * millisecond or two); px_register_global's own names show at once.
+ * Thread-safe, any context. */
+px_err px_whereis_global(px_cluster *c, const char *name, px_ref *out);
 
 #ifdef __cplusplus
 }

@@ -149,6 +149,24 @@ const char *px_transport_address(const px_transport *t);
 void px_transport_stop(px_transport *t);
 
 
+/* Replaces cfg.on_link (NULL: none). Every known peer's current state is
+ * reported to the new function on the next tick. Once this returns, the
+ * old function is not running and will not be called. Not from on_link
+ * itself. Thread-safe. */
+void px_transport_set_on_link(px_transport *t,
+                              void (*fn)(void *arg, const char *name, px_link_state state,
+                                         uint32_t node_inc),
+                              void *arg);
+
+/* This node's identity public key (32 bytes; lives as long as t). */
+const uint8_t *px_transport_pk(const px_transport *t);
+
+/* Closes every link, in and out; they are redialled at once. For a node
+ * that became a new incarnation (px_system_reincarnate): the handshakes
+ * then tell its peers. `why` goes to the log. Thread-safe; not from
+ * on_link. */
+void px_transport_reconnect(px_transport *t, const char *why);
+
 /* "connecting", "up", "unreachable", "gone" (static strings). */
 const char *px_link_state_name(px_link_state s);
 

@@ -1,0 +1,95 @@
+/*
+ * cluster_int.h — the cluster's internal state, shared by membership.c
+ * (registration, view, fencing, subscriptions) and names.c (global
+ * names). Not an API.
+ */
+#ifndef PXC_CLUSTER_INT_H
+#define PXC_CLUSTER_INT_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <nng/nng.h>
+#include <nng/supplemental/util/platform.h>
+
+#include <plexus/cluster.h>
+#include <plexus/plexus.h>
+
+typedef struct member {
+    px_member m;
+    bool leaving;         /* its NodeInfo said so: a DELETE now means LEFT */
+    int64_t seen_rev;     /* revision of the last full read or PUT that showed it */
+    px_link_state link;   /* our link to it, as the transport last said */
+    uint32_t link_inc;    /* the incarnation that link reached */
+} member;
+
+/* One global name in the local copy (a chained hash table). */
+typedef struct gname {
+    struct gname *next;
+    px_ref ref;
+    int64_t rev;   /* mod revision of the key */
+    bool mine;     /* registered through this node (deleted when its actor stops) */
+    char name[];
+} gname;
+
+/* What the names keeper actor shares with the cluster: it outlives neither
+ * (refs counts them), and `c` is NULL once the cluster stops. */
+typedef struct pxc_keeper {
+    nng_mtx *mtx;
+    px_cluster *c;
+    _Atomic int refs;
+} pxc_keeper;
+
+struct px_cluster {
+    px_cluster_cfg cfg;
+    px_system *sys;
+    px_transport *tr;
+    char *cluster, *node, *address;
+    char **roles;
+    size_t nroles;
+    uint8_t pk[32];
+    bool has_pk;
+    uint32_t node_id;
+    char prefix[160];
+    char key[200];
+    char names_prefix[160];
+    px_etcd *e;
+    px_etcd_watch *w;
+    nng_aio *tick;
+    nng_mtx *cbmtx;
+    nng_mtx *mtx;
+    nng_cv *cv;
+    /* c->mtx */
+    bool stopping;
+    bool registered, registering, fenced, ka_inflight, synced;
+    int64_t lease, reg_rev, old_lease;
+    uint32_t inc;
+    int64_t last_ok_ms;      /* monotonic: last keepalive acknowledged */
+    int64_t etcd_down_since; /* wall */
+    member *mem;
+    size_t nmem, capmem;
+    px_member_event *audit;
+    size_t audit_total;
+    uint64_t fences, keepalives, ka_errors;
+    px_ref *subs;            /* subscribed actors */
+    size_t nsubs, capsubs;
+    /* names (names.c): nmtx guards the table; a leaf lock */
+    nng_mtx *nmtx;
+    gname **nbuckets;
+    size_t nbucket_count, ncount;
+    bool names_synced;
+    px_etcd_watch *nw;
+    pxc_keeper *keeper;
+    px_ref keeper_ref;
+};
+
+int64_t pxc_wall_ms(void);
+
+/* names.c: start the names watch and keeper (after registration), stop
+ * them (before the etcd client closes), and forget this node's names (it
+ * was fenced: they went with the old lease). */
+px_err pxc_names_start(px_cluster *c, char *err, size_t errlen);
+void pxc_names_stop(px_cluster *c);
+void pxc_names_fenced(px_cluster *c);
+
+#endif

@@ -1,0 +1,530 @@
+/*
+ * names.c — global names (plexus/cluster.h): /plexus/<cluster>/names/<name>
+ * → ActorRef, created only if absent, attached to this node's lease.
+ *
+ * Design. Every node watches the names prefix into a local hash table, so
+ * px_whereis_global is one lookup under a leaf mutex. px_register_global is
+ * etcd's create-if-absent; what it creates goes into the table at once (the
+ * watch confirms it later; revisions keep the two from going backwards).
+ * A keeper actor (behavior "plexus.names") watches every actor that holds a
+ * name registered here; its Terminated message deletes the name — with a
+ * transaction that compares the value, so a name taken over meanwhile is
+ * left alone. A fenced node's names went with its old lease: they are
+ * forgotten locally, and the watch shows their deletion.
+ */
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cluster_int.h"
+#include "plexus/plexus.pb-c.h"
+
+#define KEEPER_WATCH 1 /* tag of the keeper's "watch this ref" message */
+
+/* ---- the local table (c->nmtx held) ---- */
+
+static uint32_t name_hash(const char *s, size_t n) {
+    uint32_t h = 2166136261u;
+    for (size_t i = 0; i < n; i++) {
+        h = (h ^ (uint8_t)s[i]) * 16777619u;
+    }
+    return h;
+}
+
+static gname **slot_of(px_cluster *c, const char *name, size_t n) {
+    gname **pp = &c->nbuckets[name_hash(name, n) & (c->nbucket_count - 1)];
+    while (*pp != NULL && (strncmp((*pp)->name, name, n) != 0 || (*pp)->name[n] != '\0')) {
+        pp = &(*pp)->next;
+    }
+    return pp;
+}
+
+static void grow_locked(px_cluster *c) {
+    size_t nc = c->nbucket_count * 2;
+    gname **nb = calloc(nc, sizeof(*nb));
+    if (nb == NULL) {
+        return; /* longer chains, still correct */
+    }
+    for (size_t i = 0; i < c->nbucket_count; i++) {
+        for (gname *g = c->nbuckets[i], *nx; g != NULL; g = nx) {
+            nx = g->next;
+            gname **pp = &nb[name_hash(g->name, strlen(g->name)) & (nc - 1)];
+            g->next = *pp;
+            *pp = g;
+        }
+    }
+    free(c->nbuckets);
+    c->nbuckets = nb;
+    c->nbucket_count = nc;
+}
+
+/* Sets name -> ref at revision rev unless the table has a newer one. */
+static void put_locked(px_cluster *c, const char *name, size_t n, px_ref ref, int64_t rev,
+                       bool mine) {
+    gname **pp = slot_of(c, name, n);
+    if (*pp != NULL) {
+        if ((*pp)->rev > rev) {
+            return;
+        }
+        (*pp)->ref = ref;
+        (*pp)->rev = rev;
+        (*pp)->mine = mine || ((*pp)->mine && px_ref_eq((*pp)->ref, ref));
+        return;
+    }
+    gname *g = malloc(sizeof(*g) + n + 1);
+    if (g == NULL) {
+        return;
+    }
+    memcpy(g->name, name, n);
+    g->name[n] = '\0';
+    g->ref = ref;
+    g->rev = rev;
+    g->mine = mine;
+    g->next = NULL;
+    *pp = g;
+    if (++c->ncount > 2 * c->nbucket_count) {
+        grow_locked(c);
+    }
+}
+
+static void del_locked(px_cluster *c, const char *name, size_t n, int64_t rev) {
+    gname **pp = slot_of(c, name, n);
+    if (*pp != NULL && (rev == 0 || (*pp)->rev <= rev)) {
+        gname *g = *pp;
+        *pp = g->next;
+        free(g);
+        c->ncount--;
+    }
+}
+
+static void clear_locked(px_cluster *c) {
+    for (size_t i = 0; c->nbuckets != NULL && i < c->nbucket_count; i++) {
+        for (gname *g = c->nbuckets[i], *nx; g != NULL; g = nx) {
+            nx = g->next;
+            free(g);
+        }
+        c->nbuckets[i] = NULL;
+    }
+    c->ncount = 0;
+}
+
+/* ---- the watch ---- */
+
+/* ref as a name's value (a packed ActorRef); returns its length. */
+static size_t ref_value(px_ref ref, uint8_t val[64]) {
+    Plexus__ActorRef ar = PLEXUS__ACTOR_REF__INIT;
+    ar.node = ref.node;
+    ar.node_inc = ref.node_inc;
+    ar.id = ref.id;
+    ar.inc = ref.inc;
+    return plexus__actor_ref__pack(&ar, val);
+}
+
+static bool ref_of_value(const px_etcd_kv *kv, px_ref *out) {
+    Plexus__ActorRef *r = plexus__actor_ref__unpack(NULL, kv->value_len, kv->value);
+    if (r == NULL) {
+        return false;
+    }
+    *out = (px_ref){r->node, r->node_inc, r->id, r->inc};
+    plexus__actor_ref__free_unpacked(r, NULL);
+    return !px_ref_is_nil(*out);
+}
+
+/* The name part of a key under the names prefix (NULL if it is not). */
+static const char *name_of_key(px_cluster *c, const px_etcd_kv *kv, size_t *n) {
+    size_t pl = strlen(c->names_prefix);
+    if (kv->key_len <= pl || strncmp(kv->key, c->names_prefix, pl) != 0) {
+        return NULL;
+    }
+    *n = kv->key_len - pl;
+    return kv->key + pl;
+}
+
+static void names_sync(void *arg, int64_t rev, const px_etcd_kv *kvs, size_t n) {
+    px_cluster *c = arg;
+    (void)rev;
+    nng_mtx_lock(c->nmtx);
+    /* Names of ours the table had stay marked as ours if still there. */
+    clear_locked(c);
+    for (size_t i = 0; i < n; i++) {
+        size_t nl;
+        const char *name = name_of_key(c, &kvs[i], &nl);
+        px_ref r;
+        if (name != NULL && ref_of_value(&kvs[i], &r)) {
+            put_locked(c, name, nl, r, kvs[i].mod_rev, false);
+        }
+    }
+    c->names_synced = true;
+    nng_mtx_unlock(c->nmtx);
+}
+
+static void names_events(void *arg, int64_t rev, const px_etcd_event *ev, size_t n) {
+    px_cluster *c = arg;
+    nng_mtx_lock(c->nmtx);
+    for (size_t i = 0; i < n; i++) {
+        size_t nl;
+        const char *name = name_of_key(c, &ev[i].kv, &nl);
+        px_ref r;
+        if (name == NULL) {
+            continue;
+        }
+        if (ev[i].is_delete) {
+            del_locked(c, name, nl, rev);
+        } else if (ref_of_value(&ev[i].kv, &r)) {
+            put_locked(c, name, nl, r, rev, false);
+        }
+    }
+    nng_mtx_unlock(c->nmtx);
+}
+
+/* ---- the keeper actor ---- */
+
+static void keeper_unref(pxc_keeper *k) {
+    if (atomic_fetch_sub(&k->refs, 1) == 1) {
+        nng_mtx_free(k->mtx);
+        free(k);
+    }
+}
+
+static void ignore_res(void *arg, const px_etcd_res *res) {
+    (void)arg;
+    (void)res;
+}
+
+/* `who` stopped: delete the names registered here for it (lock: k->mtx). */
+static void names_of_gone(px_cluster *c, px_ref who) {
+    char (*names)[PX_GLOBAL_NAME_MAX] = NULL;
+    size_t n = 0, cap = 0;
+    nng_mtx_lock(c->nmtx);
+    for (size_t i = 0; i < c->nbucket_count; i++) {
+        for (gname *g = c->nbuckets[i]; g != NULL; g = g->next) {
+            if (!g->mine || !px_ref_eq(g->ref, who)) {
+                continue;
+            }
+            if (n == cap) {
+                size_t nc = cap ? cap * 2 : 4;
+                void *nn = realloc(names, nc * sizeof(*names));
+                if (nn == NULL) {
+                    continue;
+                }
+                names = nn;
+                cap = nc;
+            }
+            snprintf(names[n++], PX_GLOBAL_NAME_MAX, "%s", g->name);
+        }
+    }
+    nng_mtx_unlock(c->nmtx);
+    uint8_t val[64];
+    size_t vlen = ref_value(who, val);
+    for (size_t i = 0; i < n; i++) {
+        char key[sizeof(c->names_prefix) + PX_GLOBAL_NAME_MAX];
+        snprintf(key, sizeof(key), "%s%s", c->names_prefix, names[i]);
+        px_etcd_cmp cmp = {.key = key, .target = PX_ETCD_VALUE, .rel = PX_ETCD_EQUAL,
+                           .value = val, .value_len = vlen};
+        px_etcd_op del = {.kind = PX_ETCD_OP_DELETE, .key = key};
+        if (c->e != NULL && /* standalone: the table is all there is */
+            px_etcd_txn(c->e, &cmp, 1, &del, 1, NULL, 0, ignore_res, NULL) != PX_OK) {
+            px_log(c->sys, PX_LOG_WARN,
+                   "global name %s: cannot delete it after its actor stopped; it goes with "
+                   "this node's lease",
+                   names[i]);
+        }
+        nng_mtx_lock(c->nmtx);
+        gname **pp = slot_of(c, names[i], strlen(names[i]));
+        if (*pp != NULL && px_ref_eq((*pp)->ref, who)) {
+            del_locked(c, names[i], strlen(names[i]), 0);
+        }
+        nng_mtx_unlock(c->nmtx);
+    }
+    free(names);
+}
+
+static px_err keeper_receive(px_ctx *ctx, px_msg *m) {
+    pxc_keeper *k = px_state(ctx);
+    if (px_msg_kind_of(m) == PX_MSG_BYTES && px_msg_tag(m) == KEEPER_WATCH) {
+        size_t len = 0;
+        const void *d = px_msg_data(m, &len);
+        px_ref r;
+        if (len == sizeof(r)) {
+            memcpy(&r, d, sizeof(r));
+            (void)px_watch(ctx, r); /* already gone: Terminated (no actor) comes at once */
+        }
+        return PX_OK;
+    }
+    px_ref who;
+    if (px_msg_terminated(m, &who, NULL, NULL) == PX_OK) {
+        nng_mtx_lock(k->mtx);
+        if (k->c != NULL) {
+            names_of_gone(k->c, who);
+        }
+        nng_mtx_unlock(k->mtx);
+    }
+    return PX_OK;
+}
+
+static void keeper_stop(px_ctx *ctx) {
+    pxc_keeper *k = px_state(ctx);
+    if (k != NULL) {
+        keeper_unref(k);
+    }
+}
+
+static px_err keeper_init(px_ctx *ctx, const px_msg *arg) {
+    size_t len = 0;
+    const void *d = px_msg_data(arg, &len);
+    pxc_keeper *k = NULL;
+    if (d == NULL || len != sizeof(k)) {
+        return PX_EINVAL;
+    }
+    memcpy(&k, d, sizeof(k));
+    px_set_state(ctx, k);
+    return PX_OK;
+}
+
+static const px_behavior keeper_b = {.name = "plexus.names", .init = keeper_init,
+                                     .receive = keeper_receive, .stop = keeper_stop};
+
+/* ---- start / stop ---- */
+
+px_err pxc_names_start(px_cluster *c, char *err, size_t errlen) {
+    if (c->sys == NULL) {
+        return PX_OK; /* names need refs: without a system there are none */
+    }
+    c->nbucket_count = 64;
+    c->nbuckets = calloc(c->nbucket_count, sizeof(*c->nbuckets));
+    pxc_keeper *k = calloc(1, sizeof(*k));
+    if (c->nbuckets == NULL || k == NULL || nng_mtx_alloc(&k->mtx) != 0) {
+        free(k);
+        snprintf(err, errlen, "out of memory");
+        return PX_ENOMEM;
+    }
+    k->c = c;
+    atomic_store(&k->refs, 2);
+    px_msg *arg = NULL;
+    px_err rv = px_msg_bytes(&arg, 0, &k, sizeof(k));
+    if (rv == PX_OK) {
+        rv = px_system_spawn(c->sys, &keeper_b, &arg, NULL, &c->keeper_ref);
+        px_msg_free(arg);
+    }
+    if (rv != PX_OK) {
+        nng_mtx_free(k->mtx);
+        free(k);
+        snprintf(err, errlen, "cannot start the names keeper: %s", px_errname(rv));
+        return rv;
+    }
+    c->keeper = k;
+    if (c->e == NULL) {
+        return PX_OK; /* standalone: no etcd to watch */
+    }
+    px_etcd_watch_cbs cbs = {names_sync, names_events, NULL};
+    rv = px_etcd_watch_start(c->e, c->names_prefix, true, 0, &cbs, c, &c->nw);
+    if (rv != PX_OK) {
+        snprintf(err, errlen, "cannot watch the global names: %s", px_errname(rv));
+    }
+    return rv;
+}
+
+void pxc_names_stop(px_cluster *c) {
+    px_etcd_watch_stop(c->nw);
+    c->nw = NULL;
+    if (c->keeper != NULL) {
+        nng_mtx_lock(c->keeper->mtx);
+        c->keeper->c = NULL; /* the keeper touches c no more */
+        nng_mtx_unlock(c->keeper->mtx);
+        (void)px_stop(c->sys, c->keeper_ref);
+        keeper_unref(c->keeper);
+        c->keeper = NULL;
+    }
+    if (c->nbuckets != NULL) {
+        clear_locked(c);
+        free(c->nbuckets);
+        c->nbuckets = NULL;
+    }
+}
+
+void pxc_names_fenced(px_cluster *c) {
+    if (c->nbuckets == NULL) {
+        return;
+    }
+    nng_mtx_lock(c->nmtx);
+    for (size_t i = 0; i < c->nbucket_count; i++) {
+        for (gname **pp = &c->nbuckets[i]; *pp != NULL;) {
+            if ((*pp)->mine) {
+                gname *g = *pp;
+                *pp = g->next;
+                free(g);
+                c->ncount--;
+            } else {
+                pp = &(*pp)->next;
+            }
+        }
+    }
+    nng_mtx_unlock(c->nmtx);
+}
+
+/* ---- the API ---- */
+
+static bool name_ok(const char *name) {
+    size_t n = name != NULL ? strlen(name) : 0;
+    if (n == 0 || n >= PX_GLOBAL_NAME_MAX) {
+        return false;
+    }
+    for (size_t i = 0; i < n; i++) {
+        char ch = name[i];
+        if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+              ch == '.' || ch == '_' || ch == ':' || ch == '-')) {
+            return false;
+        }
+    }
+    return true;
+}
+
+/* etcd's create-if-absent, waited for: the result (caller frees *res). */
+static px_err create(px_cluster *c, const char *key, const uint8_t *val, size_t vlen,
+                     int64_t lease, px_etcd_res **res) {
+    px_etcd_waiter *w = NULL;
+    px_err rv = px_etcd_waiter_alloc(&w);
+    if (rv != PX_OK) {
+        return rv;
+    }
+    rv = px_etcd_create(c->e, key, val, vlen, lease, px_etcd_waiter_cb, w);
+    if (rv != PX_OK) {
+        px_etcd_waiter_free(w);
+        return rv;
+    }
+    return px_etcd_waiter_take(w, res);
+}
+
+/* The same against the local table alone (standalone), shaped like etcd's
+ * answer: PX_EEXIST with the owner's value in kvs[0]. */
+static px_err create_local(px_cluster *c, const char *name, px_ref ref, px_etcd_res **res) {
+    static _Atomic int64_t rev = 1;
+    uint8_t val[64];
+    px_etcd_kv kv = {.key = name, .key_len = strlen(name)};
+    px_etcd_res r = {.revision = atomic_fetch_add(&rev, 1), .kvs = &kv, .msg = ""};
+    nng_mtx_lock(c->nmtx);
+    gname *g = *slot_of(c, name, strlen(name));
+    if (g != NULL) {
+        kv.value = val;
+        kv.value_len = ref_value(g->ref, val);
+        r.nkvs = 1;
+        r.err = PX_EEXIST;
+    } else {
+        put_locked(c, name, strlen(name), ref, r.revision, true);
+    }
+    nng_mtx_unlock(c->nmtx);
+    px_err rv = px_etcd_res_copy(&r, res);
+    return rv != PX_OK ? rv : r.err;
+}
+
+px_err px_register_global(px_cluster *c, const char *name, px_ref ref, px_ref *owner) {
+    if (owner != NULL) {
+        *owner = PX_REF_NIL;
+    }
+    if (c == NULL || c->sys == NULL || !name_ok(name)) {
+        return PX_EINVAL;
+    }
+    if (ref.node != c->node_id || ref.node_inc != px_system_node_inc(c->sys) ||
+        !px_is_alive(c->sys, ref)) {
+        return PX_EINVAL; /* only a live actor of this node as the cluster knows it */
+    }
+    nng_mtx_lock(c->mtx);
+    int64_t lease = c->registered ? c->lease : 0;
+    nng_mtx_unlock(c->mtx);
+    if (lease == 0 && c->e != NULL) {
+        return PX_EFENCED;
+    }
+    uint8_t val[64];
+    size_t vlen = ref_value(ref, val);
+    char key[sizeof(c->names_prefix) + PX_GLOBAL_NAME_MAX];
+    snprintf(key, sizeof(key), "%s%s", c->names_prefix, name);
+    px_etcd_res *res = NULL;
+    px_err rv = c->e != NULL ? create(c, key, val, vlen, lease, &res)
+                             : create_local(c, name, ref, &res);
+    if (rv == PX_OK) {
+        nng_mtx_lock(c->nmtx);
+        put_locked(c, name, strlen(name), ref, res->revision, true);
+        nng_mtx_unlock(c->nmtx);
+        px_msg *m = NULL;
+        if (px_msg_bytes(&m, KEEPER_WATCH, &ref, sizeof(ref)) != PX_OK ||
+            px_system_send(c->sys, c->keeper_ref, &m) != PX_OK) {
+            px_msg_free(m);
+            px_log(c->sys, PX_LOG_WARN,
+                   "global name %s: cannot watch its actor; the name goes with this node's "
+                   "lease, not with the actor",
+                   name);
+        }
+    } else if (rv == PX_EEXIST && res != NULL && res->nkvs > 0 && owner != NULL) {
+        (void)ref_of_value(&res->kvs[0], owner);
+    } else if (rv != PX_EEXIST) {
+        px_log(c->sys, PX_LOG_WARN, "global name %s: etcd: %s (%s)", name,
+               res != NULL ? res->msg : "?", px_errname(rv));
+    }
+    px_etcd_res_free(res);
+    return rv;
+}
+
+px_err px_unregister_global(px_cluster *c, const char *name) {
+    if (c == NULL || c->sys == NULL || !name_ok(name)) {
+        return PX_EINVAL;
+    }
+    nng_mtx_lock(c->nmtx);
+    gname **pp = slot_of(c, name, strlen(name));
+    bool mine = *pp != NULL && (*pp)->mine;
+    px_ref ref = mine ? (*pp)->ref : PX_REF_NIL;
+    nng_mtx_unlock(c->nmtx);
+    if (!mine) {
+        return PX_ENOENT;
+    }
+    if (c->e == NULL) {
+        nng_mtx_lock(c->nmtx);
+        del_locked(c, name, strlen(name), 0);
+        nng_mtx_unlock(c->nmtx);
+        return PX_OK;
+    }
+    uint8_t val[64];
+    size_t vlen = ref_value(ref, val);
+    char key[sizeof(c->names_prefix) + PX_GLOBAL_NAME_MAX];
+    snprintf(key, sizeof(key), "%s%s", c->names_prefix, name);
+    px_etcd_cmp cmp = {.key = key, .target = PX_ETCD_VALUE, .rel = PX_ETCD_EQUAL,
+                       .value = val, .value_len = vlen};
+    px_etcd_op del = {.kind = PX_ETCD_OP_DELETE, .key = key};
+    px_etcd_waiter *w = NULL;
+    px_err rv = px_etcd_waiter_alloc(&w);
+    if (rv != PX_OK) {
+        return rv;
+    }
+    rv = px_etcd_txn(c->e, &cmp, 1, &del, 1, NULL, 0, px_etcd_waiter_cb, w);
+    if (rv != PX_OK) {
+        px_etcd_waiter_free(w);
+        return rv;
+    }
+    px_etcd_res *res = NULL;
+    rv = px_etcd_waiter_take(w, &res);
+    if (rv == PX_OK && !res->succeeded) {
+        rv = PX_ENOENT; /* someone else's by now */
+    }
+    if (rv == PX_OK || rv == PX_ENOENT) {
+        nng_mtx_lock(c->nmtx);
+        pp = slot_of(c, name, strlen(name));
+        if (*pp != NULL && (*pp)->mine) {
+            del_locked(c, name, strlen(name), 0);
+        }
+        nng_mtx_unlock(c->nmtx);
+    }
+    px_etcd_res_free(res);
+    return rv;
+}
+
+px_err px_whereis_global(px_cluster *c, const char *name, px_ref *out) {
+    if (c == NULL || name == NULL || out == NULL || c->nbuckets == NULL) {
+        return PX_EINVAL;
+    }
+    size_t n = strlen(name);
+    nng_mtx_lock(c->nmtx);
+    gname *g = *slot_of(c, name, n);
+    *out = g != NULL ? g->ref : PX_REF_NIL;
+    nng_mtx_unlock(c->nmtx);
+    return g != NULL ? PX_OK : PX_ENOENT;
+}
