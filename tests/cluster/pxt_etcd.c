@@ -86,7 +86,8 @@ static int spawn(pxt_etcd *e) {
     snprintf(peer, sizeof(peer), "http://127.0.0.1:%d", e->peer_port);
     snprintf(adv_peer, sizeof(adv_peer), "%s", peer);
     snprintf(cluster, sizeof(cluster), "n1=%s", peer);
-    char *argv[40] = {"/usr/bin/etcd", "--name", "n1", "--data-dir", e->dir,
+    char *bin = (char *)(e->bin != NULL ? e->bin : "/usr/bin/etcd");
+    char *argv[40] = {bin, "--name", "n1", "--data-dir", e->dir,
                       "--listen-client-urls", client, "--advertise-client-urls", client,
                       "--listen-peer-urls", peer, "--initial-advertise-peer-urls", adv_peer,
                       "--initial-cluster", cluster, "--logger=zap", "--log-level=error"};

@@ -24,6 +24,7 @@ typedef struct pxt_etcd {
     char log[160];  /* etcd's stderr, appended across restarts */
     bool running;
     const char *extra[8]; /* extra etcd flags (NULL-terminated), e.g. TLS */
+    const char *bin;      /* the etcd program (NULL: /usr/bin/etcd) */
     const char *scheme;   /* "http" (default) or "https" */
 } pxt_etcd;
 

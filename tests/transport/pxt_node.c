@@ -5,11 +5,19 @@
  *   pxt_node --name N --listen tcp://127.0.0.1:P --identity PATH --secret PATH
  *            [--peer NAME=ADDR=PUBKEY]... [--heartbeat MS] [--unreachable MS]
  *            [--reconnect-max MS] [--workers N] [--log LEVEL]
+ *            [--etcd URL [--cluster NAME] [--ttl S]]
  *
- * The identity file is created on first start. After the transport starts
- * the node prints one line on stdout:
+ * The identity file is created on first start. With --etcd the node is
+ * also a cluster member (plexus/cluster.h, used by tests/cluster/
+ * test_scenarios.c and tools/bench/bench_cluster.c): once the transport
+ * runs, a px_cluster starts with the system and the transport attached
+ * (links follow membership; --peer stays allowed), cluster NAME (default
+ * "default"), lease TTL S (default 2) and etcd timeouts for tests
+ * (requests 1 s, connects 300 ms, watch retries at most 200 ms apart).
+ * After the transport (and the cluster) start the node prints one line on
+ * stdout:
  *   ready name=N addr=tcp://... pk=<base64> node=<hex> inc=<hex>
- *         sink=<ref> echo=<ref> mute=<ref>
+ *         sink=<ref> echo=<ref> mute=<ref> [cluster=1]
  * (refs as px_ref_format prints them) and then reads commands on stdin,
  * answering each with one line:
  *   send REF K N     K sender actors each send u64 1..N (tag 1) to REF;
@@ -21,9 +29,33 @@
  *   sink             "sink total=.. senders=.. ooo=.. min=.. max=.."
  *   state PEER       "state peer=.. rc=PX_.. st=up|connecting|unreachable|gone inc=<hex>"
  *   stats            "stats handshakes=.. refused=.. bad_frames=.. ..."
- *   quit (or EOF)    stops the transport and the system, prints "bye", exits 0
- * The sink counts u64 messages per sender and counts a value that is not
- * the sender's previous one plus one as out of order (ooo). echo replies
+ *   quit (or EOF)    leaves the cluster (gracefully), stops the transport
+ *                    and the system, prints "bye", exits 0
+ * Cluster commands (without --etcd, or after leave, each answers its own
+ * word with rc=PX_ECLOSED):
+ *   members          "members n=K name:state:inc,..." (every member seen,
+ *                    any state; inc in hex)
+ *   member NAME      "member name=.. rc=PX_.. state=.. inc=<hex>"
+ *   audit NAME       the audit ring's entries about NAME, oldest first:
+ *                    "audit name=.. n=K states=up,down,.. incs=<hex>,..
+ *                    causes=<cause>|<cause>" (spaces in causes become '_')
+ *   health           "health registered=0|1 fenced=0|1 inc=<hex> fences=N
+ *                    sysinc=<hex> keepalives=N etcd_down=0|1" (sysinc:
+ *                    px_system_node_inc)
+ *   register NAME    spawns an echo actor and px_register_global(NAME, it):
+ *                    "register name=.. rc=PX_.. ref=<ref> owner=<ref>"
+ *   whereis NAME     "whereis name=.. rc=PX_.. ref=<ref>"
+ *   spawn            a new echo actor of the current incarnation (fencing
+ *                    cuts the older ones off): "spawn rc=PX_.. ref=<ref>"
+ *   etcdstats        "etcdstats compacted=N watch_errors=N": notices of the
+ *                    membership watch — errors, and resyncs because its
+ *                    revision was compacted — counted from the etcd
+ *                    client's DEBUG log (cluster.h does not expose the
+ *                    client's px_etcd_stats)
+ *   leave            px_cluster_stop(c, true): "left"
+ * The asker belongs to an incarnation: after a fence the next ask spawns a
+ * new one. The sink counts u64 messages per sender and counts a value that
+ * is not the sender's previous one plus one as out of order (ooo). echo replies
  * with 2*V; mute never replies. The log (px_log_stderr) goes to stderr.
  * Lines on stdout are written whole under one lock (actors print askr).
  */
@@ -36,6 +68,7 @@
 #include <string.h>
 #include <time.h>
 
+#include <plexus/cluster.h>
 #include <plexus/plexus.h>
 #include <plexus/transport.h>
 
@@ -282,7 +315,8 @@ static const px_behavior asker_b = {.name = "pxt.asker", .init = asker_init,
 typedef struct node {
     px_system *sys;
     px_transport *t;
-    px_ref asker;
+    px_cluster *c; /* NULL without --etcd, or after leave */
+    px_ref asker;  /* of the current incarnation: see cmd_ask */
 } node;
 
 
@@ -342,6 +376,13 @@ static void cmd_ask(node *n, unsigned id, const char *refs, unsigned long long v
     px_msg *m = NULL;
     px_err e = parse_ref(refs, &rq.to) != 0 ? PX_EINVAL
                                              : px_msg_bytes(&m, TAG_ASK, &rq, sizeof(rq));
+    px_ref cur = PX_REF_NIL;
+    if (e == PX_OK && n->asker.node_inc != px_system_node_inc(n->sys) &&
+        px_system_spawn(n->sys, &asker_b, NULL, NULL, &cur) == PX_OK) {
+        /* fenced since: the old asker cannot reach other nodes any more (its
+         * asks still waiting end by their own timeouts) */
+        n->asker = cur;
+    }
     if (e == PX_OK) {
         e = px_system_send(n->sys, n->asker, &m);
     }
@@ -389,6 +430,181 @@ static void cmd_stats(node *n) {
         (unsigned long long)ss.dead_letters);
 }
 
+/* ---- cluster commands ---- */
+
+static px_log_level g_log_level = PX_LOG_INFO;
+static atomic_uint_least64_t g_watch_compacted, g_watch_errors;
+
+/* The etcd client's and membership's log: everything at DEBUG comes here
+ * to be counted (etcdstats); what reaches the node's level goes on. */
+static void cluster_log(void *arg, px_log_level level, const char *who, const char *line) {
+    if (strncmp(line, "membership watch:", 17) == 0) {
+        atomic_fetch_add(&g_watch_errors, 1);
+        if (strstr(line, px_errname(PX_ECOMPACTED)) != NULL) {
+            atomic_fetch_add(&g_watch_compacted, 1);
+        }
+    }
+    if (level >= g_log_level) {
+        px_log_stderr(arg, level, who, line);
+    }
+}
+
+/* Without a cluster every cluster command answers its word and rc. */
+static bool clustered(node *n, const char *word) {
+    if (n->c == NULL) {
+        out("%s rc=%s", word, px_errname(PX_ECLOSED));
+    }
+    return n->c != NULL;
+}
+
+static void cmd_members(node *n) {
+    if (!clustered(n, "members")) {
+        return;
+    }
+    px_member ms[128];
+    size_t k = 0;
+    px_cluster_members(n->c, ms, 128, &k);
+    char *buf = NULL;
+    size_t blen = 0;
+    FILE *f = open_memstream(&buf, &blen);
+    if (f == NULL) {
+        out("members rc=%s", px_errname(PX_ENOMEM));
+        return;
+    }
+    for (size_t i = 0; i < k && i < 128; i++) {
+        fprintf(f, "%s%s:%s:%x", i ? "," : "", ms[i].name, px_member_state_name(ms[i].state),
+                ms[i].node_inc);
+    }
+    fclose(f);
+    out("members n=%zu %s", k, buf);
+    free(buf);
+}
+
+static void cmd_member(node *n, const char *name) {
+    if (!clustered(n, "member")) {
+        return;
+    }
+    px_member m;
+    memset(&m, 0, sizeof(m));
+    px_err e = px_cluster_member(n->c, name, &m);
+    out("member name=%s rc=%s state=%s inc=%x", name, px_errname(e),
+        e == PX_OK ? px_member_state_name(m.state) : "none", m.node_inc);
+}
+
+static void cmd_audit(node *n, const char *name) {
+    if (!clustered(n, "audit")) {
+        return;
+    }
+    size_t max = 1024, k = 0;
+    px_member_event *ev = calloc(max, sizeof(*ev));
+    char *st = NULL, *inc = NULL, *cs = NULL;
+    size_t stl = 0, incl = 0, csl = 0;
+    FILE *fs = open_memstream(&st, &stl), *fi = open_memstream(&inc, &incl),
+         *fc = open_memstream(&cs, &csl);
+    if (ev != NULL && fs != NULL && fi != NULL && fc != NULL) {
+        size_t got = 0;
+        px_cluster_audit(n->c, ev, max, &got);
+        for (size_t i = 0; i < got; i++) {
+            if (strcmp(ev[i].m.name, name) != 0) {
+                continue;
+            }
+            for (char *p = ev[i].cause; *p != '\0'; p++) {
+                *p = *p == ' ' ? '_' : *p;
+            }
+            fprintf(fs, "%s%s", k ? "," : "", px_member_state_name(ev[i].m.state));
+            fprintf(fi, "%s%x", k ? "," : "", ev[i].m.node_inc);
+            fprintf(fc, "%s%s", k ? "|" : "", ev[i].cause);
+            k++;
+        }
+    }
+    if (fs != NULL) {
+        fclose(fs);
+    }
+    if (fi != NULL) {
+        fclose(fi);
+    }
+    if (fc != NULL) {
+        fclose(fc);
+    }
+    if (ev == NULL || st == NULL || inc == NULL || cs == NULL) {
+        out("audit name=%s rc=%s", name, px_errname(PX_ENOMEM));
+    } else {
+        out("audit name=%s n=%zu states=%s incs=%s causes=%s", name, k, st, inc, cs);
+    }
+    free(st);
+    free(inc);
+    free(cs);
+    free(ev);
+}
+
+static void cmd_health(node *n) {
+    if (!clustered(n, "health")) {
+        return;
+    }
+    px_cluster_health h;
+    px_cluster_health_get(n->c, &h);
+    out("health registered=%d fenced=%d inc=%x fences=%llu sysinc=%x keepalives=%llu "
+        "etcd_down=%d",
+        h.registered ? 1 : 0, h.fenced ? 1 : 0, h.node_inc, (unsigned long long)h.fences,
+        px_system_node_inc(n->sys), (unsigned long long)h.keepalives,
+        h.etcd_down_since_ms != 0 ? 1 : 0);
+}
+
+/* A new echo actor of the current incarnation. */
+static px_err spawn_echo(node *n, px_ref *r) {
+    *r = PX_REF_NIL;
+    return px_system_spawn(n->sys, &echo_b, NULL, NULL, r);
+}
+
+static void cmd_register(node *n, const char *name) {
+    if (!clustered(n, "register")) {
+        return;
+    }
+    px_ref r, owner = PX_REF_NIL;
+    px_err e = spawn_echo(n, &r);
+    if (e == PX_OK) {
+        e = px_register_global(n->c, name, r, &owner);
+    }
+    char b1[48], b2[48];
+    out("register name=%s rc=%s ref=%s owner=%s", name, px_errname(e),
+        px_ref_format(r, b1, sizeof(b1)), px_ref_format(owner, b2, sizeof(b2)));
+}
+
+static void cmd_whereis(node *n, const char *name) {
+    if (!clustered(n, "whereis")) {
+        return;
+    }
+    px_ref r = PX_REF_NIL;
+    px_err e = px_whereis_global(n->c, name, &r);
+    char b[48];
+    out("whereis name=%s rc=%s ref=%s", name, px_errname(e), px_ref_format(r, b, sizeof(b)));
+}
+
+static void cmd_spawn(node *n) {
+    px_ref r;
+    px_err e = spawn_echo(n, &r);
+    char b[48];
+    out("spawn rc=%s ref=%s", px_errname(e), px_ref_format(r, b, sizeof(b)));
+}
+
+static void cmd_etcdstats(node *n) {
+    if (!clustered(n, "etcdstats")) {
+        return;
+    }
+    out("etcdstats compacted=%llu watch_errors=%llu",
+        (unsigned long long)atomic_load(&g_watch_compacted),
+        (unsigned long long)atomic_load(&g_watch_errors));
+}
+
+static void cmd_leave(node *n) {
+    if (!clustered(n, "left")) {
+        return;
+    }
+    px_cluster_stop(n->c, true);
+    n->c = NULL;
+    out("left");
+}
+
 static void serve(node *n) {
     char line[1024], a[256];
     unsigned k, id, ms;
@@ -407,6 +623,24 @@ static void serve(node *n) {
             cmd_state(n, a);
         } else if (strcmp(line, "stats") == 0) {
             cmd_stats(n);
+        } else if (strcmp(line, "members") == 0) { /* before "member NAME" */
+            cmd_members(n);
+        } else if (sscanf(line, "member %255s", a) == 1) {
+            cmd_member(n, a);
+        } else if (sscanf(line, "audit %255s", a) == 1) {
+            cmd_audit(n, a);
+        } else if (strcmp(line, "health") == 0) {
+            cmd_health(n);
+        } else if (sscanf(line, "register %255s", a) == 1) {
+            cmd_register(n, a);
+        } else if (sscanf(line, "whereis %255s", a) == 1) {
+            cmd_whereis(n, a);
+        } else if (strcmp(line, "spawn") == 0) {
+            cmd_spawn(n);
+        } else if (strcmp(line, "etcdstats") == 0) {
+            cmd_etcdstats(n);
+        } else if (strcmp(line, "leave") == 0) {
+            cmd_leave(n);
         } else if (strcmp(line, "quit") == 0) {
             return;
         } else {
@@ -420,7 +654,8 @@ static void serve(node *n) {
 static void usage(void) {
     fprintf(stderr, "usage: pxt_node --name N --listen ADDR --identity PATH --secret PATH "
                     "[--peer NAME=ADDR=PUBKEY]... [--heartbeat MS] [--unreachable MS] "
-                    "[--reconnect-max MS] [--workers N] [--log LEVEL]\n");
+                    "[--reconnect-max MS] [--workers N] [--log LEVEL] "
+                    "[--etcd URL [--cluster NAME] [--ttl S]]\n");
 }
 
 static int fail(const char *stage, px_err e, const char *why) {
@@ -432,7 +667,8 @@ static int fail(const char *stage, px_err e, const char *why) {
 int main(int argc, char **argv) {
     signal(SIGPIPE, SIG_IGN);
     const char *name = NULL, *listen = NULL, *idpath = NULL, *secpath = NULL;
-    unsigned heartbeat = 0, unreachable = 0, recon = 0, workers = 2;
+    const char *etcd = NULL, *cluster = NULL;
+    unsigned heartbeat = 0, unreachable = 0, recon = 0, workers = 2, ttl = 2;
     px_log_level lvl = PX_LOG_INFO;
     px_peer peers[MAX_PEERS];
     char *peerbuf[MAX_PEERS];
@@ -458,6 +694,12 @@ int main(int argc, char **argv) {
             unreachable = (unsigned)atoi(v);
         } else if (strcmp(o, "--reconnect-max") == 0) {
             recon = (unsigned)atoi(v);
+        } else if (strcmp(o, "--etcd") == 0) {
+            etcd = v;
+        } else if (strcmp(o, "--cluster") == 0) {
+            cluster = v;
+        } else if (strcmp(o, "--ttl") == 0) {
+            ttl = (unsigned)atoi(v);
         } else if (strcmp(o, "--workers") == 0) {
             workers = (unsigned)atoi(v);
         } else if (strcmp(o, "--log") == 0) {
@@ -487,10 +729,12 @@ int main(int argc, char **argv) {
             return 2;
         }
     }
-    if (name == NULL || listen == NULL || idpath == NULL || secpath == NULL) {
+    if (name == NULL || listen == NULL || idpath == NULL || secpath == NULL ||
+        (etcd == NULL && cluster != NULL)) {
         usage();
         return 2;
     }
+    g_log_level = lvl;
 
     char err[256] = "";
     px_identity id;
@@ -542,16 +786,39 @@ int main(int argc, char **argv) {
         px_system_free(n.sys);
         return fail("transport", e, listen);
     }
+    if (etcd != NULL) {
+        px_cluster_cfg cc;
+        px_cluster_cfg_init(&cc);
+        if (cluster != NULL) {
+            cc.cluster = cluster;
+        }
+        cc.sys = n.sys;
+        cc.transport = n.t;
+        cc.ttl_s = ttl;
+        cc.etcd.endpoints = etcd;
+        cc.etcd.request_timeout_ms = 1000;
+        cc.etcd.connect_timeout_ms = 300;
+        cc.etcd.watch_retry_max_ms = 200;
+        cc.etcd.log = cluster_log;
+        cc.etcd.log_level = PX_LOG_DEBUG; /* cluster_log filters */
+        e = px_cluster_start(&cc, &n.c, err, sizeof(err));
+        if (e != PX_OK) {
+            px_transport_stop(n.t);
+            px_system_free(n.sys);
+            return fail("cluster", e, err);
+        }
+    }
     char pkb[PX_PUBKEY_B64_LEN], r1[48], r2[48], r3[48];
     px_pubkey_format(id.pk, pkb);
     px_ref root = px_system_root(n.sys);
-    out("ready name=%s addr=%s pk=%s node=%08x inc=%x sink=%s echo=%s mute=%s", name,
+    out("ready name=%s addr=%s pk=%s node=%08x inc=%x sink=%s echo=%s mute=%s%s", name,
         px_transport_address(n.t), pkb, root.node, root.node_inc,
         px_ref_format(sink, r1, sizeof(r1)), px_ref_format(echo, r2, sizeof(r2)),
-        px_ref_format(mute, r3, sizeof(r3)));
+        px_ref_format(mute, r3, sizeof(r3)), n.c != NULL ? " cluster=1" : "");
 
     serve(&n);
 
+    px_cluster_stop(n.c, true); /* NULL-safe */
     px_transport_stop(n.t);
     px_system_free(n.sys);
     for (size_t i = 0; i < np; i++) {

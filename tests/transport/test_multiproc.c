@@ -32,6 +32,7 @@
 #include <plexus/transport.h>
 
 #include "plexus/plexus.pb-c.h"
+#include "pxt_crit.h"
 #include "pxt_util.h"
 
 #ifndef PXT_NODE
@@ -87,15 +88,7 @@ static void teardown(void) {
         pxt_proc_release(&g_nodes[i].p);
     }
     pxt_procs_kill_all();
-    if (g_passed && getenv("PXT_KEEP") == NULL) {
-        char cmd[128];
-        snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_dir);
-        if (system(cmd) != 0) {
-            fprintf(stderr, "multiproc: cannot remove %s\n", g_dir);
-        }
-    } else {
-        fprintf(stderr, "multiproc: node logs kept in %s\n", g_dir);
-    }
+    pxt_dir_finish(g_dir, g_passed, "multiproc");
 }
 
 #define MP_TEST(name, secs)                                                    \
@@ -103,34 +96,11 @@ static void teardown(void) {
 
 static int64_t now_ms(void) { return pxt_mono_ms(); }
 
-static void nap(void) {
-    struct timespec ts = {0, 5 * 1000 * 1000};
-    nanosleep(&ts, NULL);
-}
-
 /* Fails the test with a message and the tail of n's log. */
-#define NODE_FAIL(n, ...)                                                      \
-    do {                                                                       \
-        char msg_[1024], tail_[2048];                                          \
-        snprintf(msg_, sizeof msg_, __VA_ARGS__);                              \
-        pxt_file_tail((n)->log_path, tail_, sizeof tail_);                     \
-        cr_assert_fail("%s: %s\n--- end of %s ---\n%s", (n)->name, msg_,       \
-                       (n)->log_path, tail_);                                  \
-    } while (0)
+#define NODE_FAIL(n, ...) PXT_FAIL_LOG((n)->name, (n)->log_path, __VA_ARGS__)
 
 /* Polls cond (which may talk to nodes) every 5 ms until it holds or ms pass. */
-#define AWAIT(cond, ms, ...)                                                   \
-    do {                                                                       \
-        int64_t dl_ = now_ms() + (ms);                                         \
-        while (!(cond)) {                                                      \
-            if (now_ms() > dl_) {                                              \
-                char why_[256];                                                \
-                snprintf(why_, sizeof why_, " " __VA_ARGS__);                  \
-                cr_assert_fail("not within %d ms:%s (%s)", (int)(ms), why_, #cond); \
-            }                                                                  \
-            nap();                                                             \
-        }                                                                      \
-    } while (0)
+#define AWAIT PXT_AWAIT
 
 /* ---- nodes ---- */
 
@@ -220,22 +190,8 @@ static void node_start(node *n) {
 
 /* Sends a command to n and returns its answer (the line starting with
  * prefix) in line. */
-static void node_cmd(node *n, const char *prefix, char *line, size_t len, const char *fmt, ...)
-    __attribute__((format(printf, 5, 6)));
-static void node_cmd(node *n, const char *prefix, char *line, size_t len, const char *fmt, ...) {
-    char cmd[512];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(cmd, sizeof cmd, fmt, ap);
-    va_end(ap);
-    int rv = pxt_proc_send(&n->p, "%s", cmd);
-    if (rv == 0 && prefix != NULL) {
-        rv = pxt_proc_expect(&n->p, prefix, CMD_MS, line, len);
-    }
-    if (rv != 0) {
-        NODE_FAIL(n, "command '%s': %s", cmd, strerror(-rv));
-    }
-}
+#define node_cmd(n, prefix, line, len, ...)                                                   \
+    pxt_cmd(&(n)->p, (n)->name, (n)->log_path, CMD_MS, (prefix), (line), (len), __VA_ARGS__)
 
 /* The answer to an earlier "ask id ...". */
 static void node_askr(node *n, unsigned id, int timeout_ms, char *line, size_t len) {
@@ -299,15 +255,7 @@ static int log_count(node *n, const char *a, const char *b, const char *c) {
 
 /* Stops n with "quit" and asserts it exited 0 by itself (under ASan that
  * includes a clean leak check). */
-static void node_quit(node *n) {
-    int64_t t0 = now_ms();
-    int rv = pxt_proc_stop(&n->p, 10000);
-    if (rv != 0 || !WIFEXITED(n->p.status) || WEXITSTATUS(n->p.status) != 0) {
-        NODE_FAIL(n, "did not stop cleanly on quit: %s after %lld ms%s",
-                  pxt_status_str(n->p.status), (long long)(now_ms() - t0),
-                  rv ? " (needed a signal)" : "");
-    }
-}
+static void node_quit(node *n) { pxt_quit(&n->p, n->name, n->log_path, 10000); }
 
 static void await_up(node *n, const char *peer) {
     AWAIT(link_is(n, peer, "up", NULL), 15000, "%s -> %s", n->name, peer);

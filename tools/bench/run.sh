@@ -1,15 +1,20 @@
 #!/usr/bin/env bash
-# tools/bench/run.sh [core|supervision|transport|all] — build a Release tree
-# in build-release/ (if it is missing or stale) and run a suite of benchmarks
-# (default core; all = core, supervision, then transport). transport runs
-# two node processes over loopback tcp (px_bench_net, ~20-30 s): one-way
-# throughput, ask round trips, bulk throughput and latency under bulk, each
-# encrypted and plaintext (_plain), plus a raw TCP ping-pong floor, and the
-# round trip again with workers spinning 50 us before parking
-# (net.rtt_spin_p50_us / _p99_us). stdout
-# carries only the figure lines ("name value unit"); build output and
-# diagnostics go to stderr. Exits non-zero if the build or any benchmark
-# fails.
+# tools/bench/run.sh [core|supervision|transport|cluster|all] — build a
+# Release tree in build-release/ (if it is missing or stale) and run a suite
+# of benchmarks (default core; all = core, supervision, transport, then
+# cluster). transport runs two node processes over loopback tcp
+# (px_bench_net, ~20-30 s): one-way throughput, ask round trips, bulk
+# throughput and latency under bulk, each encrypted and plaintext (_plain),
+# plus a raw TCP ping-pong floor, and the round trip again with workers
+# spinning 50 us before parking (net.rtt_spin_p50_us / _p99_us). cluster
+# (px_bench_cluster, ~30 s) needs etcd on PATH (it exits 2 without) and
+# starts its own on free loopback ports; its nodes are OS processes
+# (px_bench_node, the tests' pxt_node: a system, a transport and a cluster
+# each; lease TTL 2 s): the time from starting 3, and 10, processes until
+# each sees all up, SIGKILL to down on every survivor, and a cached
+# px_whereis_global (in process). stdout carries only the figure lines
+# ("name value unit"); build output and diagnostics go to stderr. Exits
+# non-zero if the build or any benchmark fails.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -21,14 +26,22 @@ suite="${1:-core}"
 core_benches=(spawn idle_mem send pingpong skynet ask idle_cpu)
 supervision_benches=(sup)
 transport_benches=(net)
+cluster_benches=(cluster)
 
 case "$suite" in
   core) benches=("${core_benches[@]}") ;;
   supervision) benches=("${supervision_benches[@]}") ;;
   transport) benches=("${transport_benches[@]}") ;;
-  all) benches=("${core_benches[@]}" "${supervision_benches[@]}" "${transport_benches[@]}") ;;
-  -h|--help) echo "usage: $0 [core|supervision|transport|all]" >&2; exit 0 ;;
-  *) echo "run.sh: unknown suite '$suite' (known: core, supervision, transport, all)" >&2; exit 2 ;;
+  cluster) benches=("${cluster_benches[@]}") ;;
+  all)
+    benches=("${core_benches[@]}" "${supervision_benches[@]}" "${transport_benches[@]}"
+      "${cluster_benches[@]}")
+    ;;
+  -h|--help) echo "usage: $0 [core|supervision|transport|cluster|all]" >&2; exit 0 ;;
+  *)
+    echo "run.sh: unknown suite '$suite' (known: core, supervision, transport, cluster, all)" >&2
+    exit 2
+    ;;
 esac
 
 px_build "$build" -DCMAKE_BUILD_TYPE=Release -DPLEXUS_TESTS=OFF -DPLEXUS_BENCH=ON 1>&2
