@@ -21,6 +21,7 @@ typedef struct member {
     int64_t seen_rev;     /* revision of the last full read or PUT that showed it */
     px_link_state link;   /* our link to it, as the transport last said */
     uint32_t link_inc;    /* the incarnation that link reached */
+    bool down_pending;    /* its key went without a goodbye: DOWN once etcd says why */
 } member;
 
 /* One global name in the local copy (a chained hash table). */

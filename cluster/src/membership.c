@@ -208,7 +208,7 @@ static void link_changed(px_cluster *c, const char *name, px_link_state st, uint
     if (m == NULL && c->e == NULL && st != PX_LINK_GONE && st != PX_LINK_CONNECTING &&
         (m = mem_add_locked(c)) != NULL) {
         /* Standalone: the transport's static peers are the members. */
-        snprintf(m->m.name, sizeof(m->m.name), "%s", name);
+        snprintf(m->m.name, sizeof(m->m.name), "%.*s", PX_MEMBER_NAME_MAX - 1, name);
         m->m.node_id = px_node_id(name);
         m->m.node_inc = inc;
         m->m.state = PX_MEMBER_JOINING;
@@ -293,6 +293,10 @@ static bool seen_locked(px_cluster *c, const px_etcd_kv *kv, int64_t rev, px_mem
         plexus__node_info__free_unpacked(ni, NULL);
         return false;
     }
+    if (m->down_pending) { /* registered again before etcd said why its key went */
+        m->down_pending = false;
+        m->m.state = PX_MEMBER_DOWN;
+    }
     bool was_up = is_registered(m->m.state);
     uint32_t old_inc = m->m.node_inc;
     snprintf(m->m.name, sizeof(m->m.name), "%s", ni->name);
@@ -327,6 +331,7 @@ static bool gone_locked(px_cluster *c, member *m, int64_t rev, const char *why,
     }
     bool left = m->leaving;
     m->leaving = false;
+    m->down_pending = false;
     m->link = PX_LINK_GONE; /* membership drops the peer: a new life links anew */
     change_locked(c, m, left ? PX_MEMBER_LEFT : PX_MEMBER_DOWN, rev,
                   left ? "left gracefully (lease revoked)" : why, ev);
@@ -361,17 +366,75 @@ static void on_sync(void *arg, int64_t rev, const px_etcd_kv *kvs, size_t n) {
     free(evs);
 }
 
+static uint32_t id_of(const px_etcd_kv *kv, px_cluster *c) {
+    return (uint32_t)strtoul(kv->key + strlen(c->prefix), NULL, 16);
+}
+
+/* A member's key was deleted without a goodbye (the DELETE of revision
+ * rev): lease expiry and a deletion by hand look the same in a watch, so
+ * the member goes DOWN once etcd says whether its lease still lives. */
+typedef struct down_ctx {
+    px_cluster *c;
+    uint32_t id;
+    int64_t lease, rev;
+} down_ctx;
+
+static void down_checked(void *arg, const px_etcd_res *res) {
+    down_ctx *d = arg;
+    px_cluster *c = d->c;
+    px_member_event ev;
+    bool have = false;
+    char cause[PX_MEMBER_CAUSE_MAX];
+    if (res->err == PX_ENOENT || (res->err == PX_OK && res->ttl <= 0)) {
+        snprintf(cause, sizeof(cause), "lease expired (no keepalive for a TTL)");
+    } else if (res->err == PX_OK) {
+        snprintf(cause, sizeof(cause), "its key was deleted while its lease was alive");
+    } else {
+        snprintf(cause, sizeof(cause), "its key was deleted (lease not checked: %s)",
+                 px_errname(res->err));
+    }
+    nng_mtx_lock(c->mtx);
+    member *m = mem_find(c, d->id);
+    if (m != NULL && m->down_pending && m->m.lease == d->lease && !c->stopping) {
+        m->down_pending = false;
+        have = gone_locked(c, m, d->rev, cause, &ev);
+    }
+    nng_mtx_unlock(c->mtx);
+    free(d);
+    if (have) {
+        publish_follow(c, &ev);
+    }
+}
+
+static void down_check(px_cluster *c, uint32_t id, int64_t lease, int64_t rev) {
+    down_ctx *d = malloc(sizeof(*d));
+    if (d != NULL) {
+        *d = (down_ctx){c, id, lease, rev};
+        if (px_etcd_lease_ttl(c->e, lease, down_checked, d) == PX_OK) {
+            return;
+        }
+        free(d);
+    }
+    px_etcd_res fail = {.err = PX_ENOMEM, .msg = ""}; /* decide without etcd's word */
+    down_ctx *f = malloc(sizeof(*f));
+    if (f != NULL) {
+        *f = (down_ctx){c, id, lease, rev};
+        down_checked(f, &fail);
+    }
+}
+
 static void on_events(void *arg, int64_t rev, const px_etcd_event *ev, size_t n) {
     px_cluster *c = arg;
     for (size_t i = 0; i < n; i++) {
         px_member_event out;
         bool have = false;
         bool lost_self = false;
+        int64_t check = 0;
         nng_mtx_lock(c->mtx);
         if (!ev[i].is_delete) {
             have = seen_locked(c, &ev[i].kv, rev, &out);
         } else if (ev[i].kv.key_len > strlen(c->prefix)) {
-            uint32_t id = (uint32_t)strtoul(ev[i].kv.key + strlen(c->prefix), NULL, 16);
+            uint32_t id = id_of(&ev[i].kv, c);
             member *m = mem_find(c, id);
             int64_t lease = ev[i].has_prev ? ev[i].prev.lease : 0;
             if (id == c->node_id) {
@@ -379,11 +442,19 @@ static void on_events(void *arg, int64_t rev, const px_etcd_event *ev, size_t n)
                  * DELETE of an older incarnation's key is history. */
                 lost_self = c->registered && lease == c->lease;
             }
-            if (m != NULL && !(id == c->node_id && !lost_self)) {
-                have = gone_locked(c, m, rev, "lease expired (no keepalive for a TTL)", &out);
+            if (m != NULL && id != c->node_id && is_registered(m->m.state) && !m->leaving &&
+                lease != 0) {
+                /* Why did its key go? Ask etcd about its lease first. */
+                m->down_pending = true;
+                check = lease;
+            } else if (m != NULL && !(id == c->node_id && !lost_self)) {
+                have = gone_locked(c, m, rev, "its key was deleted without a goodbye", &out);
             }
         }
         nng_mtx_unlock(c->mtx);
+        if (check != 0) {
+            down_check(c, id_of(&ev[i].kv, c), check, rev);
+        }
         if (have) {
             publish_follow(c, &out);
         }

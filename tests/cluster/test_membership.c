@@ -165,7 +165,13 @@ Test(cluster_membership, etcd_paused_past_the_ttl_fences_the_nodes_and_they_rejo
     }
     cr_assert_eq(m.node_inc, 2, "b rejoined as a new incarnation (a sees inc %u)", m.node_inc);
     cr_assert_eq(m.state, PX_MEMBER_UP);
-    px_cluster_health_get(a, &h);
+    /* a's own registration may land just after b's: wait for it too (bounded). */
+    t0 = pxt_mono_ms();
+    do {
+        px_cluster_health_get(a, &h);
+        struct timespec ts = {0, 10 * 1000000};
+        nanosleep(&ts, NULL);
+    } while (!(h.registered && !h.fenced) && pxt_mono_ms() - t0 < 5000);
     cr_assert(h.registered && !h.fenced);
     cr_assert_eq(h.node_inc, 2);
     cr_assert_geq(h.fences, 1);
