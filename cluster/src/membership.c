@@ -338,7 +338,7 @@ static bool gone_locked(px_cluster *c, member *m, int64_t rev, const char *why,
     return true;
 }
 
-static void fence(px_cluster *c, const char *why);
+static void fence(px_cluster *c, const char *why, bool revoke_old);
 
 static void on_sync(void *arg, int64_t rev, const px_etcd_kv *kvs, size_t n) {
     px_cluster *c = arg;
@@ -459,7 +459,9 @@ static void on_events(void *arg, int64_t rev, const px_etcd_event *ev, size_t n)
             publish_follow(c, &out);
         }
         if (lost_self) {
-            fence(c, "our key was deleted under our lease");
+            /* Our lease is alive: left to expire (one TTL), not revoked, so
+             * that the others can tell a deleted key from an expired lease. */
+            fence(c, "our key was deleted under our lease", false);
         }
     }
 }
@@ -579,7 +581,7 @@ static void reg_put(void *arg, const px_etcd_res *res) {
 
 /* ---- keepalive and fencing ---- */
 
-static void fence(px_cluster *c, const char *why) {
+static void fence(px_cluster *c, const char *why, bool revoke_old) {
     px_member_event ev;
     bool have = false;
     nng_mtx_lock(c->mtx);
@@ -590,7 +592,7 @@ static void fence(px_cluster *c, const char *why) {
     c->registered = false;
     c->fenced = true;
     c->fences++;
-    c->old_lease = c->lease;
+    c->old_lease = revoke_old ? c->lease : 0;
     c->lease = 0;
     uint32_t was = c->inc;
     if (c->sys == NULL || px_system_reincarnate(c->sys, &c->inc) != PX_OK) {
@@ -642,7 +644,7 @@ static void ka_done(void *arg, const px_etcd_res *res) {
         px_etcd_watch_kick(c->w);
     }
     if (lost) {
-        fence(c, "etcd says our lease is gone");
+        fence(c, "etcd says our lease is gone", true);
     }
 }
 
@@ -686,7 +688,7 @@ static void tick_cb(void *arg) {
     nng_mtx_unlock(c->mtx);
     stuck_joining(c);
     if (expired) {
-        fence(c, "no keepalive acknowledged for a whole TTL");
+        fence(c, "no keepalive acknowledged for a whole TTL", true);
     } else if (send && px_etcd_lease_keepalive(c->e, lease, ka_done, c) != PX_OK) {
         nng_mtx_lock(c->mtx);
         c->ka_inflight = false;
