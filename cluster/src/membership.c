@@ -379,8 +379,7 @@ typedef struct down_ctx {
     int64_t lease, rev;
 } down_ctx;
 
-static void down_checked(void *arg, const px_etcd_res *res) {
-    down_ctx *d = arg;
+static void down_decide(const down_ctx *d, const px_etcd_res *res) {
     px_cluster *c = d->c;
     px_member_event ev;
     bool have = false;
@@ -400,10 +399,14 @@ static void down_checked(void *arg, const px_etcd_res *res) {
         have = gone_locked(c, m, d->rev, cause, &ev);
     }
     nng_mtx_unlock(c->mtx);
-    free(d);
     if (have) {
         publish_follow(c, &ev);
     }
+}
+
+static void down_checked(void *arg, const px_etcd_res *res) {
+    down_decide(arg, res);
+    free(arg);
 }
 
 static void down_check(px_cluster *c, uint32_t id, int64_t lease, int64_t rev) {
@@ -415,12 +418,10 @@ static void down_check(px_cluster *c, uint32_t id, int64_t lease, int64_t rev) {
         }
         free(d);
     }
-    px_etcd_res fail = {.err = PX_ENOMEM, .msg = ""}; /* decide without etcd's word */
-    down_ctx *f = malloc(sizeof(*f));
-    if (f != NULL) {
-        *f = (down_ctx){c, id, lease, rev};
-        down_checked(f, &fail);
-    }
+    /* etcd cannot be asked: decide without its word */
+    down_ctx now = {c, id, lease, rev};
+    px_etcd_res fail = {.err = PX_ENOMEM, .msg = ""};
+    down_decide(&now, &fail);
 }
 
 static void on_events(void *arg, int64_t rev, const px_etcd_event *ev, size_t n) {

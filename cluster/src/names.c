@@ -121,6 +121,20 @@ static size_t ref_value(px_ref ref, uint8_t val[64]) {
     return plexus__actor_ref__pack(&ar, val);
 }
 
+/* Deletes name from etcd if it still maps to ref (a txn comparing the
+ * value, so a name taken over meanwhile stays); cb as for px_etcd_txn. */
+static px_err delete_if_ref(px_cluster *c, const char *name, px_ref ref, px_etcd_cb cb,
+                            void *arg) {
+    uint8_t val[64];
+    size_t vlen = ref_value(ref, val);
+    char key[sizeof(c->names_prefix) + PX_GLOBAL_NAME_MAX];
+    snprintf(key, sizeof(key), "%s%s", c->names_prefix, name);
+    px_etcd_cmp cmp = {.key = key, .target = PX_ETCD_VALUE, .rel = PX_ETCD_EQUAL,
+                       .value = val, .value_len = vlen};
+    px_etcd_op del = {.kind = PX_ETCD_OP_DELETE, .key = key};
+    return px_etcd_txn(c->e, &cmp, 1, &del, 1, NULL, 0, cb, arg);
+}
+
 static bool ref_of_value(const px_etcd_kv *kv, px_ref *out) {
     Plexus__ActorRef *r = plexus__actor_ref__unpack(NULL, kv->value_len, kv->value);
     if (r == NULL) {
@@ -215,16 +229,9 @@ static void names_of_gone(px_cluster *c, px_ref who) {
         }
     }
     nng_mtx_unlock(c->nmtx);
-    uint8_t val[64];
-    size_t vlen = ref_value(who, val);
     for (size_t i = 0; i < n; i++) {
-        char key[sizeof(c->names_prefix) + PX_GLOBAL_NAME_MAX];
-        snprintf(key, sizeof(key), "%s%s", c->names_prefix, names[i]);
-        px_etcd_cmp cmp = {.key = key, .target = PX_ETCD_VALUE, .rel = PX_ETCD_EQUAL,
-                           .value = val, .value_len = vlen};
-        px_etcd_op del = {.kind = PX_ETCD_OP_DELETE, .key = key};
         if (c->e != NULL && /* standalone: the table is all there is */
-            px_etcd_txn(c->e, &cmp, 1, &del, 1, NULL, 0, ignore_res, NULL) != PX_OK) {
+            delete_if_ref(c, names[i], who, ignore_res, NULL) != PX_OK) {
             px_log(c->sys, PX_LOG_WARN,
                    "global name %s: cannot delete it after its actor stopped; it goes with "
                    "this node's lease",
@@ -483,19 +490,12 @@ px_err px_unregister_global(px_cluster *c, const char *name) {
         nng_mtx_unlock(c->nmtx);
         return PX_OK;
     }
-    uint8_t val[64];
-    size_t vlen = ref_value(ref, val);
-    char key[sizeof(c->names_prefix) + PX_GLOBAL_NAME_MAX];
-    snprintf(key, sizeof(key), "%s%s", c->names_prefix, name);
-    px_etcd_cmp cmp = {.key = key, .target = PX_ETCD_VALUE, .rel = PX_ETCD_EQUAL,
-                       .value = val, .value_len = vlen};
-    px_etcd_op del = {.kind = PX_ETCD_OP_DELETE, .key = key};
     px_etcd_waiter *w = NULL;
     px_err rv = px_etcd_waiter_alloc(&w);
     if (rv != PX_OK) {
         return rv;
     }
-    rv = px_etcd_txn(c->e, &cmp, 1, &del, 1, NULL, 0, px_etcd_waiter_cb, w);
+    rv = delete_if_ref(c, name, ref, px_etcd_waiter_cb, w);
     if (rv != PX_OK) {
         px_etcd_waiter_free(w);
         return rv;

@@ -19,6 +19,7 @@
 #include <plexus/plexus.h>
 #include <plexus/transport.h>
 
+#include "../core/helpers.h"
 #include "plexus/plexus.pb-c.h"
 #include "pxt_etcd.h"
 
@@ -125,20 +126,6 @@ static void node_down(tnode *n, bool leave) {
     n->sys = NULL;
 }
 
-static void nap(void) {
-    struct timespec ts = {0, 5 * 1000000};
-    nanosleep(&ts, NULL);
-}
-
-#define AWAIT(cond, ms)                                                                   \
-    do {                                                                                  \
-        int64_t t0_ = pxt_mono_ms();                                                      \
-        while (!(cond) && pxt_mono_ms() - t0_ < (ms)) {                                   \
-            nap();                                                                        \
-        }                                                                                 \
-        cr_assert(cond, "timed out after %d ms: %s", (int)(ms), #cond);                   \
-    } while (0)
-
 static px_member_state state_of(tnode *n, const char *name) {
     px_member m;
     return px_cluster_member(n->c, name, &m) == PX_OK ? m.state : 0;
@@ -162,20 +149,6 @@ static bool audit_has(px_cluster *c, const char *name, px_member_state st, const
     return false;
 }
 
-/* --- an echo actor: replies with its u64 doubled ------------------------ */
-
-static px_err echo_receive(px_ctx *ctx, px_msg *m) {
-    px_msg *r = NULL;
-    if (px_msg_u64(&r, 2, px_msg_get_u64(m) * 2) != PX_OK) {
-        return PX_ENOMEM;
-    }
-    if (px_reply(ctx, m, &r) != PX_OK) {
-        px_msg_free(r);
-    }
-    return PX_OK;
-}
-static const px_behavior echo_b = {.name = "t.echo", .receive = echo_receive};
-
 static px_err ask_echo(tnode *from, px_ref to, uint64_t v) {
     px_msg *q = NULL, *r = NULL;
     cr_assert_eq(px_msg_u64(&q, 1, v), PX_OK);
@@ -196,7 +169,7 @@ Test(cluster_nodes, links_follow_membership_without_static_peers) {
     }
     for (int i = 0; i < 3; i++) {
         for (int j = 0; j < 3; j++) {
-            AWAIT(state_of(&n[i], names[j]) == PX_MEMBER_UP, 10000);
+            PXT_AWAIT(state_of(&n[i], names[j]) == PX_MEMBER_UP, 10000);
         }
     }
     cr_assert_eq(link_of(&n[0], "beta"), PX_LINK_UP, "membership opened the link");
@@ -207,15 +180,15 @@ Test(cluster_nodes, links_follow_membership_without_static_peers) {
     cr_assert_str_eq(self.address, px_transport_address(n[0].t), "the transport's address");
 
     px_ref echo = PX_REF_NIL;
-    cr_assert_eq(px_system_spawn(n[2].sys, &echo_b, NULL, NULL, &echo), PX_OK);
+    cr_assert_eq(px_system_spawn(n[2].sys, pxt_echo_behavior(), NULL, NULL, &echo), PX_OK);
     cr_assert_eq(ask_echo(&n[0], echo, 21), PX_OK, "alpha -> gamma across a link it opened");
     cr_assert_eq(ask_echo(&n[1], echo, 5), PX_OK);
 
     /* gamma leaves: the others drop their links to it. */
     node_down(&n[2], true);
     for (int i = 0; i < 2; i++) {
-        AWAIT(state_of(&n[i], "gamma") == PX_MEMBER_LEFT, 3000);
-        AWAIT(link_of(&n[i], "gamma") == PX_LINK_GONE, 3000);
+        PXT_AWAIT(state_of(&n[i], "gamma") == PX_MEMBER_LEFT, 3000);
+        PXT_AWAIT(link_of(&n[i], "gamma") == PX_LINK_GONE, 3000);
     }
     px_msg *x = NULL;
     cr_assert_eq(px_msg_u64(&x, 1, 1), PX_OK);
@@ -225,9 +198,9 @@ Test(cluster_nodes, links_follow_membership_without_static_peers) {
     /* gamma comes back (a new process: a new incarnation): linked again. */
     node_up(&n[2], "gamma", true);
     for (int i = 0; i < 2; i++) {
-        AWAIT(state_of(&n[i], "gamma") == PX_MEMBER_UP, 10000);
+        PXT_AWAIT(state_of(&n[i], "gamma") == PX_MEMBER_UP, 10000);
     }
-    cr_assert_eq(px_system_spawn(n[2].sys, &echo_b, NULL, NULL, &echo), PX_OK);
+    cr_assert_eq(px_system_spawn(n[2].sys, pxt_echo_behavior(), NULL, NULL, &echo), PX_OK);
     cr_assert_eq(ask_echo(&n[0], echo, 7), PX_OK);
     for (int i = 0; i < 3; i++) {
         node_down(&n[i], true);
@@ -241,11 +214,11 @@ Test(cluster_nodes, a_member_whose_link_fails_is_unreachable_not_down) {
     px_peer pa = {.name = a.name, .address = a.addr};
     memcpy(pa.pk, a.id.pk, sizeof pa.pk);
     cr_assert_eq(px_transport_peer_add(b.t, &pa), PX_OK, "beta knows alpha by hand");
-    AWAIT(state_of(&a, "beta") == PX_MEMBER_UP, 10000);
+    PXT_AWAIT(state_of(&a, "beta") == PX_MEMBER_UP, 10000);
     /* beta's transport stops; its lease lives on. */
     px_transport_stop(b.t);
     b.t = NULL;
-    AWAIT(state_of(&a, "beta") == PX_MEMBER_UNREACHABLE, 5000);
+    PXT_AWAIT(state_of(&a, "beta") == PX_MEMBER_UNREACHABLE, 5000);
     cr_assert(audit_has(a.c, "beta", PX_MEMBER_UNREACHABLE, "lease alive"));
     px_cluster_health h;
     px_cluster_health_get(b.c, &h);
@@ -253,7 +226,7 @@ Test(cluster_nodes, a_member_whose_link_fails_is_unreachable_not_down) {
     /* It comes back at the same address: UP again. */
     node_transport(&b);
     cr_assert_eq(px_transport_peer_add(b.t, &pa), PX_OK);
-    AWAIT(state_of(&a, "beta") == PX_MEMBER_UP, 10000);
+    PXT_AWAIT(state_of(&a, "beta") == PX_MEMBER_UP, 10000);
     cr_assert(audit_has(a.c, "beta", PX_MEMBER_UP, "link up again"));
     node_down(&b, true);
     node_down(&a, true);
@@ -288,24 +261,8 @@ static px_err sub_receive(px_ctx *ctx, px_msg *m) {
     return PX_OK;
 }
 
-static px_err sub_init(px_ctx *ctx, const px_msg *arg) {
-    size_t len = 0;
-    const void *d = px_msg_data(arg, &len);
-    sub *s = NULL;
-    memcpy(&s, d, sizeof s);
-    px_set_state(ctx, s);
-    return PX_OK;
-}
-static const px_behavior sub_b = {.name = "t.sub", .init = sub_init, .receive = sub_receive};
-
-static px_ref spawn_sub(tnode *n, sub *s) {
-    px_msg *arg = NULL;
-    cr_assert_eq(px_msg_bytes(&arg, 0, &s, sizeof s), PX_OK);
-    px_ref r = PX_REF_NIL;
-    cr_assert_eq(px_system_spawn(n->sys, &sub_b, &arg, NULL, &r), PX_OK);
-    px_msg_free(arg);
-    return r;
-}
+static const px_behavior sub_b = {.name = "t.sub", .init = pxt_init_ptr_state,
+                                  .receive = sub_receive};
 
 /* The index of the first event about `name` in state st after index from, or -1. */
 static int sub_find(sub *s, const char *name, int st, int from) {
@@ -325,28 +282,28 @@ Test(cluster_nodes, actors_subscribe_to_membership_events) {
     node_up(&a, "alpha", true);
     sub *s = calloc(1, sizeof *s);
     pthread_mutex_init(&s->mu, NULL);
-    px_ref r = spawn_sub(&a, s);
+    px_ref r = pxt_spawn(a.sys, &sub_b, s, NULL);
     cr_assert_eq(px_cluster_subscribe(a.c, r), PX_OK);
     cr_assert_eq(px_cluster_subscribe(a.c, r), PX_OK, "twice is a no-op");
     /* First, the current state: alpha itself, up. */
-    AWAIT(sub_find(s, "alpha", PLEXUS__MEMBER_STATE__MEMBER_UP, 0) == 0, 3000);
+    PXT_AWAIT(sub_find(s, "alpha", PLEXUS__MEMBER_STATE__MEMBER_UP, 0) == 0, 3000);
     cr_assert_eq(s->from[0], 0, "a current-state event has no 'from'");
     /* Then beta: joining, then up once the link is. */
     node_up(&b, "beta", true);
-    AWAIT(sub_find(s, "beta", PLEXUS__MEMBER_STATE__MEMBER_UP, 0) > 0, 10000);
+    PXT_AWAIT(sub_find(s, "beta", PLEXUS__MEMBER_STATE__MEMBER_UP, 0) > 0, 10000);
     int j = sub_find(s, "beta", PLEXUS__MEMBER_STATE__MEMBER_JOINING, 0);
     cr_assert(j > 0 && j < sub_find(s, "beta", PLEXUS__MEMBER_STATE__MEMBER_UP, 0),
               "joining comes before up");
     cr_assert_eq(s->inc[j], px_system_node_inc(b.sys));
     node_down(&b, true);
-    AWAIT(sub_find(s, "beta", PLEXUS__MEMBER_STATE__MEMBER_LEFT, 0) > 0, 3000);
+    PXT_AWAIT(sub_find(s, "beta", PLEXUS__MEMBER_STATE__MEMBER_LEFT, 0) > 0, 3000);
 
     /* A subscriber that stops is dropped (and nothing crashes). */
     cr_assert_eq(px_stop(a.sys, r), PX_OK);
-    AWAIT(!px_is_alive(a.sys, r), 3000);
+    PXT_AWAIT(!px_is_alive(a.sys, r), 3000);
     cr_assert_eq(px_cluster_subscribe(a.c, r), PX_EINVAL, "a dead actor cannot subscribe");
     node_up(&b, "beta", true);
-    AWAIT(state_of(&a, "beta") == PX_MEMBER_UP, 10000);
+    PXT_AWAIT(state_of(&a, "beta") == PX_MEMBER_UP, 10000);
     cr_assert_eq(px_cluster_unsubscribe(a.c, r), PX_ENOENT, "it was dropped");
     node_down(&b, true);
     node_down(&a, true);
@@ -373,8 +330,8 @@ Test(cluster_nodes, a_global_name_has_one_owner_and_goes_with_its_actor_or_node)
     node_up(&a, "alpha", true);
     node_up(&b, "beta", true);
     racer rs[2] = {{.n = &a}, {.n = &b}};
-    cr_assert_eq(px_system_spawn(a.sys, &echo_b, NULL, NULL, &rs[0].ref), PX_OK);
-    cr_assert_eq(px_system_spawn(b.sys, &echo_b, NULL, NULL, &rs[1].ref), PX_OK);
+    cr_assert_eq(px_system_spawn(a.sys, pxt_echo_behavior(), NULL, NULL, &rs[0].ref), PX_OK);
+    cr_assert_eq(px_system_spawn(b.sys, pxt_echo_behavior(), NULL, NULL, &rs[1].ref), PX_OK);
     pthread_t th[2];
     for (int i = 0; i < 2; i++) {
         cr_assert_eq(pthread_create(&th[i], NULL, race, &rs[i]), 0);
@@ -388,11 +345,11 @@ Test(cluster_nodes, a_global_name_has_one_owner_and_goes_with_its_actor_or_node)
     cr_assert(px_ref_eq(rs[lose].owner, rs[win].ref), "the loser learns the winner's ref");
 
     /* Both nodes answer whereis from their copy; the winner's at once. */
-    AWAIT(state_of(&a, "beta") == PX_MEMBER_UP && state_of(&b, "alpha") == PX_MEMBER_UP, 10000);
+    PXT_AWAIT(state_of(&a, "beta") == PX_MEMBER_UP && state_of(&b, "alpha") == PX_MEMBER_UP, 10000);
     px_ref got = PX_REF_NIL;
     cr_assert_eq(px_whereis_global(rs[win].n->c, "svc.lock", &got), PX_OK);
     cr_assert(px_ref_eq(got, rs[win].ref));
-    AWAIT(px_whereis_global(rs[lose].n->c, "svc.lock", &got) == PX_OK &&
+    PXT_AWAIT(px_whereis_global(rs[lose].n->c, "svc.lock", &got) == PX_OK &&
               px_ref_eq(got, rs[win].ref),
           3000);
     cr_assert_eq(ask_echo(rs[lose].n, got, 4), PX_OK, "the ref works from the other node");
@@ -406,21 +363,21 @@ Test(cluster_nodes, a_global_name_has_one_owner_and_goes_with_its_actor_or_node)
 
     /* The owner stops: the name is deleted, everywhere. */
     cr_assert_eq(px_stop(rs[win].n->sys, rs[win].ref), PX_OK);
-    AWAIT(px_whereis_global(a.c, "svc.lock", &got) == PX_ENOENT &&
+    PXT_AWAIT(px_whereis_global(a.c, "svc.lock", &got) == PX_ENOENT &&
               px_whereis_global(b.c, "svc.lock", &got) == PX_ENOENT,
           5000);
     /* Now the other may take it; unregister gives it back. */
     cr_assert_eq(px_register_global(rs[lose].n->c, "svc.lock", rs[lose].ref, NULL), PX_OK);
     cr_assert_eq(px_unregister_global(rs[lose].n->c, "svc.lock"), PX_OK);
-    AWAIT(px_whereis_global(rs[win].n->c, "svc.lock", &got) == PX_ENOENT, 3000);
+    PXT_AWAIT(px_whereis_global(rs[win].n->c, "svc.lock", &got) == PX_ENOENT, 3000);
 
     /* A node's names go with the node: beta's name vanishes when it leaves. */
     px_ref bref = PX_REF_NIL;
-    cr_assert_eq(px_system_spawn(b.sys, &echo_b, NULL, NULL, &bref), PX_OK);
+    cr_assert_eq(px_system_spawn(b.sys, pxt_echo_behavior(), NULL, NULL, &bref), PX_OK);
     cr_assert_eq(px_register_global(b.c, "beta.svc", bref, NULL), PX_OK);
-    AWAIT(px_whereis_global(a.c, "beta.svc", &got) == PX_OK, 3000);
+    PXT_AWAIT(px_whereis_global(a.c, "beta.svc", &got) == PX_OK, 3000);
     node_down(&b, true);
-    AWAIT(px_whereis_global(a.c, "beta.svc", &got) == PX_ENOENT, 3000);
+    PXT_AWAIT(px_whereis_global(a.c, "beta.svc", &got) == PX_ENOENT, 3000);
     node_down(&a, true);
 }
 
@@ -429,29 +386,29 @@ Test(cluster_nodes, a_fenced_node_becomes_a_new_incarnation_and_its_old_actors_a
     tnode a, b;
     node_up(&a, "alpha", true);
     node_up(&b, "beta", true);
-    AWAIT(state_of(&a, "beta") == PX_MEMBER_UP && state_of(&b, "alpha") == PX_MEMBER_UP, 10000);
+    PXT_AWAIT(state_of(&a, "beta") == PX_MEMBER_UP && state_of(&b, "alpha") == PX_MEMBER_UP, 10000);
     sub *s = calloc(1, sizeof *s);
     pthread_mutex_init(&s->mu, NULL);
-    cr_assert_eq(px_cluster_subscribe(b.c, spawn_sub(&b, s)), PX_OK);
+    cr_assert_eq(px_cluster_subscribe(b.c, pxt_spawn(b.sys, &sub_b, s, NULL)), PX_OK);
     px_ref old_echo = PX_REF_NIL;
-    cr_assert_eq(px_system_spawn(b.sys, &echo_b, NULL, NULL, &old_echo), PX_OK);
+    cr_assert_eq(px_system_spawn(b.sys, pxt_echo_behavior(), NULL, NULL, &old_echo), PX_OK);
     cr_assert_eq(ask_echo(&a, old_echo, 1), PX_OK);
     uint32_t inc0 = px_system_node_inc(b.sys);
 
     /* etcd pauses past the TTL: both fence themselves and rejoin. */
     cr_assert_eq(pxt_etcd_pause(&etcd), 0);
     px_cluster_health h;
-    AWAIT((px_cluster_health_get(b.c, &h), h.fences > 0), 8000);
+    PXT_AWAIT((px_cluster_health_get(b.c, &h), h.fences > 0), 8000);
     cr_assert_eq(pxt_etcd_resume(&etcd), 0);
-    AWAIT((px_cluster_health_get(b.c, &h), h.registered), 10000);
+    PXT_AWAIT((px_cluster_health_get(b.c, &h), h.registered), 10000);
     uint32_t inc1 = px_system_node_inc(b.sys);
     cr_assert_neq(inc1, inc0, "beta is a new incarnation");
     cr_assert_eq(h.node_inc, inc1);
     /* Its actors were told. */
-    AWAIT(sub_find(s, "beta", PLEXUS__MEMBER_STATE__MEMBER_FENCED, 0) >= 0, 3000);
+    PXT_AWAIT(sub_find(s, "beta", PLEXUS__MEMBER_STATE__MEMBER_FENCED, 0) >= 0, 3000);
     /* alpha sees the new incarnation up and links to it. */
     px_member m;
-    AWAIT(px_cluster_member(a.c, "beta", &m) == PX_OK && m.node_inc == inc1 &&
+    PXT_AWAIT(px_cluster_member(a.c, "beta", &m) == PX_OK && m.node_inc == inc1 &&
               m.state == PX_MEMBER_UP,
           15000);
     /* The old actor lives on locally but is cut off: alpha's ask to it
@@ -459,10 +416,10 @@ Test(cluster_nodes, a_fenced_node_becomes_a_new_incarnation_and_its_old_actors_a
     cr_assert(px_is_alive(b.sys, old_echo));
     cr_assert_neq(ask_echo(&a, old_echo, 2), PX_OK, "the old incarnation is unreachable");
     px_ref new_echo = PX_REF_NIL;
-    cr_assert_eq(px_system_spawn(b.sys, &echo_b, NULL, NULL, &new_echo), PX_OK);
+    cr_assert_eq(px_system_spawn(b.sys, pxt_echo_behavior(), NULL, NULL, &new_echo), PX_OK);
     cr_assert_eq(new_echo.node_inc, inc1);
     px_err e = PX_OK;
-    AWAIT((e = ask_echo(&a, new_echo, 3)) == PX_OK, 5000);
+    PXT_AWAIT((e = ask_echo(&a, new_echo, 3)) == PX_OK, 5000);
     (void)e;
     cr_assert_eq(px_register_global(b.c, "old", old_echo, NULL), PX_EINVAL,
                  "an old actor cannot take a global name");
@@ -494,25 +451,25 @@ Test(cluster_nodes, standalone_without_etcd_has_the_same_api) {
     memcpy(pa.pk, a.id.pk, sizeof pa.pk);
     cr_assert_eq(px_transport_peer_add(a.t, &pb), PX_OK);
     cr_assert_eq(px_transport_peer_add(b.t, &pa), PX_OK);
-    AWAIT(state_of(&a, "beta") == PX_MEMBER_UP, 10000);
+    PXT_AWAIT(state_of(&a, "beta") == PX_MEMBER_UP, 10000);
     cr_assert_eq(px_cluster_member(a.c, "beta", &m), PX_OK);
     cr_assert_eq(m.node_inc, px_system_node_inc(b.sys));
 
     /* Names are this node's own: one owner, gone with the actor. */
     px_ref r1 = PX_REF_NIL, r2 = PX_REF_NIL, got = PX_REF_NIL, owner = PX_REF_NIL;
-    cr_assert_eq(px_system_spawn(a.sys, &echo_b, NULL, NULL, &r1), PX_OK);
-    cr_assert_eq(px_system_spawn(a.sys, &echo_b, NULL, NULL, &r2), PX_OK);
+    cr_assert_eq(px_system_spawn(a.sys, pxt_echo_behavior(), NULL, NULL, &r1), PX_OK);
+    cr_assert_eq(px_system_spawn(a.sys, pxt_echo_behavior(), NULL, NULL, &r2), PX_OK);
     cr_assert_eq(px_register_global(a.c, "svc", r1, NULL), PX_OK);
     cr_assert_eq(px_register_global(a.c, "svc", r2, &owner), PX_EEXIST);
     cr_assert(px_ref_eq(owner, r1));
     cr_assert_eq(px_whereis_global(a.c, "svc", &got), PX_OK);
     cr_assert(px_ref_eq(got, r1));
     cr_assert_eq(px_stop(a.sys, r1), PX_OK);
-    AWAIT(px_whereis_global(a.c, "svc", &got) == PX_ENOENT, 3000);
+    PXT_AWAIT(px_whereis_global(a.c, "svc", &got) == PX_ENOENT, 3000);
     cr_assert_eq(px_register_global(a.c, "svc", r2, NULL), PX_OK);
     cr_assert_eq(px_unregister_global(a.c, "svc"), PX_OK);
     cr_assert_eq(px_whereis_global(a.c, "svc", &got), PX_ENOENT);
     node_down(&b, true);
-    AWAIT(state_of(&a, "beta") == PX_MEMBER_UNREACHABLE, 5000);
+    PXT_AWAIT(state_of(&a, "beta") == PX_MEMBER_UNREACHABLE, 5000);
     node_down(&a, true);
 }

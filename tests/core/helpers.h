@@ -193,6 +193,23 @@ static inline px_ref pxt_spawn(px_system *sys, const px_behavior *b, void *state
     return ref;
 }
 
+/* An echo: replies to a u64 (any tag) with twice its value under tag 2. */
+static inline px_err pxt_echo_receive(px_ctx *ctx, px_msg *m) {
+    px_msg *r = NULL;
+    if (px_msg_u64(&r, 2, px_msg_get_u64(m) * 2) != PX_OK) {
+        return PX_ENOMEM;
+    }
+    if (px_reply(ctx, m, &r) != PX_OK) {
+        px_msg_free(r);
+    }
+    return PX_OK;
+}
+
+static inline const px_behavior *pxt_echo_behavior(void) {
+    static const px_behavior b = {.name = "pxt.echo", .receive = pxt_echo_receive};
+    return &b;
+}
+
 /* --- the recorder: a general-purpose test actor ------------------------ */
 
 /* Records every message it receives (kind, tag, u64 payload, sender,

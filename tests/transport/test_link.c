@@ -152,17 +152,6 @@ static px_err sender_receive(px_ctx *ctx, px_msg *m) {
 }
 static const px_behavior sender_b = {.name = "t.sender", .receive = sender_receive};
 
-static px_err echo_receive(px_ctx *ctx, px_msg *m) {
-    px_msg *r = NULL;
-    if (px_msg_u64(&r, 2, px_msg_get_u64(m) * 2) != PX_OK) {
-        return PX_ENOMEM;
-    }
-    if (px_reply(ctx, m, &r) != PX_OK) {
-        px_msg_free(r);
-    }
-    return PX_OK;
-}
-static const px_behavior echo_b = {.name = "t.echo", .receive = echo_receive};
 
 Test(transport_link, messages_cross_nodes_in_send_order_and_asks_come_back, .timeout = 60) {
     dir_make();
@@ -193,7 +182,7 @@ Test(transport_link, messages_cross_nodes_in_send_order_and_asks_come_back, .tim
 
     /* Ask from outside actors on alpha to an actor on beta. */
     px_ref echo = PX_REF_NIL;
-    cr_assert_eq(px_system_spawn(b.sys, &echo_b, NULL, NULL, &echo), PX_OK);
+    cr_assert_eq(px_system_spawn(b.sys, pxt_echo_behavior(), NULL, NULL, &echo), PX_OK);
     for (int i = 1; i <= 50; i++) {
         px_msg *q = pxt_u64(1, (uint64_t)i), *r = NULL;
         px_err e = px_system_ask(a.sys, echo, &q, 5000, &r);
@@ -737,7 +726,7 @@ Test(transport_peers, peers_added_at_run_time_link_and_removed_ones_are_gone_unt
     node_start(&b, NULL, 0, SECRET);
     cr_assert_eq(px_transport_peer_state(a.t, "beta", NULL, NULL), PX_ENOENT);
     px_ref echo = PX_REF_NIL;
-    cr_assert_eq(px_system_spawn(b.sys, &echo_b, NULL, NULL, &echo), PX_OK);
+    cr_assert_eq(px_system_spawn(b.sys, pxt_echo_behavior(), NULL, NULL, &echo), PX_OK);
     cr_assert_eq(send_one(&a, echo), PX_EUNREACHABLE, "an unknown node is unreachable");
 
     /* Both learn of each other (in either order): the links come up. */
@@ -809,7 +798,7 @@ Test(transport_peers, a_peer_that_moves_or_changes_its_key_is_followed, .timeout
     PXT_AWAIT(link_state(&a, "beta") == PX_LINK_UP && link_state(&b, "alpha") == PX_LINK_UP,
               10000);
     px_ref echo = PX_REF_NIL;
-    cr_assert_eq(px_system_spawn(b.sys, &echo_b, NULL, NULL, &echo), PX_OK);
+    cr_assert_eq(px_system_spawn(b.sys, pxt_echo_behavior(), NULL, NULL, &echo), PX_OK);
     px_msg *q = pxt_u64(1, 4), *r = NULL;
     cr_assert_eq(px_system_ask(a.sys, echo, &q, 5000, &r), PX_OK);
     cr_assert_eq(px_msg_get_u64(r), 8);

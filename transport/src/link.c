@@ -39,12 +39,21 @@
  *  - A tick (every <= 50 ms, 1 ms while a connection is paused) pings idle
  *    control links, drops silent connections, dials peers that are due,
  *    resumes paused reads and frees closed connections (a callback cannot
- *    stop its own aio).
+ *    stop its own aio). It also hands each peer's state changes to on_link
+ *    (collected under the peer locks, called with none held).
+ *  - Peers: a fixed array of cfg.max_peers slots whose published count
+ *    (npeers) only grows, so the router finds a peer without a lock. A
+ *    slot's name, node id and key never change; a peer that leaves is
+ *    marked removed (revived by a later add) and one whose key changes is
+ *    replaced by a new slot. Addresses do change: readers load the pointer
+ *    and old strings live until stop.
  * Locks: t->mtx guards the connection list. p->mtx guards the peer's
  * state, queues and outbound connections (they share it). An inbound
  * connection has its own mtx for its buffers. p->rx_mtx guards the peer's
  * receiving state. Order: t->mtx -> connection/peer mtx -> p->rx_mtx;
- * t->nq_mtx (deferred "undelivered" notices) is a leaf. Nothing calls into
+ * t->nq_mtx (deferred "undelivered" notices) is a leaf. t->peers_mtx
+ * serialises peer adds and removes and is taken before all of these;
+ * t->link_mtx is held while on_link runs and is taken with no other. Nothing calls into
  * core in a way that can come back to a peer lock while one is held: the
  * notices core's drop hook and the receive path produce are queued and
  * sent by pxl_notices_flush with no lock held.
@@ -1726,6 +1735,7 @@ static bool tick_resume_locked(conn *c) {
 }
 
 /* A change of a peer's link state, for cfg.on_link. */
+#define LINK_REPORT_AGAIN ((px_link_state)-1) /* peer.reported: give the next state whatever it is */
 typedef struct linkev {
     peer *p;
     px_link_state state;
@@ -2156,7 +2166,7 @@ static px_err peer_update(px_transport *t, peer *p, const char *address) {
     }
     if (back || nd != NULL) {
         p->state = PX_LINK_CONNECTING;
-        p->reported = (px_link_state)-1; /* a new life of the peer: report it afresh */
+        p->reported = LINK_REPORT_AGAIN; /* a new life of the peer: report it afresh */
         p->backoff_ms = 50;
         p->retry_at_ms = 0;
         dial_locked(p);
@@ -2264,7 +2274,7 @@ void px_transport_set_on_link(px_transport *t,
         size_t n = atomic_load(&t->npeers);
         for (size_t i = 0; i < n; i++) {
             nng_mtx_lock(t->peers[i].mtx);
-            t->peers[i].reported = (px_link_state)-1;
+            t->peers[i].reported = LINK_REPORT_AGAIN;
             nng_mtx_unlock(t->peers[i].mtx);
         }
     }

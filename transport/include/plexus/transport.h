@@ -158,7 +158,8 @@ void px_transport_set_on_link(px_transport *t,
                                          uint32_t node_inc),
                               void *arg);
 
-/* This node's identity public key (32 bytes; lives as long as t). */
+/* This node's identity public key (32 bytes, borrowed: lives as long as
+ * t), NULL for a NULL t. Thread-safe. */
 const uint8_t *px_transport_pk(const px_transport *t);
 
 /* Closes every link, in and out; they are redialled at once. For a node
@@ -167,7 +168,8 @@ const uint8_t *px_transport_pk(const px_transport *t);
  * on_link. */
 void px_transport_reconnect(px_transport *t, const char *why);
 
-/* "connecting", "up", "unreachable", "gone" (static strings). */
+/* "connecting", "up", "unreachable", "gone" (static strings; "unknown"
+ * outside the enum). Thread-safe; cannot fail. */
 const char *px_link_state_name(px_link_state s);
 
 /* Adds a peer to link to (membership found it), or updates a known one:
