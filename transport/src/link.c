@@ -199,6 +199,15 @@ static void txq_pop(txq *q) {
 
 static void qbytes_sub(peer *p, uint64_t n) { p->qbytes = p->qbytes > n ? p->qbytes - n : 0; }
 static void bbytes_sub(peer *p, uint64_t n) { p->bbytes = p->bbytes > n ? p->bbytes - n : 0; }
+/* A bulk payload's bytes count as bulk from the moment it is queued, so small
+ * sends never wait for the writer to move it to the BULK lane. */
+static void ent_bytes_sub(peer *p, const txent *e) {
+    if (e->bulk_id != 0) {
+        bbytes_sub(p, e->len);
+    } else {
+        qbytes_sub(p, e->len);
+    }
+}
 
 static void txent_drop(px_transport *t, txent *e, px_err why) {
     if (e->m != NULL) {
@@ -438,22 +447,20 @@ static void pack_batch_locked(conn *c, bool *kick_bulk) {
         txent *e = txq_at(q, 0);
         p->qmsgs--;
         if (p->node_inc != 0 && e->to.node_inc != p->node_inc) {
-            qbytes_sub(p, e->len);
+            ent_bytes_sub(p, e);
             txent_drop(t, e, PX_EDEAD);
         } else if (e->bulk_id != 0 && p->peer_max_msg != 0 && e->len > p->peer_max_msg) {
             /* queued before the handshake told us the peer's limit: the
              * sender hears of it (through the deferred notices: no call into
              * core under this lock) */
-            qbytes_sub(p, e->len);
+            ent_bytes_sub(p, e);
             notice_defer(t, e->from, e->to, PX_EMSGSIZE, e->corr);
             txent_drop(t, e, PX_EMSGSIZE);
         } else if (e->bulk_id != 0) {
             if (txq_push(&p->q[L_BLK], e)) { /* the payload follows on BULK */
-                qbytes_sub(p, e->len); /* its bytes no longer hold up small sends */
-                p->bbytes += e->len;
                 *kick_bulk = true;
             } else {
-                qbytes_sub(p, e->len);
+                ent_bytes_sub(p, e);
                 txent_drop(t, e, PX_ENOMEM);
             }
         } else {
@@ -1896,7 +1903,11 @@ static px_err router_send(void *arg, px_ref to, px_msg *m) {
     }
     if (rv == PX_OK) {
         p->qmsgs++;
-        p->qbytes += e.len;
+        if (e.bulk_id != 0) {
+            p->bbytes += e.len;
+        } else {
+            p->qbytes += e.len;
+        }
         if (p->c[L_NRM] != NULL && p->c[L_NRM]->state == C_UP) {
             tx_kick_locked(p->c[L_NRM]);
         }
