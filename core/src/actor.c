@@ -881,6 +881,9 @@ static void handle_sys(px_actor *a, px_msg *m) {
         pxi_begin_stop(a, m->tag != 0 ? m->tag : PX_TERM_STOPPED, (px_err)(int64_t)m->corr);
     } else if (m->sysop == PXI_SYS_CHILD_TERM) {
         px_actor *c = (px_actor *)(uintptr_t)m->corr;
+        if (a->flags & PXI_AF_HOST) {
+            pxi_host_child_term(a, c);
+        }
         pxi_sup_child_term(a, c);
         if (a->flags & PXI_AF_ROOT) {
             nng_mtx_lock(a->sys->tree_mtx);
@@ -1316,6 +1319,10 @@ px_err px_timer_cancel(px_system *sys, uint64_t timer) {
 px_err px_stop(px_system *sys, px_ref ref) {
     if (sys == NULL) {
         return PX_EINVAL;
+    }
+    if (ref.node != sys->node && ref.node != 0) {
+        return sys->router.stop != NULL ? sys->router.stop(sys->router.arg, ref)
+                                        : PX_EUNREACHABLE;
     }
     px_actor *a = pxi_pin_ref(sys, ref);
     if (a == NULL) {

@@ -38,6 +38,8 @@ enum {
     PXI_SYS_UNWATCH = 11,   /* sender = the watcher */
     PXI_SYS_SUP_TIMER = 12, /* (via a timer) corr = child, tag = child inc */
     PXI_SYS_DUMP = 13,      /* tree dump (tree.c); corr = pxi_dump* */
+    PXI_SYS_PROXY_EV = 14,  /* remote.c: to a proxy; corr = its event (heap) */
+    PXI_SYS_HOST_OP = 15,   /* remote.c: to a host; tag = op | term << 8, corr = code */
 };
 
 /* flags */

@@ -62,6 +62,8 @@ enum {
     PXI_AF_PERMANENT = 1u << 5, /* a permanent child: a normal stop is restarted */
     PXI_AF_RS_STOP = 1u << 6,   /* restarting: ack the parent once children are gone */
     PXI_AF_PROBE = 1u << 7,     /* half-open breaker: report the first success */
+    PXI_AF_PROXY = 1u << 12,    /* stands for a child on another node (remote.c) */
+    PXI_AF_HOST = 1u << 13,     /* parent here of a child whose parent is on another node */
 };
 /* Bits 8..11 of flags: the px_term_reason this actor ends with (kept
  * until the slot is reused, for watches that arrive after the end). */
@@ -326,6 +328,29 @@ void pxi_begin_stop(px_actor *a, uint32_t reason, px_err code); /* owner */
 void pxi_stop_child(px_actor *c, uint32_t reason, px_err code); /* STOP signal */
 void pxi_cancel_timers(px_actor *a);
 void pxi_send_sys(px_actor *to, uint16_t op, uint64_t corr, uint32_t tag); /* to is pinned/a known child */
+
+/* Supervision across nodes (remote.c): proxies and hosts. */
+struct pxi_fail_rec;
+void pxi_ack_parent(px_actor *a, uint16_t op, uint32_t tag);        /* sup.c */
+void pxi_sup_fail_chain(px_actor *a, const px_failure *f);          /* sup.c: fail with f's chain */
+uint32_t pxi_fail_chain(const struct pxi_fail_rec *f, px_failure *out, uint32_t max); /* sup.c */
+void pxi_fail_rec_free(struct pxi_fail_rec *f);                     /* sup.c */
+extern const px_behavior pxi_proxy_beh;
+px_err pxi_proxy_new(px_actor *parent, const px_child_spec *spec, void **out);
+void pxi_proxy_free(void *proxy); /* NULL is fine */
+/* After the spawn, in the parent's context: asks the router to start the
+ * child; on error the proxy is stopping (its state is freed by `stop`). */
+px_err pxi_proxy_first_start(px_actor *c);
+void pxi_proxy_rs_stop(px_actor *a);
+void pxi_proxy_rs_start(px_actor *a, bool half_open);
+void pxi_proxy_resume(px_actor *a);
+void pxi_proxy_info_fill(px_actor *a, px_child_info *out); /* node, remote */
+void pxi_remote_sys(px_actor *a, px_msg *m);  /* PXI_SYS_PROXY_EV, PXI_SYS_HOST_OP */
+/* A host's child event (FAILURE, RS_STOPPED, RS_STARTED, HEALTHY): true if
+ * handled (a is a host). */
+bool pxi_host_child_sys(px_actor *a, px_msg *m);
+void pxi_host_child_term(px_actor *a, px_actor *c); /* before the unlink */
+void pxi_remote_drain_sys(px_actor *a, px_msg *m);  /* a sys message to a dead actor */
 
 /* --- sup.c (supervision and watches) --- */
 /* Child side: suspend `a` and report the failure to its parent. `normal`:

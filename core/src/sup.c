@@ -107,7 +107,7 @@ static int64_t wall_ms(void) { return clock_ms(CLOCK_REALTIME); }
  * precise enough and costs no syscall or TSC read. */
 static int64_t started_now_ms(void) { return clock_ms(CLOCK_REALTIME_COARSE); }
 
-static void fail_rec_free(pxi_fail_rec *f) {
+void pxi_fail_rec_free(pxi_fail_rec *f) {
     while (f != NULL) {
         pxi_fail_rec *c = f->cause;
         free(f);
@@ -141,7 +141,7 @@ void pxi_sup_free(pxi_sup *s) {
     pxi_fail_rec *d = s->deferred;
     while (d != NULL) {
         pxi_fail_rec *nx = d->next;
-        fail_rec_free(d);
+        pxi_fail_rec_free(d);
         d = nx;
     }
     free(s);
@@ -334,17 +334,28 @@ px_err pxi_children_in_order(px_actor *p, px_actor ***out, uint32_t *n) {
 
 /* ---- child side ---- */
 
-void pxi_sup_fail(px_actor *a, px_err code, const char *reason, bool normal) {
-    px_actor *p = a->parent;
-    pxi_fail_rec *f = calloc(1, sizeof(*f));
-    if (f == NULL) {
-        px_log(a->sys, PX_LOG_CRIT, "out of memory reporting a failure of actor %u; stopping it",
-               a->id);
-        pxi_begin_stop(a, PX_TERM_FAILURE, code);
-        return;
-    }
+/* a suspends itself and sends f (its failure, a's own fields filled here)
+ * up to its parent. */
+static void fail_up(px_actor *a, pxi_fail_rec *f) {
     f->child = a;
     f->inc = atomic_load_explicit(&a->inc, memory_order_relaxed);
+    a->flags &= ~(PXI_AF_PROBE | PXI_AF_STOP_REQ);
+    atomic_store(&a->state, PXI_A_SUSPENDED);
+    pxi_send_sys(a->parent, PXI_SYS_FAILURE, (uint64_t)(uintptr_t)f, 0);
+}
+
+static void fail_oom(px_actor *a, px_err code) {
+    px_log(a->sys, PX_LOG_CRIT, "out of memory reporting a failure of actor %u; stopping it",
+           a->id);
+    pxi_begin_stop(a, PX_TERM_FAILURE, code);
+}
+
+void pxi_sup_fail(px_actor *a, px_err code, const char *reason, bool normal) {
+    pxi_fail_rec *f = calloc(1, sizeof(*f));
+    if (f == NULL) {
+        fail_oom(a, code);
+        return;
+    }
     f->ref = pxi_ref_of(a);
     f->code = code;
     f->normal = normal;
@@ -355,12 +366,50 @@ void pxi_sup_fail(px_actor *a, px_err code, const char *reason, bool normal) {
         f->cause = a->ext->cause; /* an escalation: the child's failure rides along */
         a->ext->cause = NULL;
     }
-    a->flags &= ~(PXI_AF_PROBE | PXI_AF_STOP_REQ);
-    atomic_store(&a->state, PXI_A_SUSPENDED);
-    pxi_send_sys(p, PXI_SYS_FAILURE, (uint64_t)(uintptr_t)f, 0);
+    fail_up(a, f);
 }
 
-static void ack_parent(px_actor *a, uint16_t op, uint32_t tag) {
+/* A proxy fails with the chain its child's node reported (a failure code
+ * PX_OK at the top: a permanent child stopped itself). */
+void pxi_sup_fail_chain(px_actor *a, const px_failure *chain) {
+    pxi_fail_rec *top = NULL, **at = &top;
+    for (const px_failure *c = chain; c != NULL; c = c->cause) {
+        pxi_fail_rec *f = calloc(1, sizeof(*f));
+        if (f == NULL) {
+            pxi_fail_rec_free(top);
+            fail_oom(a, chain->code);
+            return;
+        }
+        f->ref = c->child;
+        f->code = c->code;
+        f->normal = c == chain && c->code == PX_OK;
+        f->time_ms = c->time_ms ? c->time_ms : wall_ms();
+        f->count_in_window = c->count_in_window;
+        pxi_scopy(f->id, sizeof(f->id), c->child_id ? c->child_id : "");
+        pxi_scopy(f->reason, sizeof(f->reason), c->reason ? c->reason : "");
+        pxi_scopy(f->origin, sizeof(f->origin), c->origin_node ? c->origin_node : "");
+        *at = f;
+        at = &f->cause;
+    }
+    if (top == NULL) {
+        return;
+    }
+    fail_up(a, top);
+}
+
+uint32_t pxi_fail_chain(const pxi_fail_rec *f, px_failure *out, uint32_t max) {
+    uint32_t k = 0;
+    for (const pxi_fail_rec *x = f; x != NULL && k < max; x = x->cause, k++) {
+        out[k] = (px_failure){x->ref, x->id, x->code, x->reason, x->origin,
+                              x->time_ms, x->count_in_window, NULL};
+        if (k > 0) {
+            out[k - 1].cause = &out[k];
+        }
+    }
+    return k;
+}
+
+void pxi_ack_parent(px_actor *a, uint16_t op, uint32_t tag) {
     if (a->parent != NULL) {
         pxi_send_sys(a->parent, op, (uint64_t)(uintptr_t)a, tag);
     }
@@ -375,7 +424,7 @@ static void finish_rs_stop(px_actor *a) {
     a->flags &= ~(PXI_AF_INITED | PXI_AF_FAILED | PXI_AF_STOP_REQ | PXI_AF_PROBE);
     pxi_cancel_timers(a);
     a->ustate = NULL;
-    ack_parent(a, PXI_SYS_RS_STOPPED, 0);
+    pxi_ack_parent(a, PXI_SYS_RS_STOPPED, 0);
 }
 
 void pxi_sup_after_turn(px_actor *a) {
@@ -386,9 +435,13 @@ void pxi_sup_after_turn(px_actor *a) {
 }
 
 static void rs_stop(px_actor *a) {
+    if (a->flags & PXI_AF_PROXY) {
+        pxi_proxy_rs_stop(a);
+        return;
+    }
     uint32_t st = atomic_load(&a->state);
     if (st != PXI_A_ALIVE && st != PXI_A_SUSPENDED) {
-        ack_parent(a, PXI_SYS_RS_STOPPED, 0); /* stopping: the plan moves on */
+        pxi_ack_parent(a, PXI_SYS_RS_STOPPED, 0); /* stopping: the plan moves on */
         return;
     }
     atomic_store(&a->state, PXI_A_RESTARTING);
@@ -401,8 +454,12 @@ static void rs_stop(px_actor *a) {
 }
 
 static void rs_start(px_actor *a, bool half_open) {
+    if (a->flags & PXI_AF_PROXY) {
+        pxi_proxy_rs_start(a, half_open);
+        return;
+    }
     if (atomic_load(&a->state) != PXI_A_RESTARTING || (a->flags & PXI_AF_RS_STOP)) {
-        ack_parent(a, PXI_SYS_RS_STARTED, 0);
+        pxi_ack_parent(a, PXI_SYS_RS_STARTED, 0);
         return;
     }
     /* STARTING while init runs, as at spawn (init may spawn children). */
@@ -424,7 +481,7 @@ static void rs_start(px_actor *a, bool half_open) {
             pxi_stop_child(c, PX_TERM_STOPPED, PX_OK);
         }
         pxi_sup_fail(a, code, why, false);
-        ack_parent(a, PXI_SYS_RS_STARTED, 0);
+        pxi_ack_parent(a, PXI_SYS_RS_STARTED, 0);
         return;
     }
     a->flags |= PXI_AF_INITED;
@@ -432,12 +489,12 @@ static void rs_start(px_actor *a, bool half_open) {
         a->flags |= PXI_AF_PROBE;
     }
     atomic_store(&a->state, PXI_A_ALIVE);
-    ack_parent(a, PXI_SYS_RS_STARTED, 1);
+    pxi_ack_parent(a, PXI_SYS_RS_STARTED, 1);
 }
 
 void pxi_sup_success(px_actor *a) {
     a->flags &= ~PXI_AF_PROBE;
-    ack_parent(a, PXI_SYS_HEALTHY, 0);
+    pxi_ack_parent(a, PXI_SYS_HEALTHY, 0);
 }
 
 /* ---- parent side ---- */
@@ -660,11 +717,11 @@ static void escalate(px_actor *p, pxi_sup_rec *r, pxi_fail_rec *f, const char *w
     pxi_scopy(reason, sizeof(reason), why);
     pxi_actor_ext *x = pxi_ext_get(p);
     if (x == NULL) {
-        fail_rec_free(f);
+        pxi_fail_rec_free(f);
         pxi_begin_stop(p, PX_TERM_FAILURE, PX_ENOMEM);
         return;
     }
-    fail_rec_free(x->cause);
+    pxi_fail_rec_free(x->cause);
     x->cause = f;
     atomic_fetch_add_explicit(&p->sys->failures, 1, memory_order_relaxed);
     char rb[48];
@@ -692,7 +749,7 @@ static void on_failure(px_actor *p, pxi_fail_rec *f) {
     px_system *sys = p->sys;
     px_actor *c = f->child;
     if (!is_my_child(p, c, f->inc) || atomic_load(&c->state) != PXI_A_SUSPENDED) {
-        fail_rec_free(f); /* it is already stopping or gone */
+        pxi_fail_rec_free(f); /* it is already stopping or gone */
         return;
     }
     pxi_sup *s = sup_get(p);
@@ -707,7 +764,7 @@ static void on_failure(px_actor *p, pxi_fail_rec *f) {
     }
     pxi_sup_rec *r = rec_for(p, c);
     if (r == NULL) {
-        fail_rec_free(f);
+        pxi_fail_rec_free(f);
         pxi_stop_child(c, PX_TERM_FAILURE, PX_ENOMEM);
         return;
     }
@@ -725,7 +782,7 @@ static void on_failure(px_actor *p, pxi_fail_rec *f) {
         h = r->h = calloc(1, sizeof(*h));
     }
     if (h == NULL) {
-        fail_rec_free(f);
+        pxi_fail_rec_free(f);
         r->state = PX_CHILD_STOPPING;
         pxi_stop_child(c, PX_TERM_FAILURE, PX_ENOMEM);
         return;
@@ -747,14 +804,7 @@ static void on_failure(px_actor *p, pxi_fail_rec *f) {
     } else if (p->beh->on_child_failure != NULL) {
         /* The decider sees the chain as px_failure records. */
         px_failure chain[8];
-        uint32_t k = 0;
-        for (pxi_fail_rec *x = f; x != NULL && k < 8; x = x->cause, k++) {
-            chain[k] = (px_failure){x->ref, x->id, x->code, x->reason, x->origin,
-                                    x->time_ms, x->count_in_window, NULL};
-            if (k > 0) {
-                chain[k - 1].cause = &chain[k];
-            }
-        }
+        (void)pxi_fail_chain(f, chain, 8);
         d = p->beh->on_child_failure((px_ctx *)p, &chain[0]);
     } else {
         d = PX_DIRECTIVE_RESTART;
@@ -770,7 +820,7 @@ static void on_failure(px_actor *p, pxi_fail_rec *f) {
         atomic_fetch_add_explicit(&sys->resumed, 1, memory_order_relaxed);
         r->state = PX_CHILD_RUNNING;
         pxi_send_sys(c, PXI_SYS_RESUME, 0, 0);
-        fail_rec_free(f);
+        pxi_fail_rec_free(f);
         return;
     case PX_DIRECTIVE_ESCALATE: {
         char why[320];
@@ -784,7 +834,7 @@ static void on_failure(px_actor *p, pxi_fail_rec *f) {
     case PX_DIRECTIVE_STOP:
     default:
         do_stop(p, c, f->code == PX_OK ? PX_EFAIL : f->code);
-        fail_rec_free(f);
+        pxi_fail_rec_free(f);
         return;
     }
     /* Restart: within limits? */
@@ -799,7 +849,7 @@ static void on_failure(px_actor *p, pxi_fail_rec *f) {
         if (root) {
             log_chain(p, f, "restart limit reached; stopping it");
             do_stop(p, c, f->code == PX_OK ? PX_EFAIL : f->code);
-            fail_rec_free(f);
+            pxi_fail_rec_free(f);
             return;
         }
         escalate(p, r, f, why);
@@ -822,7 +872,7 @@ static void on_failure(px_actor *p, pxi_fail_rec *f) {
     if (h->nrt < h->rtcap) {
         h->rt[h->nrt++] = now;
     }
-    fail_rec_free(f);
+    pxi_fail_rec_free(f);
     if (r->breaker != PX_BREAKER_OFF && r->consecutive >= r->pol.breaker.failures) {
         r->breaker = PX_BREAKER_OPEN;
         r->state = PX_CHILD_OPEN;
@@ -858,14 +908,25 @@ static void resume_escalated(px_actor *a) {
 
 void pxi_sup_sys(px_actor *a, px_msg *m) {
     pxi_sup *s = a->ext ? a->ext->sup : NULL;
+    if ((a->flags & PXI_AF_HOST) && pxi_host_child_sys(a, m)) {
+        return;
+    }
     switch (m->sysop) {
     case PXI_SYS_FAILURE:
         on_failure(a, (pxi_fail_rec *)(uintptr_t)m->corr);
         break;
+    case PXI_SYS_PROXY_EV:
+    case PXI_SYS_HOST_OP:
+        pxi_remote_sys(a, m);
+        break;
     case PXI_SYS_RESUME:
+        if (a->flags & PXI_AF_PROXY) {
+            pxi_proxy_resume(a);
+            break;
+        }
         if (atomic_load(&a->state) == PXI_A_SUSPENDED) {
             atomic_store(&a->state, PXI_A_ALIVE);
-            fail_rec_free(a->ext ? a->ext->cause : NULL);
+            pxi_fail_rec_free(a->ext ? a->ext->cause : NULL);
             if (a->ext != NULL) {
                 a->ext->cause = NULL;
             }
@@ -1039,6 +1100,12 @@ void pxi_sup_finalize(px_actor *a) {
     x->nwatchers = 0;
     /* Stop watching: the targets need not tell a dead watcher. */
     for (uint32_t i = 0; i < x->nwatching; i++) {
+        if (x->watching[i].node != sys->node) {
+            if (sys->router.watch != NULL) {
+                (void)sys->router.watch(sys->router.arg, me, x->watching[i], 0);
+            }
+            continue;
+        }
         px_actor *ta = pxi_pin_ref(sys, x->watching[i]);
         if (ta != NULL) {
             px_msg *m = pxi_msg_new(PXI_MSG_SYS);
@@ -1051,7 +1118,7 @@ void pxi_sup_finalize(px_actor *a) {
         }
     }
     x->nwatching = 0;
-    fail_rec_free(x->cause);
+    pxi_fail_rec_free(x->cause);
     x->cause = NULL;
 }
 
@@ -1061,11 +1128,52 @@ void pxi_sup_drain_sys(px_actor *a, px_msg *m) {
         /* The watch came too late to be registered: answer it now. */
         send_terminated(sys, NULL, m->sender, pxi_ref_of(a), term_reason_of(a), PX_OK);
     } else if (m->sysop == PXI_SYS_FAILURE) {
-        fail_rec_free((pxi_fail_rec *)(uintptr_t)m->corr);
+        pxi_fail_rec_free((pxi_fail_rec *)(uintptr_t)m->corr);
     } else if (m->sysop == PXI_SYS_DUMP) {
         pxi_dump_drop((pxi_dump *)(uintptr_t)m->corr);
+    } else {
+        pxi_remote_drain_sys(a, m);
     }
     px_msg_free(m);
+}
+
+/* ---- watches for other nodes ---- */
+
+px_err px_system_deliver_terminated(px_system *sys, px_ref watcher, px_ref who,
+                                    px_term_reason reason, px_err code) {
+    if (sys == NULL || watcher.node != sys->node) {
+        return PX_EINVAL;
+    }
+    px_actor *a = pxi_pin_ref(sys, watcher);
+    if (a == NULL) {
+        return PX_EDEAD;
+    }
+    pxi_unpin(a);
+    send_terminated(sys, NULL, watcher, who, reason, code);
+    return PX_OK;
+}
+
+px_err px_system_watch_for(px_system *sys, px_ref target, px_ref watcher, int on) {
+    if (sys == NULL || target.node != sys->node || watcher.node == sys->node) {
+        return PX_EINVAL;
+    }
+    px_actor *t = pxi_is_current(sys, target) ? pxi_pin_ref(sys, target) : NULL;
+    if (t == NULL) {
+        if (on) {
+            send_terminated(sys, NULL, watcher, target, PX_TERM_NO_ACTOR, PX_OK);
+        }
+        return PX_OK;
+    }
+    px_msg *m = pxi_msg_new(PXI_MSG_SYS);
+    if (m == NULL) {
+        pxi_unpin(t);
+        return PX_ENOMEM;
+    }
+    m->sysop = on ? PXI_SYS_WATCH : PXI_SYS_UNWATCH;
+    m->sender = watcher;
+    pxi_push_sys(t, m);
+    pxi_unpin(t);
+    return PX_OK;
 }
 
 /* ---- public ---- */
@@ -1122,10 +1230,22 @@ px_err px_spawn_child(px_ctx *ctx, const px_child_spec *spec, px_msg **arg, px_r
     }
     uint32_t h = pxi_fnv1a(spec->id);
     pxi_strmap_prefetch(&s->ids, h);
-    /* Behaviors stay registered for the system's life, so the one found
-     * last time is still the one registered under its name. */
     const px_behavior *b = s->last_beh;
-    if (b == NULL || strcmp(b->name, spec->behavior) != 0) {
+    void *proxy = NULL; /* placed on another node: a proxy stands in for it */
+    uint32_t aflags = spec->restart == PX_RESTART_PERMANENT ? PXI_AF_PERMANENT : 0;
+    const px_placement *pl = spec->placement;
+    if (pl != NULL && pl->policy != PX_PLACE_HERE &&
+        !(pl->policy == PX_PLACE_NODE && pl->node != NULL &&
+          strcmp(pl->node, p->sys->node_name) == 0)) {
+        px_err rv = pxi_proxy_new(p, spec, &proxy);
+        if (rv != PX_OK) {
+            return rv;
+        }
+        b = &pxi_proxy_beh;
+        aflags |= PXI_AF_PROXY;
+    } else if (b == NULL || strcmp(b->name, spec->behavior) != 0) {
+        /* Behaviors stay registered for the system's life, so the one found
+         * last time is still the one registered under its name. */
         b = px_behavior_lookup(p->sys, spec->behavior);
         if (b == NULL) {
             return PX_ENOENT;
@@ -1135,6 +1255,7 @@ px_err px_spawn_child(px_ctx *ctx, const px_child_spec *spec, px_msg **arg, px_r
     /* One probe of the ids map both refuses a duplicate and claims the id. */
     pxi_sup_rec *r = rec_alloc(spec->id, spec->restart, &pol);
     if (r == NULL) {
+        pxi_proxy_free(proxy);
         return PX_ENOMEM;
     }
     px_err rv = pxi_strmap_put_hashed(&s->ids, r->id, h, (pxi_strval){.ptr = r}, NULL);
@@ -1144,18 +1265,24 @@ px_err px_spawn_child(px_ctx *ctx, const px_child_spec *spec, px_msg **arg, px_r
     }
     px_ref ref;
     if (rv == PX_OK) {
-        px_spawn_opts o = {.mailbox = spec->mailbox, .name = NULL};
-        rv = pxi_spawn(p->sys, p, b, arg, &o, &ref,
-                       spec->restart == PX_RESTART_PERMANENT ? PXI_AF_PERMANENT : 0, NULL);
+        /* A proxy's own mailbox is unbounded: the child's bound holds there. */
+        px_spawn_opts o = {.mailbox = proxy ? &(px_mailbox_opts){0} : spec->mailbox};
+        rv = pxi_spawn(p->sys, p, b, arg, &o, &ref, aflags, proxy);
         if (rv != PX_OK) {
             pxi_strmap_del(&s->ids, r->id, NULL);
         }
     }
     if (rv != PX_OK) {
+        pxi_proxy_free(proxy);
         free(r);
         return rv;
     }
-    rec_attach(s, r, pxi_slot(p->sys, ref.id));
+    px_actor *c = pxi_slot(p->sys, ref.id);
+    rec_attach(s, r, c);
+    if (proxy != NULL && (rv = pxi_proxy_first_start(c)) != PX_OK) {
+        rec_remove(s, r); /* nothing started: the id is free again */
+        return rv;
+    }
     if (out != NULL) {
         *out = ref;
     }
@@ -1189,6 +1316,11 @@ void pxi_child_info(px_actor *p, px_actor *c, px_child_info *out) {
     }
     if (st >= PXI_A_STOPPING) {
         out->state = PX_CHILD_STOPPING;
+    }
+    if (c->flags & PXI_AF_PROXY) {
+        pxi_proxy_info_fill(c, out);
+    } else {
+        pxi_scopy(out->node, sizeof(out->node), c->sys->node_name);
     }
 }
 
@@ -1246,7 +1378,8 @@ px_err px_watch(px_ctx *ctx, px_ref ref) {
     if (px_ref_eq(ref, me)) {
         return PX_EINVAL;
     }
-    if (ref.node != sys->node) {
+    bool remote = ref.node != sys->node;
+    if (remote && sys->router.watch == NULL) {
         return PX_EUNREACHABLE;
     }
     pxi_actor_ext *x = pxi_ext_get(a);
@@ -1266,6 +1399,15 @@ px_err px_watch(px_ctx *ctx, px_ref ref) {
         }
         x->watching = nw;
         x->capwatching = nc;
+    }
+    if (remote) {
+        /* Its Terminated can only reach this actor's mailbox, read after
+         * this turn: the watch is in the set by then. */
+        px_err rv = sys->router.watch(sys->router.arg, me, ref, 1);
+        if (rv == PX_OK) {
+            x->watching[x->nwatching++] = ref;
+        }
+        return rv;
     }
     px_msg *m = pxi_msg_new(PXI_MSG_SYS);
     if (m == NULL) {
@@ -1293,6 +1435,12 @@ px_err px_unwatch(px_ctx *ctx, px_ref ref) {
     px_system *sys = a->sys;
     if (!watching_take(a, ref)) {
         return PX_ENOENT;
+    }
+    if (ref.node != sys->node) {
+        if (sys->router.watch != NULL) {
+            (void)sys->router.watch(sys->router.arg, pxi_ref_of(a), ref, 0);
+        }
+        return PX_OK;
     }
     px_actor *t = pxi_pin_ref(sys, ref);
     if (t != NULL) {

@@ -393,6 +393,16 @@ void px_system_set_router(px_system *sys, const px_router *r) {
     }
 }
 
+void px_system_get_router(px_system *sys, px_router *out) {
+    if (out != NULL) {
+        if (sys != NULL) {
+            *out = sys->router;
+        } else {
+            memset(out, 0, sizeof(*out));
+        }
+    }
+}
+
 void px_system_on_dead_letter(px_system *sys, px_dead_letter_fn fn, void *arg) {
     nng_mtx_lock(sys->dl_mtx);
     sys->dl_fn = fn;

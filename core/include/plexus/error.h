@@ -36,7 +36,8 @@ extern "C" {
     X(PX_EVERSION, -19, "incompatible protocol version")                      \
     X(PX_EIO, -20, "I/O error")                                               \
     X(PX_ECOMPACTED, -21, "revision compacted")                               \
-    X(PX_EFENCED, -22, "node fenced: its membership lease was lost")
+    X(PX_EFENCED, -22, "node fenced: its membership lease was lost")          \
+    X(PX_ENODEDOWN, -23, "node down: its membership lease expired")
 
 typedef enum px_err {
 #define PX_ERR_ENUM_(name, value, text) name = value,

@@ -16,15 +16,133 @@
 #define PLEXUS_ROUTER_H
 
 #include <plexus/msg.h>
+#include <plexus/supervisor.h>
 #include <plexus/system.h>
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
+/* ---- supervision across nodes (plexus/supervisor.h, "where a child runs") ----
+ *
+ * The parent's node keeps a proxy for a child placed elsewhere; the child's
+ * node keeps a host actor as the child's local parent. Core tells the layer
+ * above what the proxy needs done (px_router.proxy_op) and what happened to
+ * the hosted child (px_router.host_event); that layer carries both between
+ * the nodes and answers with px_system_proxy_event / px_system_host_apply. */
+
+typedef enum px_remote_op {
+    PX_REMOTE_START = 1,   /* proxy: start an instance (first spawn, a restart's
+                              start, or a resume of a lost child); answer
+                              STARTED or START_FAILED. host: restart's start */
+    PX_REMOTE_RESUME = 2,  /* the parent resumed the suspended child */
+    PX_REMOTE_RS_STOP = 3, /* stop the instance for a restart; answer RS_STOPPED */
+    PX_REMOTE_STOP = 4,    /* stop it for good; no answer */
+} px_remote_op;
+
+/* A proxy, as proxy_op sees it (borrowed for the call). */
+typedef struct px_proxy_info {
+    px_ref proxy;                  /* the stand-in (this node) */
+    px_ref parent;                 /* the supervising actor (this node) */
+    const char *id;                /* the child's id in its parent */
+    const char *behavior;
+    const px_msg *arg;             /* start argument or NULL */
+    px_mailbox_opts mailbox;
+    px_restart_type restart;
+    const px_placement *placement;
+    px_ref remote, host;           /* the current instance and its host; nil if none */
+    const char *node;              /* the node they are on ("" if none) */
+    px_term_reason term;           /* STOP: the reason the proxy ended with */
+    px_err code;                   /* STOP: its failure code */
+} px_proxy_info;
+
+typedef enum px_proxy_ev_kind {
+    PX_PROXY_STARTED = 1,      /* remote, host, node: the instance runs */
+    PX_PROXY_START_FAILED = 2, /* code, reason */
+    PX_PROXY_RS_STOPPED = 3,   /* the instance stopped for the restart */
+    PX_PROXY_FAILED = 4,       /* failure: chain as the child's node saw it
+                                  (code PX_OK: a permanent child stopped itself) */
+    PX_PROXY_ENDED = 5,        /* term, code: the instance ended by itself or by
+                                  a px_stop there, not by this parent's directive */
+    PX_PROXY_LOST = 6,         /* code, reason: its node is lost (down, fenced,
+                                  unreachable past the policy) */
+} px_proxy_ev_kind;
+
+typedef struct px_proxy_event {
+    px_proxy_ev_kind kind;
+    px_ref remote, host;
+    const char *node;
+    px_err code;
+    const char *reason;
+    px_term_reason term;
+    const px_failure *failure;
+} px_proxy_event;
+
+/* For the layer above: an event for the local proxy `proxy` (copied; the
+ * proxy handles it in its own context). PX_EDEAD if there is no such proxy,
+ * PX_EINVAL, PX_ENOMEM. Any thread; never blocks. */
+px_err px_system_proxy_event(px_system *sys, px_ref proxy, const px_proxy_event *ev);
+
+typedef enum px_host_ev_kind {
+    PX_HOST_FAILED = 1,     /* failure (chain); the child is suspended */
+    PX_HOST_RS_STOPPED = 2, /* stopped for a restart */
+    PX_HOST_STARTED = 3,    /* restart's start done: code PX_OK, or init's failure */
+    PX_HOST_ENDED = 4,      /* term, code: the child ended (the host ends too) */
+} px_host_ev_kind;
+
+typedef struct px_host_event {
+    px_host_ev_kind kind;
+    px_ref host, child;
+    px_ref proxy, parent; /* on the parent's node, as given at spawn */
+    px_err code;
+    const char *reason;
+    px_term_reason term;
+    const px_failure *failure;
+} px_host_event;
+
+/* A child started here for a parent on another node. */
+typedef struct px_hosted_spec {
+    px_ref proxy, parent;           /* on the parent's node */
+    const char *id;
+    const char *behavior;
+    const px_mailbox_opts *mailbox; /* NULL = the system default */
+    px_restart_type restart;
+} px_hosted_spec;
+
+/* Starts a host actor (a top-level actor, behavior "plexus.host") and the
+ * child under it; the child's init runs in the caller's thread (a worker:
+ * call it from an actor). *arg as px_spawn (taken on success). *host,
+ * *child get the refs. Errors as px_spawn_child (PX_ENOENT: unknown
+ * behavior; PX_EINIT: init failed) with a human reason in why. */
+px_err px_system_spawn_hosted(px_system *sys, const px_hosted_spec *spec, px_msg **arg,
+                              px_ref *host, px_ref *child, char *why, size_t why_len);
+
+/* Applies an operation the remote parent decided to the hosted child of
+ * `host`: RESUME, RS_STOP, START (after RS_STOP), STOP (with term/code).
+ * PX_EDEAD if the host is gone. Any thread; never blocks. */
+px_err px_system_host_apply(px_system *sys, px_ref host, px_remote_op op, px_term_reason term,
+                            px_err code);
+
+/* ---- watches across nodes ---- */
+
+/* For the layer above: delivers a Terminated(who, reason, code) to the
+ * local actor `watcher` (of any incarnation of this process); it reaches
+ * receive only if the watcher still watches `who`, once. PX_EDEAD if
+ * there is no such actor. Any thread; never blocks. */
+px_err px_system_deliver_terminated(px_system *sys, px_ref watcher, px_ref who,
+                                    px_term_reason reason, px_err code);
+
+/* For the layer above: `watcher`, on another node, starts (on = 1) or
+ * stops watching the local actor `target`. A target that is not alive (or
+ * of an earlier incarnation) answers a watch at once with
+ * PX_TERM_NO_ACTOR, through the router. Any thread; never blocks. */
+px_err px_system_watch_for(px_system *sys, px_ref target, px_ref watcher, int on);
+
 typedef struct px_router {
     /* Takes ownership of msg on PX_OK; on error the caller keeps it. Called
-     * from any thread (often a worker): must not block. */
+     * from any thread (often a worker): must not block. Also carries, as
+     * messages of kind PX_MSG_TERMINATED, the Terminated of local actors to
+     * their watchers on other nodes. */
     px_err (*send)(void *arg, px_ref to, px_msg *msg);
     void *arg;
     /* Optional: a bounded mailbox's policy (DropNewest, DropOldest) dropped
@@ -32,7 +150,23 @@ typedef struct px_router {
      * actor `to` (with correlation id corr): tell the sender. Any thread;
      * must not block or call back into core. */
     void (*dropped)(void *arg, px_ref to, px_ref sender, uint64_t corr);
+    /* Optional, watches: local `watcher` starts (on = 1) or stops watching
+     * `target` on another node. The layer above owes each started watch a
+     * px_system_deliver_terminated (core keeps it to one). An error from a
+     * start fails px_watch with it. Any thread; must not block. */
+    px_err (*watch)(void *arg, px_ref watcher, px_ref target, int on);
+    /* Optional: px_stop of an actor on another node. Must not block. */
+    px_err (*stop)(void *arg, px_ref target);
+    /* Optional, supervision across nodes: see above. Called in the proxy's
+     * or parent's context (a worker); must not block. START may fail (for a
+     * first spawn px_spawn_child returns the error). */
+    px_err (*proxy_op)(void *arg, px_remote_op op, const px_proxy_info *info);
+    /* Optional: an event of a hosted child, in the host's context. */
+    void (*host_event)(void *arg, const px_host_event *ev);
 } px_router;
+
+/* The router installed now (zeroed if none) into *out. */
+void px_system_get_router(px_system *sys, px_router *out);
 
 /* Envelope flags as they travel between nodes (proto: EnvelopeFlag). */
 enum {

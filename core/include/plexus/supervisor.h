@@ -91,6 +91,64 @@ typedef struct px_restart_policy {
  * thread; p NULL is ignored. */
 void px_restart_policy_init(px_restart_policy *p);
 
+/* --- where a child runs ------------------------------------------------
+ *
+ * A child spec may place the child on another node: by name, or by a
+ * policy the cluster layer applies over the nodes that are up and have the
+ * behavior registered (plexus/mesh.h). The parent then keeps a local
+ * stand-in for it (a proxy): px_spawn_child returns the proxy's ref, which
+ * stays valid across restarts and failovers and forwards what it receives
+ * (sender and ask kept) to the child wherever it runs; messages sent while
+ * the child is being (re)started wait in the proxy. Strategies, restart
+ * limits, backoff, breakers and escalation treat it like any child: its
+ * node reports each failure, the parent's decider runs here, the node
+ * applies the directive. When the child's node is lost (its lease expired)
+ * the parent gets a failure with code PX_ENODEDOWN; a Restart then starts
+ * the child again on a node the placement picks, never on a down, fenced or
+ * unreachable one (a PX_PLACE_NODE child can only come back on its node).
+ * Without the cluster layer, a spec that asks for another node fails with
+ * PX_EUNREACHABLE. */
+typedef enum px_place_policy {
+    PX_PLACE_HERE = 0,         /* this node (the default; no proxy) */
+    PX_PLACE_NODE = 1,         /* the node named by placement.node */
+    PX_PLACE_ROUND_ROBIN = 2,  /* the eligible nodes in turn */
+    PX_PLACE_LEAST_LOADED = 3, /* fewest actors + queued messages, as nodes report them */
+    PX_PLACE_ROLE = 4,         /* round-robin among eligible nodes with placement.role */
+    PX_PLACE_FN = 5,           /* placement.fn picks among the eligible nodes */
+} px_place_policy;
+
+/* One eligible node, as a placement function sees it (borrowed). */
+typedef struct px_place_cand {
+    const char *node;
+    const char *const *roles;
+    size_t nroles;
+    uint64_t actors;        /* as the node last reported */
+    uint64_t mailbox_depth; /* queued messages, as the node last reported */
+    int local;              /* 1 for this node */
+} px_place_cand;
+
+/* Returns the index of the chosen candidate, or -1 for none (the start
+ * fails with PX_EUNREACHABLE). Called on a cluster or worker thread; must
+ * not block. */
+typedef int (*px_place_fn)(void *arg, const char *behavior, const px_place_cand *cands,
+                           size_t n);
+
+typedef struct px_placement {
+    px_place_policy policy;
+    const char *node;        /* PX_PLACE_NODE */
+    const char *role;        /* PX_PLACE_ROLE */
+    px_place_fn fn;          /* PX_PLACE_FN */
+    void *fn_arg;
+    int exclude_self;        /* policies: never this node */
+    /* While the child's node is unreachable (registered, link down): 0 =
+     * wait for it (the default), else treat the node as down after this
+     * many ms. The child's node stops the child itself once the parent's
+     * node has been unreachable for half of it, so a replacement never
+     * overlaps the old instance; keep it at least twice the transport's
+     * silence timeout. */
+    uint32_t unreachable_ms;
+} px_placement;
+
 /* What a parent needs to (re)start a child. Borrowed by px_spawn_child
  * (strings and options are copied). */
 typedef struct px_child_spec {
@@ -99,6 +157,7 @@ typedef struct px_child_spec {
     px_restart_type restart;        /* default permanent */
     const px_mailbox_opts *mailbox; /* NULL = the system default */
     const px_restart_policy *policy;/* NULL = px_restart_policy_init defaults */
+    const px_placement *placement;  /* NULL = this node */
 } px_child_spec;
 
 /* Spawns a supervised child of the calling actor from `spec`. *arg (may be
@@ -106,8 +165,13 @@ typedef struct px_child_spec {
  * child's life and handed (borrowed) to every instance's init; taken on
  * success. Use a protobuf message (px_msg_proto) for children that may be
  * placed on other nodes. Errors: PX_EEXIST (the parent already has a child
- * with this id — nothing is spawned), PX_ENOENT (unknown behavior),
- * PX_EINVAL (bad spec or policy), PX_EINIT (init failed), plus px_spawn's. */
+ * with this id — nothing is spawned), PX_ENOENT (unknown behavior; for a
+ * child placed elsewhere: on no eligible node), PX_EINVAL (bad spec or
+ * policy), PX_EINIT (init failed), PX_EUNREACHABLE (no node to place it
+ * on), plus px_spawn's. A child placed on another node is started
+ * asynchronously: its init runs there, and an init failure there reaches
+ * the parent as a failure of the child (code PX_EINIT) after this returned
+ * PX_OK. */
 px_err px_spawn_child(px_ctx *ctx, const px_child_spec *spec, px_msg **arg, px_ref *out);
 
 /* A child's supervision state. */
@@ -140,6 +204,9 @@ typedef struct px_child_info {
     char last_reason[128];
     int64_t started_ms;            /* wall clock when the current instance started */
     px_breaker_state breaker;
+    char node[64];                 /* where the current instance runs ("" = not running) */
+    px_ref remote;                 /* placed elsewhere: the instance there (nil while
+                                      it is being started); else nil */
 } px_child_info;
 
 /* Lists the calling actor's children in start order: up to `cap` entries
@@ -166,7 +233,10 @@ typedef enum px_term_reason {
  * it ends — also when it had already ended (reason PX_TERM_NO_ACTOR). A
  * restart is not an end. Watching an already watched ref is a no-op.
  * PX_EINVAL for a nil ref or self, PX_EUNREACHABLE for a remote ref while
- * no cluster routes watches, PX_ENOMEM. */
+ * no cluster routes watches, PX_ENOMEM. A watch of an actor on another
+ * node ends with that actor's own reason, or PX_TERM_NODE_DOWN when its
+ * node's lease expires (or the node left), or PX_TERM_NODE_FENCED when its
+ * node (or this one) fenced itself and came back as a new incarnation. */
 px_err px_watch(px_ctx *ctx, px_ref ref);
 
 /* Cancels a watch: no Terminated for it arrives after this returns.
