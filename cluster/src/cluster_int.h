@@ -6,6 +6,7 @@
 #ifndef PXC_CLUSTER_INT_H
 #define PXC_CLUSTER_INT_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -22,6 +23,10 @@ typedef struct member {
     px_link_state link;   /* our link to it, as the transport last said */
     uint32_t link_inc;    /* the incarnation that link reached */
     bool down_pending;    /* its key went without a goodbye: DOWN once etcd says why */
+    /* From its NodeInfo, for placement: "\n"-joined with a "\n" before and
+     * after each name (so "\nname\n" finds one), NULL if none. */
+    char *roles, *behaviors;
+    uint64_t actors, mailbox_depth;
 } member;
 
 /* One global name in the local copy (a chained hash table). */
@@ -63,6 +68,8 @@ struct px_cluster {
     /* c->mtx */
     bool stopping;
     bool registered, registering, fenced, ka_inflight, synced;
+    _Atomic uint64_t pub_actors; /* the load in the NodeInfo we put last */
+    bool republish;          /* put NodeInfo again at the next tick */
     int64_t lease, reg_rev, old_lease;
     uint32_t inc;
     int64_t last_ok_ms;      /* monotonic: last keepalive acknowledged */
@@ -85,6 +92,12 @@ struct px_cluster {
 };
 
 int64_t pxc_wall_ms(void);
+
+/* For the mesh: calls fn for each member under the cluster lock (fn must
+ * not call the cluster). */
+void pxc_members_each(px_cluster *c, void (*fn)(void *arg, const member *m), void *arg);
+/* This node's NodeInfo load and behaviors are read again at the next tick. */
+void pxc_load_changed(px_cluster *c);
 
 /* names.c: start the names watch and keeper (after registration), stop
  * them (before the etcd client closes), and forget this node's names (it

@@ -277,6 +277,43 @@ static void publish_follow(px_cluster *c, const px_member_event *ev) {
     follow(c, ev);
 }
 
+/* names as "\na\nb\n" (NULL for none or out of memory: placement then
+ * treats the node as having no roles / any behavior). */
+static char *join_names(char **v, size_t n) {
+    size_t len = 2;
+    for (size_t i = 0; i < n; i++) {
+        len += strlen(v[i]) + 1;
+    }
+    char *s = n > 0 ? malloc(len) : NULL;
+    if (s == NULL) {
+        return NULL;
+    }
+    size_t off = 0;
+    s[off++] = '\n';
+    for (size_t i = 0; i < n; i++) {
+        size_t k = strlen(v[i]);
+        memcpy(s + off, v[i], k);
+        off += k;
+        s[off++] = '\n';
+    }
+    s[off] = '\0';
+    return s;
+}
+
+void pxc_members_each(px_cluster *c, void (*fn)(void *arg, const member *m), void *arg) {
+    nng_mtx_lock(c->mtx);
+    for (size_t i = 0; i < c->nmem; i++) {
+        fn(arg, &c->mem[i]);
+    }
+    nng_mtx_unlock(c->mtx);
+}
+
+void pxc_load_changed(px_cluster *c) {
+    nng_mtx_lock(c->mtx);
+    c->republish = true;
+    nng_mtx_unlock(c->mtx);
+}
+
 /* A NodeInfo was seen (sync or PUT). Lock held; true if ev was filled. */
 static bool seen_locked(px_cluster *c, const px_etcd_kv *kv, int64_t rev, px_member_event *ev) {
     Plexus__NodeInfo *ni = plexus__node_info__unpack(NULL, kv->value_len, kv->value);
@@ -309,6 +346,12 @@ static bool seen_locked(px_cluster *c, const px_etcd_kv *kv, int64_t rev, px_mem
     }
     m->leaving = ni->leaving;
     m->seen_rev = rev;
+    free(m->roles);
+    free(m->behaviors);
+    m->roles = join_names(ni->roles, ni->n_roles);
+    m->behaviors = join_names(ni->behaviors, ni->n_behaviors);
+    m->actors = ni->actors;
+    m->mailbox_depth = ni->mailbox_depth;
     plexus__node_info__free_unpacked(ni, NULL);
     if (was_up && old_inc == m->m.node_inc) {
         return false; /* an update (load, leaving) of a member that is up */
@@ -479,6 +522,36 @@ static void on_wstate(void *arg, px_err err, const char *msg) {
 static void reg_granted(void *arg, const px_etcd_res *res);
 static void reg_put(void *arg, const px_etcd_res *res);
 
+typedef struct names_acc {
+    char **v;
+    size_t n, cap;
+    bool oom;
+} names_acc;
+
+static void names_add(void *arg, const char *name) {
+    names_acc *a = arg;
+    if (a->oom || strncmp(name, "plexus.", 7) == 0) {
+        return; /* the runtime's own behaviors are not for spawning */
+    }
+    if (a->n == a->cap) {
+        size_t nc = a->cap ? a->cap * 2 : 16;
+        char **nv = realloc(a->v, nc * sizeof(*nv));
+        if (nv == NULL) {
+            a->oom = true;
+            return;
+        }
+        a->v = nv;
+        a->cap = nc;
+    }
+    if ((a->v[a->n] = strdup(name)) == NULL) {
+        a->oom = true;
+        return;
+    }
+    a->n++;
+}
+
+static void ignore_cb(void *arg, const px_etcd_res *res);
+
 static px_err nodeinfo(px_cluster *c, uint32_t inc, bool leaving, uint8_t **out, size_t *len) {
     Plexus__NodeInfo ni = PLEXUS__NODE_INFO__INIT;
     ni.name = c->node;
@@ -494,13 +567,38 @@ static px_err nodeinfo(px_cluster *c, uint32_t inc, bool leaving, uint8_t **out,
     ni.roles = c->roles;
     ni.version = 1;
     ni.leaving = leaving;
-    *len = plexus__node_info__get_packed_size(&ni);
-    *out = malloc(*len > 0 ? *len : 1);
-    if (*out == NULL) {
-        return PX_ENOMEM;
+    names_acc behs = {0};
+    if (c->sys != NULL) {
+        px_system_stats st;
+        if (px_system_stats_get(c->sys, &st) == PX_OK) {
+            ni.actors = st.live_actors;
+        }
+        (void)px_behaviors(c->sys, names_add, &behs);
+        ni.behaviors = behs.v;
+        ni.n_behaviors = behs.n;
     }
-    plexus__node_info__pack(&ni, *out);
-    return PX_OK;
+    c->pub_actors = ni.actors; /* read back only by the tick */
+    *len = plexus__node_info__get_packed_size(&ni);
+    *out = behs.oom ? NULL : malloc(*len > 0 ? *len : 1);
+    if (*out != NULL) {
+        plexus__node_info__pack(&ni, *out);
+    }
+    for (size_t i = 0; i < behs.n; i++) {
+        free(behs.v[i]);
+    }
+    free(behs.v);
+    return *out != NULL ? PX_OK : PX_ENOMEM;
+}
+
+/* Puts this node's NodeInfo again under its lease: its load or behaviors
+ * changed. Best effort: the next tick tries again. */
+static void republish(px_cluster *c, int64_t lease, uint32_t inc) {
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    if (nodeinfo(c, inc, false, &buf, &len) == PX_OK) {
+        (void)px_etcd_put(c->e, c->key, buf, len, lease, ignore_cb, NULL);
+    }
+    free(buf);
 }
 
 static void ignore_cb(void *arg, const px_etcd_res *res) {
@@ -683,10 +781,20 @@ static void tick_cb(void *arg) {
     bool send = c->registered && !c->ka_inflight && !expired;
     bool reg = !c->registered && !c->registering;
     int64_t lease = c->lease;
+    uint32_t inc = c->inc;
     if (send) {
         c->ka_inflight = true;
     }
+    bool again = c->registered && !expired && c->sys != NULL;
+    if (again && !c->republish) {
+        px_system_stats st;
+        again = px_system_stats_get(c->sys, &st) == PX_OK && st.live_actors != c->pub_actors;
+    }
+    c->republish = false;
     nng_mtx_unlock(c->mtx);
+    if (again) {
+        republish(c, lease, inc);
+    }
     stuck_joining(c);
     if (expired) {
         fence(c, "no keepalive acknowledged for a whole TTL", true);
@@ -729,6 +837,10 @@ static void cluster_free(px_cluster *c) {
     free(c->cluster);
     free(c->node);
     free(c->address);
+    for (size_t i = 0; i < c->nmem; i++) {
+        free(c->mem[i].roles);
+        free(c->mem[i].behaviors);
+    }
     free(c->mem);
     free(c->audit);
     free(c->subs);

@@ -155,3 +155,12 @@ px_err pxi_strmap_del(pxi_strmap *m, const char *key, pxi_strval *old) {
     m->tomb++;
     return PX_OK;
 }
+
+void pxi_strmap_each(const pxi_strmap *m, void (*fn)(void *arg, const char *key, pxi_strval v),
+                     void *arg) {
+    for (size_t i = 0; i < m->cap; i++) {
+        if (m->ents[i].key != NULL && m->ents[i].key != TOMB) {
+            fn(arg, m->ents[i].key, m->ents[i].val);
+        }
+    }
+}

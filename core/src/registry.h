@@ -53,5 +53,8 @@ void pxi_strmap_prefetch(const pxi_strmap *m, uint32_t h);
 px_err pxi_strmap_get(const pxi_strmap *m, const char *key, pxi_strval *out);
 /* PX_OK (and *old) or PX_ENOENT. */
 px_err pxi_strmap_del(pxi_strmap *m, const char *key, pxi_strval *old);
+/* Calls fn for each live entry, in no particular order. */
+void pxi_strmap_each(const pxi_strmap *m, void (*fn)(void *arg, const char *key, pxi_strval v),
+                     void *arg);
 
 #endif

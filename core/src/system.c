@@ -393,6 +393,30 @@ void px_system_set_router(px_system *sys, const px_router *r) {
     }
 }
 
+typedef struct beh_each {
+    void (*fn)(void *arg, const char *name);
+    void *arg;
+} beh_each;
+
+static void beh_one(void *arg, const char *key, pxi_strval v) {
+    (void)v;
+    beh_each *e = arg;
+    e->fn(e->arg, key);
+}
+
+px_err px_behaviors(px_system *sys, void (*fn)(void *arg, const char *name), void *arg) {
+    if (sys == NULL || fn == NULL) {
+        return PX_EINVAL;
+    }
+    beh_each e = {fn, arg};
+    nng_mtx_lock(sys->reg_mtx);
+    pxi_strmap_each(&sys->behaviors, beh_one, &e);
+    nng_mtx_unlock(sys->reg_mtx);
+    return PX_OK;
+}
+
+int px_on_worker(void) { return pxi_current_worker() != NULL; }
+
 void px_system_get_router(px_system *sys, px_router *out) {
     if (out != NULL) {
         if (sys != NULL) {

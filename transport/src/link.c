@@ -975,6 +975,58 @@ static void notify_sender(peer *p, px_ref sender, px_ref to, px_err code, uint64
     }
 }
 
+static peer *peer_by_node(px_transport *t, uint32_t node);
+
+void px_transport_set_on_sys(px_transport *t, px_sys_fn fn, void *arg) {
+    if (t != NULL) {
+        atomic_store(&t->on_sys_arg, arg);
+        atomic_store(&t->on_sys, fn);
+    }
+}
+
+px_err px_transport_send_sys(px_transport *t, px_ref to, px_ref from, uint64_t corr,
+                             uint32_t sysop, const ProtobufCMessage *pb, int ordered) {
+    if (t == NULL || sysop == 0) {
+        return PX_EINVAL;
+    }
+    peer *p = atomic_load(&t->stopping) ? NULL : peer_by_node(t, to.node);
+    if (p == NULL) {
+        return PX_EUNREACHABLE;
+    }
+    txent e = {.to = to, .from = from, .corr = corr, .flags = PLEXUS__ENVELOPE_FLAG__FLAG_SYSTEM,
+               .type = pb != NULL ? pb->descriptor->name : NULL, .sysop = sysop};
+    e.len = pb != NULL ? protobuf_c_message_get_packed_size(pb) : 0;
+    e.packed = malloc(e.len ? e.len : 1);
+    if (e.packed == NULL) {
+        return PX_ENOMEM;
+    }
+    if (pb != NULL) {
+        protobuf_c_message_pack(pb, e.packed);
+    }
+    int lane = ordered ? L_NRM : L_CTL;
+    px_err rv = PX_OK;
+    nng_mtx_lock(p->mtx);
+    if (p->state == PX_LINK_UNREACHABLE || p->state == PX_LINK_GONE ||
+        (p->node_inc != 0 && to.node_inc != p->node_inc)) {
+        rv = PX_EUNREACHABLE;
+    } else if (p->qmsgs >= t->cfg.queue_msgs || p->qbytes + e.len > t->cfg.queue_bytes) {
+        rv = PX_EFULL;
+    } else if (!txq_push(&p->q[lane], &e)) {
+        rv = PX_ENOMEM;
+    } else {
+        p->qmsgs++;
+        p->qbytes += e.len;
+        if (p->c[lane] != NULL && p->c[lane]->state == C_UP) {
+            tx_kick_locked(p->c[lane]);
+        }
+    }
+    nng_mtx_unlock(p->mtx);
+    if (rv != PX_OK) {
+        free(e.packed);
+    }
+    return rv;
+}
+
 typedef struct notice {
     struct notice *next;
     px_ref sender, to;
@@ -1008,7 +1060,6 @@ static void notice_defer(px_transport *t, px_ref sender, px_ref to, px_err code,
     atomic_store(&t->hurry, true);
 }
 
-static peer *peer_by_node(px_transport *t, uint32_t node);
 
 /* Sends the deferred notices: to a sender on a peer as SYS_UNDELIVERED, to
  * one on this node straight through core. No lock may be held. */
@@ -1319,7 +1370,14 @@ static const char *rx_bulk_header(peer *p, const Plexus__Envelope *v, px_ref to)
 static void rx_system(peer *p, const Plexus__Envelope *v, px_ref to) {
     px_transport *t = p->t;
     if (v->sysop != PLEXUS__SYS_OP__SYS_UNDELIVERED) {
-        undeliverable(p, to, PX_ETYPE); /* not sent by this version */
+        px_sys_fn fn = atomic_load(&t->on_sys);
+        if (fn == NULL) {
+            undeliverable(p, to, PX_ETYPE); /* nobody above takes it */
+            return;
+        }
+        CNT(t, msgs_in, 1);
+        fn(atomic_load(&t->on_sys_arg), p->name, to, ref_of(v->from), v->corr, v->sysop,
+           v->payload.data, v->payload.len);
         return;
     }
     Plexus__Undelivered *u = plexus__undelivered__unpack(NULL, v->payload.len, v->payload.data);

@@ -213,6 +213,8 @@ struct px_transport {
     nng_mtx *peers_mtx;     /* serialises adding and removing peers */
     nng_mtx *link_mtx;      /* held while cfg.on_link runs, and to change it */
     atomic_bool has_on_link;
+    _Atomic(px_sys_fn) on_sys;      /* incoming system envelopes (the mesh) */
+    _Atomic(void *) on_sys_arg;
     struct grave *graves;   /* replaced addresses, freed at stop (peers_mtx) */
     conn *conns;
     atomic_bool stopping;

@@ -165,6 +165,10 @@ typedef struct px_router {
     void (*host_event)(void *arg, const px_host_event *ev);
 } px_router;
 
+/* 1 on a scheduler worker thread (actor context), else 0: for layers
+ * whose calls block. */
+int px_on_worker(void);
+
 /* The router installed now (zeroed if none) into *out. */
 void px_system_get_router(px_system *sys, px_router *out);
 

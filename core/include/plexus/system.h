@@ -118,6 +118,9 @@ uint32_t px_node_id(const char *name);
  * PX_EINVAL if b, its name or its receive is NULL. */
 px_err px_behavior_register(px_system *sys, const px_behavior *b);
 const px_behavior *px_behavior_lookup(px_system *sys, const char *name);
+/* Calls fn with the name of every registered behavior (under the registry
+ * lock: fn must not register). PX_EINVAL for NULL arguments. Thread-safe. */
+px_err px_behaviors(px_system *sys, void (*fn)(void *arg, const char *name), void *arg);
 
 /* Registers a protobuf message type under its full name
  * ("plexus.test.Ping"), for unpacking messages that arrive from other nodes.

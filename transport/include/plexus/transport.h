@@ -158,6 +158,31 @@ void px_transport_set_on_link(px_transport *t,
                                          uint32_t node_inc),
                               void *arg);
 
+/* ---- system envelopes for the layer above (cluster: the mesh) ---- */
+
+/* A system envelope (proto SysOp other than SYS_UNDELIVERED, which the
+ * transport handles) from peer `peer`: to, from, corr, sysop and the packed
+ * payload (borrowed for the call). Called on a transport receive thread
+ * with transport locks held: copy what you need and return; never call
+ * back into the transport or send from here. */
+typedef void (*px_sys_fn)(void *arg, const char *peer, px_ref to, px_ref from, uint64_t corr,
+                          uint32_t sysop, const uint8_t *payload, size_t len);
+
+/* Installs the handler of incoming system envelopes (NULL: none; they are
+ * then counted undeliverable). Set it before the peers send any; not
+ * concurrent with itself. */
+void px_transport_set_on_sys(px_transport *t, px_sys_fn fn, void *arg);
+
+/* Queues a system envelope for the node of `to` (a ref on a peer):
+ * sysop, payload (packed with pb's own descriptor; NULL for none), from,
+ * corr. ordered = 0 sends it on the CONTROL lane (ahead of user traffic),
+ * 1 on the NORMAL lane behind what was sent before it to that node.
+ * PX_EUNREACHABLE (unknown, gone or unreachable peer, or an older
+ * incarnation of it), PX_EFULL (its queue is full), PX_ENOMEM. Any thread;
+ * never blocks. */
+px_err px_transport_send_sys(px_transport *t, px_ref to, px_ref from, uint64_t corr,
+                             uint32_t sysop, const ProtobufCMessage *pb, int ordered);
+
 /* This node's identity public key (32 bytes, borrowed: lives as long as
  * t), NULL for a NULL t. Thread-safe. */
 const uint8_t *px_transport_pk(const px_transport *t);
