@@ -991,6 +991,7 @@ typedef struct lost {
     px_term_reason term;
     px_err code;
     const char *why;
+    const char *name; /* the lost node's */
 } lost;
 
 /* Everything that depended on node l->node (of another incarnation than
@@ -1056,7 +1057,7 @@ static void node_lost(px_mesh *m, const lost *l) {
     }
     for (size_t i = 0; i < np; i++) {
         px_proxy_event ev = {.kind = PX_PROXY_LOST, .remote = p[i].remote, .code = l->code,
-                             .reason = l->why};
+                             .reason = l->why, .node = l->name};
         (void)px_system_proxy_event(m->sys, p[i].proxy, &ev);
     }
     for (size_t i = 0; i < nh; i++) {
@@ -1074,7 +1075,8 @@ static void node_lost(px_mesh *m, const lost *l) {
             continue;
         }
         if (!pd[i]->cancelled) {
-            px_proxy_event ev = {.kind = PX_PROXY_LOST, .code = l->code, .reason = l->why};
+            px_proxy_event ev = {.kind = PX_PROXY_LOST, .code = l->code, .reason = l->why,
+                                 .node = l->name};
             (void)px_system_proxy_event(m->sys, pd[i]->proxy, &ev);
         }
         free(pd[i]);
@@ -1087,7 +1089,7 @@ static void node_lost(px_mesh *m, const lost *l) {
 
 static void on_member(px_mesh *m, const Plexus__MemberEvent *e) {
     char why[PX_MEMBER_CAUSE_MAX + 96];
-    lost l = {.node = e->node_id, .why = why};
+    lost l = {.node = e->node_id, .why = why, .name = e->name ? e->name : ""};
     if (e->node_id == m->self) {
         if (e->state != PLEXUS__MEMBER_STATE__MEMBER_FENCED) {
             return;
@@ -1147,7 +1149,8 @@ static void tick(px_mesh *m) {
             prox *x = &m->p[k];
             if (x->node == c->id && x->unreachable_ms > 0 && for_ms >= x->unreachable_ms) {
                 evs[ne] = (px_proxy_event){.kind = PX_PROXY_LOST, .remote = x->remote,
-                                           .code = PX_EUNREACHABLE, .reason = why};
+                                           .code = PX_EUNREACHABLE, .reason = why,
+                                           .node = c->name};
                 to[ne++] = x->proxy;
                 *x = m->p[--m->np];
             } else {

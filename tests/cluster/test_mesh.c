@@ -597,6 +597,7 @@ Test(mesh, a_child_on_a_node_whose_lease_expires_is_restarted_elsewhere) {
     node_down(&n[victim], true);
     PXT_AWAIT(atomic_load(&g_failures) == 1, 8000);
     cr_assert_eq(atomic_load(&g_last_code), PX_ENODEDOWN);
+    cr_assert_str_eq(g_last_origin, n[victim].name, "the failure names the lost node");
     PXT_AWAIT(ask_work(&n[0], child, 2, &at) == PX_OK, 8000);
     cr_assert_eq(at, px_node_id(n[other].name), "restarted on the other worker");
     fprintf(stderr, "failover: %lld ms from the crash to an answer\n",
