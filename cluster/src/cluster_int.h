@@ -96,6 +96,9 @@ int64_t pxc_wall_ms(void);
 /* For the mesh: calls fn for each member under the cluster lock (fn must
  * not call the cluster). */
 void pxc_members_each(px_cluster *c, void (*fn)(void *arg, const member *m), void *arg);
+/* names.c: registers `name` for the local actor ref without waiting (the
+ * outcome is logged). PX_EINVAL, PX_EFENCED, PX_ENOMEM. */
+px_err pxc_register_global_async(px_cluster *c, const char *name, px_ref ref);
 /* This node's NodeInfo load and behaviors are read again at the next tick. */
 void pxc_load_changed(px_cluster *c);
 

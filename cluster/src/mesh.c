@@ -47,6 +47,7 @@ typedef struct pend {
     px_ref proxy;  /* nil for a blocking px_mesh_spawn */
     uint32_t node;
     uint32_t unreachable_ms;
+    const char *global_name; /* borrowed for the send only */
     bool cancelled; /* the proxy gave up: stop what starts */
     bool done;
     px_err code;
@@ -545,6 +546,8 @@ static px_err spawn_send(px_mesh *m, const cand *c, pend *p, px_ref from, const 
     req.parent = px_ref_is_nil(parent) ? NULL : &pr;
     req.proxy = px_ref_is_nil(p->proxy) ? NULL : &xr;
     req.unreachable_ms = p->unreachable_ms;
+    req.global_name = (char *)(uintptr_t)(p->global_name ? p->global_name : "");
+    p->global_name = NULL; /* the caller's: not kept past this call */
     nng_mtx_lock(m->mtx);
     p->corr = ++m->next_corr;
     p->node = c->id;
@@ -623,12 +626,13 @@ static px_err r_proxy_op(void *arg, px_remote_op op, const px_proxy_info *i) {
         }
         p->proxy = i->proxy;
         p->unreachable_ms = i->placement->unreachable_ms;
+        p->global_name = i->placement->global_name;
         rv = spawn_send(m, &c, p, i->proxy, i->id, i->behavior, i->arg, &i->mailbox, i->restart,
                         i->parent);
         if (rv != PX_OK) {
             free(p);
         }
-        return rv;
+        return rv; /* p->global_name is not read after the send */
     }
     case PX_REMOTE_RESUME:
     case PX_REMOTE_RS_STOP:
@@ -754,6 +758,11 @@ static void on_spawn(px_mesh *m, const syshdr *h, const Plexus__SpawnRequest *re
                                  .id = s->id ? s->id : "", .behavior = s->behavior,
                                  .mailbox = mbp, .restart = (px_restart_type)s->restart};
             rv = px_system_spawn_hosted(m->sys, &hs, &a, &host, &child, why, sizeof(why));
+            if (rv == PX_OK && req->global_name != NULL && req->global_name[0] != '\0' &&
+                pxc_register_global_async(m->c, req->global_name, child) != PX_OK) {
+                px_log(m->sys, PX_LOG_WARN, "mesh: cannot register %s for a child started here",
+                       req->global_name);
+            }
             if (rv == PX_OK) {
                 nng_mtx_lock(m->mtx);
                 if (GROW(m->h, m->nh, m->caph)) {

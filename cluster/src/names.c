@@ -425,6 +425,85 @@ static px_err create_local(px_cluster *c, const char *name, px_ref ref, px_etcd_
     return rv != PX_OK ? rv : r.err;
 }
 
+/* What a create-if-absent of `name` for ref came to: the local table and
+ * the keeper on success, the owner on PX_EEXIST, a log line otherwise. */
+static void registered(px_cluster *c, const char *name, px_ref ref, px_err rv,
+                       const px_etcd_res *res, px_ref *owner) {
+    if (rv == PX_OK) {
+        nng_mtx_lock(c->nmtx);
+        put_locked(c, name, strlen(name), ref, res->revision, true);
+        nng_mtx_unlock(c->nmtx);
+        px_msg *m = NULL;
+        if (px_msg_bytes(&m, KEEPER_WATCH, &ref, sizeof(ref)) != PX_OK ||
+            px_system_send(c->sys, c->keeper_ref, &m) != PX_OK) {
+            px_msg_free(m);
+            px_log(c->sys, PX_LOG_WARN,
+                   "global name %s: cannot watch its actor; the name goes with this node's "
+                   "lease, not with the actor",
+                   name);
+        }
+    } else if (rv == PX_EEXIST && res != NULL && res->nkvs > 0 && owner != NULL) {
+        (void)ref_of_value(&res->kvs[0], owner);
+    } else if (rv != PX_EEXIST) {
+        px_log(c->sys, PX_LOG_WARN, "global name %s: etcd: %s (%s)", name,
+               res != NULL ? res->msg : "?", px_errname(rv));
+    }
+}
+
+/* A registration that nobody waits for (the mesh, for a child it placed
+ * here): the outcome is logged. */
+typedef struct async_reg {
+    px_cluster *c;
+    px_ref ref;
+    char name[];
+} async_reg;
+
+static void async_done(void *arg, const px_etcd_res *res) {
+    async_reg *a = arg;
+    registered(a->c, a->name, a->ref, res->err, res, NULL);
+    if (res->err == PX_EEXIST) {
+        px_log(a->c->sys, PX_LOG_WARN, "global name %s is taken: the restarted actor runs "
+                                       "without it", a->name);
+    }
+    free(a);
+}
+
+px_err pxc_register_global_async(px_cluster *c, const char *name, px_ref ref) {
+    if (c == NULL || c->sys == NULL || !name_ok(name)) {
+        return PX_EINVAL;
+    }
+    if (c->e == NULL) {
+        px_etcd_res *res = NULL;
+        px_err rv = create_local(c, name, ref, &res);
+        registered(c, name, ref, rv, res, NULL);
+        px_etcd_res_free(res);
+        return rv;
+    }
+    nng_mtx_lock(c->mtx);
+    int64_t lease = c->registered ? c->lease : 0;
+    nng_mtx_unlock(c->mtx);
+    if (lease == 0) {
+        return PX_EFENCED;
+    }
+    size_t n = strlen(name);
+    async_reg *a = malloc(sizeof(*a) + n + 1);
+    if (a == NULL) {
+        return PX_ENOMEM;
+    }
+    a->c = c;
+    a->ref = ref;
+    memcpy(a->name, name, n + 1);
+    uint8_t val[64];
+    size_t vlen = ref_value(ref, val);
+    char key[sizeof(c->names_prefix) + PX_GLOBAL_NAME_MAX];
+    snprintf(key, sizeof(key), "%s%s", c->names_prefix, name);
+    px_err rv = px_etcd_create(c->e, key, val, vlen, lease, async_done, a);
+    if (rv != PX_OK) {
+        free(a);
+    }
+    return rv;
+}
+
 px_err px_register_global(px_cluster *c, const char *name, px_ref ref, px_ref *owner) {
     if (owner != NULL) {
         *owner = PX_REF_NIL;
@@ -449,25 +528,7 @@ px_err px_register_global(px_cluster *c, const char *name, px_ref ref, px_ref *o
     px_etcd_res *res = NULL;
     px_err rv = c->e != NULL ? create(c, key, val, vlen, lease, &res)
                              : create_local(c, name, ref, &res);
-    if (rv == PX_OK) {
-        nng_mtx_lock(c->nmtx);
-        put_locked(c, name, strlen(name), ref, res->revision, true);
-        nng_mtx_unlock(c->nmtx);
-        px_msg *m = NULL;
-        if (px_msg_bytes(&m, KEEPER_WATCH, &ref, sizeof(ref)) != PX_OK ||
-            px_system_send(c->sys, c->keeper_ref, &m) != PX_OK) {
-            px_msg_free(m);
-            px_log(c->sys, PX_LOG_WARN,
-                   "global name %s: cannot watch its actor; the name goes with this node's "
-                   "lease, not with the actor",
-                   name);
-        }
-    } else if (rv == PX_EEXIST && res != NULL && res->nkvs > 0 && owner != NULL) {
-        (void)ref_of_value(&res->kvs[0], owner);
-    } else if (rv != PX_EEXIST) {
-        px_log(c->sys, PX_LOG_WARN, "global name %s: etcd: %s (%s)", name,
-               res != NULL ? res->msg : "?", px_errname(rv));
-    }
+    registered(c, name, ref, rv, res, owner);
     px_etcd_res_free(res);
     return rv;
 }

@@ -37,7 +37,7 @@ typedef struct pxi_proxy {
     px_mailbox_opts mailbox;
     px_restart_type restart;
     px_placement pl; /* pl.node and pl.role point at the copies below */
-    char *pl_node, *pl_role;
+    char *pl_node, *pl_role, *pl_gname;
     px_ref remote, host;
     char node[64];
     int op;       /* PX_REMOTE_START / PX_REMOTE_RS_STOP awaiting its answer, or 0 */
@@ -67,6 +67,7 @@ void pxi_proxy_free(void *v) {
         free(p->behavior);
         free(p->pl_node);
         free(p->pl_role);
+        free(p->pl_gname);
         free(p);
     }
 }
@@ -93,8 +94,10 @@ px_err pxi_proxy_new(px_actor *parent, const px_child_spec *spec, void **out) {
     p->pl = *pl;
     p->pl.node = p->pl_node = sdup(pl->node);
     p->pl.role = p->pl_role = sdup(pl->role);
+    p->pl.global_name = p->pl_gname = sdup(pl->global_name);
     if (p->behavior == NULL || (pl->node != NULL && p->pl_node == NULL) ||
-        (pl->role != NULL && p->pl_role == NULL)) {
+        (pl->role != NULL && p->pl_role == NULL) ||
+        (pl->global_name != NULL && p->pl_gname == NULL)) {
         pxi_proxy_free(p);
         return PX_ENOMEM;
     }

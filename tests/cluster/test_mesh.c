@@ -99,6 +99,7 @@ typedef struct spawn_cmd {
     char id[32];
     char node[16];
     int role;
+    char gname[32]; /* placement.global_name, "" for none */
 } spawn_cmd;
 
 #define TAG_SPAWN 50
@@ -130,7 +131,8 @@ static px_err sup_receive(px_ctx *ctx, px_msg *m) {
     if (px_msg_tag(m) == TAG_SPAWN && len == sizeof(spawn_cmd)) {
         const spawn_cmd *c = d;
         px_placement pl = {.policy = c->role ? PX_PLACE_ROLE : PX_PLACE_NODE,
-                           .node = c->node, .role = "worker"};
+                           .node = c->node, .role = "worker",
+                           .global_name = c->gname[0] ? c->gname : NULL};
         px_restart_policy pol;
         px_restart_policy_init(&pol);
         pol.max_restarts = 10;
@@ -299,8 +301,10 @@ static void send_tag(tnode *n, px_ref to, uint32_t tag) {
     cr_assert_eq(px_system_send(n->sys, to, &q), PX_OK);
 }
 
-static px_ref spawn_child(tnode *n, px_ref sup, const char *id, const char *node, px_err *err) {
+static px_ref spawn_named(tnode *n, px_ref sup, const char *id, const char *node,
+                          const char *gname, px_err *err) {
     spawn_cmd c = {.role = node == NULL};
+    snprintf(c.gname, sizeof c.gname, "%s", gname ? gname : "");
     snprintf(c.id, sizeof c.id, "%s", id);
     snprintf(c.node, sizeof c.node, "%s", node ? node : "");
     px_msg *q = NULL, *r = NULL;
@@ -314,6 +318,10 @@ static px_ref spawn_child(tnode *n, px_ref sup, const char *id, const char *node
     *err = -(px_err)out[1].id;
     px_msg_free(r);
     return ref;
+}
+
+static px_ref spawn_child(tnode *n, px_ref sup, const char *id, const char *node, px_err *err) {
+    return spawn_named(n, sup, id, node, NULL, err);
 }
 
 static px_child_info child_info(tnode *n, px_ref sup, const char *id) {
@@ -588,11 +596,14 @@ Test(mesh, a_child_on_a_node_whose_lease_expires_is_restarted_elsewhere) {
     px_ref sup = PX_REF_NIL;
     cr_assert_eq(px_system_spawn(n[0].sys, &sup_beh, NULL, NULL, &sup), PX_OK);
     px_err e;
-    px_ref child = spawn_child(&n[0], sup, "svc", NULL, &e); /* role worker: b or c */
+    px_ref child = spawn_named(&n[0], sup, "svc", NULL, "svc.main", &e); /* role worker */
     cr_assert_eq(e, PX_OK);
     uint32_t at = 0;
     PXT_AWAIT(ask_work(&n[0], child, 1, &at) == PX_OK, 5000);
     int victim = at == px_node_id("b") ? 1 : 2, other = 3 - victim;
+    px_ref named = PX_REF_NIL;
+    PXT_AWAIT(px_whereis_global(n[0].c, "svc.main", &named) == PX_OK, 5000);
+    cr_assert_eq(named.node, px_node_id(n[victim].name), "the name points at the instance");
     int64_t t0 = pxt_now_ms();
     node_down(&n[victim], true);
     PXT_AWAIT(atomic_load(&g_failures) == 1, 8000);
@@ -603,6 +614,12 @@ Test(mesh, a_child_on_a_node_whose_lease_expires_is_restarted_elsewhere) {
     fprintf(stderr, "failover: %lld ms from the crash to an answer\n",
             (long long)(pxt_now_ms() - t0));
     cr_assert_str_eq(child_info(&n[0], sup, "svc").node, n[other].name);
+    /* the name followed: whereis (a's cached copy) sees the new instance */
+    PXT_AWAIT(px_whereis_global(n[0].c, "svc.main", &named) == PX_OK &&
+                  named.node == px_node_id(n[other].name),
+              5000);
+    cr_assert_eq(ask_work(&n[0], named, 3, &at), PX_OK);
+    cr_assert_eq(at, px_node_id(n[other].name));
     node_down(&n[0], false);
     node_down(&n[other], false);
 }

@@ -147,6 +147,10 @@ typedef struct px_placement {
      * overlaps the old instance; keep it at least twice the transport's
      * silence timeout. */
     uint32_t unreachable_ms;
+    /* Optional: each instance started elsewhere registers under this global
+     * name (plexus/cluster.h) on its node, so px_whereis_global follows the
+     * child across failovers (the old name goes with the lost node's lease). */
+    const char *global_name;
 } px_placement;
 
 /* What a parent needs to (re)start a child. Borrowed by px_spawn_child
