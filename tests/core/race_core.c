@@ -476,8 +476,60 @@ static px_err sv_kid_recv(px_ctx *ctx, px_msg *m) {
 static const px_behavior sv_kid_b = {.name = "race.sv.kid", .init = sv_kid_init,
                                      .receive = sv_kid_recv};
 
+/* Case 7 runs twice: children here, and children "placed elsewhere" —
+ * proxies and hosts (core/src/remote.c) through a loopback router that
+ * plays both nodes in this process, as the mesh would between two. */
+static int sv_placed;
+
+static px_err lb_send(void *arg, px_ref to, px_msg *m) {
+    (void)arg;
+    (void)to;
+    (void)m;
+    return PX_EUNREACHABLE;
+}
+
+static px_err lb_proxy_op(void *arg, px_remote_op op, const px_proxy_info *i) {
+    px_system *sys = arg;
+    if (op == PX_REMOTE_START && px_ref_is_nil(i->host)) {
+        px_hosted_spec hs = {.proxy = i->proxy, .parent = i->parent, .id = i->id,
+                             .behavior = i->behavior, .restart = i->restart};
+        px_ref host, child;
+        px_err rv = px_system_spawn_hosted(sys, &hs, NULL, &host, &child, NULL, 0);
+        if (rv != PX_OK) {
+            return rv;
+        }
+        px_proxy_event ev = {.kind = PX_PROXY_STARTED, .remote = child, .host = host,
+                             .node = "loopback"};
+        if (px_system_proxy_event(sys, i->proxy, &ev) != PX_OK) {
+            (void)px_system_host_apply(sys, host, PX_REMOTE_STOP, PX_TERM_STOPPED, PX_OK);
+        }
+        return PX_OK;
+    }
+    if (px_ref_is_nil(i->host)) {
+        return PX_OK;
+    }
+    return px_system_host_apply(sys, i->host, op, i->term, i->code);
+}
+
+static void lb_host_event(void *arg, const px_host_event *ev) {
+    px_system *sys = arg;
+    px_proxy_event pe = {.remote = ev->child, .host = ev->host, .node = "loopback",
+                         .code = ev->code, .reason = ev->reason, .term = ev->term,
+                         .failure = ev->failure};
+    switch (ev->kind) {
+    case PX_HOST_FAILED: pe.kind = PX_PROXY_FAILED; break;
+    case PX_HOST_RS_STOPPED: pe.kind = PX_PROXY_RS_STOPPED; break;
+    case PX_HOST_STARTED:
+        pe.kind = ev->code == PX_OK ? PX_PROXY_STARTED : PX_PROXY_START_FAILED;
+        break;
+    case PX_HOST_ENDED: pe.kind = PX_PROXY_ENDED; break;
+    }
+    (void)px_system_proxy_event(sys, ev->proxy, &pe);
+}
+
 static px_err sv_sup_init(px_ctx *ctx, const px_msg *arg) {
     (void)arg;
+    px_placement elsewhere = {.policy = PX_PLACE_ROUND_ROBIN};
     px_restart_policy pol;
     px_restart_policy_init(&pol);
     pol.max_restarts = 1000000;
@@ -485,7 +537,8 @@ static px_err sv_sup_init(px_ctx *ctx, const px_msg *arg) {
     for (int i = 0; i < SV_KIDS; i++) {
         char id[8];
         snprintf(id, sizeof(id), "k%d", i);
-        px_child_spec spec = {.id = id, .behavior = "race.sv.kid", .policy = &pol};
+        px_child_spec spec = {.id = id, .behavior = "race.sv.kid", .policy = &pol,
+                              .placement = sv_placed ? &elsewhere : NULL};
         px_err e = px_spawn_child(ctx, &spec, NULL, &sv_kids[i]);
         if (e != PX_OK) {
             return e;
@@ -519,10 +572,29 @@ static void *sv_thread(void *p) {
     return NULL;
 }
 
+static int supervision(void);
+
+static int supervision_placed(void) {
+    atomic_store(&sv_ready, 0);
+    atomic_store(&sv_ok, 0);
+    atomic_store(&sv_failed, 0);
+    atomic_store(&sv_inits, 0);
+    atomic_store(&sv_terms, 0);
+    sv_placed = 1;
+    int ok = supervision();
+    sv_placed = 0;
+    return ok;
+}
+
 static int supervision(void) {
     int ok = 1;
     px_system *sys = new_system(PX_SHUTDOWN_DRAIN);
     CHECK(px_behavior_register(sys, &sv_kid_b) == PX_OK, "register");
+    if (sv_placed) {
+        px_router r = {.send = lb_send, .arg = sys, .proxy_op = lb_proxy_op,
+                       .host_event = lb_host_event};
+        px_system_set_router(sys, &r);
+    }
     px_ref sup;
     CHECK(px_system_spawn(sys, &sv_sup_b, NULL, NULL, &sup) == PX_OK, "spawn supervisor");
     CHECK(AWAIT(atomic_load(&sv_ready) == 1, 5000), "children spawned");
@@ -721,6 +793,7 @@ int main(void) {
                  {"timers_fire_or_cancel_exactly_once", timers},
                  {"shutdown_with_sends_in_flight_loses_nothing", shutdown_in_flight},
                  {"supervised_restarts_lose_no_message", supervision},
+                 {"children_placed_elsewhere_restart_and_lose_no_message", supervision_placed},
                  {"reincarnations_lose_nothing_locally", reincarnations}};
     int passed = 0;
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
