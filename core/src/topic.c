@@ -17,8 +17,8 @@
  * broker's counters live in those slots too, written only by their owner.
  * A worker enters at its first publication in an actor's turn and leaves
  * when the turn ends (pxi_topics_turn_end), so an actor publishing in a
- * loop pays the section's fence once per turn (measured: 51 -> 43 ns per
- * publication with one subscriber).
+ * loop pays the entry's locked store once per turn (measured: 51 -> 43 ns
+ * per publication with one subscriber).
  *
  * Writers (subscribe, unsubscribe, an actor's end) serialize on `mtx` and
  * never change what a reader may be reading, with one exception that is
@@ -29,17 +29,24 @@
  * tombstone) — and what was replaced is *retired*, not freed.
  *
  * Reclamation is epoch-based (Fraser's EBR, three limbo lists). A reader
- * stores the global epoch in its slot, then a seq_cst fence, then reads;
- * leaving stores 0 (release). A writer retires into limbo[epoch % 3]; it
- * may advance the epoch from e to e + 1 when, after a seq_cst fence, every
- * slot is idle or at e, and then frees limbo[(e + 2) % 3], what was retired
- * at e - 1. The fences pair (Dekker): a reader whose announcement a writer
- * did not see reads after the writer's fence, so it sees every unlink made
- * before it; a reader the writer did see, at an older epoch, holds the
- * epoch back until it leaves. So an object is freed only once every reader
- * that might hold it has left. No writer ever waits for a reader: a writer
- * advances when it can (up to twice per operation, so a quiet broker frees
- * at once), and what a busy reader still holds waits for a later writer.
+ * stores the global epoch in its slot, then reads; leaving stores 0
+ * (release). A writer unlinks, retires into limbo[epoch % 3], and may
+ * advance the epoch from e to e + 1 when every slot is idle or at e, then
+ * frees limbo[(e + 2) % 3], what was retired at e - 1. Dekker's pairing is
+ * done with seq_cst operations, not fences (ThreadSanitizer does not model
+ * fences, and gcc refuses them under it): the reader's announcement, its
+ * loads of the table, a slot and a topic's array, the writer's unlinking
+ * stores, the epoch and the writer's scan of the slots are all seq_cst. In
+ * their single total order, a reader whose announcement a writer's scan did
+ * not see announced after it, so its loads see every unlink made before the
+ * scan; a reader the scan did see, at an older epoch, holds the epoch back
+ * until it leaves; and one that read epoch e + 1 read it after the unlinks
+ * of epoch e. So an object is freed only once every reader that might hold
+ * it has left. On x86 the seq_cst loads are plain loads; the announcement
+ * is one locked store, the price of a fence. No writer ever waits for a
+ * reader: a writer advances when it can (up to twice per operation, so a
+ * quiet broker frees at once), and what a busy reader still holds waits
+ * for a later writer.
  *
  * Hooks: the router's topic_interest is told of a topic's first and last
  * local subscriber. The changes are queued under mtx in the order they
@@ -209,7 +216,7 @@ static bool topic_is(const pxi_topic *t, uint64_t h, const char *name, uint32_t 
 
 static pxi_topic *tab_find(const ttab *tab, uint64_t h, const char *name, uint32_t len) {
     for (uint32_t i = (uint32_t)h & tab->mask;; i = (i + 1) & tab->mask) {
-        pxi_topic *t = atomic_load_explicit(&tab->slot[i], memory_order_acquire);
+        pxi_topic *t = atomic_load_explicit(&tab->slot[i], memory_order_seq_cst);
         if (t == NULL) {
             return NULL; /* at most half the slots are used: always reached */
         }
@@ -238,7 +245,7 @@ static void tab_remove(ttab *tab, pxi_topic *t) {
     while (atomic_load_explicit(&tab->slot[i], memory_order_relaxed) != t) {
         i = (i + 1) & tab->mask;
     }
-    atomic_store_explicit(&tab->slot[i], TOMB, memory_order_release);
+    atomic_store_explicit(&tab->slot[i], TOMB, memory_order_seq_cst); /* an unlink */
     tab->live--;
 }
 
@@ -291,14 +298,13 @@ static void free_retired(retired *r) {
 }
 
 static bool slot_lets(const rslot *s, uint64_t e) {
-    uint64_t v = atomic_load_explicit(&s->epoch, memory_order_acquire);
+    uint64_t v = atomic_load_explicit(&s->epoch, memory_order_seq_cst);
     return v == 0 || v == e;
 }
 
 /* mtx. */
 static bool advance(struct pxi_topics *b) {
     uint64_t e = atomic_load_explicit(&b->epoch, memory_order_relaxed);
-    atomic_thread_fence(memory_order_seq_cst); /* pairs with enter's fence */
     for (uint32_t i = 0; i < b->nworkers; i++) {
         if (!slot_lets(&b->wslots[i], e)) {
             return false;
@@ -309,8 +315,8 @@ static bool advance(struct pxi_topics *b) {
             return false;
         }
     }
-    /* Release: a reader that enters at e + 1 sees the unlinks made at e. */
-    atomic_store_explicit(&b->epoch, e + 1, memory_order_release);
+    /* A reader that enters at e + 1 sees the unlinks made at e. */
+    atomic_store_explicit(&b->epoch, e + 1, memory_order_seq_cst);
     free_retired(b->limbo[(e + 2) % 3]);
     b->limbo[(e + 2) % 3] = NULL;
     return true;
@@ -364,9 +370,9 @@ static inline rslot *reader_slot(struct pxi_topics *b, bool *worker) {
 
 static inline void enter(struct pxi_topics *b, rslot *s) {
     if (s->depth++ == 0) {
-        atomic_store_explicit(&s->epoch, atomic_load_explicit(&b->epoch, memory_order_acquire),
-                              memory_order_relaxed);
-        atomic_thread_fence(memory_order_seq_cst); /* pairs with advance's fence */
+        /* seq_cst, and so are the reads that follow: see the top. */
+        atomic_store_explicit(&s->epoch, atomic_load_explicit(&b->epoch, memory_order_seq_cst),
+                              memory_order_seq_cst);
     }
 }
 
@@ -377,7 +383,7 @@ static inline void leave(rslot *s) {
 }
 
 /* A worker's slot, entered by a publication and held until the turn ends:
- * an actor that publishes n times in a turn pays one fence, not n. The
+ * an actor that publishes n times in a turn pays one entry, not n. The
  * section then spans user code, which is harmless — writers never wait for
  * readers; what this worker holds back is freed by a later writer. */
 _Thread_local rslot *pxi_topics_held;
@@ -465,7 +471,7 @@ static bool tab_reserve(struct pxi_topics *b) {
             tab_put(tab, t);
         }
     }
-    atomic_store_explicit(&b->tab, tab, memory_order_release);
+    atomic_store_explicit(&b->tab, tab, memory_order_seq_cst); /* unlinks the old one */
     retire(b, &old->r);
     return true;
 }
@@ -519,7 +525,7 @@ static px_err subs_add(struct pxi_topics *b, pxi_topic *t, px_ref me) {
     memcpy(ns->ref, s->ref, n * sizeof(s->ref[0]));
     ns->ref[n] = me;
     atomic_init(&ns->n, n + 1);
-    atomic_store_explicit(&t->subs, ns, memory_order_release);
+    atomic_store_explicit(&t->subs, ns, memory_order_seq_cst); /* unlinks s */
     retire(b, &s->r);
     return PX_OK;
 }
@@ -555,7 +561,7 @@ static bool subs_remove(struct pxi_topics *b, pxi_topic *t, px_ref me) {
     memcpy(ns->ref, s->ref, i * sizeof(s->ref[0]));
     memcpy(ns->ref + i, s->ref + i + 1, (n - i - 1) * sizeof(s->ref[0]));
     atomic_init(&ns->n, n - 1);
-    atomic_store_explicit(&t->subs, ns, memory_order_release);
+    atomic_store_explicit(&t->subs, ns, memory_order_seq_cst); /* unlinks s */
     retire(b, &s->r);
     return true;
 }
@@ -742,8 +748,8 @@ static px_err publish(px_system *sys, const char *topic_name, px_msg **mp, bool 
     uint64_t h = topic_hash(b->seed, topic_name, len);
 
     rslot *to_leave = enter_publication(b, s, worker);
-    pxi_topic *t = tab_find(atomic_load_explicit(&b->tab, memory_order_acquire), h, topic_name, len);
-    const subs *ss = t != NULL ? atomic_load_explicit(&t->subs, memory_order_acquire) : NULL;
+    pxi_topic *t = tab_find(atomic_load_explicit(&b->tab, memory_order_seq_cst), h, topic_name, len);
+    const subs *ss = t != NULL ? atomic_load_explicit(&t->subs, memory_order_seq_cst) : NULL;
     uint32_t n = ss != NULL ? atomic_load_explicit(&ss->n, memory_order_acquire) : 0;
     uint32_t k = n; /* recipients */
     if (remote) {
