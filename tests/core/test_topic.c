@@ -40,7 +40,9 @@ typedef struct sub {
 
 #define BIG 1000 /* a heap bytes payload: byte i is (uint8_t)(i * 7 + tag) */
 
-static void record(sub *s, const px_msg *m) {
+/* Records m; `taken` is its protobuf payload if the actor took it. Every
+ * field is written before `got` moves. */
+static void record(sub *s, const px_msg *m, const ProtobufCMessage *taken) {
     if (atomic_load(&s->gate_closed)) {
         atomic_store(&s->blocked, 1);
         (void)PXT_POLL(!atomic_load(&s->gate_closed), 30000);
@@ -48,9 +50,11 @@ static void record(sub *s, const px_msg *m) {
     }
     uint64_t n = atomic_load(&s->got);
     if (n < S_MAX) {
+        const ProtobufCMessage *pb = taken != NULL ? taken : px_msg_pb(m);
         s->tag[n] = px_msg_tag(m);
         s->sender[n] = px_msg_sender(m);
-        s->pb[n] = px_msg_pb(m);
+        s->pb[n] = pb;
+        s->shared[n] = px_msg_kind_of(m) == PX_MSG_PROTO && taken == NULL;
         size_t len = 0;
         const uint8_t *d = px_msg_data(m, &len);
         s->val[n] = len == 8 ? px_msg_get_u64(m) : len;
@@ -61,8 +65,8 @@ static void record(sub *s, const px_msg *m) {
             }
             s->bytes_ok[n] = (uint8_t)ok;
         }
-        if (px_msg_is(m, &plexus__test__ping__descriptor)) {
-            const Plexus__Test__Ping *p = (const Plexus__Test__Ping *)px_msg_pb(m);
+        if (pb != NULL && pb->descriptor == &plexus__test__ping__descriptor) {
+            const Plexus__Test__Ping *p = (const Plexus__Test__Ping *)pb;
             s->val[n] = p->seq;
             snprintf(s->text[n], sizeof s->text[n], "%s", p->text);
         }
@@ -125,26 +129,15 @@ static px_err sub_receive(px_ctx *ctx, px_msg *m) {
         break;
     case CMD_FAIL:
         return PX_EFAIL;
-    default:
-        if (px_msg_kind_of(m) == PX_MSG_PROTO) {
-            /* Never keeps it: on a shared payload take_pb must say no. */
-            ProtobufCMessage *pb = px_msg_take_pb(m);
-            uint64_t n = atomic_load(&s->got);
-            record(s, m);
-            if (n < S_MAX) {
-                s->shared[n] = pb == NULL;
-                if (pb != NULL) {
-                    s->pb[n] = pb;
-                    Plexus__Test__Ping *p = (Plexus__Test__Ping *)pb;
-                    s->val[n] = p->seq;
-                    snprintf(s->text[n], sizeof s->text[n], "%s", p->text);
-                    protobuf_c_message_free_unpacked(pb, NULL);
-                }
-            }
-            return PX_OK;
+    default: {
+        /* Never keeps a payload: on a shared one take_pb must say no. */
+        ProtobufCMessage *pb = px_msg_kind_of(m) == PX_MSG_PROTO ? px_msg_take_pb(m) : NULL;
+        record(s, m, pb);
+        if (pb != NULL) {
+            protobuf_c_message_free_unpacked(pb, NULL);
         }
-        record(s, m);
         return PX_OK;
+    }
     }
     atomic_store(&s->result, e);
     atomic_fetch_add(&s->acks, 1);
@@ -183,8 +176,14 @@ static void publish_u64_outside(px_system *sys, const char *topic, uint32_t tag,
 
 static uint64_t sub_got(sub *s) { return atomic_load(&s->got); }
 
-/* Waits until the actor ended (its slot dead to px_is_alive). */
-static void await_gone(px_system *sys, px_ref r) { PXT_AWAIT(!px_is_alive(sys, r), 5000); }
+/* Stops the actor and waits until it has ended: px_is_alive turns false
+ * when it starts stopping, its subscriptions go when it finishes, and only
+ * then does the `stopped` counter move. */
+static void stop_and_await(px_system *sys, px_ref r) {
+    uint64_t s0 = PXT_STAT(sys, stopped);
+    cr_assert_eq(px_stop(sys, r), PX_OK);
+    PXT_AWAIT(PXT_STAT(sys, stopped) > s0, 5000);
+}
 
 /* A barrier through the actor's mailbox: once it ran this, it handled
  * everything queued before it. */
@@ -450,8 +449,7 @@ Test(core_topic, a_stopped_subscriber_gets_nothing_more_and_leaves_no_subscripti
     px_ref r = sub_spawn(sys, s, NULL);
     sub *keep = sub_new("t2", NULL);
     sub_spawn(sys, keep, NULL);
-    cr_assert_eq(px_stop(sys, r), PX_OK);
-    await_gone(sys, r);
+    stop_and_await(sys, r);
     publish_u64_outside(sys, "t1", 1, 1);
     publish_u64_outside(sys, "t2", 2, 2);
     PXT_AWAIT(sub_got(keep) == 1, 5000);
@@ -654,12 +652,10 @@ Test(core_topic, topic_interest_tells_the_first_and_the_last_local_subscriber,
     PXT_AWAIT(hooks_nev(&h) == 4, 5000);
     assert_ev(&h, 3, "x", 1);
     /* The last subscribers end: x goes with a, y with b. */
-    px_stop(sys, ar);
-    await_gone(sys, ar);
+    stop_and_await(sys, ar);
     PXT_AWAIT(hooks_nev(&h) == 5, 5000);
     assert_ev(&h, 4, "x", 0);
-    px_stop(sys, br);
-    await_gone(sys, br);
+    stop_and_await(sys, br);
     PXT_AWAIT(hooks_nev(&h) == 6, 5000);
     assert_ev(&h, 5, "y", 0);
     cr_assert_eq(atomic_load(&h.overlaps), 0);
@@ -767,8 +763,7 @@ Test(core_topic, px_system_topics_lists_each_topic_with_a_local_subscriber_once,
     cr_assert_eq(px_system_topics(sys, collect, &ns), PX_OK);
     cr_assert_eq(ns.n, 3);
     cr_assert(has(&ns, "alpha") && has(&ns, "beta") && has(&ns, "gamma"));
-    px_stop(sys, ar);
-    await_gone(sys, ar);
+    stop_and_await(sys, ar);
     memset(&ns, 0, sizeof ns);
     cr_assert_eq(px_system_topics(sys, collect, &ns), PX_OK);
     cr_assert_eq(ns.n, 2);
@@ -799,8 +794,7 @@ Test(core_topic, many_topics_and_subscribers_grow_and_shrink_the_broker, .timeou
         PXT_AWAIT(sub_got(s[i]) == 2, 5000);
     }
     for (int i = 0; i < N; i += 2) {
-        px_stop(sys, r[i]);
-        await_gone(sys, r[i]);
+        stop_and_await(sys, r[i]);
     }
     publish_u64_outside(sys, "all", 3, 3);
     for (int i = 1; i < N; i += 2) {
