@@ -25,8 +25,11 @@
 #include <sys/mman.h>
 
 #include "runtime.h"
+#include "topic_int.h"
 
 /* ---- small helpers ---- */
+
+_Thread_local px_actor *pxi_tls_actor;
 
 static inline px_actor *of_ctx(const px_ctx *ctx) { return (px_actor *)ctx; }
 
@@ -522,7 +525,7 @@ px_err px_system_deliver_remote(px_system *sys, px_ref to, px_ref from, uint64_t
     px_msg *m = *msg;
     m->sender = from;
     m->corr = corr;
-    m->flags = (uint8_t)((m->flags & PXI_MF_HEAP) | ((flags & PX_WIRE_ASK) ? PXI_MF_ASKED : 0) |
+    m->flags = (uint8_t)((m->flags & PXI_MF_PAYLOAD) | ((flags & PX_WIRE_ASK) ? PXI_MF_ASKED : 0) |
                          ((flags & PX_WIRE_REPLY) ? PXI_MF_REPLY : 0));
     px_actor *a = pin_current(sys, to);
     px_err rv = a != NULL ? enqueue_unpin(a, m) : PX_EDEAD;
@@ -737,6 +740,7 @@ static void free_ext(px_actor *a) {
     free(x->timers);
     free(x->watchers);
     free(x->watching);
+    free(x->topics);
     pxi_sup_free(x->sup);
     free(x);
     a->ext = NULL;
@@ -750,6 +754,9 @@ static void finalize(px_actor *a) {
     }
     pxi_cancel_timers(a);
     release_name(a);
+    if (a->flags & PXI_AF_SUBSCRIBED) {
+        pxi_topics_actor_gone(a);
+    }
     pxi_sup_finalize(a);
     free_ext(a);
     atomic_store(&a->state, PXI_A_DEAD);
@@ -899,7 +906,7 @@ static void handle_sys(px_actor *a, px_msg *m) {
     px_msg_free(m);
 }
 
-void pxi_actor_run(pxi_worker *w, px_actor *a) {
+static inline void run_turn(pxi_worker *w, px_actor *a) {
     px_system *sys = a->sys;
     pxi_node *sn;
     while ((sn = pxi_mpsc_pop(&a->sys_head, &a->sys_tail, &a->sys_stub)) != NULL) {
@@ -953,10 +960,20 @@ void pxi_actor_run(pxi_worker *w, px_actor *a) {
     release_and_recheck(a);
 }
 
+void pxi_actor_run(pxi_worker *w, px_actor *a) {
+    pxi_tls_actor = a; /* for px_publish's sender */
+    run_turn(w, a);
+    pxi_tls_actor = NULL;
+    pxi_topics_turn_end();
+}
+
 /* ---- spawn ---- */
 
 static void abort_spawn(px_actor *a) {
     release_name(a);
+    if (a->flags & PXI_AF_SUBSCRIBED) {
+        pxi_topics_actor_gone(a);
+    }
     free_ext(a);
     atomic_store(&a->state, PXI_A_DEAD);
     if (a->bq != NULL) {
@@ -1040,7 +1057,10 @@ px_err pxi_spawn(px_system *sys, px_actor *parent, const px_behavior *b,
         return rv;
     }
     if (b->init != NULL) {
+        px_actor *was = pxi_tls_actor; /* the spawner, or NULL off actors */
+        pxi_tls_actor = a;
         rv = b->init((px_ctx *)a, (arg != NULL) ? *arg : NULL);
+        pxi_tls_actor = was;
         if (rv != PX_OK || (a->flags & PXI_AF_FAILED)) {
             char b2[48];
             px_log(sys, PX_LOG_WARN, "init of %s (%s) failed: %s%s%s",
@@ -1063,7 +1083,10 @@ px_err pxi_spawn(px_system *sys, px_actor *parent, const px_behavior *b,
                 a->flags |= PXI_AF_STOP_REQ;
                 a->parent = NULL;
                 if (b->stop != NULL) {
+                    px_actor *was = pxi_tls_actor;
+                    pxi_tls_actor = a;
                     b->stop((px_ctx *)a);
+                    pxi_tls_actor = was;
                 }
                 abort_spawn(a);
                 return PX_ECLOSED;

@@ -4,8 +4,12 @@
  * Messages are 64-byte blocks from a per-thread cache (below). Bytes payloads up to
  * PX_MSG_INLINE live inside the block; larger ones in one extra allocation.
  * Protobuf payloads are held by pointer and released by their free function.
- * Nothing here locks; a message has one owner at a time.
+ * Nothing here locks; a message has one owner at a time. A payload carried
+ * by several messages at once (a publication's copies) sits in a refcounted
+ * pxi_share (msg_int.h): the messages are still one owner each, only the
+ * payload is shared, and the last px_msg_free releases it.
  */
+#include <assert.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -185,8 +189,8 @@ static px_msg *bytes_new(uint32_t tag, size_t len, void *heap) {
     m->tag = tag;
     m->len = (uint32_t)len;
     if (len > PX_MSG_INLINE) {
-        m->u.heap = heap != NULL ? heap : malloc(len);
-        if (m->u.heap == NULL) {
+        m->u.heap.data = heap != NULL ? heap : malloc(len);
+        if (m->u.heap.data == NULL) {
             put(m);
             return NULL;
         }
@@ -204,7 +208,7 @@ px_err px_msg_bytes(px_msg **out, uint32_t tag, const void *data, size_t len) {
         return PX_ENOMEM;
     }
     if (len > 0) {
-        memcpy(len <= PX_MSG_INLINE ? m->u.inl : m->u.heap, data, len);
+        memcpy(len <= PX_MSG_INLINE ? m->u.inl : m->u.heap.data, data, len);
     }
     *out = m;
     return PX_OK;
@@ -268,16 +272,94 @@ static void release_pb(ProtobufCMessage *pb, px_proto_free_fn fn) {
     }
 }
 
+static void share_rele(pxi_share *sh) {
+    if (atomic_fetch_sub_explicit(&sh->refs, 1, memory_order_acq_rel) != 1) {
+        return;
+    }
+    release_pb(sh->pb, sh->free_fn);
+    free(sh->heap);
+    free(sh);
+}
+
 void px_msg_free(px_msg *m) {
     if (m == NULL) {
         return;
     }
-    if (m->kind == PX_MSG_PROTO) {
+    if (m->flags & PXI_MF_SHARED) {
+        share_rele(m->kind == PX_MSG_PROTO ? m->u.pb.share : m->u.heap.share);
+    } else if (m->kind == PX_MSG_PROTO) {
         release_pb(m->u.pb.pb, m->u.pb.free_fn);
     } else if (m->flags & PXI_MF_HEAP) {
-        free(m->u.heap);
+        free(m->u.heap.data);
     }
     put(m);
+}
+
+bool pxi_msg_share(px_msg *m) {
+    bool pb = m->kind == PX_MSG_PROTO;
+    if ((m->flags & PXI_MF_SHARED) || (!pb && !(m->flags & PXI_MF_HEAP))) {
+        return true;
+    }
+    pxi_share *sh = malloc(sizeof(*sh));
+    if (sh == NULL) {
+        return false;
+    }
+    atomic_init(&sh->refs, 1);
+    sh->pb = pb ? m->u.pb.pb : NULL;
+    sh->free_fn = pb ? m->u.pb.free_fn : NULL;
+    sh->heap = pb ? NULL : m->u.heap.data;
+    if (pb) {
+        m->u.pb.share = sh;
+    } else {
+        m->u.heap.share = sh;
+    }
+    m->flags |= PXI_MF_SHARED;
+    return true;
+}
+
+void pxi_msg_unshare(px_msg *m) {
+    if (!(m->flags & PXI_MF_SHARED)) {
+        return;
+    }
+    bool pb = m->kind == PX_MSG_PROTO;
+    pxi_share *sh = pb ? m->u.pb.share : m->u.heap.share;
+    if (atomic_load_explicit(&sh->refs, memory_order_acquire) != 1) {
+        return;
+    }
+    if (pb) {
+        m->u.pb.free_fn = sh->free_fn;
+    } else {
+        m->u.heap.share = NULL;
+    }
+    m->flags &= (uint8_t)~PXI_MF_SHARED;
+    free(sh);
+}
+
+px_msg *pxi_msg_clone(const px_msg *m) {
+    /* An unshared heap or protobuf payload would be freed twice. */
+    assert((m->flags & PXI_MF_SHARED) || (m->kind == PX_MSG_BYTES && !(m->flags & PXI_MF_HEAP)));
+    px_msg *c = take();
+    if (c == NULL) {
+        return NULL;
+    }
+    atomic_store_explicit(&c->link.next, NULL, memory_order_relaxed);
+    c->kind = m->kind;
+    c->flags = m->flags;
+    c->sysop = m->sysop;
+    c->tag = m->tag;
+    c->len = m->len;
+    c->skip = 0;
+    c->sender = m->sender;
+    c->corr = m->corr;
+    c->u = m->u;
+    if (m->flags & PXI_MF_SHARED) {
+        /* Relaxed: the caller holds a reference, so the count cannot reach
+         * zero meanwhile. */
+        atomic_fetch_add_explicit(m->kind == PX_MSG_PROTO ? &m->u.pb.share->refs
+                                                          : &m->u.heap.share->refs,
+                                  1, memory_order_relaxed);
+    }
+    return c;
 }
 
 px_msg_kind px_msg_kind_of(const px_msg *m) { return (px_msg_kind)m->kind; }
@@ -309,7 +391,7 @@ const void *px_msg_data(const px_msg *m, size_t *len) {
     if (len != NULL) {
         *len = m->len;
     }
-    return (m->flags & PXI_MF_HEAP) ? m->u.heap : m->u.inl;
+    return (m->flags & PXI_MF_HEAP) ? m->u.heap.data : m->u.inl;
 }
 
 const ProtobufCMessage *px_msg_pb(const px_msg *m) {
@@ -322,8 +404,8 @@ int px_msg_is(const px_msg *m, const ProtobufCMessageDescriptor *desc) {
 }
 
 ProtobufCMessage *px_msg_take_pb(px_msg *m) {
-    if (m == NULL || m->kind != PX_MSG_PROTO) {
-        return NULL;
+    if (m == NULL || m->kind != PX_MSG_PROTO || (m->flags & PXI_MF_SHARED)) {
+        return NULL; /* a shared payload is every holder's to read */
     }
     ProtobufCMessage *pb = m->u.pb.pb;
     m->u.pb.pb = NULL;

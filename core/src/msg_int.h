@@ -3,11 +3,17 @@
  * the actor code. A message is one 64-byte block: a queue link, the envelope
  * (kind, flags, tag, sender, correlation id) and the payload (inline bytes,
  * a heap buffer, or a protobuf-c message pointer).
+ *
+ * A message has one owner and no refcount. A payload that several messages
+ * carry at once (a publication to several subscribers, topic.c) is held by
+ * a pxi_share instead: the protobuf message or heap buffer and a refcount,
+ * one reference per message, released with the last.
  */
 #ifndef PX_MSG_INT_H
 #define PX_MSG_INT_H
 
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 #include <plexus/msg.h>
@@ -47,7 +53,21 @@ enum {
     PXI_MF_REPLY = 1u << 0,     /* a reply to an ask: match corr in pending */
     PXI_MF_HEAP = 1u << 1,      /* bytes payload lives in u.heap */
     PXI_MF_ASKED = 1u << 2,     /* sent by px_ask: carries a corr to reply to */
+    PXI_MF_SHARED = 1u << 3,    /* the payload (protobuf, or heap bytes) is a pxi_share's */
 };
+/* The flags that describe the payload rather than the envelope. */
+#define PXI_MF_PAYLOAD (PXI_MF_HEAP | PXI_MF_SHARED)
+
+/* A payload shared by several messages (PXI_MF_SHARED): the protobuf
+ * message (with its free function) or the heap bytes, released when the
+ * last message holding it is freed. refs: one per message; acq_rel on the
+ * decrement so the last holder sees every other holder's reads done. */
+typedef struct pxi_share {
+    _Atomic uint32_t refs;
+    ProtobufCMessage *pb;
+    px_proto_free_fn free_fn;
+    uint8_t *heap;
+} pxi_share;
 
 struct px_msg {
     pxi_node link;
@@ -61,10 +81,16 @@ struct px_msg {
     uint64_t corr;
     union {
         uint8_t inl[PX_MSG_INLINE];
-        uint8_t *heap;
+        struct {
+            uint8_t *data;
+            pxi_share *share; /* PXI_MF_SHARED: data is share->heap */
+        } heap;
         struct {
             ProtobufCMessage *pb;
-            px_proto_free_fn free_fn;
+            union {
+                px_proto_free_fn free_fn;
+                pxi_share *share; /* PXI_MF_SHARED: pb is share->pb */
+            };
         } pb;
     } u;
 };
@@ -76,6 +102,23 @@ _Static_assert(sizeof(struct px_msg) == 64, "px_msg is one cache line");
 px_msg *pxi_msg_new(uint8_t kind);
 
 static inline px_msg *pxi_msg_of(pxi_node *n) { return (px_msg *)n; }
+
+/* Makes m's payload shareable, for copies made with pxi_msg_clone: a
+ * protobuf or heap bytes payload moves into a pxi_share that m holds the
+ * one reference of; inline bytes and an already shared payload stay as
+ * they are. m must be a bytes or protobuf message its caller owns. false
+ * on allocation failure (m unchanged). */
+bool pxi_msg_share(px_msg *m);
+
+/* A copy of m (bytes or protobuf; after pxi_msg_share) for another
+ * recipient: the same envelope and payload, inline bytes copied, a shared
+ * payload referenced once more. Caller owns result; NULL on allocation
+ * failure. */
+px_msg *pxi_msg_clone(const px_msg *m);
+
+/* Undoes pxi_msg_share if m holds the only reference, so that m is again
+ * what its owner made (px_msg_take_pb works on it). */
+void pxi_msg_unshare(px_msg *m);
 
 /* How far ahead in a pushed chain a message's `skip` points. A consumer
  * walking a linked queue can only fetch one message ahead (it needs the

@@ -62,8 +62,9 @@ enum {
     PXI_AF_PERMANENT = 1u << 5, /* a permanent child: a normal stop is restarted */
     PXI_AF_RS_STOP = 1u << 6,   /* restarting: ack the parent once children are gone */
     PXI_AF_PROBE = 1u << 7,     /* half-open breaker: report the first success */
-    PXI_AF_PROXY = 1u << 12,    /* stands for a child on another node (remote.c) */
-    PXI_AF_HOST = 1u << 13,     /* parent here of a child whose parent is on another node */
+    PXI_AF_SUBSCRIBED = 1u << 12, /* has topic subscriptions (ext->topics, topic.c) */
+    PXI_AF_PROXY = 1u << 13,    /* stands for a child on another node (remote.c) */
+    PXI_AF_HOST = 1u << 14,     /* parent here of a child whose parent is on another node */
 };
 /* Bits 8..11 of flags: the px_term_reason this actor ends with (kept
  * until the slot is reused, for watches that arrive after the end). */
@@ -72,6 +73,8 @@ enum {
 
 struct pxi_sup;
 struct pxi_fail_rec;
+struct pxi_topic;
+struct pxi_topics;
 
 typedef struct pxi_pending {
     uint64_t corr;
@@ -95,6 +98,8 @@ typedef struct pxi_actor_ext {
     uint32_t nwatchers, capwatchers;
     px_ref *watching;             /* whom this actor watches */
     uint32_t nwatching, capwatching;
+    struct pxi_topic **topics;    /* topics this actor subscribes to (topic.c) */
+    uint32_t ntopics, captopics;
 } pxi_actor_ext;
 
 typedef struct px_actor px_actor;
@@ -235,6 +240,7 @@ struct px_system {
     pxi_strmap types;      /* full name -> descriptor */
 
     pxi_timers *timers;
+    struct pxi_topics *topics; /* the topic broker (topic.c) */
 
     /* Lifecycle. */
     _Atomic uint32_t closing;  /* intake from outside actors refused */
@@ -300,6 +306,9 @@ extern _Thread_local pxi_worker *pxi_tls_worker; /* sched.c */
 static inline pxi_worker *pxi_current_worker(void) { return pxi_tls_worker; } /* NULL off workers */
 
 /* --- actor.c --- */
+/* The actor whose callback this thread is running (a turn on a worker, or
+ * an init run by the spawning thread), else NULL. */
+extern _Thread_local px_actor *pxi_tls_actor;
 px_actor *pxi_slot(px_system *sys, uint32_t id);
 bool pxi_pin(px_actor *a, uint32_t inc);
 void pxi_unpin(px_actor *a);

@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "runtime.h"
+#include "topic_int.h"
 
 /* ---- config ---- */
 
@@ -230,7 +231,8 @@ px_err px_system_alloc(px_system **out, const px_config *cfg_in) {
     sys->chunks = calloc(sys->nchunks, sizeof(*sys->chunks));
     atomic_store(&sys->next_id, 1);
     if (sys->chunks == NULL || (rv = alloc_locks(sys)) != PX_OK ||
-        (rv = pxi_timers_alloc(sys, &sys->timers)) != PX_OK) {
+        (rv = pxi_timers_alloc(sys, &sys->timers)) != PX_OK ||
+        (rv = pxi_topics_alloc(sys, &sys->topics)) != PX_OK) {
         rv = PX_ENOMEM;
         goto fail;
     }
@@ -255,6 +257,7 @@ fail:
     if (sys->chunks != NULL) {
         pxi_slots_free(sys);
     }
+    pxi_topics_free(sys->topics);
     free_locks(sys);
     pxi_strmap_fini(&sys->names);
     pxi_strmap_fini(&sys->behaviors);
@@ -355,6 +358,7 @@ void px_system_free(px_system *sys) {
     px_system_shutdown(sys);
     pxi_timers_free(sys->timers);
     pxi_slots_free(sys);
+    pxi_topics_free(sys->topics);
     pxi_strmap_fini(&sys->names);
     pxi_strmap_fini(&sys->behaviors);
     pxi_strmap_fini(&sys->types);
@@ -582,6 +586,7 @@ px_err px_system_stats_get(px_system *sys, px_system_stats *out) {
     out->restarts = atomic_load(&sys->restarts);
     out->resumed = atomic_load(&sys->resumed);
     out->escalations = atomic_load(&sys->escalations);
+    pxi_topics_stats(sys->topics, out);
     return PX_OK;
 }
 

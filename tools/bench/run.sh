@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
-# tools/bench/run.sh [core|supervision|transport|cluster|all] — build a
-# Release tree in build-release/ (if it is missing or stale) and run a suite
-# of benchmarks (default core; all = core, supervision, transport, then
-# cluster). transport runs two node processes over loopback tcp
+# tools/bench/run.sh [core|supervision|mesh|transport|cluster|all] — build
+# a Release tree in build-release/ (or $PLEXUS_BENCH_BUILD; if it is missing
+# or stale) and run a suite of benchmarks (default core; all = core,
+# supervision, mesh, transport, then cluster). mesh is the topic broker in
+# one process (px_bench_topic, ~4 s): the cost per px_publish of a small
+# message with one local subscriber actor and with four (delivery included),
+# and of a publication nobody subscribes to; the mesh layer's own benchmarks
+# will join this suite. transport runs two node processes over loopback tcp
 # (px_bench_net, ~20-30 s): one-way throughput, ask round trips, bulk
 # throughput and latency under bulk, each encrypted and plaintext (_plain),
 # plus a raw TCP ping-pong floor, and the round trip again with workers
@@ -25,21 +29,23 @@ suite="${1:-core}"
 
 core_benches=(spawn idle_mem send pingpong skynet ask idle_cpu)
 supervision_benches=(sup)
+mesh_benches=(topic)
 transport_benches=(net)
 cluster_benches=(cluster)
 
 case "$suite" in
   core) benches=("${core_benches[@]}") ;;
   supervision) benches=("${supervision_benches[@]}") ;;
+  mesh) benches=("${mesh_benches[@]}") ;;
   transport) benches=("${transport_benches[@]}") ;;
   cluster) benches=("${cluster_benches[@]}") ;;
   all)
-    benches=("${core_benches[@]}" "${supervision_benches[@]}" "${transport_benches[@]}"
-      "${cluster_benches[@]}")
+    benches=("${core_benches[@]}" "${supervision_benches[@]}" "${mesh_benches[@]}"
+      "${transport_benches[@]}" "${cluster_benches[@]}")
     ;;
-  -h|--help) echo "usage: $0 [core|supervision|transport|cluster|all]" >&2; exit 0 ;;
+  -h|--help) echo "usage: $0 [core|supervision|mesh|transport|cluster|all]" >&2; exit 0 ;;
   *)
-    echo "run.sh: unknown suite '$suite' (known: core, supervision, transport, cluster, all)" >&2
+    echo "run.sh: unknown suite '$suite' (known: core, supervision, mesh, transport, cluster, all)" >&2
     exit 2
     ;;
 esac

@@ -114,8 +114,10 @@ int px_msg_is(const px_msg *m, const ProtobufCMessageDescriptor *desc);
 
 /* px_msg_take_pb detaches the protobuf message from m (m keeps an empty
  * payload): Caller owns result and frees it as px_msg_proto's free_fn would.
- * NULL if m is not a proto message. Actor context: only on a message the
- * caller owns or is receiving. */
+ * NULL if m is not a proto message, or if its payload is shared with other
+ * messages (a publication delivered to several subscribers, plexus/topic.h:
+ * px_msg_pb still reads it). Actor context: only on a message the caller
+ * owns or is receiving. */
 ProtobufCMessage *px_msg_take_pb(px_msg *m);
 
 /* Convenience for the common small case: an 8-byte little-endian integer

@@ -8,4 +8,5 @@
 #include <plexus/actor.h>
 #include <plexus/router.h>
 #include <plexus/supervisor.h>
+#include <plexus/topic.h>
 #endif

@@ -163,6 +163,19 @@ typedef struct px_router {
     px_err (*proxy_op)(void *arg, px_remote_op op, const px_proxy_info *info);
     /* Optional: an event of a hosted child, in the host's context. */
     void (*host_event)(void *arg, const px_host_event *ev);
+    /* Optional, topics: this node got its first local subscriber of topic
+     * (on = 1) or lost its last (on = 0). Calls never overlap and come in
+     * the order the changes happened, from whichever thread made the change
+     * or found it queued. Any thread; must not block or call back into core. */
+    void (*topic_interest)(void *arg, const char *topic, int on);
+    /* Optional, topics: px_publish hands every publication here too (msg
+     * borrowed: copy what you need), before it is delivered locally; the
+     * layer above sends it once to each node that has subscribers (and
+     * there hands it to px_system_publish_local). Not called for
+     * publications of actors of an earlier incarnation of this node (other
+     * nodes take them for dead). Any thread; must not block or call back
+     * into core. */
+    void (*publish)(void *arg, const char *topic, const px_msg *msg);
 } px_router;
 
 /* 1 on a scheduler worker thread (actor context), else 0: for layers
@@ -227,6 +240,23 @@ uint32_t px_system_node_inc(const px_system *sys);
  * incarnation; px_system_root keeps its ref from the first. Logs one INFO
  * line. PX_OK, or PX_EINVAL for a NULL sys. Thread-safe. */
 px_err px_system_reincarnate(px_system *sys, uint32_t *new_inc);
+
+/* For the layer that receives publications from other nodes: delivers
+ * *msg to this node's subscribers of `topic` as px_publish does (sender
+ * nil), but never to the router's publish hook, and not to actors of an
+ * earlier incarnation of this node. Takes ownership of *msg and nulls it on
+ * PX_OK (also with no subscriber: counted in publish_unrouted); on error
+ * the caller keeps it: PX_EINVAL (bad topic or message), PX_EMSGSIZE,
+ * PX_ENOMEM. Counted in px_system_stats.publish_received. Any thread. */
+px_err px_system_publish_local(px_system *sys, const char *topic, px_msg **msg);
+
+/* Calls fn(arg, topic) once for each topic that has at least one local
+ * subscriber, as they were at one moment (for resyncing a peer; changes
+ * after that moment come through topic_interest). fn borrows topic for the
+ * call and runs without runtime locks held; it must not call back into the
+ * topic functions. PX_EINVAL for a NULL sys or fn, PX_ENOMEM (then fn was
+ * never called). Any thread. */
+px_err px_system_topics(px_system *sys, void (*fn)(void *arg, const char *topic), void *arg);
 
 /* Installs (or, with NULL, removes) the router. The table is copied. Not
  * concurrent with sends to remote refs: install before traffic starts. */

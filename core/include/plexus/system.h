@@ -145,6 +145,19 @@ typedef struct px_system_stats {
     uint64_t restarts;      /* actor instances restarted by supervisors */
     uint64_t resumed;       /* failures answered with Resume (failing message dropped) */
     uint64_t escalations;   /* failures passed up to a grandparent */
+    /* Topics (plexus/topic.h). */
+    uint64_t published;          /* px_publish calls that took their message */
+    uint64_t publish_received;   /* publications from other nodes
+                                    (px_system_publish_local) */
+    uint64_t publish_deliveries; /* messages handed to local subscribers'
+                                    mailboxes (a policy may still drop them,
+                                    counted in dropped) */
+    uint64_t publish_unrouted;   /* publications that reached no subscriber:
+                                    none on this node and, for px_publish, no
+                                    router publish hook to hand it to */
+    uint64_t publish_refused;    /* deliveries a subscriber's full bounded
+                                    mailbox refused (policy Error or Block);
+                                    also counted in rejected */
 } px_system_stats;
 
 px_err px_system_stats_get(px_system *sys, px_system_stats *out);
