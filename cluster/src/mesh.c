@@ -11,6 +11,12 @@
  * which handles it in actor context; envelopes for this node itself take
  * the same path without the transport.
  *
+ * Topics: a node tells every member when it gets its first local subscriber
+ * of a topic or loses its last (SYS_TOPIC), and sends all of its topics to
+ * each member it sees come up; px_publish's router hook then sends one
+ * SYS_PUBLISH per node that has subscribers, and the receiving node fans it
+ * out locally (px_system_publish_local). A lost node's interests go with it.
+ *
  * State (m->mtx, a leaf lock; nothing calls core or the transport while
  * holding it): open remote watches (watcher, target); proxies whose child
  * runs elsewhere (proxy, remote, host, node); starts awaiting a
@@ -55,6 +61,11 @@ typedef struct pend {
     char why[160];
 } pend;
 
+typedef struct interest {
+    uint32_t node;
+    char *topic;
+} interest;
+
 typedef struct hosted {
     px_ref host, child, proxy, parent;
     uint32_t unreachable_ms;
@@ -84,6 +95,8 @@ struct px_mesh {
     size_t npd, cappd;
     hosted *h;
     size_t nh, caph;
+    interest *ti;
+    size_t nti, capti;
     uint64_t next_corr;
     uint32_t rr;
     px_mesh_stats st;
@@ -694,6 +707,172 @@ static void r_host_event(void *arg, const px_host_event *ev) {
                            ev->term);
 }
 
+static void bad_sys(px_mesh *m, const char *peer, uint32_t sysop, const char *what);
+
+/* ---- topics ---- */
+
+static px_err send_interest(px_mesh *m, uint32_t node, uint32_t inc, const char *topic, int on) {
+    Plexus__TopicInterest ti = PLEXUS__TOPIC_INTEREST__INIT;
+    ti.topic = (char *)(uintptr_t)topic;
+    ti.on = on != 0;
+    px_ref to = {.node = node, .node_inc = inc};
+    return sys_to(m, to, PX_REF_NIL, 0, PLEXUS__SYS_OP__SYS_TOPIC, &ti.base, 1);
+}
+
+/* To every other member that is up (the others get it when they come up). */
+static void r_topic_interest(void *arg, const char *topic, int on) {
+    px_mesh *m = arg;
+    cands cs;
+    members(m, &cs);
+    for (size_t i = 0; i < cs.n; i++) {
+        const cand *c = &cs.v[i];
+        if (!c->local && (c->state == PX_MEMBER_UP || c->state == PX_MEMBER_JOINING)) {
+            (void)send_interest(m, c->id, c->inc, topic, on);
+        }
+    }
+    cands_free(&cs);
+}
+
+static void r_publish(void *arg, const char *topic, const px_msg *msg) {
+    px_mesh *m = arg;
+    if (m->inner.publish != NULL) {
+        m->inner.publish(m->inner.arg, topic, msg);
+    }
+    uint32_t nodes[64];
+    size_t n = 0;
+    nng_mtx_lock(m->mtx);
+    for (size_t i = 0; i < m->nti && n < 64; i++) {
+        if (strcmp(m->ti[i].topic, topic) == 0) {
+            nodes[n++] = m->ti[i].node;
+        }
+    }
+    nng_mtx_unlock(m->mtx);
+    if (n == 0) {
+        return;
+    }
+    Plexus__Publication pb = PLEXUS__PUBLICATION__INIT;
+    pb.topic = (char *)(uintptr_t)topic;
+    uint8_t *buf = NULL;
+    if (px_msg_kind_of(msg) == PX_MSG_PROTO) {
+        const ProtobufCMessage *p = px_msg_pb(msg);
+        size_t len = protobuf_c_message_get_packed_size(p);
+        if ((buf = malloc(len ? len : 1)) == NULL) {
+            return;
+        }
+        protobuf_c_message_pack(p, buf);
+        pb.type = (char *)(uintptr_t)p->descriptor->name;
+        pb.payload.data = buf;
+        pb.payload.len = len;
+    } else if (px_msg_kind_of(msg) == PX_MSG_BYTES) {
+        size_t len;
+        pb.payload.data = (uint8_t *)(uintptr_t)px_msg_data(msg, &len);
+        pb.payload.len = len;
+        pb.tag = px_msg_tag(msg);
+    } else {
+        return;
+    }
+    cands cs;
+    members(m, &cs);
+    for (size_t i = 0; i < n; i++) {
+        const cand *c = cand_by_id(&cs, nodes[i]);
+        if (c != NULL) { /* one frame per subscribing node */
+            px_ref to = {.node = c->id, .node_inc = c->inc};
+            if (sys_to(m, to, px_msg_sender(msg), 0, PLEXUS__SYS_OP__SYS_PUBLISH, &pb.base, 1) ==
+                PX_OK) {
+                nng_mtx_lock(m->mtx);
+                m->st.publications_sent++;
+                nng_mtx_unlock(m->mtx);
+            }
+        }
+    }
+    cands_free(&cs);
+    free(buf);
+}
+
+static void on_interest(px_mesh *m, const syshdr *h, const Plexus__TopicInterest *ti) {
+    if (ti->topic == NULL || ti->topic[0] == '\0') {
+        bad_sys(m, h->peer, PLEXUS__SYS_OP__SYS_TOPIC, "an empty topic");
+        return;
+    }
+    uint32_t node = px_node_id(h->peer);
+    nng_mtx_lock(m->mtx);
+    size_t i = 0;
+    while (i < m->nti && !(m->ti[i].node == node && strcmp(m->ti[i].topic, ti->topic) == 0)) {
+        i++;
+    }
+    if (!ti->on && i < m->nti) {
+        free(m->ti[i].topic);
+        m->ti[i] = m->ti[--m->nti];
+    } else if (ti->on && i == m->nti && GROW(m->ti, m->nti, m->capti)) {
+        char *t = strdup(ti->topic);
+        if (t != NULL) {
+            m->ti[m->nti++] = (interest){node, t};
+        }
+    }
+    nng_mtx_unlock(m->mtx);
+}
+
+static void on_publication(px_mesh *m, const syshdr *h, const Plexus__Publication *p) {
+    px_msg *msg = NULL;
+    if (p->topic == NULL || p->topic[0] == '\0') {
+        bad_sys(m, h->peer, PLEXUS__SYS_OP__SYS_PUBLISH, "an empty topic");
+        return;
+    }
+    if (p->type != NULL && p->type[0] != '\0') {
+        const ProtobufCMessageDescriptor *d = px_type_lookup(m->sys, p->type);
+        ProtobufCMessage *pb =
+            d != NULL ? protobuf_c_message_unpack(d, NULL, p->payload.len, p->payload.data) : NULL;
+        if (pb == NULL) {
+            bad_sys(m, h->peer, PLEXUS__SYS_OP__SYS_PUBLISH,
+                    d == NULL ? "a publication of a type this node does not know"
+                              : "a publication that does not unpack");
+            return;
+        }
+        if (px_msg_proto(&msg, pb, NULL) != PX_OK) {
+            protobuf_c_message_free_unpacked(pb, NULL);
+            return;
+        }
+    } else if (px_msg_bytes(&msg, p->tag, p->payload.data, p->payload.len) != PX_OK) {
+        return;
+    }
+    nng_mtx_lock(m->mtx);
+    m->st.publications_received++;
+    nng_mtx_unlock(m->mtx);
+    if (px_system_publish_local(m->sys, p->topic, &msg) != PX_OK) {
+        px_msg_free(msg);
+    }
+}
+
+typedef struct resync {
+    px_mesh *m;
+    uint32_t node, inc;
+} resync;
+
+static void resync_one(void *arg, const char *topic) {
+    resync *r = arg;
+    (void)send_interest(r->m, r->node, r->inc, topic, 1);
+}
+
+/* A member came up: it learns every topic this node has subscribers of. */
+static void topics_to(px_mesh *m, uint32_t node, uint32_t inc) {
+    resync r = {m, node, inc};
+    (void)px_system_topics(m->sys, resync_one, &r);
+}
+
+/* A lost node's interests go with it. */
+static void topics_forget(px_mesh *m, uint32_t node) {
+    nng_mtx_lock(m->mtx);
+    for (size_t i = 0; i < m->nti;) {
+        if (m->ti[i].node == node) {
+            free(m->ti[i].topic);
+            m->ti[i] = m->ti[--m->nti];
+        } else {
+            i++;
+        }
+    }
+    nng_mtx_unlock(m->mtx);
+}
+
 /* ---- the mesh actor: what other nodes sent ---- */
 
 static void bad_sys(px_mesh *m, const char *peer, uint32_t sysop, const char *what) {
@@ -958,6 +1137,8 @@ static void handle_sys(px_mesh *m, uint32_t op, const syshdr *h, const uint8_t *
         : op == PLEXUS__SYS_OP__SYS_CHILD_FAILURE ? &plexus__child_failure__descriptor
         : op == PLEXUS__SYS_OP__SYS_DIRECTIVE   ? &plexus__directive__descriptor
         : op == PLEXUS__SYS_OP__SYS_CHILD_EVENT ? &plexus__child_event__descriptor
+        : op == PLEXUS__SYS_OP__SYS_TOPIC       ? &plexus__topic_interest__descriptor
+        : op == PLEXUS__SYS_OP__SYS_PUBLISH     ? &plexus__publication__descriptor
                                                 : NULL;
     if (d == NULL || (pb = protobuf_c_message_unpack(d, NULL, len, pl)) == NULL) {
         bad_sys(m, h->peer, op, d == NULL ? "unknown operation" : "payload does not unpack");
@@ -987,6 +1168,12 @@ static void handle_sys(px_mesh *m, uint32_t op, const syshdr *h, const uint8_t *
     }
     case PLEXUS__SYS_OP__SYS_CHILD_EVENT:
         on_child_event(m, h, (Plexus__ChildEvent *)pb);
+        break;
+    case PLEXUS__SYS_OP__SYS_TOPIC:
+        on_interest(m, h, (Plexus__TopicInterest *)pb);
+        break;
+    case PLEXUS__SYS_OP__SYS_PUBLISH:
+        on_publication(m, h, (Plexus__Publication *)pb);
         break;
     }
     protobuf_c_message_free_unpacked(pb, NULL);
@@ -1118,6 +1305,7 @@ static void on_member(px_mesh *m, const Plexus__MemberEvent *e) {
         l.term = PX_TERM_NODE_DOWN;
         l.code = PX_ENODEDOWN;
         node_lost(m, &l);
+        topics_forget(m, e->node_id);
         return;
     case PLEXUS__MEMBER_STATE__MEMBER_UP:
     case PLEXUS__MEMBER_STATE__MEMBER_JOINING:
@@ -1128,6 +1316,10 @@ static void on_member(px_mesh *m, const Plexus__MemberEvent *e) {
         l.term = PX_TERM_NODE_FENCED;
         l.code = PX_ENODEDOWN;
         node_lost(m, &l);
+        if (e->state == PLEXUS__MEMBER_STATE__MEMBER_UP &&
+            e->from != PLEXUS__MEMBER_STATE__MEMBER_UP) {
+            topics_to(m, e->node_id, e->node_inc);
+        }
         return;
     default:
         return;
@@ -1282,6 +1474,8 @@ px_err px_mesh_start(const px_mesh_cfg *cfg, px_mesh **out) {
     r.stop = r_stop;
     r.proxy_op = r_proxy_op;
     r.host_event = r_host_event;
+    r.topic_interest = r_topic_interest;
+    r.publish = r_publish;
     px_system_set_router(m->sys, &r);
     rv = px_cluster_subscribe(m->c, m->agent);
     if (rv != PX_OK) {
@@ -1320,6 +1514,10 @@ void px_mesh_stop(px_mesh *m) {
     free(m->p);
     free(m->pd);
     free(m->h);
+    for (size_t i = 0; i < m->nti; i++) {
+        free(m->ti[i].topic);
+    }
+    free(m->ti);
     nng_cv_free(m->cv);
     nng_mtx_free(m->mtx);
     free(m);

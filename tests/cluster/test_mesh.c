@@ -18,6 +18,7 @@
 #include <plexus/cluster.h>
 #include <plexus/mesh.h>
 #include <plexus/plexus.h>
+#include <plexus/topic.h>
 #include <plexus/transport.h>
 
 #include "../core/helpers.h"
@@ -622,4 +623,81 @@ Test(mesh, a_child_on_a_node_whose_lease_expires_is_restarted_elsewhere) {
     cr_assert_eq(at, px_node_id(n[other].name));
     node_down(&n[0], false);
     node_down(&n[other], false);
+}
+
+/* A subscriber: subscribes at init to the topic it is given, counts. */
+static atomic_int g_pub_got[3];
+
+static px_err sub_init(px_ctx *ctx, const px_msg *arg) {
+    (void)arg;
+    return px_subscribe(ctx, "news");
+}
+
+static px_err sub_receive(px_ctx *ctx, px_msg *m) {
+    if (px_msg_kind_of(m) == PX_MSG_BYTES && px_msg_tag(m) == 42) {
+        int node = px_self(ctx).node == px_node_id("b") ? 1 : 2;
+        atomic_fetch_add(&g_pub_got[node], 1);
+    }
+    return PX_OK;
+}
+
+static const px_behavior sub_beh = {.name = "t.sub", .init = sub_init, .receive = sub_receive};
+
+Test(mesh, topics_reach_subscribers_on_every_node_with_one_frame_per_node) {
+    reset_globals();
+    tnode n[3];
+    three(n);
+    for (int i = 0; i < 3; i++) {
+        atomic_store(&g_pub_got[i], 0);
+    }
+    px_ref s1, s2, s3;
+    cr_assert_eq(px_system_spawn(n[1].sys, &sub_beh, NULL, NULL, &s1), PX_OK);
+    cr_assert_eq(px_system_spawn(n[1].sys, &sub_beh, NULL, NULL, &s2), PX_OK);
+    cr_assert_eq(px_system_spawn(n[2].sys, &sub_beh, NULL, NULL, &s3), PX_OK);
+    /* a learns that b and c have subscribers: a publish reaches all three */
+    PXT_POLL(({
+                 px_msg *p = NULL;
+                 (void)px_msg_u64(&p, 42, 1);
+                 (void)px_publish(n[0].sys, "news", &p);
+                 px_msg_free(p);
+                 atomic_load(&g_pub_got[1]) >= 2 && atomic_load(&g_pub_got[2]) >= 1;
+             }),
+             5000);
+    /* now exactly: one publish, two frames, three deliveries (once what was
+     * sent so far has all arrived: a's frames = b's + c's received) */
+    PXT_AWAIT(({
+                  px_mesh_stats sa, sb, sc;
+                  px_mesh_stats_get(n[0].m, &sa);
+                  px_mesh_stats_get(n[1].m, &sb);
+                  px_mesh_stats_get(n[2].m, &sc);
+                  sa.publications_sent == sb.publications_received + sc.publications_received &&
+                      atomic_load(&g_pub_got[1]) == 2 * (int)sb.publications_received &&
+                      atomic_load(&g_pub_got[2]) == (int)sc.publications_received;
+              }),
+              5000);
+    int b0 = atomic_load(&g_pub_got[1]), c0 = atomic_load(&g_pub_got[2]);
+    px_mesh_stats st0, st1;
+    px_mesh_stats_get(n[0].m, &st0);
+    px_msg *p = NULL;
+    cr_assert_eq(px_msg_u64(&p, 42, 2), PX_OK);
+    cr_assert_eq(px_publish(n[0].sys, "news", &p), PX_OK);
+    PXT_AWAIT(atomic_load(&g_pub_got[1]) == b0 + 2 && atomic_load(&g_pub_got[2]) == c0 + 1, 5000);
+    px_mesh_stats_get(n[0].m, &st1);
+    cr_assert_eq(st1.publications_sent - st0.publications_sent, 2, "one frame per node");
+    /* c's only subscriber stops: c's interest goes, publishes reach b only */
+    cr_assert_eq(px_stop(n[2].sys, s3), PX_OK);
+    PXT_POLL(({
+                 px_mesh_stats a, z;
+                 px_mesh_stats_get(n[0].m, &a);
+                 px_msg *q = NULL;
+                 (void)px_msg_u64(&q, 42, 3);
+                 (void)px_publish(n[0].sys, "news", &q);
+                 px_msg_free(q);
+                 px_mesh_stats_get(n[0].m, &z);
+                 z.publications_sent - a.publications_sent == 1;
+             }),
+             5000);
+    for (int i = 0; i < 3; i++) {
+        node_down(&n[i], false);
+    }
 }

@@ -19,6 +19,10 @@
  *    parent's node went down, fenced or (with placement.unreachable_ms) stayed
  *    unreachable for half the policy is stopped by its own node.
  *  - px_mesh_spawn starts an unsupervised actor on a node a placement picks.
+ *  - Topics (plexus/topic.h) are cluster-wide: px_publish reaches the
+ *    subscribers on every node, with one frame per node that has any;
+ *    nodes tell each other which topics they have subscribers of, and a
+ *    lost node's subscriptions go with it.
  * Placement considers this node and the members that are up, not fenced,
  * and have the behavior registered (nodes publish their behaviors, roles
  * and load in NodeInfo; load is refreshed every lease tick when it changed).
@@ -79,6 +83,8 @@ typedef struct px_mesh_stats {
     uint64_t lost_children;    /* proxies told their child's node was lost */
     uint64_t orphans_stopped;  /* hosted children stopped: their parent's node was lost */
     uint64_t bad_sys;          /* malformed system envelopes (counted, logged once) */
+    uint64_t publications_sent;     /* frames: one per subscribing node per publish */
+    uint64_t publications_received; /* from other nodes, fanned out here */
 } px_mesh_stats;
 
 void px_mesh_stats_get(px_mesh *m, px_mesh_stats *out);
