@@ -87,11 +87,14 @@ typedef struct px_mesh_stats {
     uint64_t publications_received; /* from other nodes, fanned out here */
 } px_mesh_stats;
 
+/* A snapshot of the counters into *out (NULL m or out: nothing). Any
+ * thread. */
 void px_mesh_stats_get(px_mesh *m, px_mesh_stats *out);
 
 /* Refs inside protobuf messages: fill a plexus.ActorRef (from
- * plexus/plexus.pb-c.h, passed as ProtobufCMessage) from r, and read one
- * back (nil for NULL). */
+ * plexus/plexus.pb-c.h, initialised by the caller, passed as
+ * ProtobufCMessage; NULL is ignored) from r, and read one back (nil for
+ * NULL). Pure functions: any thread, nothing allocated. */
 void px_ref_to_pb(px_ref r, ProtobufCMessage *actor_ref);
 px_ref px_ref_from_pb(const ProtobufCMessage *actor_ref);
 
