@@ -2,11 +2,17 @@
 # tools/bench/run.sh [core|supervision|mesh|transport|cluster|all] — build
 # a Release tree in build-release/ (or $PLEXUS_BENCH_BUILD; if it is missing
 # or stale) and run a suite of benchmarks (default core; all = core,
-# supervision, mesh, transport, then cluster). mesh is the topic broker in
-# one process (px_bench_topic, ~4 s): the cost per px_publish of a small
-# message with one local subscriber actor and with four (delivery included),
-# and of a publication nobody subscribes to; the mesh layer's own benchmarks
-# will join this suite. transport runs two node processes over loopback tcp
+# supervision, mesh, transport, then cluster). mesh runs the topic broker
+# in one process (px_bench_topic, ~4 s: the cost per px_publish of a small
+# message with one local subscriber actor and with four, delivery included,
+# and of a publication nobody subscribes to), then px_bench_mesh (~10-20
+# s), which needs etcd on PATH (it exits 2 without) and starts its own; its
+# nodes are px_bench_node processes on loopback tcp with encrypted links, lease
+# TTL 2 s: px_mesh_spawn on another node, ask round trips to an actor on
+# another node (p50, p99), failover of a supervised child whose node got
+# SIGKILL until it answers again from another node, and 10,000 watches of a
+# killed node's actors until every Terminated arrived (and the part after
+# the node-down event). transport runs two node processes over loopback tcp
 # (px_bench_net, ~20-30 s): one-way throughput, ask round trips, bulk
 # throughput and latency under bulk, each encrypted and plaintext (_plain),
 # plus a raw TCP ping-pong floor, and the round trip again with workers
@@ -29,7 +35,7 @@ suite="${1:-core}"
 
 core_benches=(spawn idle_mem send pingpong skynet ask idle_cpu)
 supervision_benches=(sup)
-mesh_benches=(topic)
+mesh_benches=(topic mesh)
 transport_benches=(net)
 cluster_benches=(cluster)
 
