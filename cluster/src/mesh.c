@@ -71,6 +71,17 @@ typedef struct hosted {
     uint32_t unreachable_ms;
 } hosted;
 
+/* A SpawnReply the transport refused (the requester's node rejoined and our
+ * link to it is reconnecting): tried again on the tick until its deadline,
+ * then what it started is stopped. Only the mesh actor touches these. */
+#define REPLY_RETRY_MS 5000
+typedef struct rreply {
+    px_ref to, child, host;
+    uint64_t corr;
+    char node[64];
+    int64_t deadline_ms;
+} rreply;
+
 /* The header of a system envelope handed to the mesh actor. */
 typedef struct syshdr {
     px_ref to, from;
@@ -97,6 +108,8 @@ struct px_mesh {
     size_t nh, caph;
     interest *ti;
     size_t nti, capti;
+    rreply *rr_q; /* the mesh actor's own */
+    size_t nrr, caprr;
     uint64_t next_corr;
     uint32_t rr;
     px_mesh_stats st;
@@ -167,7 +180,15 @@ static px_err post_agent(px_mesh *m, px_ref to, px_ref from, uint64_t corr, uint
 
 static void on_sys(void *arg, const char *peer, px_ref to, px_ref from, uint64_t corr,
                    uint32_t sysop, const uint8_t *payload, size_t len) {
-    (void)post_agent(arg, to, from, corr, sysop, payload, len, peer);
+    px_mesh *m = arg;
+    /* A watch is registered here, in the receive path, so it stays ahead of
+     * what the watcher sends the target after it (same lane, same order);
+     * the mesh actor only answers a watch of an actor that is not alive. */
+    if ((sysop == PLEXUS__SYS_OP__SYS_WATCH || sysop == PLEXUS__SYS_OP__SYS_UNWATCH) &&
+        px_system_watch_for(m->sys, to, from, sysop == PLEXUS__SYS_OP__SYS_WATCH) != PX_EDEAD) {
+        return;
+    }
+    (void)post_agent(m, to, from, corr, sysop, payload, len, peer);
 }
 
 static px_err sys_to(px_mesh *m, px_ref to, px_ref from, uint64_t corr, uint32_t sysop,
@@ -335,12 +356,16 @@ static px_err place(px_mesh *m, const px_placement *pl, const char *behavior, ca
     }
     size_t n = 0;
     bool any_beh = false, named_seen = false;
+    /* NODE names one; HERE is this node by name. */
+    const char *want = pl->policy == PX_PLACE_NODE   ? pl->node
+                       : pl->policy == PX_PLACE_HERE ? px_system_node_name(m->sys)
+                                                     : NULL;
     for (size_t i = 0; i < cs.n; i++) {
         cand *c = &cs.v[i];
         bool hb;
         bool ok = eligible(m, c, behavior, &hb);
-        if (pl->policy == PX_PLACE_NODE) {
-            if (strcmp(c->name, pl->node) != 0) {
+        if (want != NULL) {
+            if (strcmp(c->name, want) != 0) {
                 continue;
             }
             named_seen = true;
@@ -358,16 +383,15 @@ static px_err place(px_mesh *m, const px_placement *pl, const char *behavior, ca
     px_err rv = PX_OK;
     int pick = -1;
     if (n == 0) {
-        rv = (pl->policy == PX_PLACE_NODE && !named_seen) ? PX_EUNREACHABLE
-             : any_beh || pl->policy == PX_PLACE_NODE ? (any_beh ? PX_EUNREACHABLE : PX_ENOENT)
-                                                       : PX_EUNREACHABLE;
-        if (!any_beh && named_seen) {
-            rv = PX_ENOENT;
-        }
+        /* an unknown node is unreachable; a behavior no candidate that is
+         * up has is unknown; else the candidates are not up */
+        rv = (want != NULL && !named_seen) ? PX_EUNREACHABLE
+             : any_beh                     ? PX_EUNREACHABLE
+                                           : PX_ENOENT;
     } else if (pl->policy == PX_PLACE_LEAST_LOADED) {
-        pick = 0;
         uint32_t start = m->rr++;
-        for (size_t k = 0; k < n; k++) {
+        pick = (int)(start % n); /* ties go round: the scan starts at a new place */
+        for (size_t k = 1; k < n; k++) {
             size_t i = (start + k) % n; /* ties go round */
             if (el[i]->actors + el[i]->depth < el[pick]->actors + el[pick]->depth) {
                 pick = (int)i;
@@ -463,7 +487,7 @@ static px_err r_watch(void *arg, px_ref watcher, px_ref target, int on) {
         nng_mtx_lock(m->mtx);
         (void)wat_take(m, watcher, target);
         nng_mtx_unlock(m->mtx);
-        (void)sys_to(m, target, watcher, 0, PLEXUS__SYS_OP__SYS_UNWATCH, NULL, 0);
+        (void)sys_to(m, target, watcher, 0, PLEXUS__SYS_OP__SYS_UNWATCH, NULL, 1);
         return PX_OK;
     }
     nng_mtx_lock(m->mtx);
@@ -486,7 +510,7 @@ static px_err r_watch(void *arg, px_ref watcher, px_ref target, int on) {
     cands_free(&cs);
     if (known) {
         /* An unreachable link keeps the watch open: node down settles it. */
-        (void)sys_to(m, target, watcher, 0, PLEXUS__SYS_OP__SYS_WATCH, NULL, 0);
+        (void)sys_to(m, target, watcher, 0, PLEXUS__SYS_OP__SYS_WATCH, NULL, 1);
         return PX_OK;
     }
     nng_mtx_lock(m->mtx);
@@ -914,6 +938,15 @@ static px_msg *arg_of(px_mesh *m, const Plexus__ChildSpec *s, px_err *err) {
     return NULL;
 }
 
+/* An actor started for a requester that never heard of it. */
+static void stop_started(px_mesh *m, px_ref child, px_ref host) {
+    if (!px_ref_is_nil(host)) {
+        (void)px_system_host_apply(m->sys, host, PX_REMOTE_STOP, PX_TERM_STOPPED, PX_OK);
+    } else {
+        (void)px_stop(m->sys, child);
+    }
+}
+
 static void on_spawn(px_mesh *m, const syshdr *h, const Plexus__SpawnRequest *req) {
     const Plexus__ChildSpec *s = req->spec;
     Plexus__SpawnReply rep = PLEXUS__SPAWN_REPLY__INIT;
@@ -977,10 +1010,46 @@ static void on_spawn(px_mesh *m, const syshdr *h, const Plexus__SpawnRequest *re
             rep.host = &hr;
         }
     }
-    if (sys_to(m, h->from, PX_REF_NIL, h->corr, PLEXUS__SYS_OP__SYS_SPAWN_REPLY, &rep.base, 0) !=
-            PX_OK &&
-        !px_ref_is_nil(host)) {
-        (void)px_system_host_apply(m->sys, host, PX_REMOTE_STOP, PX_TERM_STOPPED, PX_OK);
+    px_err sent = sys_to(m, h->from, PX_REF_NIL, h->corr, PLEXUS__SYS_OP__SYS_SPAWN_REPLY,
+                         &rep.base, 0);
+    if (sent != PX_OK && rv == PX_OK) {
+        if (GROW(m->rr_q, m->nrr, m->caprr)) { /* answered on a later tick */
+            rreply *q = &m->rr_q[m->nrr++];
+            *q = (rreply){.to = h->from, .child = child, .host = host, .corr = h->corr,
+                          .deadline_ms = pxc_wall_ms() + REPLY_RETRY_MS};
+            snprintf(q->node, sizeof(q->node), "%s", px_system_node_name(m->sys));
+        } else {
+            stop_started(m, child, host);
+        }
+    }
+}
+
+/* Tries the refused SpawnReplies again; past the deadline, stops what they
+ * started (nobody will ever know of it). */
+static void replies_retry(px_mesh *m) {
+    int64_t now = pxc_wall_ms();
+    for (size_t i = 0; i < m->nrr;) {
+        rreply *q = &m->rr_q[i];
+        Plexus__ActorRef cr, hr;
+        pb_ref(&cr, q->child);
+        Plexus__SpawnReply rep = PLEXUS__SPAWN_REPLY__INIT;
+        rep.child = &cr;
+        if (!px_ref_is_nil(q->host)) {
+            pb_ref(&hr, q->host);
+            rep.host = &hr;
+        }
+        rep.node = q->node;
+        bool done = sys_to(m, q->to, PX_REF_NIL, q->corr, PLEXUS__SYS_OP__SYS_SPAWN_REPLY,
+                           &rep.base, 0) == PX_OK;
+        if (!done && now >= q->deadline_ms) {
+            stop_started(m, q->child, q->host);
+            done = true;
+        }
+        if (done) {
+            *q = m->rr_q[--m->nrr];
+        } else {
+            i++;
+        }
     }
 }
 
@@ -1119,7 +1188,17 @@ static void handle_sys(px_mesh *m, uint32_t op, const syshdr *h, const uint8_t *
     switch (op) {
     case PLEXUS__SYS_OP__SYS_WATCH:
     case PLEXUS__SYS_OP__SYS_UNWATCH:
-        (void)px_system_watch_for(m->sys, h->to, h->from, op == PLEXUS__SYS_OP__SYS_WATCH);
+        /* (from this node itself, or a target that was not alive) */
+        if (px_system_watch_for(m->sys, h->to, h->from, op == PLEXUS__SYS_OP__SYS_WATCH) ==
+                PX_EDEAD &&
+            op == PLEXUS__SYS_OP__SYS_WATCH) {
+            Plexus__ActorRef wr;
+            pb_ref(&wr, h->to);
+            Plexus__Terminated t = PLEXUS__TERMINATED__INIT;
+            t.who = &wr;
+            t.reason = PX_TERM_NO_ACTOR;
+            (void)sys_to(m, h->from, h->to, 0, PLEXUS__SYS_OP__SYS_TERMINATED, &t.base, 1);
+        }
         return;
     case PLEXUS__SYS_OP__SYS_STOP:
         if (h->to.node_inc == px_system_node_inc(m->sys)) {
@@ -1403,6 +1482,7 @@ static px_err agent_receive(px_ctx *ctx, px_msg *msg) {
     px_mesh *m = px_state(ctx);
     if (px_msg_kind_of(msg) == PX_MSG_TIMER) {
         tick(m);
+        replies_retry(m);
         return PX_OK;
     }
     if (px_msg_is(msg, &plexus__member_event__descriptor)) {
@@ -1514,6 +1594,7 @@ void px_mesh_stop(px_mesh *m) {
     free(m->p);
     free(m->pd);
     free(m->h);
+    free(m->rr_q);
     for (size_t i = 0; i < m->nti; i++) {
         free(m->ti[i].topic);
     }

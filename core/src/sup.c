@@ -1159,10 +1159,7 @@ px_err px_system_watch_for(px_system *sys, px_ref target, px_ref watcher, int on
     }
     px_actor *t = pxi_is_current(sys, target) ? pxi_pin_ref(sys, target) : NULL;
     if (t == NULL) {
-        if (on) {
-            send_terminated(sys, NULL, watcher, target, PX_TERM_NO_ACTOR, PX_OK);
-        }
-        return PX_OK;
+        return PX_EDEAD;
     }
     px_msg *m = pxi_msg_new(PXI_MSG_SYS);
     if (m == NULL) {

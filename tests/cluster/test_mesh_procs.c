@@ -19,8 +19,8 @@
  *    stay registered (placement.unreachable_ms): never two live instances;
  *  - a global name that follows its service through a failover (registered
  *    from the service's init, and by placement.global_name).
- * Six more cases at the end are KNOWN BUGS in cluster/src/mesh.c: they fail
- * until it is fixed (each says where and why).
+ * Six more cases at the end were written as failing tests for bugs in
+ * cluster/src/mesh.c, fixed since (each says what it was).
  *
  * The partition is made at the transport level by a proxy in this process
  * (linkcut below): in that test each node publishes (--advertise) the
@@ -621,7 +621,7 @@ static void await_term(node *n, const char *ref, int ms, const char *reason, con
 
 /* A watch of an actor on another node is registered there asynchronously
  * (through that node's mesh actor), so something that ends the actor right
- * after px_watch returned may overtake it (see the known bug at the end).
+ * after px_watch returned may overtake it (see the fixed bug at the end).
  * This waits until `to`'s mesh actor has handled what n's mesh sent it so
  * far: a spawn there, whose request follows the watch on the same lane and
  * is handled by the same actor, in order. */
@@ -926,7 +926,7 @@ MP_TEST(a_node_frozen_past_its_ttl_ends_each_watch_once_and_fences_its_own, 90) 
     b->inc = inc;
     AWAIT(all_see_up(n, 3, n, 3), 15000, "everyone sees beta's new incarnation up");
     /* and beta's own links are up again (its membership view lags them by
-     * a transport tick: see the known bug at the end) */
+     * a transport tick: see the fixed bug at the end) */
     AWAIT(link_up(b, a) && link_up(b, g), 5000, "beta's links to alpha and gamma are up");
     /* beta's own watch ended when it fenced itself: once, node fenced. */
     await_term(b, wa, 3000, "node_fenced", "PX_EFENCED");
@@ -1289,16 +1289,16 @@ MP_TEST(a_placement_global_name_follows_its_service_through_a_failover, 90) {
     name_follows("svc.placed", "gname=svc.placed");
 }
 
-/* ---- known bugs in cluster/src/mesh.c (these fail until it is fixed) ---- */
+/* ---- bugs these tests found in cluster/src/mesh.c (fixed) ---- */
 
-/* KNOWN BUG (cluster/src/mesh.c, place(): the rv chain after "if (n == 0)"):
+/* Was a bug (cluster/src/mesh.c, place(): the rv chain after "if (n == 0)"):
  * a behavior that no node has gives PX_ENOENT only for PX_PLACE_NODE; with
  * round-robin, least-loaded, role or a function it gives PX_EUNREACHABLE,
  * although mesh.h says px_mesh_spawn answers PX_ENOENT when "the behavior
  * is known on no eligible node" (and supervisor.h says the same of
  * px_spawn_child: "PX_ENOENT (unknown behavior; for a child placed
  * elsewhere: on no eligible node)"). Every node is up and reachable here. */
-MP_TEST(known_bug_an_unknown_behavior_by_policy_is_enoent_not_eunreachable, 60) {
+MP_TEST(an_unknown_behavior_by_policy_is_enoent_not_eunreachable, 60) {
     node *n[3];
     three_up(n, false);
     const char *places[] = {"rr", "ll", "role:worker"};
@@ -1314,13 +1314,13 @@ MP_TEST(known_bug_an_unknown_behavior_by_policy_is_enoent_not_eunreachable, 60) 
     finish(n, 3);
 }
 
-/* KNOWN BUG (cluster/src/mesh.c, place(): no case for PX_PLACE_HERE, which
+/* Was a bug (cluster/src/mesh.c, place(): no case for PX_PLACE_HERE, which
  * falls into the round-robin "else" branch): px_mesh_spawn (and
  * px_mesh_place) with policy PX_PLACE_HERE — "this node (the default)" in
  * supervisor.h, and what a zeroed px_placement means — picks among all
  * eligible nodes in turn, so the actor is started on another node two
  * times in three here. */
-MP_TEST(known_bug_mesh_spawn_with_placement_here_starts_the_actor_on_this_node, 60) {
+MP_TEST(mesh_spawn_with_placement_here_starts_the_actor_on_this_node, 60) {
     node *n[3];
     three_up(n, false);
     char r[48], where[32];
@@ -1331,13 +1331,13 @@ MP_TEST(known_bug_mesh_spawn_with_placement_here_starts_the_actor_on_this_node, 
     finish(n, 3);
 }
 
-/* KNOWN BUG (cluster/src/mesh.c, place(), PX_PLACE_LEAST_LOADED: "ties go
+/* Was a bug (cluster/src/mesh.c, place(), PX_PLACE_LEAST_LOADED: "ties go
  * round" says the comment, but `pick` starts at 0 and only a strictly
  * smaller load replaces it, so a tie always goes to the first eligible
  * candidate): with every node reporting the same load, a burst of
  * least-loaded spawns (faster than the loads are published again, once a
  * lease tick) all land on one node. */
-MP_TEST(known_bug_least_loaded_ties_go_round, 60) {
+MP_TEST(least_loaded_ties_go_round, 60) {
     node *n[3];
     three_up(n, false);
     char line[512], r[48], where[3][32];
@@ -1361,7 +1361,7 @@ MP_TEST(known_bug_least_loaded_ties_go_round, 60) {
     finish(n, 3);
 }
 
-/* KNOWN BUG (cluster/src/mesh.c, on_spawn: the result of
+/* Was a bug (cluster/src/mesh.c, on_spawn: the result of
  * sys_to(..., PLEXUS__SYS_OP__SYS_SPAWN_REPLY, ...) is only acted on for a
  * hosted child; transport/src/link.c, px_transport_send_sys fails at once
  * with PX_EUNREACHABLE while the link is not up): a node that fenced itself
@@ -1392,7 +1392,7 @@ static void refreeze(node *a, node *b) {
     AWAIT(sees(a, b, "up", inc), 5000, "alpha sees beta's new incarnation up");
 }
 
-MP_TEST(known_bug_a_spawn_on_a_node_that_just_rejoined_is_answered, 120) {
+MP_TEST(a_spawn_on_a_node_that_just_rejoined_is_answered, 120) {
     node *n[3];
     three_up(n, false);
     node *a = n[0], *b = n[1];
@@ -1411,7 +1411,7 @@ MP_TEST(known_bug_a_spawn_on_a_node_that_just_rejoined_is_answered, 120) {
 /* The same bug seen from a supervisor: the START of a child placed on the
  * node that just rejoined is never answered, so the child never runs (its
  * listing shows no node and no instance ref for good). */
-MP_TEST(known_bug_a_child_placed_on_a_node_that_just_rejoined_starts, 120) {
+MP_TEST(a_child_placed_on_a_node_that_just_rejoined_starts, 120) {
     node *n[3];
     three_up(n, false);
     node *a = n[0], *b = n[1];
@@ -1430,7 +1430,7 @@ MP_TEST(known_bug_a_child_placed_on_a_node_that_just_rejoined_starts, 120) {
     finish(n, 3);
 }
 
-/* KNOWN BUG (cluster/src/mesh.c, r_watch: the SYS_WATCH goes on the CONTROL
+/* Was a bug (cluster/src/mesh.c, r_watch: the SYS_WATCH goes on the CONTROL
  * lane, and handle_sys hands it to px_system_watch_for only in the target
  * node's mesh actor's turn — one more mailbox than the user messages, which
  * the transport delivers to the target directly from its NORMAL lane): an
@@ -1441,7 +1441,7 @@ MP_TEST(known_bug_a_child_placed_on_a_node_that_just_rejoined_starts, 120) {
  * sender and one target, the watch and the message after it should stay in
  * order (Erlang's monitor/message guarantee). Seen 3 times in 40 here
  * (Debug), more often under ASan. */
-MP_TEST(known_bug_a_remote_watch_followed_by_a_stop_message_gets_the_real_reason, 90) {
+MP_TEST(a_remote_watch_followed_by_a_stop_message_gets_the_real_reason, 90) {
     node *n[3];
     three_up(n, false);
     node *a = n[0];

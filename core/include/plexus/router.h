@@ -133,9 +133,12 @@ px_err px_system_deliver_terminated(px_system *sys, px_ref watcher, px_ref who,
                                     px_term_reason reason, px_err code);
 
 /* For the layer above: `watcher`, on another node, starts (on = 1) or
- * stops watching the local actor `target`. A target that is not alive (or
- * of an earlier incarnation) answers a watch at once with
- * PX_TERM_NO_ACTOR, through the router. Any thread; never blocks. */
+ * stops watching the local actor `target`. PX_EDEAD if the target is not
+ * alive (or of an earlier incarnation): nothing is sent, the caller
+ * answers the watch (Terminated with PX_TERM_NO_ACTOR). Never calls the
+ * router, so a transport's receive path may call it, which keeps a watch
+ * ahead of the watcher's later messages to the target. Any thread; never
+ * blocks. */
 px_err px_system_watch_for(px_system *sys, px_ref target, px_ref watcher, int on);
 
 typedef struct px_router {
