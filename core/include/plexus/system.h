@@ -151,7 +151,8 @@ typedef struct px_system_stats {
                                     (px_system_publish_local) */
     uint64_t publish_deliveries; /* messages handed to local subscribers'
                                     mailboxes (a policy may still drop them,
-                                    counted in dropped) */
+                                    counted in dropped; one for a subscriber
+                                    ending at that moment is a dead letter) */
     uint64_t publish_unrouted;   /* publications that reached no subscriber:
                                     none on this node and, for px_publish, no
                                     router publish hook to hand it to */
