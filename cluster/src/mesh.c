@@ -399,8 +399,7 @@ static px_err place(px_mesh *m, const px_placement *pl, const char *behavior, ca
         }
     } else if (pl->policy == PX_PLACE_FN) {
         px_place_cand *pc = calloc(n, sizeof(*pc));
-        const char *const **rl = calloc(n, sizeof(*rl));
-        if (pc == NULL || rl == NULL) {
+        if (pc == NULL) {
             rv = PX_ENOMEM;
         } else {
             for (size_t i = 0; i < n; i++) {
@@ -414,7 +413,6 @@ static px_err place(px_mesh *m, const px_placement *pl, const char *behavior, ca
             }
         }
         free(pc);
-        free(rl);
     } else {
         pick = (int)(m->rr++ % n); /* NODE (n = 1), ROUND_ROBIN, ROLE */
     }

@@ -176,3 +176,10 @@ void pxt_etcd_stop(pxt_etcd *e) {
         e->dir[0] = '\0';
     }
 }
+
+void pxt_etcd_quiet_log(void *arg, px_log_level level, const char *node, const char *line) {
+    (void)arg;
+    if (getenv("PXT_LOG") != NULL || level >= PX_LOG_ERROR) {
+        fprintf(stderr, "[%s] %s %s\n", node, px_log_level_name(level), line);
+    }
+}

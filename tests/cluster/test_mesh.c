@@ -47,13 +47,6 @@ static void teardown(void) {
 
 TestSuite(mesh, .init = setup, .fini = teardown, .timeout = 120);
 
-static void quiet(void *arg, px_log_level level, const char *node, const char *line) {
-    (void)arg;
-    if (getenv("PXT_LOG") != NULL || level >= PX_LOG_ERROR) {
-        fprintf(stderr, "[%s] %s %s\n", node, px_log_level_name(level), line);
-    }
-}
-
 /* ---- behaviors every node registers ---- */
 
 #define TAG_WORK 1
@@ -241,7 +234,7 @@ static void node_up(tnode *n, const char *name, const char *const *roles) {
     cc.etcd.request_timeout_ms = 1000;
     cc.etcd.connect_timeout_ms = 300;
     cc.etcd.watch_retry_max_ms = 200;
-    cc.etcd.log = quiet;
+    cc.etcd.log = pxt_etcd_quiet_log;
     px_err rv = px_cluster_start(&cc, &n->c, err, sizeof err);
     cr_assert_eq(rv, PX_OK, "%s: %s (%s)", n->name, px_errname(rv), err);
     px_mesh_cfg mc = {.sys = n->sys, .transport = n->t, .cluster = n->c};

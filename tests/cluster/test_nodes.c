@@ -45,13 +45,6 @@ static void teardown(void) {
 
 TestSuite(cluster_nodes, .init = setup, .fini = teardown, .timeout = 120);
 
-static void quiet(void *arg, px_log_level level, const char *node, const char *line) {
-    (void)arg;
-    if (getenv("PXT_LOG") != NULL || level >= PX_LOG_ERROR) {
-        fprintf(stderr, "[%s] %s %s\n", node, px_log_level_name(level), line);
-    }
-}
-
 typedef struct tnode {
     char name[16];
     char addr[160];
@@ -92,7 +85,7 @@ static void node_cluster(tnode *n, bool attach_transport) {
     cc.etcd.request_timeout_ms = 1000;
     cc.etcd.connect_timeout_ms = 300;
     cc.etcd.watch_retry_max_ms = 200;
-    cc.etcd.log = quiet;
+    cc.etcd.log = pxt_etcd_quiet_log;
     char err[200] = "";
     px_err rv = px_cluster_start(&cc, &n->c, err, sizeof err);
     cr_assert_eq(rv, PX_OK, "%s: %s (%s)", n->name, px_errname(rv), err);

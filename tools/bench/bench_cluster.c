@@ -95,28 +95,6 @@ static void on_signal(int sig)
     exit(1); /* atexit: cleanup */
 }
 
-/* The etcd program on PATH into g_etcd_bin; false if there is none. */
-static bool find_etcd(void)
-{
-    const char *path = getenv("PATH");
-    char *dup = strdup(path != NULL ? path : "/usr/local/bin:/usr/bin:/bin");
-    bool found = false;
-    for (char *save = NULL, *d = strtok_r(dup, ":", &save); d != NULL && !found;
-         d = strtok_r(NULL, ":", &save)) {
-        snprintf(g_etcd_bin, sizeof(g_etcd_bin), "%s/etcd", d[0] != '\0' ? d : ".");
-        struct stat st;
-        found = stat(g_etcd_bin, &st) == 0 && S_ISREG(st.st_mode) && access(g_etcd_bin, X_OK) == 0;
-    }
-    free(dup);
-    return found;
-}
-
-static void nap_ms(int ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
 /* ---- node processes ---- */
 
 static void node_init(bnode *n, const char *name)
@@ -226,7 +204,7 @@ static uint64_t start_cluster(bnode *ns, int k, const char *tag)
                       WAIT_MS);
         }
         if (left > 0) {
-            nap_ms(1);
+            bench_nap_ms(1);
         }
     }
     return (bench_now_ns() - t0) / 1000000u;
@@ -283,7 +261,7 @@ static void bench_down(int runs)
                 bench_die("a killed node was not seen down within %d s", TTL_S + 10);
             }
             if (!seen[0] || !seen[1]) {
-                nap_ms(1);
+                bench_nap_ms(1);
             }
         }
         ms[r] = (bench_now_ns() - t0) / 1000000u;
@@ -342,7 +320,7 @@ static void bench_whereis(uint64_t calls)
 
 int main(int argc, char **argv)
 {
-    if (!find_etcd()) {
+    if (!bench_find_program("etcd", g_etcd_bin, sizeof(g_etcd_bin))) {
         fprintf(stderr, "bench_cluster: etcd is not installed (no etcd on PATH); the cluster "
                         "suite needs a real etcd (Debian: apt-get install etcd-server)\n");
         return 2;

@@ -106,27 +106,6 @@ static void on_signal(int sig)
     exit(1); /* atexit: cleanup */
 }
 
-static bool find_etcd(void)
-{
-    const char *path = getenv("PATH");
-    char *dup = strdup(path != NULL ? path : "/usr/local/bin:/usr/bin:/bin");
-    bool found = false;
-    for (char *save = NULL, *d = strtok_r(dup, ":", &save); d != NULL && !found;
-         d = strtok_r(NULL, ":", &save)) {
-        snprintf(g_etcd_bin, sizeof(g_etcd_bin), "%s/etcd", d[0] != '\0' ? d : ".");
-        struct stat st;
-        found = stat(g_etcd_bin, &st) == 0 && S_ISREG(st.st_mode) && access(g_etcd_bin, X_OK) == 0;
-    }
-    free(dup);
-    return found;
-}
-
-static void nap_ms(int ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
 static uint64_t now_us(void) { return bench_now_ns() / 1000u; }
 
 /* ---- node processes ---- */
@@ -229,7 +208,7 @@ static void await_all_up(void)
             if (now_us() > dl) {
                 bench_die("the nodes did not all see each other up in %d ms", WAIT_MS);
             }
-            nap_ms(5);
+            bench_nap_ms(5);
         }
     }
 }
@@ -330,7 +309,7 @@ static bnode *svc_node(bnode *n0, const char *sup)
         if (now_us() > dl) {
             node_fail(n0, "the child does not run:", line);
         }
-        nap_ms(2);
+        bench_nap_ms(2);
     }
 }
 
@@ -396,7 +375,7 @@ static void bench_fanout(bnode *n0)
         if (now_us() > dl) {
             node_fail(n0, "not every watch ended:", line);
         }
-        nap_ms(5);
+        bench_nap_ms(5);
     }
     long long first = pxt_kv_num(line, "first_us", false, 0);
     long long last = pxt_kv_num(line, "last_us", false, 0);
@@ -414,7 +393,7 @@ static void bench_fanout(bnode *n0)
 
 int main(void)
 {
-    if (!find_etcd()) {
+    if (!bench_find_program("etcd", g_etcd_bin, sizeof(g_etcd_bin))) {
         fprintf(stderr, "bench_mesh: etcd is not installed (no etcd on PATH); the mesh suite "
                         "needs a real etcd (Debian: apt-get install etcd-server)\n");
         return 2;

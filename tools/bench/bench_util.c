@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -260,4 +261,23 @@ uint64_t bench_pct_u64(const uint64_t *sorted, size_t n, double q)
         rank = n;
     }
     return sorted[rank - 1];
+}
+
+bool bench_find_program(const char *name, char *path, size_t len) {
+    const char *env = getenv("PATH");
+    char *dup = strdup(env != NULL ? env : "/usr/local/bin:/usr/bin:/bin");
+    bool found = false;
+    for (char *save = NULL, *d = dup ? strtok_r(dup, ":", &save) : NULL; d != NULL && !found;
+         d = strtok_r(NULL, ":", &save)) {
+        snprintf(path, len, "%s/%s", d[0] != '\0' ? d : ".", name);
+        struct stat st;
+        found = stat(path, &st) == 0 && S_ISREG(st.st_mode) && access(path, X_OK) == 0;
+    }
+    free(dup);
+    return found;
+}
+
+void bench_nap_ms(int ms) {
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
 }

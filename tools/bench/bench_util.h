@@ -11,6 +11,7 @@
 
 #include <pthread.h>
 #include <stddef.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 #include <plexus/plexus.h>
@@ -79,6 +80,13 @@ px_system *bench_system_named(const char *node_name, uint32_t max_actors, px_log
 void bench_sort_u64(uint64_t *v, size_t n);
 /* The q-quantile (0 < q <= 1, nearest rank) of sorted[0..n); 0 if n is 0. */
 uint64_t bench_pct_u64(const uint64_t *sorted, size_t n, double q);
+
+/* The program `name` on PATH (e.g. "etcd") into path[0..len); false if
+ * there is none. */
+bool bench_find_program(const char *name, char *path, size_t len);
+
+/* Sleeps ms milliseconds (pacing between polls, never synchronization). */
+void bench_nap_ms(int ms);
 
 /* Parses an optional count override from argv[1] (for quick runs). */
 uint64_t bench_arg_u64(int argc, char **argv, int idx, uint64_t dflt);

@@ -930,6 +930,32 @@ static void undeliverable(peer *p, px_ref to, px_err why) {
            px_ref_format(to, rb, sizeof(rb)), px_errname(why));
 }
 
+/* Queues the system envelope e (packed, its `to` on p's node) on p's
+ * `lane`; the queue owns e->packed on PX_OK. PX_EUNREACHABLE (p is
+ * unreachable or gone, or e is for another incarnation of it), PX_EFULL
+ * (p's queue bounds), PX_ENOMEM. Any thread; takes p->mtx. */
+static px_err sys_enqueue(peer *p, txent *e, int lane) {
+    px_transport *t = p->t;
+    px_err rv = PX_OK;
+    nng_mtx_lock(p->mtx);
+    if (p->state == PX_LINK_UNREACHABLE || p->state == PX_LINK_GONE ||
+        (p->node_inc != 0 && e->to.node_inc != p->node_inc)) {
+        rv = PX_EUNREACHABLE;
+    } else if (p->qmsgs >= t->cfg.queue_msgs || p->qbytes + e->len > t->cfg.queue_bytes) {
+        rv = PX_EFULL;
+    } else if (!txq_push(&p->q[lane], e)) {
+        rv = PX_ENOMEM;
+    } else {
+        p->qmsgs++;
+        p->qbytes += e->len;
+        if (p->c[lane] != NULL && p->c[lane]->state == C_UP) {
+            tx_kick_locked(p->c[lane]);
+        }
+    }
+    nng_mtx_unlock(p->mtx);
+    return rv;
+}
+
 /* Tells `sender` (an actor on p's node) that its message to the local actor
  * `to` was not delivered: a SYS_UNDELIVERED envelope on p's CONTROL lane.
  * Dropped (counted) if that queue is full or p is down. */
@@ -957,19 +983,9 @@ static void notify_sender(peer *p, px_ref sender, px_ref to, px_err code, uint64
         return;
     }
     plexus__undelivered__pack(&u, e.packed);
-    nng_mtx_lock(p->mtx);
-    bool ok = p->state != PX_LINK_UNREACHABLE && p->qmsgs < t->cfg.queue_msgs &&
-              (p->node_inc == 0 || p->node_inc == sender.node_inc) && txq_push(&p->q[L_CTL], &e);
-    if (ok) {
-        p->qmsgs++;
-        p->qbytes += e.len;
+    if (sys_enqueue(p, &e, L_CTL) == PX_OK) {
         CNT(t, notices, 1);
-        if (p->c[L_CTL] != NULL && p->c[L_CTL]->state == C_UP) {
-            tx_kick_locked(p->c[L_CTL]);
-        }
-    }
-    nng_mtx_unlock(p->mtx);
-    if (!ok) {
+    } else {
         free(e.packed);
         CNT(t, notices_lost, 1);
     }
@@ -1003,24 +1019,7 @@ px_err px_transport_send_sys(px_transport *t, px_ref to, px_ref from, uint64_t c
     if (pb != NULL) {
         protobuf_c_message_pack(pb, e.packed);
     }
-    int lane = ordered ? L_NRM : L_CTL;
-    px_err rv = PX_OK;
-    nng_mtx_lock(p->mtx);
-    if (p->state == PX_LINK_UNREACHABLE || p->state == PX_LINK_GONE ||
-        (p->node_inc != 0 && to.node_inc != p->node_inc)) {
-        rv = PX_EUNREACHABLE;
-    } else if (p->qmsgs >= t->cfg.queue_msgs || p->qbytes + e.len > t->cfg.queue_bytes) {
-        rv = PX_EFULL;
-    } else if (!txq_push(&p->q[lane], &e)) {
-        rv = PX_ENOMEM;
-    } else {
-        p->qmsgs++;
-        p->qbytes += e.len;
-        if (p->c[lane] != NULL && p->c[lane]->state == C_UP) {
-            tx_kick_locked(p->c[lane]);
-        }
-    }
-    nng_mtx_unlock(p->mtx);
+    px_err rv = sys_enqueue(p, &e, ordered ? L_NRM : L_CTL);
     if (rv != PX_OK) {
         free(e.packed);
     }

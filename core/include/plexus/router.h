@@ -185,7 +185,9 @@ typedef struct px_router {
  * whose calls block. */
 int px_on_worker(void);
 
-/* The router installed now (zeroed if none) into *out. */
+/* Copies the router installed now (zeroed if none; nothing for a NULL out)
+ * into *out, so a layer can wrap it. Not concurrent with
+ * px_system_set_router; any thread. */
 void px_system_get_router(px_system *sys, px_router *out);
 
 /* Envelope flags as they travel between nodes (proto: EnvelopeFlag). */
