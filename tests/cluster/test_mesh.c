@@ -162,6 +162,7 @@ typedef struct watch_rec {
     _Atomic px_term_reason reason;
     _Atomic px_err code;
     _Atomic px_err watch_rv;
+    atomic_int watched; /* px_watch calls returned */
 } watch_rec;
 
 static px_err watcher_receive(px_ctx *ctx, px_msg *m) {
@@ -172,6 +173,7 @@ static px_err watcher_receive(px_ctx *ctx, px_msg *m) {
         px_ref r;
         memcpy(&r, d, sizeof r);
         atomic_store(&w->watch_rv, px_watch(ctx, r));
+        atomic_fetch_add(&w->watched, 1);
     } else if (px_msg_kind_of(m) == PX_MSG_TERMINATED) {
         px_term_reason reason;
         px_err code;
@@ -359,6 +361,12 @@ Test(mesh, sends_asks_watches_and_stops_reach_actors_on_other_nodes) {
     cr_assert_eq(px_system_send(n[0].sys, watcher, &q), PX_OK);
     px_mesh_stats ms;
     PXT_AWAIT((px_mesh_stats_get(n[0].m, &ms), ms.remote_watches == 1), 2000);
+    /* The watch went to b on a's normal lane when px_watch returned; an ask
+     * from a behind it answers only after b registered it. Without this the
+     * stop from c (another link) may reach b first: no such actor. */
+    PXT_AWAIT(atomic_load(&wr->watched) == 1, 2000);
+    cr_assert_eq(atomic_load(&wr->watch_rv), PX_OK);
+    cr_assert_eq(ask_work(&n[0], w, 1, NULL), PX_OK);
     cr_assert_eq(px_stop(n[2].sys, w), PX_OK, "a px_stop from a third node");
     PXT_AWAIT(atomic_load(&wr->n) == 1, 5000);
     cr_assert_eq(atomic_load(&wr->reason), PX_TERM_STOPPED);
