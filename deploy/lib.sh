@@ -9,7 +9,7 @@ PX_DEB_PACKAGES=(
   build-essential cmake pkg-config
   libnng-dev libnanomsg-dev libprotobuf-c-dev protobuf-c-compiler
   libsodium-dev libjansson-dev libcurl4-openssl-dev libcriterion-dev
-  etcd-server openssl
+  libyaml-dev etcd-server openssl
 )
 
 # The repository root (this file lives in deploy/).

@@ -1,0 +1,51 @@
+/*
+ * daemon.h — what a running plexusd is made of, shared by its parts
+ * (main.c, ops.c: the admin requests, metrics.c, httpd.c, builtins.c).
+ */
+#ifndef PXD_DAEMON_H
+#define PXD_DAEMON_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <plexus/admin.h>
+#include <plexus/cluster.h>
+#include <plexus/mesh.h>
+#include <plexus/plexus.h>
+#include <plexus/transport.h>
+
+#include "config.h"
+
+typedef struct pxd_httpd pxd_httpd;
+
+typedef enum pxd_phase {
+    PXD_STARTING = 0, /* not joined yet */
+    PXD_RUNNING = 1,
+    PXD_DRAINING = 2, /* SIGTERM or `plexctl drain`: leaving */
+    PXD_STOPPED = 3,
+} pxd_phase;
+
+typedef struct pxd_node {
+    pxd_config *cfg;
+    px_system *sys;
+    px_identity id;
+    uint8_t cluster_key[PX_SECRET_BYTES];
+    px_transport *t;
+    px_cluster *c;           /* NULL when standalone */
+    px_mesh *m;              /* NULL when standalone */
+    px_admin_server *admin;
+    pxd_httpd *http;
+    _Atomic int phase;       /* pxd_phase */
+    int64_t started_ms;      /* CLOCK_REALTIME at start, ms */
+    /* Log lines by level (the metrics' plexus_log_lines_total). */
+    _Atomic uint64_t log_lines[PX_LOG_OFF + 1];
+    /* Admin requests by outcome. */
+    _Atomic uint64_t admin_ok, admin_err;
+} pxd_node;
+
+/* True when the node is ready for work: running, and (clustered) joined
+ * and not fenced. why (may be NULL) gets a short reason when not. */
+bool pxd_ready(pxd_node *n, char *why, size_t whylen);
+
+#endif
