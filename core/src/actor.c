@@ -1366,14 +1366,8 @@ int px_is_alive(px_system *sys, px_ref ref) {
     return st >= PXI_A_STARTING && st <= PXI_A_RESTARTING;
 }
 
-px_err px_actor_stats_get(px_system *sys, px_ref ref, px_actor_stats *out) {
-    if (sys == NULL || out == NULL) {
-        return PX_EINVAL;
-    }
-    px_actor *a = pxi_pin_ref(sys, ref);
-    if (a == NULL) {
-        return PX_EDEAD;
-    }
+/* a is pinned. */
+static void read_stats(px_actor *a, px_actor_stats *out) {
     memset(out, 0, sizeof(*out));
     out->processed = atomic_load_explicit(&a->processed, memory_order_relaxed);
     if (a->bq != NULL) {
@@ -1392,7 +1386,60 @@ px_err px_actor_stats_get(px_system *sys, px_ref ref, px_actor_stats *out) {
             out->hwm = out->depth;
         }
     }
+}
+
+px_err px_actor_stats_get(px_system *sys, px_ref ref, px_actor_stats *out) {
+    if (sys == NULL || out == NULL) {
+        return PX_EINVAL;
+    }
+    px_actor *a = pxi_pin_ref(sys, ref);
+    if (a == NULL) {
+        return PX_EDEAD;
+    }
+    read_stats(a, out);
     pxi_unpin(a);
+    return PX_OK;
+}
+
+/* Visits every id ever handed out. Each slot is pinned with the
+ * incarnation read just before (rule 1), so a slot that is free, dead or
+ * taken over in between simply fails the pin and is skipped; what fn gets
+ * is copied while pinned, and fn runs after the unpin with no lock held. */
+px_err px_system_actors(px_system *sys,
+                        void (*fn)(void *arg, px_ref ref, const char *behavior, const char *name,
+                                   const px_actor_stats *st),
+                        void *arg) {
+    if (sys == NULL || fn == NULL) {
+        return PX_EINVAL;
+    }
+    uint32_t end = atomic_load(&sys->next_id);
+    if (end > sys->id_cap) {
+        end = sys->id_cap;
+    }
+    for (uint32_t id = 1; id < end; id++) {
+        px_actor *a = pxi_slot(sys, id);
+        if (a == NULL || a == sys->root) {
+            continue;
+        }
+        uint32_t inc = atomic_load(&a->inc);
+        if (!pxi_pin(a, inc)) {
+            continue;
+        }
+        px_ref ref = {sys->node, a->node_inc, id, inc};
+        const char *beh = a->beh != NULL ? a->beh->name : NULL;
+        char name[128];
+        bool named = false;
+        nng_mtx_lock(sys->names_mtx);
+        if (a->name != NULL) {
+            snprintf(name, sizeof(name), "%s", a->name);
+            named = true;
+        }
+        nng_mtx_unlock(sys->names_mtx);
+        px_actor_stats st;
+        read_stats(a, &st);
+        pxi_unpin(a);
+        fn(arg, ref, beh != NULL ? beh : "", named ? name : NULL, &st);
+    }
     return PX_OK;
 }
 

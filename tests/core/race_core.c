@@ -189,6 +189,29 @@ static void *churn_sender(void *p) {
     return NULL;
 }
 
+/* Walks the actors (px_system_actors) while they come and go: every one
+ * it reports is a race.count actor, alive or stopping. */
+static _Atomic uint64_t churn_walks, churn_walk_bad;
+static void churn_walk_fn(void *arg, px_ref ref, const char *behavior, const char *name,
+                          const px_actor_stats *st) {
+    (void)arg;
+    (void)name;
+    (void)st;
+    if (px_ref_is_nil(ref) || strcmp(behavior, count_b.name) != 0) {
+        atomic_fetch_add(&churn_walk_bad, 1);
+    }
+}
+static void *churn_walker(void *p) {
+    px_system *sys = p;
+    while (!atomic_load(&churn_stop)) {
+        if (px_system_actors(sys, churn_walk_fn, NULL) != PX_OK) {
+            atomic_fetch_add(&churn_walk_bad, 1);
+        }
+        atomic_fetch_add(&churn_walks, 1);
+    }
+    return NULL;
+}
+
 static int churn(void) {
     int ok = 1;
     px_system *sys = new_system(PX_SHUTDOWN_REJECT);
@@ -197,10 +220,11 @@ static int churn(void) {
         CHECK(px_system_spawn(sys, &count_b, NULL, NULL, &r) == PX_OK, "spawn");
         ref_store(churn_refs, i, r);
     }
-    pthread_t t[2];
+    pthread_t t[2], walker;
     for (int i = 0; i < 2; i++) {
         pthread_create(&t[i], NULL, churn_sender, sys);
     }
+    pthread_create(&walker, NULL, churn_walker, sys);
     for (int round = 0; round < 3000; round++) {
         int i = round % CHURN_REFS;
         px_ref old = ref_load(churn_refs, i), r;
@@ -214,6 +238,10 @@ static int churn(void) {
     for (int i = 0; i < 2; i++) {
         pthread_join(t[i], NULL);
     }
+    pthread_join(walker, NULL);
+    CHECK(atomic_load(&churn_walks) > 0 && atomic_load(&churn_walk_bad) == 0,
+          "%llu walks, %llu bad reports", (unsigned long long)atomic_load(&churn_walks),
+          (unsigned long long)atomic_load(&churn_walk_bad));
     px_system_shutdown(sys);
     px_system_stats st;
     px_system_stats_get(sys, &st);
@@ -1008,7 +1036,7 @@ int main(void) {
         const char *name;
         int (*fn)(void);
     } cases[] = {{"fan_in_keeps_fifo_per_sender", fan_in},
-                 {"churn_never_delivers_to_a_newer_actor", churn},
+                 {"churn_never_delivers_to_a_newer_actor_and_walks_safely", churn},
                  {"asks_get_exactly_one_outcome", asks},
                  {"bounded_block_loses_nothing", bounded_block},
                  {"timers_fire_or_cancel_exactly_once", timers},

@@ -664,3 +664,141 @@ Test(core_system, stats_count_spawns_stops_and_deliveries, .timeout = 10) {
         free(r[i]);
     }
 }
+
+/* --- walking the actors ------------------------------------------------ */
+
+#define WALK_MAX 64
+typedef struct walk {
+    int n;
+    px_ref ref[WALK_MAX];
+    char beh[WALK_MAX][32];
+    char name[WALK_MAX][32]; /* "" when unnamed */
+    px_actor_stats st[WALK_MAX];
+} walk;
+
+static void walk_fn(void *arg, px_ref ref, const char *behavior, const char *name,
+                    const px_actor_stats *st) {
+    walk *w = arg;
+    if (w->n < WALK_MAX) {
+        w->ref[w->n] = ref;
+        snprintf(w->beh[w->n], sizeof w->beh[0], "%s", behavior);
+        snprintf(w->name[w->n], sizeof w->name[0], "%s", name != NULL ? name : "");
+        w->st[w->n] = *st;
+    }
+    w->n++;
+}
+
+static int walk_find(const walk *w, px_ref ref) {
+    for (int i = 0; i < w->n && i < WALK_MAX; i++) {
+        if (px_ref_eq(w->ref[i], ref)) {
+            return i;
+        }
+    }
+    return -1;
+}
+
+Test(core_system, actors_walk_reports_each_live_actor_with_behavior_name_and_mailbox,
+     .timeout = 10) {
+    px_system *sys = pxt_system();
+    walk *w = calloc(1, sizeof *w);
+    cr_assert_eq(px_system_actors(sys, walk_fn, w), PX_OK);
+    cr_assert_eq(w->n, 0, "a fresh system reports no actor (the root is not one)");
+
+    pxt_rec *r[3];
+    px_ref a[3];
+    px_mailbox_opts bounded = {.capacity = 8, .overflow = PX_OVERFLOW_ERROR};
+    px_spawn_opts named = {.mailbox = &bounded, .name = "walked"};
+    for (int i = 0; i < 3; i++) {
+        r[i] = pxt_rec_new();
+        a[i] = pxt_rec_spawn(sys, r[i], i == 1 ? &named : NULL);
+    }
+    /* a[0] parked in its receive with 5 more queued behind it. */
+    pxt_rec_park(sys, r[0], a[0], 1, 0);
+    for (int j = 0; j < 5; j++) {
+        pxt_send_u64(sys, a[0], 1, (uint64_t)j);
+    }
+    cr_assert_eq(px_system_actors(sys, walk_fn, w), PX_OK);
+    cr_assert_eq(w->n, 3);
+    for (int i = 0; i < 3; i++) {
+        int k = walk_find(w, a[i]);
+        cr_assert_geq(k, 0, "actor %d reported", i);
+        cr_assert_str_eq(w->beh[k], "pxt.rec");
+        cr_assert_str_eq(w->name[k], i == 1 ? "walked" : "");
+        cr_assert_eq(w->st[k].capacity, i == 1 ? 8u : 0u);
+        cr_assert_eq(w->st[k].depth, i == 0 ? 5u : 0u);
+    }
+    pxt_rec_open(r[0]);
+    PXT_AWAIT(pxt_rec_count(r[0]) == 6, 5000);
+
+    cr_assert_eq(px_stop(sys, a[2]), PX_OK);
+    PXT_AWAIT(PXT_STAT(sys, stopped) == 1, 5000);
+    memset(w, 0, sizeof *w);
+    cr_assert_eq(px_system_actors(sys, walk_fn, w), PX_OK);
+    cr_assert_eq(w->n, 2);
+    cr_assert_lt(walk_find(w, a[2]), 0, "a stopped actor is not reported");
+    cr_assert_eq(px_system_actors(NULL, walk_fn, w), PX_EINVAL);
+    cr_assert_eq(px_system_actors(sys, NULL, w), PX_EINVAL);
+    px_system_free(sys);
+    for (int i = 0; i < 3; i++) {
+        free(r[i]);
+    }
+    free(w);
+}
+
+typedef struct churn {
+    px_system *sys;
+    atomic_int done;
+    atomic_int spawned;
+} churn;
+
+/* Spawns and stops echo actors, a few alive at a time, slots reused. */
+static void *churn_main(void *arg) {
+    churn *c = arg;
+    px_ref live[8] = {0};
+    for (int i = 0; i < 4000; i++) {
+        int k = i % 8;
+        if (!px_ref_is_nil(live[k])) {
+            (void)px_stop(c->sys, live[k]);
+        }
+        live[k] = PX_REF_NIL;
+        if (px_system_spawn(c->sys, pxt_echo_behavior(), NULL, NULL, &live[k]) == PX_OK) {
+            atomic_fetch_add(&c->spawned, 1);
+        }
+    }
+    atomic_store(&c->done, 1);
+    return NULL;
+}
+
+static void count_echo(void *arg, px_ref ref, const char *behavior, const char *name,
+                       const px_actor_stats *st) {
+    (void)ref;
+    (void)name;
+    (void)st;
+    int *n = arg;
+    if (strcmp(behavior, "pxt.echo") == 0) {
+        (*n)++;
+    } else {
+        *n = -100000; /* nothing else lives here */
+    }
+}
+
+Test(core_system, actors_walk_is_safe_against_concurrent_spawns_and_stops, .timeout = 60) {
+    px_system *sys = pxt_system();
+    churn c = {.sys = sys};
+    pthread_t th;
+    cr_assert_eq(pthread_create(&th, NULL, churn_main, &c), 0);
+    int walks = 0;
+    while (!atomic_load(&c.done) || walks < 10) {
+        int n = 0;
+        cr_assert_eq(px_system_actors(sys, count_echo, &n), PX_OK);
+        cr_assert_geq(n, 0, "only echo actors were reported");
+        walks++;
+    }
+    pthread_join(th, NULL);
+    cr_assert_eq(atomic_load(&c.spawned), 4000);
+    PXT_AWAIT(pxt_live(sys) == 8, 10000);
+    int n = 0;
+    cr_assert_eq(px_system_actors(sys, count_echo, &n), PX_OK);
+    cr_assert_eq(n, 8);
+    px_system_free(sys);
+}

@@ -178,6 +178,19 @@ typedef struct px_actor_stats {
 /* PX_EDEAD if ref is not a live local actor. */
 px_err px_actor_stats_get(px_system *sys, px_ref ref, px_actor_stats *out);
 
+/* Calls fn once for each live local actor (the root guardian excepted)
+ * with its ref, its behavior's name, its local name (NULL if it has none)
+ * and its stats as px_actor_stats_get reads them; the strings and stats
+ * are borrowed for the call. A walk, not a snapshot: an actor spawned or
+ * stopped meanwhile may or may not be reported, none twice. fn runs with
+ * no runtime lock held (it may call into plexus, but every call adds to
+ * the walk's time). PX_EINVAL for a NULL sys or fn. Thread-safe, also
+ * from actor context; O(actor ids ever used). */
+px_err px_system_actors(px_system *sys,
+                        void (*fn)(void *arg, px_ref ref, const char *behavior, const char *name,
+                                   const px_actor_stats *st),
+                        void *arg);
+
 /* A hook called once per dead letter (not for late replies, which are
  * counted apart), from the thread where it happened,
  * with the intended target and the message (borrowed: freed after the hook
