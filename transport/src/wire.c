@@ -139,7 +139,7 @@ void pxn_hs_fini(pxn_hs *hs) {
     sodium_memzero(hs, sizeof(*hs));
 }
 
-static bool name_ok(const char *s) {
+bool pxn_name_ok(const char *s) {
     size_t n = s ? strlen(s) : 0;
     if (n == 0 || n > 63) {
         return false;
@@ -208,7 +208,7 @@ px_err pxn_hs_peer(pxn_hs *hs, const uint8_t *data, size_t n, uint32_t lane,
         return PX_EVERSION;
     }
     const char *bad = NULL;
-    if (!name_ok(h->node_name)) {
+    if (!pxn_name_ok(h->node_name)) {
         bad = "node name";
     } else if (h->identity_pk.len != PX_PUBKEY_BYTES) {
         bad = "identity key length";
@@ -227,8 +227,8 @@ px_err pxn_hs_peer(pxn_hs *hs, const uint8_t *data, size_t n, uint32_t lane,
                                   : "peer is in plaintext mode, this node encrypts";
     }
     if (bad != NULL) {
-        snprintf(why, whylen, "bad hello from %.63s: %s", name_ok(h->node_name) ? h->node_name : "?",
-                 bad);
+        snprintf(why, whylen, "bad hello from %.63s: %s",
+                 pxn_name_ok(h->node_name) ? h->node_name : "?", bad);
         plexus__handshake__free_unpacked(m, NULL);
         return PX_EPROTO;
     }
@@ -317,6 +317,73 @@ uint8_t *pxn_refuse_pack(Plexus__Refuse__Reason reason, const char *detail, size
         plexus__handshake__pack(&m, b);
     }
     return b;
+}
+
+/* ---- the handshake's bytes on the wire ---- */
+
+uint8_t *pxn_hello_wire(const pxn_hs *hs, size_t *len) {
+    if (hs->mine == NULL) {
+        return NULL;
+    }
+    *len = PXN_PREAMBLE_LEN + PXN_LEN_BYTES + hs->mine_len;
+    uint8_t *b = malloc(*len);
+    if (b != NULL) {
+        memcpy(b, PXN_PREAMBLE, PXN_PREAMBLE_LEN);
+        pxn_put_u32(b + PXN_PREAMBLE_LEN, (uint32_t)hs->mine_len);
+        memcpy(b + PXN_PREAMBLE_LEN + PXN_LEN_BYTES, hs->mine, hs->mine_len);
+    }
+    return b;
+}
+
+uint8_t *pxn_refuse_wire(Plexus__Refuse__Reason reason, const char *detail, bool preamble,
+                         size_t *len) {
+    size_t n;
+    uint8_t *r = pxn_refuse_pack(reason, detail, &n);
+    if (r == NULL) {
+        return NULL;
+    }
+    size_t pre = preamble ? PXN_PREAMBLE_LEN : 0;
+    uint8_t *b = malloc(pre + PXN_LEN_BYTES + n);
+    if (b != NULL) {
+        memcpy(b, PXN_PREAMBLE, pre);
+        pxn_put_u32(b + pre, (uint32_t)n);
+        memcpy(b + pre + PXN_LEN_BYTES, r, n);
+        *len = pre + PXN_LEN_BYTES + n;
+    }
+    free(r);
+    return b;
+}
+
+uint8_t *pxn_auth_seal(const pxn_hs *hs, pxn_cipher *tx, size_t *len) {
+    uint8_t sig[64];
+    pxn_hs_sign(hs, sig);
+    Plexus__Auth au = PLEXUS__AUTH__INIT;
+    au.sig = (ProtobufCBinaryData){sizeof(sig), sig};
+    Plexus__Frame f = PLEXUS__FRAME__INIT;
+    f.body_case = PLEXUS__FRAME__BODY_AUTH;
+    f.auth = &au;
+    size_t n = plexus__frame__get_packed_size(&f);
+    bool plain = tx->plaintext;
+    tx->plaintext = false; /* Auth is always sealed */
+    *len = pxn_sealed_len(tx, n);
+    uint8_t *b = malloc(*len);
+    if (b != NULL) {
+        plexus__frame__pack(&f, b + PXN_LEN_BYTES);
+        pxn_seal(tx, b + PXN_LEN_BYTES, n, b);
+    }
+    tx->plaintext = plain;
+    return b;
+}
+
+px_err pxn_auth_check(const pxn_hs *hs, const uint8_t *pt, size_t n) {
+    Plexus__Frame *f = plexus__frame__unpack(NULL, n, pt);
+    px_err rv = f != NULL && f->body_case == PLEXUS__FRAME__BODY_AUTH && f->auth != NULL
+                    ? pxn_hs_verify(hs, f->auth->sig.data, f->auth->sig.len)
+                    : PX_EAUTH;
+    if (f != NULL) {
+        plexus__frame__free_unpacked(f, NULL);
+    }
+    return rv;
 }
 
 /* ---- nesting depth of a protobuf payload ---- */

@@ -98,8 +98,9 @@ typedef struct pxn_hs {
 
 /* Starts a handshake for a connection of `lane` (a listener may pass
  * PXN_LANE_ANY: its Hello is then made by pxn_hs_peer, for the lane the
- * dialer named): makes the ephemeral kx key pair and this side's Hello. kx_seed and nonce (32 bytes each) make it
- * deterministic for test vectors; NULL = random. */
+ * dialer named): makes the ephemeral kx key pair and this side's Hello.
+ * kx_seed and nonce (32 bytes each) make it deterministic for test
+ * vectors; NULL = random. */
 px_err pxn_hs_init(pxn_hs *hs, int role, const pxn_self *self, uint32_t lane,
                    const uint8_t *kx_seed, const uint8_t *nonce);
 void pxn_hs_fini(pxn_hs *hs);
@@ -109,8 +110,12 @@ void pxn_hs_fini(pxn_hs *hs);
  * version PX_EVERSION; a Hello on another lane than hs's, or a node id
  * that is not px_node_id of the name, PX_EPROTO) and computes the
  * transcript hash. `lane` is the lane expected, or PXN_LANE_ANY (any of
- * the three; hs must then have been started with PXN_LANE_ANY). *refuse is the Refuse reason to send back, or
- * UNSPECIFIED when nothing should be sent (the peer refused us). why gets a one-line reason for the log. */
+ * the three node-link lanes, never LANE_ADMIN; hs must then have been
+ * started with PXN_LANE_ANY). The admin server passes LANE_ADMIN, so a
+ * node link dialling it is refused, as an admin client dialling a node
+ * link's listener is. *refuse is the Refuse reason to send back, or
+ * UNSPECIFIED when nothing should be sent (the peer refused us). why gets
+ * a one-line reason for the log. */
 px_err pxn_hs_peer(pxn_hs *hs, const uint8_t *data, size_t n, uint32_t lane,
                    Plexus__Refuse__Reason *refuse, char *why, size_t whylen);
 
@@ -121,6 +126,31 @@ px_err pxn_hs_keys(const pxn_hs *hs, pxn_cipher *rx, pxn_cipher *tx);
 /* This side's Auth signature, and the check of the peer's. */
 void pxn_hs_sign(const pxn_hs *hs, uint8_t sig[64]);
 px_err pxn_hs_verify(const pxn_hs *hs, const uint8_t *sig, size_t siglen);
+
+/* True for a name a Hello may carry: 1..63 chars of [A-Za-z0-9._-]. */
+bool pxn_name_ok(const char *s);
+
+/* The handshake's bytes as they go on the wire, for code that writes them
+ * in one piece (admin.c; the test's fake peers). Each returns a new buffer
+ * (caller owns it; free it) and its size in *len, or NULL when out of
+ * memory.
+ *  - pxn_hello_wire: preamble || u32le n || this side's packed Handshake
+ *    (NULL too before the Hello exists: a listener started with
+ *    PXN_LANE_ANY has none until pxn_hs_peer).
+ *  - pxn_refuse_wire: [preamble] || u32le n || packed Handshake{refuse};
+ *    the preamble when this side has sent nothing yet (a listener).
+ *  - pxn_auth_seal: this side's Frame{auth} sealed with tx (always
+ *    encrypted, also in plaintext mode): u32le n || ciphertext. Advances
+ *    tx's counter (the Auth frame is counter 0). */
+uint8_t *pxn_hello_wire(const pxn_hs *hs, size_t *len);
+uint8_t *pxn_refuse_wire(Plexus__Refuse__Reason reason, const char *detail, bool preamble,
+                         size_t *len);
+uint8_t *pxn_auth_seal(const pxn_hs *hs, pxn_cipher *tx, size_t *len);
+
+/* Checks the peer's first frame, already opened (pt[0..n)): it must be a
+ * Frame{auth} whose signature verifies (pxn_hs_verify). PX_OK, else
+ * PX_EAUTH (not an Auth frame, does not decode, bad signature). */
+px_err pxn_auth_check(const pxn_hs *hs, const uint8_t *pt, size_t n);
 
 /* How deep protobuf payloads may nest. protobuf-c's unpack recurses once
  * per level with no limit of its own: a 34 KB message nested 10,000 deep
