@@ -51,6 +51,7 @@ struct px_cluster {
     px_system *sys;
     px_transport *tr;
     char *cluster, *node, *address;
+    char *admin_address, *http_address; /* NodeInfo's, may be NULL */
     char **roles;
     size_t nroles;
     uint8_t pk[32];

@@ -558,6 +558,8 @@ static px_err nodeinfo(px_cluster *c, uint32_t inc, bool leaving, uint8_t **out,
     ni.node_id = c->node_id;
     ni.node_inc = inc;
     ni.address = c->address != NULL ? c->address : "";
+    ni.admin_address = c->admin_address != NULL ? c->admin_address : "";
+    ni.http_address = c->http_address != NULL ? c->http_address : "";
     if (c->has_pk) {
         ni.identity_pk.data = c->pk;
         ni.identity_pk.len = 32;
@@ -837,6 +839,8 @@ static void cluster_free(px_cluster *c) {
     free(c->cluster);
     free(c->node);
     free(c->address);
+    free(c->admin_address);
+    free(c->http_address);
     for (size_t i = 0; i < c->nmem; i++) {
         free(c->mem[i].roles);
         free(c->mem[i].behaviors);
@@ -952,6 +956,8 @@ px_err px_cluster_start(const px_cluster_cfg *cfg, px_cluster **out, char *err, 
     c->cluster = strdup(cl);
     c->node = strdup(cfg->node);
     c->address = cfg->address != NULL ? strdup(cfg->address) : NULL;
+    c->admin_address = cfg->admin_address != NULL ? strdup(cfg->admin_address) : NULL;
+    c->http_address = cfg->http_address != NULL ? strdup(cfg->http_address) : NULL;
     c->node_id = px_node_id(cfg->node);
     c->inc = cfg->node_inc;
     c->audit = calloc(c->cfg.audit_max, sizeof(*c->audit));
@@ -967,6 +973,7 @@ px_err px_cluster_start(const px_cluster_cfg *cfg, px_cluster **out, char *err, 
         c->roles[i] = strdup(cfg->roles[i]);
     }
     c->cfg.cluster = c->cfg.node = c->cfg.address = NULL;
+    c->cfg.admin_address = c->cfg.http_address = NULL;
     c->cfg.roles = NULL;
     c->cfg.pk = NULL;
     snprintf(c->prefix, sizeof(c->prefix), "/plexus/%s/nodes/", c->cluster);

@@ -589,3 +589,21 @@ px_err px_whereis_global(px_cluster *c, const char *name, px_ref *out) {
     nng_mtx_unlock(c->nmtx);
     return g != NULL ? PX_OK : PX_ENOENT;
 }
+
+px_err px_global_names(px_cluster *c, void (*fn)(void *arg, const char *name, px_ref ref),
+                       void *arg) {
+    if (c == NULL || fn == NULL) {
+        return PX_EINVAL;
+    }
+    if (c->nbuckets == NULL) {
+        return PX_OK; /* standalone: no names */
+    }
+    nng_mtx_lock(c->nmtx);
+    for (size_t i = 0; i < c->nbucket_count; i++) {
+        for (const gname *g = c->nbuckets[i]; g != NULL; g = g->next) {
+            fn(arg, g->name, g->ref);
+        }
+    }
+    nng_mtx_unlock(c->nmtx);
+    return PX_OK;
+}

@@ -199,6 +199,7 @@ typedef struct pxi_timers pxi_timers;
 struct px_system {
     /* Immutable after alloc (but node_inc). */
     px_config cfg;
+    _Atomic int log_level; /* px_log_level: cfg's, changed by px_system_set_log_level */
     char node_name[64];
     uint32_t node;      /* FNV-1a of node_name */
     uint32_t node_inc0; /* the first incarnation: random, non-zero */
@@ -256,7 +257,9 @@ struct px_system {
 
     px_dead_letter_fn dl_fn;
     void *dl_arg;
-    nng_mtx *dl_mtx; /* guards dl_fn/dl_arg updates */
+    px_failure_fn fail_fn;
+    void *fail_arg;
+    nng_mtx *dl_mtx; /* guards dl_fn/dl_arg and fail_fn/fail_arg updates */
 };
 
 /* Incarnations of this node. A system starts as a random non-zero

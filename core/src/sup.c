@@ -351,6 +351,17 @@ static void fail_oom(px_actor *a, px_err code) {
 }
 
 void pxi_sup_fail(px_actor *a, px_err code, const char *reason, bool normal) {
+    px_system *sys = a->sys;
+    if (!normal) { /* a failure is rare: the lock is cheap here */
+        nng_mtx_lock(sys->dl_mtx);
+        px_failure_fn fn = sys->fail_fn;
+        void *arg = sys->fail_arg;
+        nng_mtx_unlock(sys->dl_mtx);
+        if (fn != NULL) {
+            fn(arg, pxi_ref_of(a), a->beh != NULL && a->beh->name ? a->beh->name : "?", code,
+               reason ? reason : "");
+        }
+    }
     pxi_fail_rec *f = calloc(1, sizeof(*f));
     if (f == NULL) {
         fail_oom(a, code);

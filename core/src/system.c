@@ -111,7 +111,17 @@ px_err px_config_check(const px_config *cfg, char *why, size_t why_len) {
 /* ---- logging ---- */
 
 int px_log_enabled(const px_system *sys, px_log_level level) {
-    return sys != NULL && level >= sys->cfg.log_level && level < PX_LOG_OFF;
+    return sys != NULL &&
+           (int)level >= atomic_load_explicit(&sys->log_level, memory_order_relaxed) &&
+           level < PX_LOG_OFF;
+}
+
+px_err px_system_set_log_level(px_system *sys, px_log_level level) {
+    if (sys == NULL || (unsigned)level > PX_LOG_OFF) {
+        return PX_EINVAL;
+    }
+    atomic_store_explicit(&sys->log_level, (int)level, memory_order_relaxed);
+    return PX_OK;
 }
 
 static void vlog(px_log_sink sink, void *arg, px_log_level lvl, const char *node,
@@ -204,6 +214,7 @@ px_err px_system_alloc(px_system **out, const px_config *cfg_in) {
     }
     memset(sys, 0, sizeof(*sys));
     sys->cfg = *cfg_in;
+    atomic_init(&sys->log_level, (int)cfg_in->log_level);
     snprintf(sys->node_name, sizeof(sys->node_name), "%s", cfg_in->node_name);
     sys->cfg.node_name = sys->node_name;
     sys->node = pxi_fnv1a(sys->node_name);
@@ -435,6 +446,13 @@ void px_system_on_dead_letter(px_system *sys, px_dead_letter_fn fn, void *arg) {
     nng_mtx_lock(sys->dl_mtx);
     sys->dl_fn = fn;
     sys->dl_arg = arg;
+    nng_mtx_unlock(sys->dl_mtx);
+}
+
+void px_system_on_failure(px_system *sys, px_failure_fn fn, void *arg) {
+    nng_mtx_lock(sys->dl_mtx);
+    sys->fail_fn = fn;
+    sys->fail_arg = arg;
     nng_mtx_unlock(sys->dl_mtx);
 }
 

@@ -158,6 +158,11 @@ static void render_text(FILE *b, const dump_ent *e, uint32_t n, px_ref parent, c
         if (ci->last_reason[0] != '\0') {
             fprintf(b, " last=\"%s\"", ci->last_reason);
         }
+        if (!px_ref_is_nil(ci->remote)) {
+            char rr[48];
+            fprintf(b, " on=%s remote=%s", ci->node[0] ? ci->node : "-",
+                    px_ref_format(ci->remote, rr, sizeof(rr)));
+        }
         fprintf(b, "\n");
         if (plen + 4 < 256) {
             memcpy(prefix + plen, last ? "    " : "|   ", 4);
@@ -188,6 +193,16 @@ static json_t *render_json(const dump_ent *e, uint32_t n, px_ref parent, uint32_
         if (o == NULL) {
             json_decref(arr);
             return NULL;
+        }
+        if (!px_ref_is_nil(ci->remote)) { /* placed elsewhere */
+            char rr[48];
+            if (json_object_set_new(o, "node", json_string(ci->node)) != 0 ||
+                json_object_set_new(o, "remote", json_string(px_ref_format(ci->remote, rr,
+                                                                           sizeof(rr)))) != 0) {
+                json_decref(o);
+                json_decref(arr);
+                return NULL;
+            }
         }
         json_t *kids = render_json(e, n, e[i].ref, depth + 1);
         if (kids == NULL || json_object_set_new(o, "children", kids) != 0 ||

@@ -63,6 +63,24 @@ Test(core_log, system_sink_gets_lines_at_or_above_the_threshold_only, .timeout =
     px_system_free(sys);
 }
 
+Test(core_log, the_threshold_can_change_while_the_system_runs, .timeout = 10) {
+    pxt_logcap cap;
+    px_system *sys = log_system(&cap, PX_LOG_WARN, NULL);
+    int before = pxt_logcap_lines(&cap);
+    px_log(sys, PX_LOG_INFO, "hidden");
+    cr_assert_eq(pxt_logcap_lines(&cap), before);
+    cr_assert_eq(px_system_set_log_level(sys, PX_LOG_DEBUG), PX_OK);
+    cr_assert(px_log_enabled(sys, PX_LOG_DEBUG));
+    px_log(sys, PX_LOG_INFO, "shown now");
+    cr_assert_eq(pxt_logcap_lines(&cap), before + 1);
+    cr_assert_eq(px_system_set_log_level(sys, PX_LOG_OFF), PX_OK);
+    cr_assert_not(px_log_enabled(sys, PX_LOG_CRIT));
+    cr_assert_eq(px_system_set_log_level(sys, (px_log_level)7), PX_EINVAL);
+    cr_assert_eq(px_system_set_log_level(NULL, PX_LOG_INFO), PX_EINVAL);
+    cr_assert_not(px_log_enabled(sys, PX_LOG_CRIT), "a refused level changes nothing");
+    px_system_free(sys);
+}
+
 Test(core_log, level_off_silences_everything, .timeout = 10) {
     pxt_logcap cap;
     px_system *sys = log_system(&cap, PX_LOG_OFF, NULL);

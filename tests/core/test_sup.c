@@ -552,6 +552,45 @@ Test(core_sup, default_decider_restarts_with_a_fresh_instance_behind_the_same_re
     free(k), free(p);
 }
 
+typedef struct fail_seen {
+    atomic_int n;
+    px_ref who;
+    px_err code;
+    char beh[32];
+} fail_seen;
+
+static void on_failure_rec(void *arg, px_ref who, const char *behavior, px_err code,
+                           const char *reason) {
+    fail_seen *f = arg;
+    (void)reason;
+    f->who = who;
+    f->code = code;
+    snprintf(f->beh, sizeof f->beh, "%s", behavior);
+    atomic_fetch_add(&f->n, 1); /* published last: the test reads after it */
+}
+
+Test(core_sup, the_failure_hook_sees_each_failure_once_with_who_and_code, .timeout = 15) {
+    px_system *sys = sup_system();
+    fail_seen seen = {0};
+    px_system_on_failure(sys, on_failure_rec, &seen);
+    par *p = par_new();
+    kid *k = kid_new(1);
+    (void)par_with_kid(sys, &par_default_b, p, k, PX_RESTART_PERMANENT);
+    px_ref ref = p->refs[0];
+    send_kid(sys, k, TAG_FAIL, 0);
+    PXT_AWAIT(atomic_load(&k->inits) == 2, 5000);
+    PXT_AWAIT(atomic_load(&seen.n) == 1, 5000);
+    cr_assert(px_ref_eq(seen.who, ref));
+    cr_assert_str_eq(seen.beh, kid_b.name);
+    cr_assert_neq(seen.code, PX_OK);
+    px_system_on_failure(sys, NULL, NULL);
+    send_kid(sys, k, TAG_FAIL, 0);
+    PXT_AWAIT(atomic_load(&k->inits) == 3, 5000);
+    cr_assert_eq(atomic_load(&seen.n), 1, "a removed hook is not called");
+    px_system_free(sys);
+    free(k), free(p);
+}
+
 /* --- 4. Nothing is lost during a restart ------------------------------- */
 
 Test(core_sup, messages_sent_while_a_child_restarts_reach_the_new_instance_in_order,

@@ -1916,10 +1916,10 @@ char *pxd_config_reference(void) {
            "roots:\n"
            "  - name: kv\n"
            "    global_name: kv\n"
-           "    behavior: kv_store\n"
+           "    behavior: kv.shard\n"
            "  - name: workers\n"
            "    supervisor: one_for_one\n"
-           "    behavior: worker\n"
+           "    behavior: echo\n"
            "    children: 4\n"
            "    placement: round_robin\n"
            "```\n");

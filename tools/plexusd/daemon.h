@@ -9,6 +9,9 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include <nng/nng.h>
+#include <nng/supplemental/util/platform.h>
+
 #include <plexus/admin.h>
 #include <plexus/cluster.h>
 #include <plexus/mesh.h>
@@ -16,6 +19,9 @@
 #include <plexus/transport.h>
 
 #include "config.h"
+
+/* The version plexusd reports (--version, metrics, plexctl info). */
+#define PXD_VERSION "0.1.0"
 
 typedef struct pxd_httpd pxd_httpd;
 
@@ -42,6 +48,13 @@ typedef struct pxd_node {
     _Atomic uint64_t log_lines[PX_LOG_OFF + 1];
     /* Admin requests by outcome. */
     _Atomic uint64_t admin_ok, admin_err;
+    /* t, c and m are taken out (set NULL) under parts_mtx by the drain
+     * before it stops them: whoever uses them off the main thread (metrics,
+     * admin requests) holds parts_mtx meanwhile and copes with NULL. */
+    nng_mtx *parts_mtx;
+    struct pxd_events *ev;   /* ops.c: what `plexctl watch` streams */
+    nng_mtx *drain_mtx;      /* ops.c: one drain at a time */
+    bool drained;
 } pxd_node;
 
 /* True when the node is ready for work: running, and (clustered) joined

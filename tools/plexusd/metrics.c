@@ -30,7 +30,6 @@
 #include <nng/nng.h>
 #include <nng/supplemental/util/platform.h>
 
-#define PXD_VERSION "0.1.0"
 
 /* Histogram buckets of plexus_mailbox_depth (messages); +Inf follows. */
 static const uint64_t depth_bounds[] = {0, 1, 8, 64, 512, 4096, 32768};

@@ -120,6 +120,9 @@ typedef struct px_cluster_cfg {
     const uint8_t *pk;    /* its identity public key (32 bytes) or NULL; default
                              the transport's */
     const char *const *roles; /* NULL-terminated, or NULL */
+    const char *admin_address; /* optional, published in NodeInfo: where plexctl
+                                  reaches this node's admin channel */
+    const char *http_address;  /* optional, published in NodeInfo: /metrics etc. */
     uint32_t ttl_s;       /* lease TTL; default 3, etcd's minimum is 2 */
     size_t audit_max;     /* state changes kept; default 256 */
     px_etcd_cfg etcd;     /* the etcd client's configuration */
@@ -212,6 +215,12 @@ px_err px_unregister_global(px_cluster *c, const char *name);
  * millisecond or two); px_register_global's own names show at once.
  * Thread-safe, any context. */
 px_err px_whereis_global(px_cluster *c, const char *name, px_ref *out);
+
+/* Calls fn once for each global name in this node's watched copy (in no
+ * particular order), under the names lock: fn must not call back into the
+ * cluster. PX_EINVAL for NULL arguments. Thread-safe, any context. */
+px_err px_global_names(px_cluster *c, void (*fn)(void *arg, const char *name, px_ref ref),
+                       void *arg);
 
 #ifdef __cplusplus
 }

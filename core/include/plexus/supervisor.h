@@ -261,7 +261,9 @@ typedef enum px_tree_format {
     PX_TREE_JSON = 2, /* {"node", "root", "children": [{"id", "behavior", "ref",
                          "state", "breaker", "instance", "restarts", "failures",
                          "consecutive_failures", "last_failure_ms", "started_ms",
-                         "last_reason", "mailbox_depth", "processed",
+                         "last_reason", "mailbox_depth", "processed", and for a
+                         child placed on another node "node" and "remote" (its
+                         instance there),
                          "children": [...]}]} */
 } px_tree_format;
 

@@ -199,11 +199,26 @@ typedef void (*px_dead_letter_fn)(void *arg, px_ref target, const px_msg *m,
                                   px_err why);
 void px_system_on_dead_letter(px_system *sys, px_dead_letter_fn fn, void *arg);
 
+/* A hook called once per actor failure that goes to its supervisor (a
+ * receive or a restarted instance's init that failed, px_fail, an
+ * escalation, a child placed elsewhere that could not start), on the
+ * failing actor's thread, before the supervisor decides: who failed, its
+ * behavior's name, the code and the reason (borrowed for the call). It
+ * must not block or call back into plexus. NULL removes it. Thread-safe. */
+typedef void (*px_failure_fn)(void *arg, px_ref who, const char *behavior, px_err code,
+                              const char *reason);
+void px_system_on_failure(px_system *sys, px_failure_fn fn, void *arg);
+
 /* Logs through the system's sink if level passes its threshold.
  * Thread-safe. */
 void px_log(px_system *sys, px_log_level level, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 int px_log_enabled(const px_system *sys, px_log_level level);
+
+/* Changes the system's log threshold (what px_config.log_level set) while
+ * it runs, e.g. on a config reload. PX_EINVAL for a level outside
+ * px_log_level. Thread-safe. */
+px_err px_system_set_log_level(px_system *sys, px_log_level level);
 
 #ifdef __cplusplus
 }
