@@ -28,6 +28,7 @@
 #include <plexus/transport.h>
 
 #include "plexus/admin.pb-c.h"
+#include "text.h"
 #include "plexus/plexus.pb-c.h"
 
 enum { EXIT_OK = 0, EXIT_ERR = 1, EXIT_USAGE = 2, EXIT_UNREACHABLE = 3 };
@@ -87,53 +88,56 @@ static int fail(int code, const char *fmt, ...) {
 
 /* ---- help ---- */
 
+/* A command: its words (the command itself included) and its help. */
 typedef struct cmd_help {
-    const char *name, *synopsis, *text, *examples;
+    const char *name;
+    int min_words, max_words;
+    const char *synopsis, *text, *examples;
 } cmd_help;
 
 static const cmd_help helps[] = {
-    {"nodes", "nodes", "The nodes of the cluster: those registered in etcd (state up, or leaving),\n"
+    {"nodes", 1, 1, "nodes", "The nodes of the cluster: those registered in etcd (state up, or leaving),\n"
      "and those one reachable node remembers (down, left, fenced), with the cause of\n"
      "their last change.",
      "plexctl nodes\n  plexctl nodes --json | jq '.[] | select(.state != \"up\")'"},
-    {"why", "why NODE", "NODE's membership history as a node sees it (--node picks the observer):\n"
+    {"why", 2, 2, "why NODE", "NODE's membership history as a node sees it (--node picks the observer):\n"
      "every state change with its cause and time.",
      "plexctl why b\n  plexctl why b --node c --json"},
-    {"actors", "actors [--node N] [--limit K]", "Live actors with their supervisor's view and\n"
+    {"actors", 1, 1, "actors [--node N] [--limit K]", "Live actors with their supervisor's view and\n"
      "mailbox figures, on every node (or N).",
      "plexctl actors --node a\n  plexctl actors --json | jq '.[].actors | length'"},
-    {"top", "top [--node N] [--limit K]", "The busiest mailboxes (deepest first), default 10 per node.",
+    {"top", 1, 1, "top [--node N] [--limit K]", "The busiest mailboxes (deepest first), default 10 per node.",
      "plexctl top --limit 5"},
-    {"tree", "tree [--node N]", "Supervision trees of every node (or N). A child placed on another\n"
+    {"tree", 1, 1, "tree [--node N]", "Supervision trees of every node (or N). A child placed on another\n"
      "node shows where it runs (on=NODE) and its instance there.",
      "plexctl tree\n  plexctl tree --node a --json"},
-    {"spawn", "spawn BEHAVIOR [--name N] [--global G] [--arg-type TYPE --arg JSON] [--on NODE | --role R]",
+    {"spawn", 2, 2, "spawn BEHAVIOR [--name N] [--global G] [--arg-type TYPE --arg JSON] [--on NODE | --role R]",
      "Starts an actor. The node asked (--node, or any) runs it, or places it on NODE / a\n"
      "node with role R. --name registers a local name, --global a cluster-wide one (only\n"
      "on the node that runs it).",
      "plexctl spawn kv.shard --node b --global kv.extra\n"
      "  plexctl spawn echo --on c"},
-    {"send", "send TARGET TYPE JSON", "Sends a message: TARGET is a ref (as printed by actors/tree), a\n"
+    {"send", 4, 4, "send TARGET TYPE JSON", "Sends a message: TARGET is a ref (as printed by actors/tree), a\n"
      "local name of the node asked, or a global name; TYPE a registered protobuf type\n"
      "(plexctl types); JSON the message (proto3 JSON mapping).",
      "plexctl send kv.0 plexus.kv.Put '{\"key\":\"k\",\"value\":\"aGk=\"}'"},
-    {"ask", "ask TARGET TYPE JSON [--timeout MS]", "Like send, and prints the reply.",
+    {"ask", 4, 4, "ask TARGET TYPE JSON [--timeout MS]", "Like send, and prints the reply.",
      "plexctl ask kv.0 plexus.kv.Get '{\"key\":\"k\"}'\n"
      "  plexctl ask echo plexus.kv.Ping '{\"text\":\"hi\"}' --json"},
-    {"stop", "stop TARGET", "Stops an actor (its supervisor decides what happens next).",
+    {"stop", 2, 2, "stop TARGET", "Stops an actor (its supervisor decides what happens next).",
      "plexctl stop 0c1d2e3f.5a/12.1"},
-    {"watch", "watch [--membership] [--failures] [--count N] [--for MS]",
+    {"watch", 1, 1, "watch [--membership] [--failures] [--count N] [--for MS]",
      "Streams membership changes and actor failures from every node (or --node) until\n"
      "interrupted, N events, or MS milliseconds.",
      "plexctl watch --failures\n  plexctl watch --count 1 --for 10000 --json"},
-    {"stats", "stats [--node N]", "Counters of each node: actors, messages, dead letters, restarts,\n"
+    {"stats", 1, 1, "stats [--node N]", "Counters of each node: actors, messages, dead letters, restarts,\n"
      "links, membership, admin.", "plexctl stats --node a --json"},
-    {"drain", "drain NODE [--timeout MS]", "Drains NODE: it leaves the cluster (supervisors elsewhere\n"
+    {"drain", 2, 2, "drain NODE [--timeout MS]", "Drains NODE: it leaves the cluster (supervisors elsewhere\n"
      "re-place its children), works off its mailboxes, flushes its links and exits.\n"
      "Progress is shown as it goes.", "plexctl drain c"},
-    {"names", "names", "Global names and the actors they point to.", "plexctl names --json"},
-    {"types", "types [--node N]", "Behaviors and message types a node knows.", "plexctl types"},
-    {"info", "info [--node N]", "One node's identity, addresses, phase and readiness.",
+    {"names", 1, 1, "names", "Global names and the actors they point to.", "plexctl names --json"},
+    {"types", 1, 1, "types [--node N]", "Behaviors and message types a node knows.", "plexctl types"},
+    {"info", 1, 1, "info [--node N]", "One node's identity, addresses, phase and readiness.",
      "plexctl info --node a"},
 };
 
@@ -162,15 +166,23 @@ static void usage(FILE *f) {
             "Exit codes: 0 ok, 1 the operation failed, 2 usage, 3 unreachable (etcd or nodes).\n");
 }
 
-static int help_cmd(const char *cmd) {
+/* The command named cmd, or NULL. */
+static const cmd_help *find_cmd(const char *cmd) {
     for (size_t i = 0; i < sizeof helps / sizeof helps[0]; i++) {
         if (strcmp(helps[i].name, cmd) == 0) {
-            printf("usage: plexctl %s\n\n%s\n\nExamples:\n  %s\n", helps[i].synopsis, helps[i].text,
-                   helps[i].examples);
-            return EXIT_OK;
+            return &helps[i];
         }
     }
-    return fail(EXIT_USAGE, "no command \"%s\" (plexctl help)", cmd);
+    return NULL;
+}
+
+static int help_cmd(const char *cmd) {
+    const cmd_help *h = find_cmd(cmd);
+    if (h == NULL) {
+        return fail(EXIT_USAGE, "no command \"%s\" (plexctl help)", cmd);
+    }
+    printf("usage: plexctl %s\n\n%s\n\nExamples:\n  %s\n", h->synopsis, h->text, h->examples);
+    return EXIT_OK;
 }
 
 /* ---- options ---- */
@@ -923,12 +935,6 @@ static void print_event(const opts *o, const char *node, json_t *e) {
     fflush(stdout);
 }
 
-static int64_t mono_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static int cmd_watch(const opts *o, const creds *cr) {
     targets *t = calloc(1, sizeof *t);
     if (t == NULL) {
@@ -957,9 +963,9 @@ static int cmd_watch(const opts *o, const creds *cr) {
         code = fail(EXIT_UNREACHABLE, "no node to watch answered");
     }
     long seen = 0;
-    int64_t end = o->for_ms > 0 ? mono_ms() + o->for_ms : INT64_MAX;
+    int64_t end = o->for_ms > 0 ? pxu_mono_ms() + o->for_ms : INT64_MAX;
     size_t open = nc;
-    while (code == EXIT_OK && open > 0 && (o->count < 0 || seen < o->count) && mono_ms() < end) {
+    while (code == EXIT_OK && open > 0 && (o->count < 0 || seen < o->count) && pxu_mono_ms() < end) {
         for (size_t i = 0; i < nc && (o->count < 0 || seen < o->count); i++) {
             if (cs[i].c == NULL) {
                 continue;
@@ -1019,26 +1025,13 @@ int main(int argc, char **argv) {
     if (o.help) {
         return help_cmd(cmd);
     }
-    bool known = false;
-    for (size_t i = 0; i < sizeof helps / sizeof helps[0]; i++) {
-        known = known || strcmp(helps[i].name, cmd) == 0;
-    }
-    if (!known) {
+    const cmd_help *h = find_cmd(cmd);
+    if (h == NULL) {
         die_usage("unknown command \"%s\"", cmd);
     }
     /* Arity is checked before anything touches the network. */
-    struct { const char *cmd; int min, max; } arity[] = {
-        {"nodes", 1, 1}, {"why", 2, 2},  {"actors", 1, 1}, {"top", 1, 1},   {"tree", 1, 1},
-        {"spawn", 2, 2}, {"send", 4, 4}, {"ask", 4, 4},    {"stop", 2, 2},  {"watch", 1, 1},
-        {"stats", 1, 1}, {"drain", 2, 2}, {"names", 1, 1}, {"types", 1, 1}, {"info", 1, 1}};
-    for (size_t i = 0; i < sizeof arity / sizeof arity[0]; i++) {
-        if (strcmp(arity[i].cmd, cmd) == 0 && (o.npos < arity[i].min || o.npos > arity[i].max)) {
-            for (size_t h = 0; h < sizeof helps / sizeof helps[0]; h++) {
-                if (strcmp(helps[h].name, cmd) == 0) {
-                    die_usage("usage: plexctl %s", helps[h].synopsis);
-                }
-            }
-        }
+    if (o.npos < h->min_words || o.npos > h->max_words) {
+        die_usage("usage: plexctl %s", h->synopsis);
     }
     if ((o.on != NULL || o.role != NULL || o.name != NULL || o.global != NULL || o.arg != NULL ||
          o.arg_type != NULL) && strcmp(cmd, "spawn") != 0) {

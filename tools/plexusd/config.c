@@ -47,6 +47,8 @@
 
 #include "config.h"
 
+#include "text.h"
+
 #define KIB 1024ull
 #define MIB (1024ull * KIB)
 #define GIB (1024ull * MIB)
@@ -224,61 +226,14 @@ static void fmt_into(char *buf, size_t n, const char *fmt, ...) {
     va_end(ap);
 }
 
-/* A growable string; after a failed allocation it stays failed. */
-typedef struct sb {
-    char *s;
-    size_t len, cap;
-    bool oom;
-} sb;
-
-static void sb_add(sb *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void sb_add(sb *b, const char *fmt, ...) {
-    if (b->oom) {
-        return;
-    }
-    for (;;) {
-        va_list ap;
-        va_start(ap, fmt);
-        int r = vsnprintf(b->s ? b->s + b->len : NULL, b->s ? b->cap - b->len : 0, fmt, ap);
-        va_end(ap);
-        if (r < 0) {
-            b->oom = true;
-            return;
-        }
-        if (b->s && b->len + (size_t)r < b->cap) {
-            b->len += (size_t)r;
-            return;
-        }
-        size_t cap = b->cap ? b->cap : 256;
-        while (cap <= b->len + (size_t)r) {
-            cap *= 2;
-        }
-        char *s = realloc(b->s, cap);
-        if (s == NULL) {
-            b->oom = true;
-            return;
-        }
-        b->s = s;
-        b->cap = cap;
-    }
-}
+/* The dumps' text: tools/common/text.h. */
+typedef pxu_text sb;
 
 static void sb_pad(sb *b, size_t line_start, size_t col) {
     size_t w = b->len - line_start;
-    sb_add(b, "%*s", (int)(w < col ? col - w : 1), "");
+    pxu_text_add(b, "%*s", (int)(w < col ? col - w : 1), "");
 }
 
-/* Caller owns result; NULL if an allocation failed. */
-static char *sb_take(sb *b) {
-    if (b->oom) {
-        free(b->s);
-        return NULL;
-    }
-    if (b->s == NULL) {
-        return strdup("");
-    }
-    return b->s;
-}
 
 /* v quoted for a message, shortened, control bytes as '?'; secrets not shown. */
 static const char *quote(const char *v, bool secret, char *buf, size_t n) {
@@ -1615,18 +1570,18 @@ static void value_text(sb *b, const pxd_config *c, const key *k, bool mask) {
     case K_URL:
     case K_PATH: {
         const char *v = *AT_C(c, k, char *);
-        sb_add(b, "%s", v == NULL ? "" : mask && (k->flags & F_SECRET) ? "***" : v);
+        pxu_text_add(b, "%s", v == NULL ? "" : mask && (k->flags & F_SECRET) ? "***" : v);
         break;
     }
     case K_INT:
-        sb_add(b, "%u", (unsigned)*AT_C(c, k, uint32_t));
+        pxu_text_add(b, "%u", (unsigned)*AT_C(c, k, uint32_t));
         break;
     case K_SIZE:
         fmt_size(*AT_C(c, k, uint64_t), buf, sizeof buf);
-        sb_add(b, "%s", buf);
+        pxu_text_add(b, "%s", buf);
         break;
     case K_BOOL:
-        sb_add(b, "%s", *AT_C(c, k, bool) ? "true" : "false");
+        pxu_text_add(b, "%s", *AT_C(c, k, bool) ? "true" : "false");
         break;
     case K_ENUM: {
         int v = k->en->get(c);
@@ -1636,7 +1591,7 @@ static void value_text(sb *b, const pxd_config *c, const key *k, bool mask) {
                 w = k->en->words[j];
             }
         }
-        sb_add(b, "%s", w);
+        pxu_text_add(b, "%s", w);
         break;
     }
     case K_LEVEL: {
@@ -1646,13 +1601,13 @@ static void value_text(sb *b, const pxd_config *c, const key *k, bool mask) {
             buf[j] = (char)((nm[j] >= 'A' && nm[j] <= 'Z') ? nm[j] - 'A' + 'a' : nm[j]);
         }
         buf[j] = '\0';
-        sb_add(b, "%s", buf);
+        pxu_text_add(b, "%s", buf);
         break;
     }
     case K_LIST: {
         const pxd_list *l = AT_C(c, k, pxd_list);
         for (size_t j = 0; j < l->n; j++) {
-            sb_add(b, "%s%s", j ? ", " : "", mask && (k->flags & F_SECRET) ? "***" : l->v[j]);
+            pxu_text_add(b, "%s%s", j ? ", " : "", mask && (k->flags & F_SECRET) ? "***" : l->v[j]);
         }
         break;
     }
@@ -1660,15 +1615,15 @@ static void value_text(sb *b, const pxd_config *c, const key *k, bool mask) {
 }
 
 static void root_text(sb *b, const pxd_root *r) {
-    sb_add(b, "{name: %s", r->name ? r->name : "");
+    pxu_text_add(b, "{name: %s", r->name ? r->name : "");
     if (r->global_name) {
-        sb_add(b, ", global_name: %s", r->global_name);
+        pxu_text_add(b, ", global_name: %s", r->global_name);
     }
-    sb_add(b, ", behavior: %s", r->behavior ? r->behavior : "");
+    pxu_text_add(b, ", behavior: %s", r->behavior ? r->behavior : "");
     if (r->supervisor) {
-        sb_add(b, ", supervisor: %s, children: %u", r->supervisor, (unsigned)r->children);
+        pxu_text_add(b, ", supervisor: %s, children: %u", r->supervisor, (unsigned)r->children);
     }
-    sb_add(b, ", placement: %s, max_restarts: %u, within_ms: %u}",
+    pxu_text_add(b, ", placement: %s, max_restarts: %u, within_ms: %u}",
            r->placement ? r->placement : "here", (unsigned)r->max_restarts,
            (unsigned)r->within_ms);
 }
@@ -1682,25 +1637,25 @@ char *pxd_config_dump(const pxd_config *c) {
     }
     for (size_t i = 0; i < N_KEYS; i++) {
         size_t start = b.len;
-        sb_add(&b, "%s = ", keys[i].name);
+        pxu_text_add(&b, "%s = ", keys[i].name);
         value_text(&b, c, &keys[i], true);
         sb_pad(&b, start, DUMP_COL);
-        sb_add(&b, "# %s\n", c->src ? c->src[i] : "?");
+        pxu_text_add(&b, "# %s\n", c->src ? c->src[i] : "?");
     }
     if (c->n_roots == 0) {
         size_t start = b.len;
-        sb_add(&b, "roots = []");
+        pxu_text_add(&b, "roots = []");
         sb_pad(&b, start, DUMP_COL);
-        sb_add(&b, "# default\n");
+        pxu_text_add(&b, "# default\n");
     }
     for (size_t r = 0; r < c->n_roots; r++) {
         size_t start = b.len;
-        sb_add(&b, "roots[%zu] = ", r);
+        pxu_text_add(&b, "roots[%zu] = ", r);
         root_text(&b, &c->roots[r]);
         sb_pad(&b, start, DUMP_COL);
-        sb_add(&b, "# %s\n", c->roots[r].src);
+        pxu_text_add(&b, "# %s\n", c->roots[r].src);
     }
-    return sb_take(&b);
+    return pxu_text_take(&b);
 }
 
 /* ---- reload ---- */
@@ -1783,9 +1738,9 @@ px_err pxd_config_reload(pxd_config *c, int argc, char *const *argv, char *const
                            strcmp(*AT(c, k, char *), *AT(&n, k, char *)) != 0);
             if (differ && (k->flags & F_RELOAD)) {
                 apply[i] = true;
-                sb_add(&out, "%s%s %s -> %s", out.len ? "; " : "", k->name, xs, ys);
+                pxu_text_add(&out, "%s%s %s -> %s", out.len ? "; " : "", k->name, xs, ys);
             } else if (differ) {
-                sb_add(&later, "%s%s", later.len ? ", " : "", k->name);
+                pxu_text_add(&later, "%s%s", later.len ? ", " : "", k->name);
             }
         } else {
             out.oom = true;
@@ -1794,10 +1749,10 @@ px_err pxd_config_reload(pxd_config *c, int argc, char *const *argv, char *const
         free(y.s);
     }
     if (!roots_equal(c, &n)) {
-        sb_add(&later, "%sroots", later.len ? ", " : "");
+        pxu_text_add(&later, "%sroots", later.len ? ", " : "");
     }
     if (later.len) {
-        sb_add(&out, "%snot applied until a restart: %s", out.len ? "; " : "", later.s);
+        pxu_text_add(&out, "%snot applied until a restart: %s", out.len ? "; " : "", later.s);
     }
     free(later.s);
     if (out.oom || later.oom) {
@@ -1835,7 +1790,7 @@ static const struct {
 
 static void enum_words(sb *b, const key *k, const char *sep) {
     for (size_t j = 0; j < k->en->n; j++) {
-        sb_add(b, "%s%s", j ? sep : "", k->en->words[j]);
+        pxu_text_add(b, "%s%s", j ? sep : "", k->en->words[j]);
     }
 }
 
@@ -1844,22 +1799,22 @@ static void type_text(sb *b, const key *k) {
     if (k->kind == K_ENUM) {
         enum_words(b, k, ", ");
     } else if (k->kind == K_STR && k->check == check_name) {
-        sb_add(b, "name");
+        pxu_text_add(b, "name");
     } else if (k->kind == K_INT) {
-        sb_add(b, "int %llu..%llu", (unsigned long long)k->min, (unsigned long long)k->max);
+        pxu_text_add(b, "int %llu..%llu", (unsigned long long)k->min, (unsigned long long)k->max);
     } else if (k->kind == K_SIZE) {
         fmt_size(k->min, lo, sizeof lo);
         fmt_size(k->max, hi, sizeof hi);
-        sb_add(b, "size %s..%s", lo, hi);
+        pxu_text_add(b, "size %s..%s", lo, hi);
     } else if (k->kind == K_LIST) {
-        sb_add(b, "list of %s",
+        pxu_text_add(b, "list of %s",
                k->check == check_name       ? "names"
                : k->check == check_etcd_url ? "urls"
                : k->check == check_pubkey   ? "keys"
                : k->check == check_peer     ? "peers"
                                             : "paths");
     } else {
-        sb_add(b, "%s", kind_doc[k->kind].type);
+        pxu_text_add(b, "%s", kind_doc[k->kind].type);
     }
 }
 
@@ -1867,36 +1822,36 @@ static void meta_text(sb *b, const key *k) {
     if (k->kind == K_ENUM) {
         enum_words(b, k, "|");
     } else if (k->kind == K_STR && k->check == check_name) {
-        sb_add(b, "NAME");
+        pxu_text_add(b, "NAME");
     } else if (k->kind == K_LIST && k->check == check_peer) {
-        sb_add(b, "\"NAME ADDR KEY\"");
+        pxu_text_add(b, "\"NAME ADDR KEY\"");
     } else {
-        sb_add(b, "%s", kind_doc[k->kind].meta);
+        pxu_text_add(b, "%s", kind_doc[k->kind].meta);
     }
 }
 
 char *pxd_config_reference(void) {
     sb b = {0};
-    sb_add(&b, "| key | env | flag | type | default | reload | description |\n"
+    pxu_text_add(&b, "| key | env | flag | type | default | reload | description |\n"
                "| --- | --- | --- | --- | --- | --- | --- |\n");
     for (size_t i = 0; i < N_KEYS; i++) {
         const key *k = &keys[i];
-        sb_add(&b, "| `%s` | `%s` | `%s`%s | ", k->name, k->env, k->flag,
+        pxu_text_add(&b, "| `%s` | `%s` | `%s`%s | ", k->name, k->env, k->flag,
                k->kind == K_LIST ? " (repeatable)" : "");
         type_text(&b, k);
         if (k->flags & F_REQUIRED) {
-            sb_add(&b, " | *required* | ");
+            pxu_text_add(&b, " | *required* | ");
         } else if (k->def_doc) {
-            sb_add(&b, " | = %s | ", k->def_doc);
+            pxu_text_add(&b, " | = %s | ", k->def_doc);
         } else if (k->def) {
-            sb_add(&b, " | `%s` | ", k->def);
+            pxu_text_add(&b, " | `%s` | ", k->def);
         } else {
-            sb_add(&b, " | | ");
+            pxu_text_add(&b, " | | ");
         }
-        sb_add(&b, "%s | %s%s |\n", (k->flags & F_RELOAD) ? "yes" : "no", k->desc,
+        pxu_text_add(&b, "%s | %s%s |\n", (k->flags & F_RELOAD) ? "yes" : "no", k->desc,
                (k->flags & F_SECRET) ? " (masked in dumps)" : "");
     }
-    sb_add(&b,
+    pxu_text_add(&b,
            "\nPrecedence: defaults < file (`--config FILE` or `PLEXUS_CONFIG`) < environment < "
            "flags. In the file a key is nested maps (`node: {workers: 4}`) and a list is a YAML "
            "sequence; in the environment and in flags a list is comma-separated, and a list "
@@ -1923,12 +1878,12 @@ char *pxd_config_reference(void) {
            "    children: 4\n"
            "    placement: round_robin\n"
            "```\n");
-    return sb_take(&b);
+    return pxu_text_take(&b);
 }
 
 char *pxd_config_usage(void) {
     sb b = {0};
-    sb_add(&b, "Usage: plexusd [--config FILE] [FLAG...]\n"
+    pxu_text_add(&b, "Usage: plexusd [--config FILE] [FLAG...]\n"
                "\n"
                "Each flag sets a key of the YAML config file; so does each PLEXUS_<KEY>\n"
                "environment variable (PLEXUS_NODE_WORKERS=4 sets node.workers). Flags win over\n"
@@ -1937,30 +1892,30 @@ char *pxd_config_usage(void) {
                "comma-separated values and may be repeated to append.\n"
                "\n");
     size_t start = b.len;
-    sb_add(&b, "  --config FILE");
+    pxu_text_add(&b, "  --config FILE");
     sb_pad(&b, start, 34);
-    sb_add(&b, "the YAML config file (env PLEXUS_CONFIG)\n");
+    pxu_text_add(&b, "the YAML config file (env PLEXUS_CONFIG)\n");
     for (size_t i = 0; i < N_KEYS; i++) {
         const key *k = &keys[i];
         start = b.len;
-        sb_add(&b, "  %s%s", k->flag, k->kind == K_BOOL ? "" : " ");
+        pxu_text_add(&b, "  %s%s", k->flag, k->kind == K_BOOL ? "" : " ");
         meta_text(&b, k);
         if (b.len - start >= 33) {
-            sb_add(&b, "\n");
+            pxu_text_add(&b, "\n");
             start = b.len;
         }
         sb_pad(&b, start, 34);
-        sb_add(&b, "%s: %s", k->name, k->desc);
+        pxu_text_add(&b, "%s: %s", k->name, k->desc);
         if (k->flags & F_REQUIRED) {
-            sb_add(&b, " (required)");
+            pxu_text_add(&b, " (required)");
         } else if (k->def_doc) {
-            sb_add(&b, " (default: %s)", k->def_doc);
+            pxu_text_add(&b, " (default: %s)", k->def_doc);
         } else if (k->def) {
-            sb_add(&b, " (default: %s)", k->def);
+            pxu_text_add(&b, " (default: %s)", k->def);
         }
-        sb_add(&b, "%s\n", (k->flags & F_RELOAD) ? " [reloadable]" : "");
+        pxu_text_add(&b, "%s\n", (k->flags & F_RELOAD) ? " [reloadable]" : "");
     }
-    sb_add(&b, "\n"
+    pxu_text_add(&b, "\n"
                "Examples:\n"
                "  plexusd --config /etc/plexus/plexusd.yaml\n"
                "  plexusd --name a --secret-file cluster.secret --listen tcp://10.0.0.1:7100 \\\n"
@@ -1968,7 +1923,7 @@ char *pxd_config_usage(void) {
                "  PLEXUS_LOG_LEVEL=debug plexusd --config plexusd.yaml --mailbox-capacity=1000\n"
                "  plexusd --name b --secret-file cluster.secret \\\n"
                "          --peer \"a tcp://10.0.0.1:7100 <a's base64 public key>\"\n");
-    return sb_take(&b);
+    return pxu_text_take(&b);
 }
 
 /* ---- the table, read-only ---- */

@@ -38,8 +38,8 @@ typedef struct pxd_node {
     px_identity id;
     uint8_t cluster_key[PX_SECRET_BYTES];
     px_transport *t;
-    px_cluster *c;           /* NULL when standalone */
-    px_mesh *m;              /* NULL when standalone */
+    px_cluster *c;           /* membership (standalone without etcd: this node only) */
+    px_mesh *m;              /* NULL before start and after the drain, as t and c */
     px_admin_server *admin;
     pxd_httpd *http;
     _Atomic int phase;       /* pxd_phase */

@@ -34,6 +34,7 @@
 #include "daemon.h"
 #include "httpd.h"
 #include "ops.h"
+#include "text.h"
 
 extern char **environ;
 
@@ -86,12 +87,6 @@ static void log_sink(void *arg, px_log_level level, const char *node, const char
 }
 
 /* ---- start ---- */
-
-static int64_t wall_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 typedef px_err (*plugin_fn)(px_system *sys);
 
@@ -373,7 +368,7 @@ int main(int argc, char **argv) {
     static pxd_node node;
     pxd_node *n = &node;
     n->cfg = &cfg;
-    n->started_ms = wall_ms();
+    n->started_ms = pxu_wall_ms();
     if (nng_mtx_alloc(&n->parts_mtx) != 0 || nng_mtx_alloc(&n->drain_mtx) != 0) {
         fprintf(stderr, "plexusd: out of memory\n");
         return 1;

@@ -18,6 +18,7 @@
  * it are the parts' snapshot functions, which do not block on actors.
  */
 #include "metrics.h"
+#include "text.h"
 
 #include <inttypes.h>
 #include <stdarg.h>
@@ -35,43 +36,9 @@
 static const uint64_t depth_bounds[] = {0, 1, 8, 64, 512, 4096, 32768};
 #define NBOUNDS (sizeof(depth_bounds) / sizeof(depth_bounds[0]))
 
-/* ---- an append-only text buffer; after a failed allocation it stays
- * failed and every append is a no-op ---- */
-
-typedef struct buf {
-    char *p;
-    size_t len, cap;
-    bool failed;
-} buf;
-
-static void put(buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void put(buf *b, const char *fmt, ...) {
-    if (b->failed) {
-        return;
-    }
-    for (;;) {
-        va_list ap;
-        va_start(ap, fmt);
-        int n = vsnprintf(b->p + b->len, b->cap - b->len, fmt, ap);
-        va_end(ap);
-        if (n < 0) {
-            b->failed = true;
-            return;
-        }
-        if ((size_t)n < b->cap - b->len) {
-            b->len += (size_t)n;
-            return;
-        }
-        size_t cap = b->cap * 2 + (size_t)n + 1;
-        char *np = realloc(b->p, cap);
-        if (np == NULL) {
-            b->failed = true;
-            return;
-        }
-        b->p = np;
-        b->cap = cap;
-    }
-}
+/* The page: tools/common/text.h's buffer (after a failed allocation
+ * every append is a no-op and the render returns NULL). */
+typedef pxu_text buf;
 
 /* A label value escaped for the exposition format into out (truncated to
  * outlen, never inside an escape). */
@@ -95,24 +62,24 @@ static const char *esc(const char *v, char *out, size_t outlen) {
 }
 
 static void family(buf *b, const char *name, const char *type, const char *help) {
-    put(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+    pxu_text_add(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 }
 
 /* A family with one unlabelled sample. */
 static void one_u64(buf *b, const char *name, const char *type, const char *help, uint64_t v) {
     family(b, name, type, help);
-    put(b, "%s %" PRIu64 "\n", name, v);
+    pxu_text_add(b, "%s %" PRIu64 "\n", name, v);
 }
 
 static void one_f(buf *b, const char *name, const char *type, const char *help, double v) {
     family(b, name, type, help);
-    put(b, "%s %.3f\n", name, v);
+    pxu_text_add(b, "%s %.3f\n", name, v);
 }
 
 /* A counter family with one sample per direction. */
 static void in_out(buf *b, const char *name, const char *help, uint64_t in, uint64_t out) {
     family(b, name, "counter", help);
-    put(b, "%s{direction=\"in\"} %" PRIu64 "\n%s{direction=\"out\"} %" PRIu64 "\n", name, in,
+    pxu_text_add(b, "%s{direction=\"in\"} %" PRIu64 "\n%s{direction=\"out\"} %" PRIu64 "\n", name, in,
         name, out);
 }
 
@@ -134,22 +101,16 @@ static void fields(buf *b, const field *f, size_t n, const void *stats) {
     }
 }
 
-static int64_t wall_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* ---- the node ---- */
 
 static void render_node(buf *b, pxd_node *n) {
     char why[128];
     family(b, "plexus_build_info", "gauge", "Always 1; the version of plexusd in a label.");
-    put(b, "plexus_build_info{version=\"%s\"} 1\n", PXD_VERSION);
+    pxu_text_add(b, "plexus_build_info{version=\"%s\"} 1\n", PXD_VERSION);
     one_f(b, "plexus_node_start_time_seconds", "gauge",
           "When the node started, in seconds since the Unix epoch.",
           (double)n->started_ms / 1000.0);
-    int64_t up = n->started_ms > 0 ? wall_ms() - n->started_ms : 0;
+    int64_t up = n->started_ms > 0 ? pxu_wall_ms() - n->started_ms : 0;
     one_f(b, "plexus_node_uptime_seconds", "gauge", "Seconds since the node started.",
           (double)(up > 0 ? up : 0) / 1000.0);
     static const char *const phases[] = {"starting", "running", "draining", "stopped"};
@@ -157,7 +118,7 @@ static void render_node(buf *b, pxd_node *n) {
     family(b, "plexus_node_phase", "gauge",
            "1 for the phase the node is in (starting, running, draining, stopped), else 0.");
     for (int i = PXD_STARTING; i <= PXD_STOPPED; i++) {
-        put(b, "plexus_node_phase{phase=\"%s\"} %d\n", phases[i], i == phase ? 1 : 0);
+        pxu_text_add(b, "plexus_node_phase{phase=\"%s\"} %d\n", phases[i], i == phase ? 1 : 0);
     }
     one_u64(b, "plexus_node_ready", "gauge",
             "1 when the node is ready for work (GET /readyz answers 200), else 0.",
@@ -165,14 +126,14 @@ static void render_node(buf *b, pxd_node *n) {
     static const char *const levels[] = {"trace", "debug", "info", "warn", "error", "crit"};
     family(b, "plexus_log_lines_total", "counter", "Log lines written, by level.");
     for (int l = PX_LOG_TRACE; l <= PX_LOG_CRIT; l++) {
-        put(b, "plexus_log_lines_total{level=\"%s\"} %" PRIu64 "\n", levels[l],
+        pxu_text_add(b, "plexus_log_lines_total{level=\"%s\"} %" PRIu64 "\n", levels[l],
             (uint64_t)atomic_load_explicit(&n->log_lines[l], memory_order_relaxed));
     }
     family(b, "plexus_admin_requests_total", "counter",
            "Admin channel requests answered, by outcome (ok, error).");
-    put(b, "plexus_admin_requests_total{outcome=\"ok\"} %" PRIu64 "\n",
+    pxu_text_add(b, "plexus_admin_requests_total{outcome=\"ok\"} %" PRIu64 "\n",
         (uint64_t)atomic_load(&n->admin_ok));
-    put(b, "plexus_admin_requests_total{outcome=\"error\"} %" PRIu64 "\n",
+    pxu_text_add(b, "plexus_admin_requests_total{outcome=\"error\"} %" PRIu64 "\n",
         (uint64_t)atomic_load(&n->admin_err));
 }
 
@@ -252,12 +213,12 @@ static void render_system(buf *b, px_system *sys) {
     uint64_t cum = 0;
     for (size_t i = 0; i < NBOUNDS; i++) {
         cum += h.count[i];
-        put(b, "plexus_mailbox_depth_bucket{le=\"%" PRIu64 "\"} %" PRIu64 "\n", depth_bounds[i],
+        pxu_text_add(b, "plexus_mailbox_depth_bucket{le=\"%" PRIu64 "\"} %" PRIu64 "\n", depth_bounds[i],
             cum);
     }
     cum += h.count[NBOUNDS];
-    put(b, "plexus_mailbox_depth_bucket{le=\"+Inf\"} %" PRIu64 "\n", cum);
-    put(b, "plexus_mailbox_depth_sum %" PRIu64 "\nplexus_mailbox_depth_count %" PRIu64 "\n",
+    pxu_text_add(b, "plexus_mailbox_depth_bucket{le=\"+Inf\"} %" PRIu64 "\n", cum);
+    pxu_text_add(b, "plexus_mailbox_depth_sum %" PRIu64 "\nplexus_mailbox_depth_count %" PRIu64 "\n",
         h.sum, h.actors);
     one_u64(b, "plexus_mailbox_depth_max", "gauge",
             "The deepest live actor's mailbox, in messages.", h.max);
@@ -306,8 +267,8 @@ static void render_transport(buf *b, px_transport *t, const peer_names *peers) {
     in_out(b, "plexus_transport_bulk_total", "Payloads sent or received in chunks on BULK.",
            s.bulk_in, s.bulk_out);
     family(b, "plexus_transport_heartbeats_total", "counter", "Heartbeat frames received, by kind (ping, pong).");
-    put(b, "plexus_transport_heartbeats_total{kind=\"ping\"} %" PRIu64 "\n", s.pings);
-    put(b, "plexus_transport_heartbeats_total{kind=\"pong\"} %" PRIu64 "\n", s.pongs);
+    pxu_text_add(b, "plexus_transport_heartbeats_total{kind=\"ping\"} %" PRIu64 "\n", s.pings);
+    pxu_text_add(b, "plexus_transport_heartbeats_total{kind=\"pong\"} %" PRIu64 "\n", s.pongs);
     static const field t_fields[] = {
         {"plexus_transport_handshakes_total", "counter", "Link handshakes completed.",
          TRANSPORT(handshakes)},
@@ -330,7 +291,7 @@ static void render_transport(buf *b, px_transport *t, const peer_names *peers) {
     px_peer_info *pi = peers->n > 0 ? calloc(peers->n, sizeof *pi) : NULL;
     bool *known = peers->n > 0 ? calloc(peers->n, sizeof *known) : NULL;
     if (peers->n > 0 && (pi == NULL || known == NULL)) {
-        b->failed = true;
+        b->oom = true;
         free(pi);
         free(known);
         return;
@@ -346,7 +307,7 @@ static void render_transport(buf *b, px_transport *t, const peer_names *peers) {
            "else 0.");
     for (size_t i = 0; i < peers->n; i++) {
         for (size_t k = 0; known[i] && k < sizeof(states) / sizeof(states[0]); k++) {
-            put(b, "plexus_link_state{peer=\"%s\",state=\"%s\"} %d\n",
+            pxu_text_add(b, "plexus_link_state{peer=\"%s\",state=\"%s\"} %d\n",
                 esc(peers->v[i], e, sizeof e), px_link_state_name(states[k]),
                 pi[i].state == states[k] ? 1 : 0);
         }
@@ -363,7 +324,7 @@ static void render_transport(buf *b, px_transport *t, const peer_names *peers) {
         for (size_t i = 0; i < peers->n; i++) {
             uint32_t us = r == 0 ? pi[i].rtt_us : r == 1 ? pi[i].rtt_max_us : pi[i].rtt_p99_us;
             if (known[i]) {
-                put(b, "%s{peer=\"%s\"} %.6f\n", rtts[r].name, esc(peers->v[i], e, sizeof e),
+                pxu_text_add(b, "%s{peer=\"%s\"} %.6f\n", rtts[r].name, esc(peers->v[i], e, sizeof e),
                     (double)us / 1e6);
             }
         }
@@ -371,7 +332,7 @@ static void render_transport(buf *b, px_transport *t, const peer_names *peers) {
     family(b, "plexus_link_queued_messages", "gauge", "Envelopes waiting to go out to each peer.");
     for (size_t i = 0; i < peers->n; i++) {
         if (known[i]) {
-            put(b, "plexus_link_queued_messages{peer=\"%s\"} %zu\n",
+            pxu_text_add(b, "plexus_link_queued_messages{peer=\"%s\"} %zu\n",
                 esc(peers->v[i], e, sizeof e), pi[i].queued_msgs);
         }
     }
@@ -379,7 +340,7 @@ static void render_transport(buf *b, px_transport *t, const peer_names *peers) {
            "Payload bytes waiting to go out to each peer (bulk included).");
     for (size_t i = 0; i < peers->n; i++) {
         if (known[i]) {
-            put(b, "plexus_link_queued_bytes{peer=\"%s\"} %" PRIu64 "\n",
+            pxu_text_add(b, "plexus_link_queued_bytes{peer=\"%s\"} %" PRIu64 "\n",
                 esc(peers->v[i], e, sizeof e), pi[i].queued_bytes);
         }
     }
@@ -400,7 +361,7 @@ static void render_cluster(buf *b, px_cluster *c, const px_member *ms, size_t nm
         for (size_t i = 0; i < nm; i++) {
             count += ms[i].state == states[k];
         }
-        put(b, "plexus_cluster_members{state=\"%s\"} %" PRIu64 "\n",
+        pxu_text_add(b, "plexus_cluster_members{state=\"%s\"} %" PRIu64 "\n",
             px_member_state_name(states[k]), count);
     }
     px_cluster_health h;
@@ -418,7 +379,7 @@ static void render_cluster(buf *b, px_cluster *c, const px_member *ms, size_t nm
             h.keepalives);
     one_u64(b, "plexus_cluster_keepalive_errors_total", "counter",
             "Lease keepalives that failed.", h.keepalive_errors);
-    int64_t down = h.etcd_down_since_ms > 0 ? wall_ms() - h.etcd_down_since_ms : 0;
+    int64_t down = h.etcd_down_since_ms > 0 ? pxu_wall_ms() - h.etcd_down_since_ms : 0;
     one_f(b, "plexus_cluster_etcd_down_seconds", "gauge",
           "Seconds since etcd requests started failing in a row (0: etcd is fine).",
           (double)(down > 0 ? down : 0) / 1000.0);
@@ -439,8 +400,8 @@ static void render_mesh(buf *b, px_mesh *m) {
     fields(b, gauges, sizeof(gauges) / sizeof(gauges[0]), &s);
     family(b, "plexus_mesh_spawns_total", "counter",
            "Remote spawns sent to other nodes and served for them.");
-    put(b, "plexus_mesh_spawns_total{direction=\"sent\"} %" PRIu64 "\n", s.spawns_sent);
-    put(b, "plexus_mesh_spawns_total{direction=\"served\"} %" PRIu64 "\n", s.spawns_served);
+    pxu_text_add(b, "plexus_mesh_spawns_total{direction=\"sent\"} %" PRIu64 "\n", s.spawns_sent);
+    pxu_text_add(b, "plexus_mesh_spawns_total{direction=\"served\"} %" PRIu64 "\n", s.spawns_served);
     static const field counters[] = {
         {"plexus_mesh_node_down_terminations_total", "counter",
          "Terminated notices (node down or fenced) delivered to watchers.",
@@ -455,9 +416,9 @@ static void render_mesh(buf *b, px_mesh *m) {
     fields(b, counters, sizeof(counters) / sizeof(counters[0]), &s);
     family(b, "plexus_mesh_publications_total", "counter",
            "Publication frames sent to subscribing nodes and received from other nodes.");
-    put(b, "plexus_mesh_publications_total{direction=\"sent\"} %" PRIu64 "\n",
+    pxu_text_add(b, "plexus_mesh_publications_total{direction=\"sent\"} %" PRIu64 "\n",
         s.publications_sent);
-    put(b, "plexus_mesh_publications_total{direction=\"received\"} %" PRIu64 "\n",
+    pxu_text_add(b, "plexus_mesh_publications_total{direction=\"received\"} %" PRIu64 "\n",
         s.publications_received);
 }
 
@@ -467,8 +428,8 @@ static void render_admin(buf *b, px_admin_server *a) {
     px_admin_server_stats(a, &s);
     family(b, "plexus_admin_connections_total", "counter",
            "Admin channel connections, by outcome of their handshake (accepted, refused).");
-    put(b, "plexus_admin_connections_total{outcome=\"accepted\"} %" PRIu64 "\n", s.accepted);
-    put(b, "plexus_admin_connections_total{outcome=\"refused\"} %" PRIu64 "\n", s.refused);
+    pxu_text_add(b, "plexus_admin_connections_total{outcome=\"accepted\"} %" PRIu64 "\n", s.accepted);
+    pxu_text_add(b, "plexus_admin_connections_total{outcome=\"refused\"} %" PRIu64 "\n", s.refused);
     one_u64(b, "plexus_admin_clients", "gauge", "Admin channel connections open now.",
             s.clients);
     one_u64(b, "plexus_admin_messages_total", "counter",
@@ -479,13 +440,9 @@ static void render_admin(buf *b, px_admin_server *a) {
 }
 
 char *pxd_metrics_render(pxd_node *n) {
-    buf b = {.cap = 16384};
-    if ((b.p = malloc(b.cap)) == NULL) {
-        return NULL;
-    }
-    b.p[0] = '\0';
+    buf b = {0};
     if (n == NULL) {
-        return b.p;
+        return pxu_text_take(&b);
     }
     render_node(&b, n);
     if (n->sys != NULL) {
@@ -505,7 +462,7 @@ char *pxd_metrics_render(pxd_node *n) {
             nm = nm < total ? nm : total;
         }
         if (total > 0 && ms == NULL) {
-            b.failed = true;
+            b.oom = true;
         }
     }
     if (n->t != NULL) {
@@ -541,9 +498,5 @@ char *pxd_metrics_render(pxd_node *n) {
     if (n->admin != NULL) {
         render_admin(&b, n->admin);
     }
-    if (b.failed) {
-        free(b.p);
-        return NULL;
-    }
-    return b.p;
+    return pxu_text_take(&b);
 }

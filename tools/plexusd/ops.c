@@ -17,23 +17,12 @@
 
 #include "builtins.h"
 #include "pbjson.h"
+#include "text.h"
 #include "plexus/admin.pb-c.h"
 #include "plexus/plexus.pb-c.h"
 
 #define EV_MAX 1024
 #define ASK_DEFAULT_MS 5000
-
-static int64_t wall_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static int64_t mono_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 /* ---- events ---- */
 
@@ -70,7 +59,7 @@ static void on_failure(void *arg, px_ref who, const char *behavior, px_err code,
     char rb[48];
     ev_push(n, json_pack("{s:s, s:s, s:s, s:s, s:s, s:I}", "event", "failure", "ref",
                          px_ref_format(who, rb, sizeof rb), "behavior", behavior, "code",
-                         px_errname(code), "reason", reason, "at_ms", (json_int_t)wall_ms()));
+                         px_errname(code), "reason", reason, "at_ms", (json_int_t)pxu_wall_ms()));
 }
 
 static const char *mstate(int s) { return px_member_state_name((px_member_state)s); }
@@ -257,7 +246,7 @@ static void op_info(pxd_node *n, px_admin_conn *conn, uint64_t id) {
                           n->admin != NULL ? px_admin_server_url(n->admin) : "", "cluster",
                           n->cfg->cluster, "ready", ready, "not_ready", why, "started_ms",
                           (json_int_t)n->started_ms, "uptime_ms",
-                          (json_int_t)(wall_ms() - n->started_ms), "roles", roles, "behaviors",
+                          (json_int_t)(pxu_wall_ms() - n->started_ms), "roles", roles, "behaviors",
                           behs, "version", PXD_VERSION, "standalone", n->cfg->etcd.n == 0);
     nng_mtx_lock(n->parts_mtx);
     if (o != NULL && n->t != NULL) {
@@ -536,7 +525,7 @@ static void op_send(pxd_node *n, px_admin_conn *conn, uint64_t id, const Plexus_
         return;
     }
     px_msg *rep = NULL;
-    int64_t t0 = mono_ms();
+    int64_t t0 = pxu_mono_ms();
     e = px_system_ask(n->sys, to, &m, r->timeout_ms ? r->timeout_ms : ASK_DEFAULT_MS, &rep);
     px_msg_free(m);
     if (e != PX_OK) {
@@ -546,7 +535,7 @@ static void op_send(pxd_node *n, px_admin_conn *conn, uint64_t id, const Plexus_
     json_t *body = msg_json(rep);
     px_msg_free(rep);
     done_json(n, conn, id, json_pack("{s:s, s:o, s:I}", "to", rb, "reply", body, "ms",
-                                     (json_int_t)(mono_ms() - t0)));
+                                     (json_int_t)(pxu_mono_ms() - t0)));
 }
 
 static void op_stop(pxd_node *n, px_admin_conn *conn, uint64_t id, const char *target) {
@@ -684,14 +673,14 @@ static void drain_progress(void *arg, const char *json) {
 static void op_drain(pxd_node *n, px_admin_conn *conn, uint64_t id, const Plexus__Admin__DrainReq *r) {
     prog_ctx p = {n, conn, id};
     uint32_t tmo = r != NULL && r->timeout_ms > 0 ? r->timeout_ms : n->cfg->drain_timeout_ms;
-    int64_t t0 = mono_ms();
+    int64_t t0 = pxu_mono_ms();
     px_err e = pxd_drain(n, tmo, drain_progress, &p);
     if (e != PX_OK) {
         done_err(n, conn, id, e, "drain of %s: %s", px_system_node_name(n->sys), px_strerror(e));
         return;
     }
     done_json(n, conn, id, json_pack("{s:s, s:s, s:I}", "node", px_system_node_name(n->sys),
-                                     "step", "done", "ms", (json_int_t)(mono_ms() - t0)));
+                                     "step", "done", "ms", (json_int_t)(pxu_mono_ms() - t0)));
 }
 
 static void op_watch(pxd_node *n, px_admin_conn *conn, uint64_t id, const Plexus__Admin__WatchReq *r) {
@@ -706,7 +695,7 @@ static void op_watch(pxd_node *n, px_admin_conn *conn, uint64_t id, const Plexus
     uint64_t next = e->seq;
     nng_mtx_unlock(e->mtx);
     reply(conn, id, true, PX_OK, NULL, "{\"event\":\"watching\"}");
-    int64_t last_send = mono_ms();
+    int64_t last_send = pxu_mono_ms();
     while (!px_admin_conn_closing(conn) && atomic_load(&n->phase) != PXD_STOPPED) {
         char *line = NULL;
         nng_mtx_lock(e->mtx);
@@ -719,9 +708,9 @@ static void op_watch(pxd_node *n, px_admin_conn *conn, uint64_t id, const Plexus
         }
         nng_mtx_unlock(e->mtx);
         if (line == NULL) {
-            if (mono_ms() - last_send > 2000) { /* lets a gone client be noticed */
+            if (pxu_mono_ms() - last_send > 2000) { /* lets a gone client be noticed */
                 reply(conn, id, true, PX_OK, NULL, "{\"event\":\"tick\"}");
-                last_send = mono_ms();
+                last_send = pxu_mono_ms();
             }
             nng_msleep(50);
             continue;
@@ -729,7 +718,7 @@ static void op_watch(pxd_node *n, px_admin_conn *conn, uint64_t id, const Plexus
         bool is_mem = strstr(line, "\"event\":\"member\"") != NULL;
         if ((is_mem && mem) || (!is_mem && fail)) {
             reply(conn, id, true, PX_OK, NULL, line);
-            last_send = mono_ms();
+            last_send = pxu_mono_ms();
         }
         free(line);
     }
@@ -782,23 +771,16 @@ static void progress_json(void (*progress)(void *, const char *), void *arg, jso
     free(t);
 }
 
-/* Messages waiting in local mailboxes (-1 if the tree dump failed). */
+static void add_depth(void *arg, px_ref ref, const char *behavior, const char *name,
+                      const px_actor_stats *st) {
+    (void)ref, (void)behavior, (void)name;
+    *(int64_t *)arg += (int64_t)st->depth;
+}
+
+/* Messages waiting in local mailboxes. */
 static int64_t queued(pxd_node *n) {
-    px_err e;
-    json_t *t = tree_json(n, &e);
-    if (t == NULL) {
-        return -1;
-    }
-    json_t *all = json_array();
-    flatten(json_object_get(t, "children"), "", all);
     int64_t q = 0;
-    size_t i;
-    json_t *a;
-    json_array_foreach(all, i, a) {
-        q += json_integer_value(json_object_get(a, "mailbox_depth"));
-    }
-    json_decref(all);
-    json_decref(t);
+    (void)px_system_actors(n->sys, add_depth, &q);
     return q;
 }
 
@@ -810,7 +792,7 @@ px_err pxd_drain(pxd_node *n, uint32_t timeout_ms,
         progress_json(progress, arg, json_pack("{s:s}", "step", "already drained"));
         return PX_OK;
     }
-    int64_t t0 = mono_ms(), end = t0 + timeout_ms;
+    int64_t t0 = pxu_mono_ms(), end = t0 + timeout_ms;
     px_err rv = PX_OK;
     const char *me = px_system_node_name(n->sys);
     atomic_store(&n->phase, PXD_DRAINING);
@@ -833,10 +815,10 @@ px_err pxd_drain(pxd_node *n, uint32_t timeout_ms,
     px_cluster_stop(c, true);
     px_log(n->sys, PX_LOG_INFO, "drain: left the cluster");
     progress_json(progress, arg, json_pack("{s:s, s:I}", "step", "left", "ms",
-                                           (json_int_t)(mono_ms() - t0)));
+                                           (json_int_t)(pxu_mono_ms() - t0)));
     /* 2. Work off the mailboxes while the links still carry replies. */
     int64_t q = queued(n), calm = 0;
-    while (mono_ms() < end - timeout_ms / 4) {
+    while (pxu_mono_ms() < end - timeout_ms / 4) {
         calm = q == 0 ? calm + 1 : 0;
         if (calm >= 3) {
             break;
@@ -854,7 +836,7 @@ px_err pxd_drain(pxd_node *n, uint32_t timeout_ms,
         px_log(n->sys, PX_LOG_WARN, "drain: %" PRId64 " messages still queued at the bound", q);
     }
     progress_json(progress, arg, json_pack("{s:s, s:I, s:I}", "step", "mailboxes done", "queued",
-                                           (json_int_t)q, "ms", (json_int_t)(mono_ms() - t0)));
+                                           (json_int_t)q, "ms", (json_int_t)(pxu_mono_ms() - t0)));
     /* 3. Stop the actors (drain mode: what is still queued is handled). */
     (void)px_system_shutdown(n->sys);
     /* 4. Flush what the links still hold. */
@@ -875,7 +857,7 @@ px_err pxd_drain(pxd_node *n, uint32_t timeout_ms,
         if (left > 0) {
             nng_msleep(20);
         }
-    } while (left > 0 && mono_ms() < end);
+    } while (left > 0 && pxu_mono_ms() < end);
     if (left > 0) {
         rv = PX_ETIMEDOUT;
         px_log(n->sys, PX_LOG_WARN, "drain: %zu messages still queued on links at the bound", left);
@@ -886,9 +868,9 @@ px_err pxd_drain(pxd_node *n, uint32_t timeout_ms,
     px_transport_stop(t);
     n->drained = true;
     atomic_store(&n->phase, PXD_STOPPED);
-    px_log(n->sys, PX_LOG_INFO, "drain: done in %" PRId64 " ms", mono_ms() - t0);
+    px_log(n->sys, PX_LOG_INFO, "drain: done in %" PRId64 " ms", pxu_mono_ms() - t0);
     progress_json(progress, arg, json_pack("{s:s, s:I, s:I}", "step", "flushed", "link_queued",
-                                           (json_int_t)left, "ms", (json_int_t)(mono_ms() - t0)));
+                                           (json_int_t)left, "ms", (json_int_t)(pxu_mono_ms() - t0)));
     nng_mtx_unlock(n->drain_mtx);
     return rv;
 }

@@ -121,8 +121,9 @@ typedef struct px_cluster_cfg {
                              the transport's */
     const char *const *roles; /* NULL-terminated, or NULL */
     const char *admin_address; /* optional, published in NodeInfo: where plexctl
-                                  reaches this node's admin channel */
-    const char *http_address;  /* optional, published in NodeInfo: /metrics etc. */
+                                  reaches this node's admin channel (copied) */
+    const char *http_address;  /* optional, published in NodeInfo: /metrics etc.
+                                  (copied) */
     uint32_t ttl_s;       /* lease TTL; default 3, etcd's minimum is 2 */
     size_t audit_max;     /* state changes kept; default 256 */
     px_etcd_cfg etcd;     /* the etcd client's configuration */
