@@ -51,7 +51,7 @@ typedef struct prox {
 typedef struct pend {
     uint64_t corr;
     px_ref proxy;  /* nil for a blocking px_mesh_spawn */
-    uint32_t node;
+    uint32_t node, node_inc; /* where the request went */
     uint32_t unreachable_ms;
     const char *global_name; /* borrowed for the send only */
     bool cancelled; /* the proxy gave up: stop what starts */
@@ -586,6 +586,7 @@ static px_err spawn_send(px_mesh *m, const cand *c, pend *p, px_ref from, const 
     nng_mtx_lock(m->mtx);
     p->corr = ++m->next_corr;
     p->node = c->id;
+    p->node_inc = c->inc;
     bool ok = GROW(m->pd, m->npd, m->cappd);
     if (ok) {
         m->pd[m->npd++] = p;
@@ -1313,7 +1314,7 @@ static void node_lost(px_mesh *m, const lost *l) {
         }
     }
     for (size_t i = 0; i < m->npd;) {
-        if (all || m->pd[i]->node == l->node) {
+        if (all || (m->pd[i]->node == l->node && m->pd[i]->node_inc != l->keep_inc)) {
             pd[npd++] = m->pd[i];
             m->pd[i] = m->pd[--m->npd];
         } else {
