@@ -1126,6 +1126,14 @@ void px_cluster_health_get(px_cluster *c, px_cluster_health *out) {
     nng_mtx_unlock(c->mtx);
 }
 
+void px_cluster_etcd_stats(px_cluster *c, px_etcd_stats *out) {
+    if (c->e == NULL) {
+        *out = (px_etcd_stats){0};
+        return;
+    }
+    px_etcd_stats_get(c->e, out);
+}
+
 /* ---- subscriptions ---- */
 
 px_err px_cluster_subscribe(px_cluster *c, px_ref who) {

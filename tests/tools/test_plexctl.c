@@ -435,6 +435,24 @@ Test(plexctl, a_three_node_cluster_answers_every_subcommand) {
     char err[256] = "";
     int samples = promcheck(body, err, sizeof err);
     cr_assert_gt(samples, 10, "promcheck: %s", err);
+    /* a node in a cluster has talked to etcd and to its peers on the
+     * control and normal lanes */
+    cr_assert_gt(promcheck_value(body, "plexus_etcd_requests_total"), 0.0);
+    cr_assert_gt(promcheck_value(body, "plexus_etcd_request_duration_seconds_count"), 0.0);
+    cr_assert_gt(promcheck_value(body, "plexus_etcd_request_duration_seconds_sum"), 0.0);
+    cr_assert_geq(promcheck_value(body, "plexus_etcd_errors_total"), 0.0);
+    cr_assert_gt(promcheck_value(
+                     body, "plexus_transport_lane_messages_total{lane=\"control\",direction=\"in\"}"),
+                 0.0);
+    cr_assert_gt(promcheck_value(
+                     body, "plexus_transport_lane_messages_total{lane=\"normal\",direction=\"out\"}"),
+                 0.0);
+    cr_assert_gt(promcheck_value(
+                     body, "plexus_transport_lane_bytes_total{lane=\"control\",direction=\"out\"}"),
+                 0.0);
+    cr_assert_geq(promcheck_value(
+                      body, "plexus_transport_lane_bytes_total{lane=\"bulk\",direction=\"in\"}"),
+                  0.0);
 
     /* a client without the cluster secret is refused, and counted */
     char bad[192];

@@ -254,6 +254,18 @@ static void peer_add(peer_names *p, const char *name, const char *self) {
     snprintf(p->v[p->n++], sizeof(p->v[0]), "%s", name);
 }
 
+/* A counter family with lane and direction labels. */
+static void by_lane(buf *b, const char *name, const char *help, const uint64_t in[3],
+                    const uint64_t out[3]) {
+    static const char *const lanes[3] = {"control", "normal", "bulk"};
+    family(b, name, "counter", help);
+    for (int l = 0; l < 3; l++) {
+        pxu_text_add(b, "%s{lane=\"%s\",direction=\"in\"} %" PRIu64 "\n", name, lanes[l], in[l]);
+        pxu_text_add(b, "%s{lane=\"%s\",direction=\"out\"} %" PRIu64 "\n", name, lanes[l],
+                     out[l]);
+    }
+}
+
 static void render_transport(buf *b, px_transport *t, const peer_names *peers) {
     px_transport_stats s;
     memset(&s, 0, sizeof s);
@@ -266,6 +278,11 @@ static void render_transport(buf *b, px_transport *t, const peer_names *peers) {
            s.bytes_in, s.bytes_out);
     in_out(b, "plexus_transport_bulk_total", "Payloads sent or received in chunks on BULK.",
            s.bulk_in, s.bulk_out);
+    by_lane(b, "plexus_transport_lane_messages_total",
+            "Envelopes by lane (chunked payloads on bulk), sent and received before delivery.",
+            s.lane_msgs_in, s.lane_msgs_out);
+    by_lane(b, "plexus_transport_lane_bytes_total", "Bytes read and written, by lane.",
+            s.lane_bytes_in, s.lane_bytes_out);
     family(b, "plexus_transport_heartbeats_total", "counter", "Heartbeat frames received, by kind (ping, pong).");
     pxu_text_add(b, "plexus_transport_heartbeats_total{kind=\"ping\"} %" PRIu64 "\n", s.pings);
     pxu_text_add(b, "plexus_transport_heartbeats_total{kind=\"pong\"} %" PRIu64 "\n", s.pongs);
@@ -383,6 +400,28 @@ static void render_cluster(buf *b, px_cluster *c, const px_member *ms, size_t nm
     one_f(b, "plexus_cluster_etcd_down_seconds", "gauge",
           "Seconds since etcd requests started failing in a row (0: etcd is fine).",
           (double)(down > 0 ? down : 0) / 1000.0);
+    px_etcd_stats es;
+    px_cluster_etcd_stats(c, &es);
+    one_u64(b, "plexus_etcd_requests_total", "counter",
+            "Unary etcd requests completed (failed ones included).", es.requests);
+    one_u64(b, "plexus_etcd_errors_total", "counter", "Unary etcd requests that failed.",
+            es.errors);
+    one_u64(b, "plexus_etcd_bad_responses_total", "counter",
+            "etcd responses that could not be parsed.", es.bad_responses);
+    one_u64(b, "plexus_etcd_failovers_total", "counter",
+            "Moves to the next etcd endpoint.", es.failovers);
+    one_u64(b, "plexus_etcd_watch_connects_total", "counter",
+            "etcd watch streams connected or reconnected.", es.watch_connects);
+    uint64_t ok = es.requests >= es.errors ? es.requests - es.errors : 0;
+    family(b, "plexus_etcd_request_duration_seconds", "summary",
+           "Latency of successful unary etcd requests.");
+    pxu_text_add(b, "plexus_etcd_request_duration_seconds_sum %.6f\n"
+                    "plexus_etcd_request_duration_seconds_count %" PRIu64 "\n",
+                 (double)es.latency_sum_us / 1e6, ok);
+    one_f(b, "plexus_etcd_request_duration_max_seconds", "gauge",
+          "The slowest successful unary etcd request so far.", (double)es.max_latency_us / 1e6);
+    one_f(b, "plexus_etcd_request_duration_last_seconds", "gauge",
+          "The last successful unary etcd request.", (double)es.last_latency_us / 1e6);
 }
 
 static void render_mesh(buf *b, px_mesh *m) {

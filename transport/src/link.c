@@ -443,6 +443,7 @@ static void pack_batch_locked(conn *c, bool *kick_bulk) {
         return;
     }
     CNT(t, msgs_out, n);
+    CNT(t, lane_msgs_out[c->lane], n);
     for (size_t i = 0; i < k; i++) {
         txent *e = txq_at(q, 0);
         p->qmsgs--;
@@ -542,6 +543,7 @@ static void bulk_fill_locked(conn *c) {
         txent_free(&c->cur);
         c->has_cur = false;
         CNT(t, bulk_out, 1);
+        CNT(t, lane_msgs_out[L_BLK], 1);
     }
     c->writing = false;
     if (c->state == C_CLOSED) {
@@ -600,6 +602,7 @@ static void tx_cb(void *arg) {
     }
     size_t n = nng_aio_count(c->tx_aio);
     CNT(c->t, bytes_out, n);
+    CNT(c->t, lane_bytes_out[c->lane], n);
     c->wcur_off += n;
     if (c->wcur_off < c->wcur_len) { /* a short write: the rest */
         nng_iov iov = {c->wcur + c->wcur_off, c->wcur_len - c->wcur_off};
@@ -1304,6 +1307,7 @@ static void bulk_complete_locked(peer *p, rxbulk *b) {
     }
     bulk_free(&p->rx, b);
     CNT(p->t, bulk_in, 1);
+    CNT(p->t, lane_msgs_in[L_BLK], 1);
     rxpair *q = pair_find(&p->rx, it->to, it->from);
     if (q != NULL) {
         pair_pump(p, (size_t)(q - p->rx.pairs), now_ms());
@@ -1502,6 +1506,7 @@ static void on_frame_locked(conn *c, const uint8_t *pt, size_t n) {
         if (!inbound || c->lane == L_BLK || f->batch == NULL) {
             bad = "a batch on a connection that does not carry them";
         } else {
+            CNT(t, lane_msgs_in[c->lane], f->batch->n_envelopes);
             nng_mtx_unlock(c->mtx);
             bad = pxl_deliver_batch(c, f->batch);
             nng_mtx_lock(c->mtx);
@@ -1651,6 +1656,7 @@ static void rx_cb(void *arg) {
     }
     size_t got = nng_aio_count(c->rx_aio);
     CNT(t, bytes_in, got);
+    CNT(t, lane_bytes_in[c->lane], got);
     c->rlen += got;
     c->last_rx_ms = now_ms();
     rx_process(c);
@@ -2573,6 +2579,12 @@ void px_transport_stats_get(px_transport *t, px_transport_stats *o) {
     o->pongs = atomic_load(&t->pongs);
     o->bulk_out = atomic_load(&t->bulk_out);
     o->bulk_in = atomic_load(&t->bulk_in);
+    for (int l = 0; l < NLANES; l++) {
+        o->lane_msgs_out[l] = atomic_load(&t->lane_msgs_out[l]);
+        o->lane_msgs_in[l] = atomic_load(&t->lane_msgs_in[l]);
+        o->lane_bytes_out[l] = atomic_load(&t->lane_bytes_out[l]);
+        o->lane_bytes_in[l] = atomic_load(&t->lane_bytes_in[l]);
+    }
     o->held = atomic_load(&t->held);
     o->notices = atomic_load(&t->notices);
     o->notices_lost = atomic_load(&t->notices_lost);

@@ -228,6 +228,10 @@ struct px_transport {
     _Atomic uint64_t msgs_out, msgs_in, frames_out, frames_in, bytes_out, bytes_in, handshakes,
         refused, bad_frames, undeliverable, pings, pongs, bulk_out, bulk_in, held, notices,
         notices_lost;
+    /* By lane (L_CTL, L_NRM, L_BLK): envelopes (chunked payloads on BULK)
+     * sent and received, bytes written and read. */
+    _Atomic uint64_t lane_msgs_out[NLANES], lane_msgs_in[NLANES], lane_bytes_out[NLANES],
+        lane_bytes_in[NLANES];
 };
 
 #define CNT(t, f, n) atomic_fetch_add_explicit(&(t)->f, (n), memory_order_relaxed)

@@ -177,6 +177,10 @@ typedef struct px_cluster_health {
 /* A snapshot of this node's standing. Thread-safe; cannot fail. */
 void px_cluster_health_get(px_cluster *c, px_cluster_health *out);
 
+/* The counters of this node's etcd client (requests, errors, latency: see
+ * px_etcd_stats); all zero for a standalone node. Thread-safe. */
+void px_cluster_etcd_stats(px_cluster *c, px_etcd_stats *out);
+
 /* ---- actors and membership (cfg.sys required) ---- */
 
 /* The local actor `who` receives every membership change from now on as a

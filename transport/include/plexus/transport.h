@@ -255,6 +255,12 @@ typedef struct px_transport_stats {
                                        (sender, target) pair */
     uint64_t notices, notices_lost; /* "undelivered" notices sent to senders on peers /
                                        lost (queue full, peer down) */
+    /* By lane, indexed 0 control, 1 normal, 2 bulk (proto/plexus.proto's
+     * Lane): envelopes packed into frames / received in frames (on bulk:
+     * chunked payloads sent / reassembled), bytes written / read. Received
+     * counts what arrived, before delivery (msgs_in counts delivered). */
+    uint64_t lane_msgs_out[3], lane_msgs_in[3];
+    uint64_t lane_bytes_out[3], lane_bytes_in[3];
 } px_transport_stats;
 
 void px_transport_stats_get(px_transport *t, px_transport_stats *out);
