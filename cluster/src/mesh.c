@@ -1259,6 +1259,16 @@ static void handle_sys(px_mesh *m, uint32_t op, const syshdr *h, const uint8_t *
 
 /* ---- node loss ---- */
 
+/* Asks of local actors waiting on that node end now with code. */
+static void fail_asks(px_mesh *m, uint32_t node, uint32_t keep_inc, px_err code) {
+    size_t n = px_system_fail_asks(m->sys, node, keep_inc, code);
+    if (n > 0) {
+        nng_mtx_lock(m->mtx);
+        m->st.asks_failed += n;
+        nng_mtx_unlock(m->mtx);
+    }
+}
+
 typedef struct lost {
     uint32_t node;
     uint32_t keep_inc;  /* entries of this incarnation stay (0: none stays) */
@@ -1326,6 +1336,9 @@ static void node_lost(px_mesh *m, const lost *l) {
     m->st.lost_children += np;
     m->st.orphans_stopped += nh;
     nng_mtx_unlock(m->mtx);
+    if (!all) {
+        fail_asks(m, l->node, l->keep_inc, l->code);
+    }
     for (size_t i = 0; i < nw; i++) {
         (void)px_system_deliver_terminated(m->sys, w[i].watcher, w[i].target, l->term, l->code);
     }
@@ -1384,6 +1397,12 @@ static void on_member(px_mesh *m, const Plexus__MemberEvent *e) {
         l.code = PX_ENODEDOWN;
         node_lost(m, &l);
         topics_forget(m, e->node_id);
+        return;
+    case PLEXUS__MEMBER_STATE__MEMBER_UNREACHABLE:
+        /* Its link is silent: a reply is unlikely to come before the asks'
+         * timeouts, so they end with that error now; watches, proxies and
+         * hosted children wait for the unreachable policy (tick). */
+        fail_asks(m, e->node_id, 0, PX_EUNREACHABLE);
         return;
     case PLEXUS__MEMBER_STATE__MEMBER_UP:
     case PLEXUS__MEMBER_STATE__MEMBER_JOINING:

@@ -663,6 +663,9 @@ void pxi_cancel_timers(px_actor *a) {
     x->ntimers = 0;
     for (uint32_t i = 0; i < x->npend; i++) {
         pxi_timer_cancel(a->sys->timers, x->pend[i].timer);
+        if (x->pend[i].remote) {
+            pxi_rask_del(a->sys, pxi_ref_of(a), x->pend[i].corr);
+        }
     }
     x->npend = 0;
 }
@@ -801,6 +804,9 @@ static bool pending_take(px_actor *a, uint64_t corr, uint64_t *timer) {
     for (uint32_t i = 0; i < x->npend; i++) {
         if (x->pend[i].corr == corr) {
             *timer = x->pend[i].timer;
+            if (x->pend[i].remote) {
+                pxi_rask_del(a->sys, pxi_ref_of(a), corr);
+            }
             x->pend[i] = x->pend[--x->npend];
             return true;
         }
@@ -1249,6 +1255,12 @@ px_err px_ask(px_ctx *ctx, px_ref to, px_msg **msg, uint32_t timeout_ms, uint64_
         px_msg_free(tm);
         return rv;
     }
+    /* Registered before the send: a node loss right after it ends it. */
+    bool remote = to.node != 0 && to.node != sys->node;
+    if (remote && (rv = pxi_rask_add(sys, me, c, to)) != PX_OK) {
+        pxi_timer_cancel(sys->timers, timer);
+        return rv;
+    }
     px_msg *m = *msg;
     m->sender = me;
     m->corr = c;
@@ -1258,9 +1270,12 @@ px_err px_ask(px_ctx *ctx, px_ref to, px_msg **msg, uint32_t timeout_ms, uint64_
         m->flags &= ~PXI_MF_ASKED;
         m->corr = 0;
         pxi_timer_cancel(sys->timers, timer);
+        if (remote) {
+            pxi_rask_del(sys, me, c);
+        }
         return rv;
     }
-    x->pend[x->npend++] = (pxi_pending){c, timer};
+    x->pend[x->npend++] = (pxi_pending){c, timer, remote};
     if (corr != NULL) {
         *corr = c;
     }

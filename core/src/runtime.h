@@ -79,7 +79,16 @@ struct pxi_topics;
 typedef struct pxi_pending {
     uint64_t corr;
     uint64_t timer;
+    bool remote; /* to another node: also in sys->rasks (rask.c) */
 } pxi_pending;
+
+/* Asks waiting on actors of other nodes (rask.c): a hash of
+ * (asker, corr) -> target, under mtx. */
+typedef struct pxi_rasks {
+    nng_mtx *mtx;
+    struct pxi_rask **b;
+    size_t nb, n;
+} pxi_rasks;
 
 /* Rarely used per-actor data, allocated on first use. Owner context only. */
 typedef struct pxi_actor_ext {
@@ -260,6 +269,7 @@ struct px_system {
     px_failure_fn fail_fn;
     void *fail_arg;
     nng_mtx *dl_mtx; /* guards dl_fn/dl_arg and fail_fn/fail_arg updates */
+    pxi_rasks rasks; /* asks to other nodes (rask.c) */
 };
 
 /* Incarnations of this node. A system starts as a random non-zero
@@ -404,5 +414,10 @@ px_err pxi_timer_add(pxi_timers *t, uint32_t delay_ms, uint32_t period_ms,
                      px_ref to, px_msg *m, uint32_t tag, uint64_t *id);
 px_err pxi_timer_cancel(pxi_timers *t, uint64_t id);
 bool pxi_timer_pending(pxi_timers *t, uint64_t id);
+
+/* rask.c: the remote asks registry. add: PX_ENOMEM; del: no-op if absent. */
+px_err pxi_rask_add(px_system *sys, px_ref asker, uint64_t corr, px_ref to);
+void pxi_rask_del(px_system *sys, px_ref asker, uint64_t corr);
+void pxi_rasks_fini(pxi_rasks *r);
 
 #endif

@@ -9,6 +9,7 @@
  */
 #include <criterion/criterion.h>
 
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -52,8 +53,10 @@ TestSuite(mesh, .init = setup, .fini = teardown, .timeout = 120);
 #define TAG_WORK 1
 #define TAG_FAIL 666
 #define TAG_EXIT 777
+#define TAG_SILENT 888 /* taken, counted, never answered */
 
 static atomic_int g_inits;
+static atomic_int g_silent;
 
 static px_err work_init(px_ctx *ctx, const px_msg *arg) {
     (void)ctx;
@@ -73,6 +76,10 @@ static px_err work_receive(px_ctx *ctx, px_msg *m) {
     }
     if (px_msg_tag(m) == TAG_EXIT) {
         px_stop_self(ctx);
+        return PX_OK;
+    }
+    if (px_msg_tag(m) == TAG_SILENT) {
+        atomic_fetch_add(&g_silent, 1);
         return PX_OK;
     }
     px_msg *r = NULL;
@@ -629,6 +636,72 @@ Test(mesh, a_child_on_a_node_whose_lease_expires_is_restarted_elsewhere) {
     cr_assert_eq(at, px_node_id(n[other].name));
     node_down(&n[0], false);
     node_down(&n[other], false);
+}
+
+/* A blocking ask on a thread of its own, for an answer that never comes. */
+typedef struct slow_ask {
+    tnode *n;
+    px_ref to;
+    uint32_t timeout_ms;
+    _Atomic px_err rv;
+    atomic_int done;
+} slow_ask;
+
+static void *slow_ask_run(void *arg) {
+    slow_ask *s = arg;
+    px_msg *q = NULL, *r = NULL;
+    if (px_msg_u64(&q, TAG_SILENT, 0) != PX_OK) {
+        atomic_store(&s->rv, PX_ENOMEM);
+    } else {
+        atomic_store(&s->rv, px_system_ask(s->n->sys, s->to, &q, s->timeout_ms, &r));
+    }
+    px_msg_free(q);
+    px_msg_free(r);
+    atomic_store(&s->done, 1);
+    return NULL;
+}
+
+/* An ask to an actor on a node that dies ends with the node's loss, long
+ * before its timeout (px_system_fail_asks via the mesh), and is counted. */
+Test(mesh, an_ask_waiting_on_a_node_that_dies_ends_with_an_error_not_its_timeout) {
+    reset_globals();
+    atomic_store(&g_silent, 0);
+    tnode n[2];
+    node_up(&n[0], "a", NULL);
+    node_up(&n[1], "b", NULL);
+    for (int i = 0; i < 2; i++) {
+        for (int j = 0; j < 2; j++) {
+            PXT_AWAIT(state_of(&n[i], n[j].name) == PX_MEMBER_UP, 10000);
+        }
+    }
+    px_ref on_b = PX_REF_NIL, on_a = PX_REF_NIL;
+    cr_assert_eq(px_system_spawn(n[1].sys, &work_beh, NULL, NULL, &on_b), PX_OK);
+    cr_assert_eq(px_system_spawn(n[0].sys, &work_beh, NULL, NULL, &on_a), PX_OK);
+    /* one ask waits on b, one on a local actor (which b's loss must spare) */
+    slow_ask remote = {.n = &n[0], .to = on_b, .timeout_ms = 60000};
+    slow_ask local = {.n = &n[0], .to = on_a, .timeout_ms = 60000};
+    pthread_t th[2];
+    cr_assert_eq(pthread_create(&th[0], NULL, slow_ask_run, &remote), 0);
+    cr_assert_eq(pthread_create(&th[1], NULL, slow_ask_run, &local), 0);
+    PXT_AWAIT(atomic_load(&g_silent) == 2, 5000);
+    int64_t t0 = pxt_now_ms();
+    node_down(&n[1], true);
+    PXT_AWAIT(atomic_load(&remote.done) == 1, 20000);
+    int64_t took = pxt_now_ms() - t0;
+    px_err rv = atomic_load(&remote.rv);
+    cr_assert(rv == PX_EUNREACHABLE || rv == PX_ENODEDOWN,
+              "the ask ended with %s after %lld ms", px_errname(rv), (long long)took);
+    fprintf(stderr, "an ask on a crashed node ended with %s after %lld ms\n", px_errname(rv),
+            (long long)took);
+    px_mesh_stats ms;
+    px_mesh_stats_get(n[0].m, &ms);
+    cr_assert_geq(ms.asks_failed, 1);
+    cr_assert_eq(atomic_load(&local.done), 0, "the local ask still waits");
+    cr_assert_eq(pthread_join(th[0], NULL), 0);
+    px_stop(n[0].sys, on_a); /* the local ask then times out: join it */
+    node_down(&n[0], false);
+    cr_assert_eq(pthread_join(th[1], NULL), 0);
+    cr_assert_neq(atomic_load(&local.rv), PX_OK);
 }
 
 /* A subscriber: subscribes at init to the topic it is given, counts. */

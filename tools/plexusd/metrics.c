@@ -451,6 +451,9 @@ static void render_mesh(buf *b, px_mesh *m) {
          "Hosted children stopped because their parent's node was lost.", MESH(orphans_stopped)},
         {"plexus_mesh_bad_sys_total", "counter", "Malformed system envelopes received.",
          MESH(bad_sys)},
+        {"plexus_mesh_asks_failed_total", "counter",
+         "Asks to a lost or unreachable node ended with an error before their timeout.",
+         MESH(asks_failed)},
     };
     fields(b, counters, sizeof(counters) / sizeof(counters[0]), &s);
     family(b, "plexus_mesh_publications_total", "counter",

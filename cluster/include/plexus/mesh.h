@@ -85,6 +85,8 @@ typedef struct px_mesh_stats {
     uint64_t bad_sys;          /* malformed system envelopes (counted, logged once) */
     uint64_t publications_sent;     /* frames: one per subscribing node per publish */
     uint64_t publications_received; /* from other nodes, fanned out here */
+    uint64_t asks_failed;      /* asks to a lost or unreachable node ended early
+                                  (px_system_fail_asks) */
 } px_mesh_stats;
 
 /* A snapshot of the counters into *out (NULL m or out: nothing). Any

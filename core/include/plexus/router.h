@@ -219,6 +219,14 @@ px_err px_system_deliver_remote(px_system *sys, px_ref to, px_ref from, uint64_t
 px_err px_system_notify_undelivered(px_system *sys, px_ref sender, px_ref to, px_err code,
                                     uint64_t corr);
 
+/* For the layer that learns another node is lost: every ask of a local
+ * actor still waiting on an actor of `node` (of any incarnation but
+ * keep_inc; 0 keeps none) ends now with a PX_MSG_UNDELIVERED notice with
+ * `code` (PX_ENODEDOWN, PX_EUNREACHABLE...) instead of at its timeout. A
+ * reply that arrives later is a late reply. Returns how many asks it
+ * ended; 0 for this node itself. Any thread. */
+size_t px_system_fail_asks(px_system *sys, uint32_t node, uint32_t keep_inc, px_err code);
+
 /* The mailbox options of the live local actor `to` of the current
  * incarnation (capacity 0 = unbounded). PX_EDEAD if there is none. Any
  * thread. */
