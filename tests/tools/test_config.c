@@ -630,10 +630,17 @@ Test(tools_config, roots_are_parsed_with_defaults_and_their_lines) {
                        "    placement: role:compute\n"
                        "    max_restarts: 3\n"
                        "    within_ms: 1000\n"
-                       "  - {name: pinned, behavior: b, placement: \"node:n-2\"}\n",
+                       "  - {name: pinned, behavior: b, placement: \"node:n-2\"}\n"
+                       "  - name: load\n"
+                       "    behavior: load.client\n"
+                       "    arg_type: plexus.kv.LoadSpec\n"
+                       "    arg: '{\"target\": \"kv\"}'\n",
               no_env);
     cr_assert_eq(l.rc, PX_OK, "%s", l.err);
-    cr_assert_eq(l.c.n_roots, 3);
+    cr_assert_eq(l.c.n_roots, 4);
+    cr_assert_str_eq(l.c.roots[3].arg_type, "plexus.kv.LoadSpec");
+    cr_assert_str_eq(l.c.roots[3].arg, "{\"target\": \"kv\"}");
+    cr_assert_null(l.c.roots[2].arg_type);
     const pxd_root *r = &l.c.roots[0];
     cr_assert_str_eq(r->name, "kv");
     cr_assert_str_eq(r->global_name, "kv.global");
@@ -659,6 +666,22 @@ Test(tools_config, roots_are_parsed_with_defaults_and_their_lines) {
     pxd_config_free(&l.c);
 }
 
+/* An error expected at a line of the file. */
+typedef struct line_err {
+    int line;
+    const char *text;
+} line_err;
+
+/* Each of want is in l's errors as "FILE:LINE: text", and nothing else is. */
+static void assert_errs_at(const loaded *l, const char *f, const line_err *want, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        char w[300];
+        snprintf(w, sizeof w, "%s:%d: %s", f, want[i].line, want[i].text);
+        assert_err_has(l, w);
+    }
+    cr_assert_eq(count_lines(l->err) + 1, n, "%s", l->err);
+}
+
 Test(tools_config, bad_roots_are_reported_at_their_lines) {
     loaded l;
     load_file(&l,
@@ -682,10 +705,7 @@ Test(tools_config, bad_roots_are_reported_at_their_lines) {
               no_env);
     cr_assert_eq(l.rc, PX_EINVAL);
     const char *f = made[n_made - 1];
-    static const struct {
-        int line;
-        const char *text;
-    } want[] = {
+    static const line_err want[] = {
         {8, "roots[0].placement: expected here, round_robin, least_loaded, node:NAME or "
             "role:ROLE, got \"everywhere\""},
         {9, "roots[1].behavior: required"},
@@ -698,12 +718,37 @@ Test(tools_config, bad_roots_are_reported_at_their_lines) {
         {17, "roots[3].name: \"a\" is also the name of roots[0]"},
         {21, "roots[4]: expected a map"},
     };
-    for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
-        char w[300];
-        snprintf(w, sizeof w, "%s:%d: %s", f, want[i].line, want[i].text);
-        assert_err_has(&l, w);
-    }
-    cr_assert_eq(count_lines(l.err) + 1, sizeof want / sizeof want[0], "%s", l.err);
+    assert_errs_at(&l, f, want, sizeof want / sizeof want[0]);
+    pxd_config_free(&l.c);
+
+    /* start arguments */
+    load_file(&l,
+              REQUIRED "roots:\n"
+                       "  - name: a\n"                               /* 6 */
+                       "    behavior: b\n"
+                       "    arg: '{\"x\": 1}'\n"                     /* 8: no arg_type */
+                       "  - name: c\n"                               /* 9 */
+                       "    behavior: b\n"
+                       "    arg_type: t.T\n"
+                       "    arg: '{\"x\": '\n"                       /* 12: not JSON */
+                       "  - name: d\n"                               /* 13 */
+                       "    behavior: b\n"
+                       "    supervisor: one_for_one\n"
+                       "    arg_type: t.T\n"                         /* 16 */
+                       "  - name: e\n"                               /* 17 */
+                       "    behavior: b\n"
+                       "    arg_type: t.T\n"
+                       "    arg: '[1, 2]'\n",                        /* 20: not an object */
+              no_env);
+    cr_assert_eq(l.rc, PX_EINVAL);
+    f = made[n_made - 1];
+    static const line_err want2[] = {
+        {8, "roots[0].arg: needs arg_type"},
+        {12, "roots[1].arg: expected a JSON object: "},
+        {16, "roots[2].arg_type: a start argument is for a plain actor, not a supervisor"},
+        {20, "roots[3].arg: expected a JSON object, got \"[1, 2]\""},
+    };
+    assert_errs_at(&l, f, want2, sizeof want2 / sizeof want2[0]);
     pxd_config_free(&l.c);
 
     load_file(&l, REQUIRED "roots: {name: a}\n", no_env);

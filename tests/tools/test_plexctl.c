@@ -175,7 +175,7 @@ static void await_three_up(void) {
     free(r);
 }
 
-static void cluster_up(void) {
+static void cluster_up_with(const char *a_cfg, const char *bc_cfg) {
     char secret[192], key[192];
     snprintf(secret, sizeof secret, "%s/secret", tdir);
     snprintf(key, sizeof key, "%s/plexctl.key", tdir);
@@ -185,11 +185,13 @@ static void cluster_up(void) {
     setenv("PLEXUS_CLUSTER_NAME", "t", 1);
     setenv("PLEXUS_CLUSTER_SECRET_FILE", secret, 1);
     setenv("PLEXCTL_KEY_FILE", key, 1);
-    node_start(&nodes[1], "b", NULL);
-    node_start(&nodes[2], "c", NULL);
-    node_start(&nodes[0], "a", root_cfg); /* places its kv children on b and c */
+    node_start(&nodes[1], "b", bc_cfg);
+    node_start(&nodes[2], "c", bc_cfg);
+    node_start(&nodes[0], "a", a_cfg); /* places its children on b and c */
     await_three_up();
 }
+
+static void cluster_up(void) { cluster_up_with(root_cfg, NULL); }
 
 static void setup(void) {
     snprintf(tdir, sizeof tdir, "/tmp/plexctl-test.XXXXXX");
@@ -537,6 +539,200 @@ Test(plexctl, watch_streams_failures_and_drain_shows_progress_and_stops_the_node
         }
     }
     cr_assert(moved, "%s", r->out);
+    free(r);
+}
+
+/* ---- SIGTERM drain under a request/reply workload ---- */
+
+/* a supervises one echo placed on b or c under the global name svc.0, and
+ * runs a load.client asking svc.0 (looked up per request, so it follows
+ * the child when it moves). */
+static const char *load_cfg = "node:\n"
+                              "  roles: [front]\n"
+                              "roots:\n"
+                              "  - name: svc\n"
+                              "    global_name: svc\n"
+                              "    supervisor: one_for_one\n"
+                              "    behavior: echo\n"
+                              "    placement: role:echo\n"
+                              "  - name: load\n"
+                              "    behavior: load.client\n"
+                              "    arg_type: plexus.kv.LoadSpec\n"
+                              "    arg: '{\"target\": \"svc.0\", \"rate\": 400, "
+                              "\"timeoutMs\": 8000}'\n";
+
+typedef struct load_stats {
+    long long sent, ok, failed, lost, wrong, refused, in_flight;
+    char last_node[16];
+} load_stats;
+
+/* load's counts, asked through plexctl (so also plexctl ask --json). */
+static load_stats stats_of_load(run_out *r) {
+    CTL(r, "ask", "load", "plexus.kv.LoadStatsRequest", "{}", "--node", "a", "--json");
+    cr_assert_eq(r->rc, 0, "%s %s", r->out, r->err);
+    json_t *j = json_of(r);
+    json_t *m = json_object_get(json_object_get(j, "reply"), "message");
+    cr_assert_not_null(m, "%s", r->out);
+    load_stats s;
+    memset(&s, 0, sizeof s);
+    /* proto3 JSON: uint64 as strings, zero values left out */
+    const char *names[] = {"sent", "ok", "failed", "lost", "wrong", "refused", "inFlight"};
+    long long *slots[] = {&s.sent, &s.ok, &s.failed, &s.lost, &s.wrong, &s.refused, &s.in_flight};
+    for (size_t i = 0; i < 7; i++) {
+        json_t *v = json_object_get(m, names[i]);
+        *slots[i] = v != NULL ? atoll(json_string_value(v)) : 0;
+    }
+    snprintf(s.last_node, sizeof s.last_node, "%s",
+             json_string_value(json_object_get(m, "lastNode")) ?: "");
+    json_decref(j);
+    return s;
+}
+
+Test(plexctl, a_sigterm_drain_loses_no_request_of_a_running_workload) {
+    cluster_up_with(load_cfg, "node:\n  roles: [echo]\n");
+    run_out *r = malloc(sizeof *r);
+    load_stats s = {0};
+    int64_t end = pxt_mono_ms() + 15000;
+    while (pxt_mono_ms() < end && (s = stats_of_load(r)).ok < 200) {
+        usleep(100 * 1000); /* polling a condition, bounded by end */
+    }
+    cr_assert_geq(s.ok, 200, "the workload runs: ok %lld", s.ok);
+    node *host = strcmp(s.last_node, "b") == 0 ? &nodes[1] : &nodes[2];
+    node *other = host == &nodes[1] ? &nodes[2] : &nodes[1];
+    cr_assert_str_eq(s.last_node, host->name);
+
+    /* SIGTERM the node serving the workload: it drains and exits 0 */
+    int64_t t0 = pxt_mono_ms();
+    cr_assert_eq(kill(host->p.pid, SIGTERM), 0);
+    cr_assert_eq(pxt_proc_wait(&host->p, 20000), 0, "%s exits after its drain", host->name);
+    cr_assert(WIFEXITED(host->p.status) && WEXITSTATUS(host->p.status) == 0, "%s",
+              pxt_status_str(host->p.status));
+    long long drained_ms = (long long)(pxt_mono_ms() - t0);
+
+    /* the supervisor on a placed the echo again on the other node, and
+     * the workload goes on there */
+    load_stats after = s;
+    end = pxt_mono_ms() + 15000;
+    while (pxt_mono_ms() < end) {
+        after = stats_of_load(r);
+        if (strcmp(after.last_node, other->name) == 0 && after.ok >= s.ok + 400) {
+            break;
+        }
+        usleep(100 * 1000);
+    }
+    cr_assert_str_eq(after.last_node, other->name, "answers come from %s now", other->name);
+    cr_assert_geq(after.ok, s.ok + 400);
+    /* every request sent ended in an answer or an error, none in silence */
+    cr_assert_eq(after.lost, 0, "requests lost (timed out without an answer or an error): %lld",
+                 after.lost);
+    cr_assert_eq(after.wrong, 0);
+    cr_assert_eq(after.sent, after.ok + after.failed + after.lost + after.wrong + after.in_flight,
+                 "sent %lld = ok %lld + failed %lld + in flight %lld", after.sent, after.ok,
+                 after.failed, after.in_flight);
+    fprintf(stderr,
+            "drain under load: %s drained in %lld ms; sent %lld ok %lld failed %lld lost %lld "
+            "refused %lld (no target while the child moved)\n",
+            host->name, drained_ms, after.sent, after.ok, after.failed, after.lost,
+            after.refused);
+    free(r);
+}
+
+/* A standalone node (no etcd) with a plugin, a root with a start
+ * argument, and SIGHUP: the plugin's behavior answers, the load client
+ * drives it, a reload changes the log level, and a root whose argument
+ * does not fit its type stops the node at start with the root's line. */
+Test(plexctl, a_standalone_node_runs_a_plugin_and_a_root_with_a_start_argument) {
+    char cfg[192], secret[192], key[192], log[192];
+    snprintf(cfg, sizeof cfg, "%s/solo.yaml", tdir);
+    snprintf(secret, sizeof secret, "%s/secret", tdir);
+    snprintf(key, sizeof key, "%s/solo.key", tdir);
+    snprintf(log, sizeof log, "%s/solo.log", tdir);
+    write_file(secret, "a test cluster secret of enough length\n");
+    setenv("PLEXUS_CLUSTER_SECRET_FILE", secret, 1);
+    static const char *solo = "log:\n"
+                              "  level: info\n"
+                              "roots:\n"
+                              "  - name: hello\n"
+                              "    behavior: plugin.hello\n"
+                              "  - name: load\n"
+                              "    behavior: load.client\n"
+                              "    arg_type: plexus.kv.LoadSpec\n"
+                              "    arg: '{\"target\": \"hello\", \"rate\": 300}'\n";
+    write_file(cfg, solo);
+    node *n = &nodes[0];
+    memset(n, 0, sizeof *n);
+    snprintf(n->name, sizeof n->name, "a");
+    char *const argv[] = {PXT_PLEXUSD, "--config", cfg, "--name", "a", "--load", PXT_PLUGIN,
+                          "--listen", "tcp://127.0.0.1:0", "--admin", "tcp://127.0.0.1:0",
+                          "--http", "", "--key-file", key, "--secret-file", secret, NULL};
+    cr_assert_eq(pxt_proc_spawn(&n->p, argv, log), 0);
+    char line[512];
+    int rv = pxt_proc_expect(&n->p, "plexusd: ready", 20000, line, sizeof line);
+    char tail[2048];
+    if (rv != 0) {
+        pxt_file_tail(log, tail, sizeof tail);
+        cr_assert_fail("the node did not start: %d\n%s", rv, tail);
+    }
+    cr_assert(pxt_kv(line, "admin", n->admin, sizeof n->admin), "%s", line);
+    run_out *r = malloc(sizeof *r);
+    CTL(r, "ask", "hello", "plexus.kv.Ping", "{\"text\":\"hi\"}", "--admin", n->admin, "--json");
+    cr_assert_eq(r->rc, 0, "%s %s", r->out, r->err);
+    cr_assert(strstr(r->out, "\"plugin.hello@a\"") != NULL && strstr(r->out, "\"hi\"") != NULL,
+              "%s", r->out);
+    /* the load client, started with its LoadSpec, is answered by the plugin */
+    int64_t end = pxt_mono_ms() + 10000;
+    bool going = false;
+    while (!going && pxt_mono_ms() < end) {
+        CTL(r, "ask", "load", "plexus.kv.LoadStatsRequest", "{}", "--admin", n->admin, "--json");
+        json_t *j = r->rc == 0 ? json_loads(r->out, 0, NULL) : NULL;
+        json_t *ok = json_object_get(json_object_get(json_object_get(j, "reply"), "message"), "ok");
+        going = ok != NULL && atoll(json_string_value(ok)) >= 100;
+        json_decref(j);
+        if (!going) {
+            usleep(100 * 1000); /* polling a condition, bounded by end */
+        }
+    }
+    cr_assert(going, "%s", r->out);
+    /* SIGHUP: the new log level is applied, the roots' change waits */
+    write_file(cfg, "log:\n  level: debug\nroots: []\n");
+    cr_assert_eq(kill(n->p.pid, SIGHUP), 0);
+    end = pxt_mono_ms() + 10000;
+    bool reloaded = false;
+    while (!reloaded && pxt_mono_ms() < end) {
+        pxt_file_tail(log, tail, sizeof tail);
+        reloaded = strstr(tail, "config reloaded") != NULL;
+        if (!reloaded) {
+            usleep(50 * 1000);
+        }
+    }
+    cr_assert(reloaded, "%s", tail);
+    cr_assert(strstr(tail, "log.level info -> debug") != NULL, "%s", tail);
+    cr_assert(strstr(tail, "not applied until a restart: roots") != NULL, "%s", tail);
+    CTL(r, "info", "--admin", n->admin, "--json");
+    cr_assert_eq(r->rc, 0, "%s", r->err);
+    cr_assert_eq(kill(n->p.pid, SIGTERM), 0);
+    cr_assert_eq(pxt_proc_wait(&n->p, 15000), 0);
+    cr_assert(WIFEXITED(n->p.status) && WEXITSTATUS(n->p.status) == 0, "%s",
+              pxt_status_str(n->p.status));
+    pxt_file_tail(log, tail, sizeof tail);
+    cr_assert(strstr(tail, "load.client stopped") != NULL && strstr(tail, "lost=0") != NULL,
+              "%s", tail);
+    pxt_proc_release(&n->p);
+
+    /* a start argument that does not fit its type: the node does not start */
+    write_file(cfg, "roots:\n"
+                    "  - name: load\n"
+                    "    behavior: load.client\n"
+                    "    arg_type: plexus.kv.LoadSpec\n"
+                    "    arg: '{\"target\": \"x\", \"speed\": 3}'\n");
+    char *const a2[] = {PXT_PLEXUSD, "--config", cfg, "--name", "a", "--listen",
+                        "tcp://127.0.0.1:0", "--admin", "tcp://127.0.0.1:0", "--http", "",
+                        "--key-file", key, "--secret-file", secret, NULL};
+    run(r, 15000, a2);
+    cr_assert_eq(r->rc, 1, "%s", r->err);
+    char where[256];
+    snprintf(where, sizeof where, "(%s:2): arg: plexus.kv.LoadSpec: speed: no such field", cfg);
+    cr_assert(strstr(r->err, "roots[0]") != NULL && strstr(r->err, where) != NULL, "%s", r->err);
     free(r);
 }
 

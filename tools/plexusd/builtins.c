@@ -2,6 +2,8 @@
  * builtins.c — plexusd's own behaviors (builtins.h) and the config's roots.
  */
 #include "builtins.h"
+#include "load.h"
+#include "ops.h"
 
 #include <stdatomic.h>
 #include <stdio.h>
@@ -355,7 +357,8 @@ px_err pxd_builtins_register(px_system *sys) {
             return e;
         }
     }
-    return px_examples_register(sys);
+    px_err e = pxd_load_register(sys);
+    return e != PX_OK ? e : px_examples_register(sys);
 }
 
 /* ---- roots ---- */
@@ -393,6 +396,13 @@ static px_err root_start(pxd_node *n, const pxd_root *r, px_ref *out, char *why,
             px_msg_free(arg);
             snprintf(why, whylen, "unknown supervisor \"%s\"", r->supervisor);
             return PX_EINVAL;
+        }
+    } else if (r->arg_type != NULL) {
+        char e2[200];
+        px_err e = pxd_msg_from_json(n->sys, r->arg_type, r->arg, &arg, e2, sizeof e2);
+        if (e != PX_OK) {
+            snprintf(why, whylen, "arg: %s", e2);
+            return PX_EINVAL; /* not worth trying again */
         }
     }
     px_spawn_opts so = {.name = r->name};

@@ -12,6 +12,8 @@
  *             with its placement and restart limits. A child that fails
  *             is restarted (the strategy picks its siblings); past the
  *             limits the supervisor escalates.
+ *  load.client a request/reply workload (load.h): start argument
+ *             plexus.kv.LoadSpec; counts ok / failed / lost / wrong.
  *  ex.pool, ex.pipeline, ex.trio, ex.hier   the shipped examples
  *             (plexus/examples.h).
  *

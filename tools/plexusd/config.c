@@ -41,6 +41,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include <jansson.h>
 #include <yaml.h>
 
 #include <plexus/transport.h>
@@ -788,6 +789,8 @@ static void set_text(loader *ld, size_t i, const char *v, bool append, const cha
 static void free_root(pxd_root *r) {
     free(r->name);
     free(r->global_name);
+    free(r->arg_type);
+    free(r->arg);
     free(r->behavior);
     free(r->supervisor);
     free(r->placement);
@@ -983,7 +986,7 @@ static void apply_node(loader *ld, size_t i, yaml_document_t *doc, yaml_node_t *
 
 /* ---- roots ---- */
 
-typedef enum root_kind { R_NAME, R_SUPERVISOR, R_UINT, R_PLACEMENT } root_kind;
+typedef enum root_kind { R_NAME, R_SUPERVISOR, R_UINT, R_PLACEMENT, R_JSON } root_kind;
 
 static const struct root_field {
     const char *name;
@@ -1000,6 +1003,8 @@ static const struct root_field {
     {"placement", R_PLACEMENT, offsetof(pxd_root, placement), 0, 0, false},
     {"max_restarts", R_UINT, offsetof(pxd_root, max_restarts), 0, 1000000, false},
     {"within_ms", R_UINT, offsetof(pxd_root, within_ms), 1, 86400000, false},
+    {"arg_type", R_NAME, offsetof(pxd_root, arg_type), 0, 0, true},
+    {"arg", R_JSON, offsetof(pxd_root, arg), 0, 0, true},
 };
 
 #define N_ROOT_FIELDS (sizeof(root_fields) / sizeof(root_fields[0]))
@@ -1045,7 +1050,7 @@ static bool is_placement(const char *v) {
 /* One field of roots[idx]; false if it was not set. */
 static bool root_field(loader *ld, pxd_root *r, size_t idx, const struct root_field *f,
                        const char *v, int line) {
-    char q[96], range[64];
+    char q[96], range[224];
     const char *expect = NULL;
     uint64_t u = 0;
     switch (f->kind) {
@@ -1068,6 +1073,17 @@ static bool root_field(loader *ld, pxd_root *r, size_t idx, const struct root_fi
             expect = range;
         }
         break;
+    case R_JSON: {
+        json_error_t je;
+        json_t *j = json_loads(v, JSON_REJECT_DUPLICATES, &je);
+        if (j == NULL || !json_is_object(j)) {
+            fmt_into(range, sizeof range, "a JSON object%s%s", j == NULL ? ": " : "",
+                     j == NULL ? je.text : "");
+            expect = range;
+        }
+        json_decref(j);
+        break;
+    }
     }
     if (expect != NULL) {
         errs_add(ld->e, "%s:%d: roots[%zu].%s: expected %s, got %s", ld->file, line, idx, f->name,
@@ -1119,7 +1135,7 @@ static void parse_root(loader *ld, yaml_document_t *doc, yaml_node_t *m, size_t 
             char q[96];
             errs_add(ld->e,
                      "%s:%d: roots[%zu].%s: unknown key (known: name, global_name, behavior, "
-                     "supervisor, children, placement, max_restarts, within_ms)",
+                     "supervisor, children, placement, max_restarts, within_ms, arg_type, arg)",
                      ld->file, kline, idx, quote(kname, false, q, sizeof q));
             continue;
         }
@@ -1149,6 +1165,15 @@ static void parse_root(loader *ld, yaml_document_t *doc, yaml_node_t *m, size_t 
     int children = seen[root_field_index("children")];
     if (children != 0 && seen[root_field_index("supervisor")] == 0) {
         errs_add(ld->e, "%s:%d: roots[%zu].children: needs a supervisor", ld->file, children, idx);
+    }
+    int arg_line = seen[root_field_index("arg")], type_line = seen[root_field_index("arg_type")];
+    if (r->arg_type != NULL && r->supervisor != NULL) {
+        errs_add(ld->e, "%s:%d: roots[%zu].arg_type: a start argument is for a plain actor, not "
+                 "a supervisor", ld->file, type_line, idx);
+    }
+    if (arg_line != 0 && r->arg != NULL && r->arg_type == NULL && type_line == 0) {
+        errs_add(ld->e, "%s:%d: roots[%zu].arg: needs arg_type (the protobuf type it is, as "
+                 "`plexctl types` lists them)", ld->file, arg_line, idx);
     }
     if (r->placement == NULL) {
         r->placement = strdup("here");
@@ -1623,9 +1648,13 @@ static void root_text(sb *b, const pxd_root *r) {
     if (r->supervisor) {
         pxu_text_add(b, ", supervisor: %s, children: %u", r->supervisor, (unsigned)r->children);
     }
-    pxu_text_add(b, ", placement: %s, max_restarts: %u, within_ms: %u}",
+    pxu_text_add(b, ", placement: %s, max_restarts: %u, within_ms: %u",
            r->placement ? r->placement : "here", (unsigned)r->max_restarts,
            (unsigned)r->within_ms);
+    if (r->arg_type) {
+        pxu_text_add(b, ", arg_type: %s, arg: %s", r->arg_type, r->arg ? r->arg : "{}");
+    }
+    pxu_text_add(b, "}");
 }
 
 #define DUMP_COL 48
@@ -1864,8 +1893,10 @@ char *pxd_config_reference(void) {
            "its children's under a supervisor), `supervisor` (`one_for_one`, `all_for_one` or "
            "`rest_for_one`; absent = a plain actor), `children` (with a supervisor, 1..1024, "
            "default 1), `placement` (`here` (default), `round_robin`, `least_loaded`, "
-           "`node:NAME` or `role:ROLE`), `max_restarts` (default 10) and `within_ms` (default "
-           "5000).\n"
+           "`node:NAME` or `role:ROLE`), `max_restarts` (default 10), `within_ms` (default "
+           "5000), and for a plain actor a start argument: `arg_type` (a registered protobuf "
+           "type, as `plexctl types` lists them) and `arg` (that message as a JSON object, "
+           "default `{}`).\n"
            "\n"
            "```yaml\n"
            "roots:\n"
@@ -1877,6 +1908,10 @@ char *pxd_config_reference(void) {
            "    behavior: echo\n"
            "    children: 4\n"
            "    placement: round_robin\n"
+           "  - name: load\n"
+           "    behavior: load.client\n"
+           "    arg_type: plexus.kv.LoadSpec\n"
+           "    arg: '{\"target\": \"kv\", \"kind\": \"kv\", \"rate\": 200}'\n"
            "```\n");
     return pxu_text_take(&b);
 }

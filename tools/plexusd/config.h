@@ -56,6 +56,8 @@ typedef struct pxd_root {
                             "least_loaded", "node:NAME", "role:ROLE" */
     uint32_t max_restarts; /* default 10 */
     uint32_t within_ms;    /* default 5000 */
+    char *arg_type;        /* a plain actor's start argument: a registered protobuf type... */
+    char *arg;             /* ...given as a JSON object (NULL = {}) */
     char src[PXD_SRC_LEN]; /* "plexusd.yaml:31" */
 } pxd_root;
 

@@ -30,6 +30,7 @@
 #include <sodium.h>
 
 #include "builtins.h"
+#include "load.h"
 #include "config.h"
 #include "daemon.h"
 #include "httpd.h"
@@ -265,6 +266,7 @@ static void teardown(pxd_node *n) {
     }
     pxd_events_stop(n);
     px_system_free(n->sys);
+    pxd_load_bind(n, false);
     n->sys = NULL;
 }
 
@@ -393,6 +395,7 @@ int main(int argc, char **argv) {
         fprintf(stderr, "plexusd: cannot start the actor system: %s\n", px_strerror(e));
         goto out;
     }
+    pxd_load_bind(n, true);
     if ((e = pxd_builtins_register(n->sys)) != PX_OK) {
         px_log(n->sys, PX_LOG_CRIT, "built-in behaviors: %s", px_strerror(e));
         goto out;

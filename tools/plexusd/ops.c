@@ -380,10 +380,9 @@ static void op_tree(pxd_node *n, px_admin_conn *conn, uint64_t id) {
     done_json(n, conn, id, t);
 }
 
-/* A message from a type name and JSON. PX_ETYPE (unknown type), PX_EINVAL (bad JSON). */
-static px_err make_msg(pxd_node *n, const char *type, const char *json, px_msg **out, char *why,
-                       size_t whylen) {
-    const ProtobufCMessageDescriptor *d = px_type_lookup(n->sys, type);
+px_err pxd_msg_from_json(px_system *sys, const char *type, const char *json, px_msg **out,
+                         char *why, size_t whylen) {
+    const ProtobufCMessageDescriptor *d = px_type_lookup(sys, type);
     if (d == NULL) {
         snprintf(why, whylen, "unknown message type \"%s\" (plexctl types lists them)", type);
         return PX_ETYPE;
@@ -439,7 +438,7 @@ static void op_spawn(pxd_node *n, px_admin_conn *conn, uint64_t id, const Plexus
     px_msg *arg = NULL;
     char why[320] = "";
     if (r->arg_type[0] != '\0') {
-        px_err e = make_msg(n, r->arg_type, r->arg_json, &arg, why, sizeof why);
+        px_err e = pxd_msg_from_json(n->sys, r->arg_type, r->arg_json, &arg, why, sizeof why);
         if (e != PX_OK) {
             done_err(n, conn, id, e, "start argument: %s", why);
             return;
@@ -507,7 +506,7 @@ static void op_send(pxd_node *n, px_admin_conn *conn, uint64_t id, const Plexus_
     }
     px_msg *m = NULL;
     char why[320] = "";
-    px_err e = make_msg(n, r->type, r->json, &m, why, sizeof why);
+    px_err e = pxd_msg_from_json(n->sys, r->type, r->json, &m, why, sizeof why);
     if (e != PX_OK) {
         done_err(n, conn, id, e, "%s", why);
         return;

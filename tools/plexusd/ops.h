@@ -29,6 +29,12 @@ void pxd_events_stop(pxd_node *n);
 px_err pxd_drain(pxd_node *n, uint32_t timeout_ms,
                  void (*progress)(void *arg, const char *json), void *arg);
 
+/* A message of the registered protobuf type `type` from JSON text (NULL
+ * or "" = {}). PX_ETYPE (unknown type), PX_EINVAL (bad JSON, with the
+ * field path in why), PX_ENOMEM. */
+px_err pxd_msg_from_json(px_system *sys, const char *type, const char *json, px_msg **out,
+                         char *why, size_t whylen);
+
 /* Parses a target: a ref as px_ref_format prints it, a local name, or a
  * global name (tried in that order). PX_ENOENT when nothing matches. */
 px_err pxd_resolve(pxd_node *n, const char *target, px_ref *out);
