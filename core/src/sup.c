@@ -1325,7 +1325,9 @@ void pxi_child_info(px_actor *p, px_actor *c, px_child_info *out) {
     if (st >= PXI_A_STOPPING) {
         out->state = PX_CHILD_STOPPING;
     }
-    if (c->flags & PXI_AF_PROXY) {
+    /* c->beh, not c->flags: the parent reads this while c's own thread
+     * changes other bits of flags (found by TSan) */
+    if (c->beh == &pxi_proxy_beh) {
         pxi_proxy_info_fill(c, out);
     } else {
         pxi_scopy(out->node, sizeof(out->node), c->sys->node_name);

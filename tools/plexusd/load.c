@@ -87,7 +87,7 @@ typedef struct lreq {
 typedef struct load {
     pxd_node *n; /* NULL: the target is looked up as a local name only */
     char target[PX_GLOBAL_NAME_MAX];
-    uint32_t rate, cap, timeout_ms, report_ms;
+    uint32_t rate, cap, timeout_ms, report_ms, payload;
     bool kv;
     double credit;
     int64_t last_tick_us, last_report_us;
@@ -147,12 +147,13 @@ static px_err load_init(px_ctx *ctx, const px_msg *arg) {
     const Plexus__Kv__LoadSpec *s = (const Plexus__Kv__LoadSpec *)pb;
     const char *kind = s->kind[0] ? s->kind : "echo";
     if (s->target[0] == '\0' || strlen(s->target) >= PX_GLOBAL_NAME_MAX || s->rate > 100000 ||
-        s->in_flight > 4096 || s->timeout_ms > 86400000 ||
+        s->in_flight > 4096 || s->timeout_ms > 86400000 || s->payload_bytes > (16u << 20) ||
         (strcmp(kind, "echo") != 0 && strcmp(kind, "kv") != 0)) {
         px_log(px_ctx_system(ctx), PX_LOG_ERROR,
                "load.client: bad LoadSpec (target \"%s\", rate %u (at most 100000), in_flight %u "
-               "(at most 4096), timeout_ms %u, kind \"%s\" (echo or kv))",
-               s->target, s->rate, s->in_flight, s->timeout_ms, s->kind);
+               "(at most 4096), timeout_ms %u, kind \"%s\" (echo or kv), payload_bytes %u (at "
+               "most 16 MiB))",
+               s->target, s->rate, s->in_flight, s->timeout_ms, s->kind, s->payload_bytes);
         return PX_EINVAL;
     }
     load *l = calloc(1, sizeof *l);
@@ -168,6 +169,7 @@ static px_err load_init(px_ctx *ctx, const px_msg *arg) {
     l->timeout_ms = s->timeout_ms ? s->timeout_ms : 10000;
     l->report_ms = s->report_ms;
     l->kv = strcmp(kind, "kv") == 0;
+    l->payload = s->payload_bytes > sizeof(uint64_t) ? s->payload_bytes : sizeof(uint64_t);
     l->last_tick_us = l->last_report_us = now_us();
     px_set_state(ctx, l);
     return px_timer_every(ctx, TICK_MS, TAG_TICK, NULL);
@@ -194,11 +196,12 @@ static bool resolve(px_ctx *ctx, load *l, px_ref *to) {
     return found || px_whereis(px_ctx_system(ctx), l->target, to) == PX_OK;
 }
 
-static void key_of(const load *l, px_ctx *ctx, uint64_t seq, char *out, size_t len) {
+/* kind kv: the key of request seq. 256 keys per client, written over and
+ * over, so the store stays bounded (256 x payload_bytes). */
+static void key_of(px_ctx *ctx, uint64_t seq, char *out, size_t len) {
     char self[48];
     snprintf(out, len, "load.%s.%s.%" PRIu64, px_system_node_name(px_ctx_system(ctx)),
-             px_ref_format(px_self(ctx), self, sizeof self), seq);
-    (void)l;
+             px_ref_format(px_self(ctx), self, sizeof self), seq % 256);
 }
 
 static void ask_one(px_ctx *ctx, load *l) {
@@ -212,14 +215,14 @@ static void ask_one(px_ctx *ctx, load *l) {
     char text[160];
     ProtobufCMessage *pb = NULL;
     if (l->kv) {
-        key_of(l, ctx, seq, text, sizeof text);
+        key_of(ctx, seq, text, sizeof text);
         Plexus__Kv__Put *p = malloc(sizeof *p);
-        uint8_t *v = malloc(sizeof seq);
+        uint8_t *v = calloc(1, l->payload);
         if (p != NULL) {
             plexus__kv__put__init(p);
             p->key = strdup(text);
             p->value.data = v;
-            p->value.len = v != NULL ? sizeof seq : 0;
+            p->value.len = v != NULL ? l->payload : 0;
             if (v != NULL) {
                 memcpy(v, &seq, sizeof seq);
             }
@@ -299,7 +302,7 @@ static bool answers(px_ctx *ctx, load *l, const lreq *r, const ProtobufCMessage 
             return false;
         }
         const Plexus__Kv__Ack *a = (const Plexus__Kv__Ack *)pb;
-        key_of(l, ctx, r->seq, want, sizeof want);
+        key_of(ctx, r->seq, want, sizeof want);
         snprintf(l->last_node, sizeof l->last_node, "%s", a->node);
         return strcmp(a->key, want) == 0;
     }

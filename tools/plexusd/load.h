@@ -6,8 +6,9 @@
  * a global name, looked up for every request so it follows failover, else
  * a local name — `rate` times a second with at most `in_flight`
  * unanswered, each with `timeout_ms`. kind "echo" sends plexus.kv.Ping and
- * expects the Pong with the same text; "kv" sends a Put of a key of its
- * own and expects the Ack naming that key. Every request it sends ends in
+ * expects the Pong with the same text; "kv" sends a Put (value of
+ * payload_bytes) to one of 256 keys of its own, in turn, and expects the
+ * Ack naming that key. Every request it sends ends in
  * exactly one count: ok (its own answer), wrong (another answer), failed
  * (an error notice: node lost or unreachable, mailbox full, no such
  * actor) or lost (its timeout: no answer and no error); requests it could
