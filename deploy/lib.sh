@@ -10,7 +10,7 @@ PX_DEB_PACKAGES=(
   libnng-dev libnanomsg-dev libprotobuf-c-dev protobuf-c-compiler
   libsodium-dev libjansson-dev libcurl4-openssl-dev libcriterion-dev
   libyaml-dev etcd-server openssl
-  docker-compose yamllint iptables iproute2 procps jq curl
+  docker-compose yamllint iptables iproute2 procps jq curl python3
 )
 
 # The repository root (this file lives in deploy/).
