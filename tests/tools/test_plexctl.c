@@ -727,12 +727,31 @@ Test(plexctl, a_standalone_node_runs_a_plugin_and_a_root_with_a_start_argument) 
                     "    arg: '{\"target\": \"x\", \"speed\": 3}'\n");
     char *const a2[] = {PXT_PLEXUSD, "--config", cfg, "--name", "a", "--listen",
                         "tcp://127.0.0.1:0", "--admin", "tcp://127.0.0.1:0", "--http", "",
-                        "--key-file", key, "--secret-file", secret, NULL};
+                        "--key-file", key, "--secret-file", secret, "--log-format", "json", NULL};
     run(r, 15000, a2);
     cr_assert_eq(r->rc, 1, "%s", r->err);
     char where[256];
     snprintf(where, sizeof where, "(%s:2): arg: plexus.kv.LoadSpec: speed: no such field", cfg);
-    cr_assert(strstr(r->err, "roots[0]") != NULL && strstr(r->err, where) != NULL, "%s", r->err);
+    /* --log-format json: every line is one JSON object; the CRIT one says why */
+    bool found = false;
+    int lines = 0;
+    for (char *save = NULL, *ln = strtok_r(r->err, "\n", &save); ln != NULL;
+         ln = strtok_r(NULL, "\n", &save), lines++) {
+        json_t *j = json_loads(ln, 0, NULL);
+        cr_assert_not_null(j, "not a JSON line: %s", ln);
+        cr_assert(json_is_string(json_object_get(j, "level")) &&
+                      json_is_string(json_object_get(j, "msg")) &&
+                      json_is_string(json_object_get(j, "ts")),
+                  "%s", ln);
+        const char *msg = json_string_value(json_object_get(j, "msg"));
+        if (strcmp(json_string_value(json_object_get(j, "level")), "CRIT") == 0 &&
+            strstr(msg, "roots[0]") != NULL && strstr(msg, where) != NULL) {
+            found = true;
+        }
+        json_decref(j);
+    }
+    cr_assert_gt(lines, 2);
+    cr_assert(found, "no CRIT line naming roots[0] and %s", where);
     free(r);
 }
 
