@@ -40,6 +40,8 @@ typedef struct pxi_proxy {
     char *pl_node, *pl_role, *pl_gname;
     px_ref remote, host;
     char node[64];
+    nng_mtx *info_mtx; /* remote and node are written in the proxy's context
+                          and read by its parent's (pxi_proxy_info_fill) */
     int op;       /* PX_REMOTE_START / PX_REMOTE_RS_STOP awaiting its answer, or 0 */
     bool in_plan; /* that START answers a restart plan's RS_START */
     bool half;    /* and is a half-open breaker's probe */
@@ -64,6 +66,9 @@ static char *sdup(const char *s) { return s != NULL ? strdup(s) : NULL; }
 void pxi_proxy_free(void *v) {
     pxi_proxy *p = v;
     if (p != NULL) {
+        if (p->info_mtx != NULL) {
+            nng_mtx_free(p->info_mtx);
+        }
         free(p->behavior);
         free(p->pl_node);
         free(p->pl_role);
@@ -95,7 +100,10 @@ px_err pxi_proxy_new(px_actor *parent, const px_child_spec *spec, void **out) {
     p->pl.node = p->pl_node = sdup(pl->node);
     p->pl.role = p->pl_role = sdup(pl->role);
     p->pl.global_name = p->pl_gname = sdup(pl->global_name);
-    if (p->behavior == NULL || (pl->node != NULL && p->pl_node == NULL) ||
+    if (nng_mtx_alloc(&p->info_mtx) != 0) {
+        p->info_mtx = NULL;
+    }
+    if (p->info_mtx == NULL || p->behavior == NULL || (pl->node != NULL && p->pl_node == NULL) ||
         (pl->role != NULL && p->pl_role == NULL) ||
         (pl->global_name != NULL && p->pl_gname == NULL)) {
         pxi_proxy_free(p);
@@ -109,8 +117,10 @@ px_err pxi_proxy_new(px_actor *parent, const px_child_spec *spec, void **out) {
 }
 
 static void forget(pxi_proxy *p) {
+    nng_mtx_lock(p->info_mtx);
     p->remote = p->host = PX_REF_NIL;
     p->node[0] = '\0';
+    nng_mtx_unlock(p->info_mtx);
 }
 
 static void info_of(px_actor *a, const pxi_proxy *p, px_proxy_info *i) {
@@ -242,10 +252,12 @@ void pxi_proxy_resume(px_actor *a) {
 }
 
 void pxi_proxy_info_fill(px_actor *a, px_child_info *out) {
-    const pxi_proxy *p = a->ustate;
+    pxi_proxy *p = a->ustate;
     if (p != NULL) {
+        nng_mtx_lock(p->info_mtx);
         pxi_scopy(out->node, sizeof(out->node), p->node);
         out->remote = p->remote;
+        nng_mtx_unlock(p->info_mtx);
     }
 }
 
@@ -299,9 +311,11 @@ static void on_event(px_actor *a, const pxi_pev *e) {
             return;
         }
         p->op = 0;
+        nng_mtx_lock(p->info_mtx);
         p->remote = e->remote;
         p->host = e->host;
         pxi_scopy(p->node, sizeof(p->node), e->node);
+        nng_mtx_unlock(p->info_mtx);
         if (st == PXI_A_RESTARTING) {
             atomic_store(&a->state, PXI_A_ALIVE); /* what waited is dispatched now */
             if (p->in_plan && p->half) {
