@@ -288,10 +288,13 @@ sc_throttle() {
   local t0 rec b
   # bulk: a second client on n1 puts 256 KiB values (the bulk lane) into a
   # kv store on n$v, 20 a second (40 Mbit/s wanted), through n1's egress
-  # throttled to 4 Mbit/s, while the workload goes on over the same link
+  # throttled to 4 Mbit/s, while the workload goes on over the same link.
+  # At most 4 puts in flight (1 MiB, 2 s of the link): with 8, tbf's drops
+  # once pushed 3 of ~1100 workload requests past their 10 s timeout (TCP
+  # backoff on the normal lane's connection, behind the bulk one's queue).
   ctl spawn kv.shard --node "n$v" --global bulk.kv >/dev/null || fail "no bulk kv store"
   ctl spawn load.client --node n1 --name bulk --arg-type plexus.kv.LoadSpec \
-    --arg '{"target": "bulk.kv", "kind": "kv", "rate": 20, "inFlight": 8, "payloadBytes": 262144, "timeoutMs": 30000}' \
+    --arg '{"target": "bulk.kv", "kind": "kv", "rate": 20, "inFlight": 4, "payloadBytes": 262144, "timeoutMs": 30000}' \
     >/dev/null || fail "no bulk client"
   bash "$NC" throttle 1 4mbit
   t0="$(now_ms)"
