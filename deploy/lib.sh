@@ -65,3 +65,50 @@ px_build() {
   px_log "build $dir"
   cmake --build "$dir" -j2 || return 1
 }
+
+# ---- processes of local-cluster.sh and netns-cluster.sh ----
+# A process is known by DIR/NAME.pid (its PID); its plexusd output by
+# DIR/NAME.out (the "plexusd: ready" line) and DIR/NAME.log.
+
+# px_pid DIR NAME — the PID on record, or nothing.
+px_pid() { cat "$1/$2.pid" 2>/dev/null || true; }
+
+# px_alive DIR NAME — true while that process runs.
+px_alive() { local p; p="$(px_pid "$1" "$2")"; [[ -n "$p" ]] && kill -0 "$p" 2>/dev/null; }
+
+# px_stop DIR NAME SIGNAL WAIT_S — sends SIGNAL, waits up to WAIT_S seconds
+# for the process to end, then SIGKILLs it; forgets its PID.
+px_stop() {
+  local p i
+  p="$(px_pid "$1" "$2")"
+  [[ -n "$p" ]] || return 0
+  kill -"$3" "$p" 2>/dev/null || true
+  for ((i = 0; i < $4 * 10; i++)); do
+    kill -0 "$p" 2>/dev/null || break
+    sleep 0.1
+  done
+  kill -KILL "$p" 2>/dev/null || true
+  rm -f "$1/$2.pid"
+}
+
+# px_await_etcd URL — true once etcd's /health at URL says so (10 s bound).
+px_await_etcd() {
+  local i
+  for ((i = 0; i < 100; i++)); do
+    curl -fsS -m 1 "$1/health" 2>/dev/null | grep -q true && return 0
+    sleep 0.1
+  done
+  return 1
+}
+
+# px_await_ready DIR NAME — true once plexusd NAME printed its ready line
+# (30 s bound); false at once if it exited (its log says why).
+px_await_ready() {
+  local i
+  for ((i = 0; i < 300; i++)); do
+    grep -q '^plexusd: ready' "$1/$2.out" 2>/dev/null && return 0
+    px_alive "$1" "$2" || return 1
+    sleep 0.1
+  done
+  return 1
+}

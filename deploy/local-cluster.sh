@@ -15,12 +15,14 @@
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# shellcheck source=lib.sh
+source "$here/lib.sh"
 BIN="${LOCAL_CLUSTER_BIN:-$here/../build/tools}"
 DIR="${LOCAL_CLUSTER_DIR:-/tmp/plexus-local}"
 
 die() { echo "local-cluster: $*" >&2; exit 1; }
-pid_of() { cat "$DIR/$1.pid" 2>/dev/null || true; }
-alive() { local p; p="$(pid_of "$1")"; [[ -n "$p" ]] && kill -0 "$p" 2>/dev/null; }
+pid_of() { px_pid "$DIR" "$1"; }
+alive() { px_alive "$DIR" "$1"; }
 
 # A free loopback TCP port (the kernel picks it).
 free_port() {
@@ -52,11 +54,7 @@ start() {
     --initial-advertise-peer-urls "http://127.0.0.1:$pp" \
     --initial-cluster "local=http://127.0.0.1:$pp" >"$DIR/etcd.log" 2>&1 &
   echo $! >"$DIR/etcd.pid"
-  for ((k = 0; k < 100; k++)); do
-    curl -fsS -m 1 "http://127.0.0.1:$cp/health" 2>/dev/null | grep -q true && break
-    sleep 0.1
-  done
-  ((k < 100)) || die "etcd did not start (log: $DIR/etcd.log)"
+  px_await_etcd "http://127.0.0.1:$cp" || die "etcd did not start (log: $DIR/etcd.log)"
   printf 'node:\n  roles: [worker]\n' >"$DIR/worker.yaml"
   local children=1 placement=here # alone: the worker runs on n1
   ((n > 1)) && children=$((n - 1)) placement=role:worker
@@ -83,13 +81,7 @@ EOF
       --secret-file "$DIR/secret" --etcd "http://127.0.0.1:$cp" --cluster local \
       --lease-ttl 3 >"$DIR/n$k.out" 2>"$DIR/n$k.log" &
     echo $! >"$DIR/n$k.pid"
-    local i
-    for ((i = 0; i < 300; i++)); do
-      grep -q '^plexusd: ready' "$DIR/n$k.out" && break
-      alive "n$k" || die "n$k exited at start: $(tail -n 2 "$DIR/n$k.log")"
-      sleep 0.1
-    done
-    ((i < 300)) || die "n$k not ready in 30 s (log: $DIR/n$k.log)"
+    px_await_ready "$DIR" "n$k" || die "n$k did not start: $(tail -n 2 "$DIR/n$k.log")"
     sed -n 's/^plexusd: ready //p' "$DIR/n$k.out"
   done
   echo "$n" >"$DIR/count"
@@ -100,21 +92,14 @@ EOF
 stop() {
   local n k p
   n="$(cat "$DIR/count" 2>/dev/null || echo 0)"
-  for ((k = 1; k <= n; k++)); do
+  for ((k = 1; k <= n; k++)); do # all drain at once
     p="$(pid_of "n$k")"
     [[ -n "$p" ]] && kill -TERM "$p" 2>/dev/null || true
   done
-  for name in $(for ((k = 1; k <= n; k++)); do echo "n$k"; done) etcd; do
-    p="$(pid_of "$name")"
-    [[ -n "$p" ]] || continue
-    [[ "$name" == etcd ]] && kill -TERM "$p" 2>/dev/null
-    local i
-    for ((i = 0; i < 150 && $(kill -0 "$p" 2>/dev/null && echo 1 || echo 0); i++)); do
-      sleep 0.1
-    done
-    kill -KILL "$p" 2>/dev/null || true
-    rm -f "$DIR/$name.pid"
+  for ((k = 1; k <= n; k++)); do
+    px_stop "$DIR" "n$k" TERM 15
   done
+  px_stop "$DIR" etcd TERM 15
   echo "local-cluster: stopped (logs kept in $DIR)"
 }
 

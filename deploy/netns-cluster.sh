@@ -39,6 +39,8 @@ set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(cd "$here/.." && pwd)"
+# shellcheck source=lib.sh
+source "$here/lib.sh"
 P="${PXNS_PREFIX:-px}"
 NET="${PXNS_NET:-10.77.0}"
 DIR="${PXNS_DIR:-/tmp/plexus-netns-$P}"
@@ -55,8 +57,9 @@ say() { echo "netns-cluster: $*" >&2; }
 
 node_ns() { echo "$P-n$1"; }
 node_ip() { echo "$NET.$1"; }
-pid_of() { cat "$DIR/$1.pid" 2>/dev/null || true; }
-alive() { local p; p="$(pid_of "$1")"; [[ -n "$p" ]] && kill -0 "$p" 2>/dev/null; }
+pid_of() { px_pid "$DIR" "$1"; }
+alive() { px_alive "$DIR" "$1"; }
+stop_pid() { px_stop "$DIR" "$@"; } # stop_pid NAME SIGNAL WAIT_S
 count() { cat "$DIR/count" 2>/dev/null || echo 0; }
 check_n() {
   [[ "$1" =~ ^[0-9]+$ ]] && (($1 >= 1 && $1 <= $(count))) || die "no node $1 (1..$(count))"
@@ -91,14 +94,7 @@ etcd_start() {
     --listen-peer-urls "http://127.0.0.1:2380" --initial-advertise-peer-urls "http://127.0.0.1:2380" \
     --initial-cluster "$P-etcd=http://127.0.0.1:2380" >>"$DIR/etcd.log" 2>&1 &
   echo $! >"$DIR/etcd.pid"
-  local i
-  for ((i = 0; i < 100; i++)); do
-    if curl -fsS -m 1 "http://$ETCD_IP:2379/health" 2>/dev/null | grep -q true; then
-      return 0
-    fi
-    sleep 0.1
-  done
-  die "etcd did not answer on $ETCD_IP:2379 (log: $DIR/etcd.log)"
+  px_await_etcd "http://$ETCD_IP:2379" || die "etcd did not answer on $ETCD_IP:2379 (log: $DIR/etcd.log)"
 }
 
 default_config() {
@@ -140,15 +136,8 @@ node_start() {
     --key-file "$DIR/n$k.key" --secret-file "$DIR/secret" --etcd "http://$ETCD_IP:2379" \
     --cluster "$P" --lease-ttl "$TTL" >"$DIR/n$k.out" 2>>"$DIR/n$k.log" &
   echo $! >"$DIR/n$k.pid"
-  local i
-  for ((i = 0; i < 300; i++)); do
-    if grep -q '^plexusd: ready' "$DIR/n$k.out"; then
-      return 0
-    fi
-    alive "n$k" || die "node n$k exited at start (log: $DIR/n$k.log): $(tail -n 3 "$DIR/n$k.log")"
-    sleep 0.1
-  done
-  die "node n$k not ready in 30 s (log: $DIR/n$k.log)"
+  px_await_ready "$DIR" "n$k" ||
+    die "node n$k did not start (log: $DIR/n$k.log): $(tail -n 3 "$DIR/n$k.log")"
 }
 
 # wait_up N SECONDS: until plexctl sees N members up.
@@ -194,20 +183,6 @@ cmd_up() {
   done
   wait_up "$n" 30 || die "not all $n nodes up in 30 s (logs in $DIR)"
   say "up: $n nodes, etcd http://$ETCD_IP:2379, state in $DIR"
-}
-
-stop_pid() { # stop_pid NAME SIGNAL WAIT_S
-  local p
-  p="$(pid_of "$1")"
-  [[ -n "$p" ]] || return 0
-  kill -"$2" "$p" 2>/dev/null || true
-  local i
-  for ((i = 0; i < $3 * 10; i++)); do
-    kill -0 "$p" 2>/dev/null || { rm -f "$DIR/$1.pid"; return 0; }
-    sleep 0.1
-  done
-  kill -KILL "$p" 2>/dev/null || true
-  rm -f "$DIR/$1.pid"
 }
 
 cmd_down() {

@@ -128,6 +128,7 @@ all_up_everywhere() {
 }
 
 OK0=0
+mark_ok() { OK0="$(load_stats | cut -d' ' -f2)"; } # served_again counts from here
 served_again() { # the workload's ok count grew by 50 since OK0 and no request in flight is old
   local s
   read -r -a s <<<"$(load_stats)"
@@ -189,7 +190,7 @@ sc_kill() {
   t0="$(now_ms)"
   bash "$NC" kill "$v"
   det="$(await 15 not_up_in_n1 "$v")" || fail "n1 never saw n$v go"
-  OK0="$(load_stats | cut -d' ' -f2)"
+  mark_ok
   await 20 served_again >/dev/null || fail "svc.0 not answered after the kill"
   rec=$(($(now_ms) - t0))
   bash "$NC" start "$v"
@@ -216,8 +217,7 @@ sc_partition() {
   local v
   v="$(svc0_node)"
   begin
-  local t0 det rec k
-  t0="$(now_ms)"
+  local det rec k th
   for ((k = 1; k <= NODES; k++)); do
     ((k == v)) || bash "$NC" partition "$v" "$k"
   done
@@ -227,10 +227,10 @@ sc_partition() {
   [[ "$(state_in 1 "$v")" == unreachable ]] || fail "n$v is $(state_in 1 "$v") in n1's view (want unreachable)"
   sample_echo >/dev/null
   bash "$NC" heal
-  t0h="$(now_ms)"
-  OK0="$(load_stats | cut -d' ' -f2)"
+  th="$(now_ms)"
+  mark_ok
   await 20 served_again >/dev/null || fail "svc.0 not answered after healing"
-  rec=$(($(now_ms) - t0h))
+  rec=$(($(now_ms) - th))
   finish partition "n$v cut from its peers, not etcd" "$det" "$rec"
 }
 
@@ -238,8 +238,7 @@ sc_etcd_isolate() {
   local v
   v="$(svc0_node)"
   begin
-  local t0 det rec
-  t0="$(now_ms)"
+  local det rec
   bash "$NC" isolate-from-etcd "$v"
   # its lease runs out: it must fence itself (not ready) instead of acting on
   det="$(await 15 unready "$v")" || fail "n$v, cut from etcd, still says it is ready (zombie)"
@@ -263,7 +262,7 @@ sc_etcd_down() {
   }
   det="$(await 15 etcd_down)" || fail "n1 never reported etcd down"
   local end=$((t0 + 30000))
-  OK0="$(load_stats | cut -d' ' -f2)"
+  mark_ok
   while (($(now_ms) < end)); do
     sample_echo >/dev/null
     sleep 1
@@ -298,7 +297,7 @@ sc_throttle() {
     >/dev/null || fail "no bulk client"
   bash "$NC" throttle 1 4mbit
   t0="$(now_ms)"
-  OK0="$(load_stats | cut -d' ' -f2)"
+  mark_ok
   # 10 s: the workload is still answered (more slowly) and n$v stays up
   local end=$((t0 + 10000))
   while (($(now_ms) < end)); do
@@ -342,7 +341,7 @@ sc_rogue() {
     ((now > before))
   }
   det="$(await 10 rejected)" || fail "n$v counted none of the rogue's connections"
-  OK0="$(load_stats | cut -d' ' -f2)"
+  mark_ok
   await 10 served_again >/dev/null || fail "the workload stalled under the flood"
   rec=$(($(now_ms) - t0))
   finish rogue "200 junk connections to n$v" "$det" "$rec"

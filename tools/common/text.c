@@ -61,3 +61,19 @@ static int64_t clock_ms(clockid_t id) {
 
 int64_t pxu_wall_ms(void) { return clock_ms(CLOCK_REALTIME); }
 int64_t pxu_mono_ms(void) { return clock_ms(CLOCK_MONOTONIC); }
+
+int64_t pxu_mono_us(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+void pxu_iso_ms(int64_t wall_ms, char *out, size_t len) {
+    time_t s = (time_t)(wall_ms / 1000);
+    struct tm tm;
+    char b[32] = "";
+    if (gmtime_r(&s, &tm) != NULL) {
+        strftime(b, sizeof b, "%Y-%m-%dT%H:%M:%S", &tm);
+    }
+    snprintf(out, len, "%s.%03dZ", b, (int)(wall_ms % 1000));
+}

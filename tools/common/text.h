@@ -26,8 +26,15 @@ void pxu_text_add(pxu_text *t, const char *fmt, ...) __attribute__((format(print
 char *pxu_text_take(pxu_text *t);
 
 /* Milliseconds: wall clock (CLOCK_REALTIME, since the epoch) and
- * monotonic (CLOCK_MONOTONIC, for intervals). Any thread. */
+ * monotonic (CLOCK_MONOTONIC, for intervals); microseconds, monotonic.
+ * Any thread. */
 int64_t pxu_wall_ms(void);
 int64_t pxu_mono_ms(void);
+int64_t pxu_mono_us(void);
+
+/* A wall-clock time in ms since the epoch as UTC RFC 3339 with
+ * milliseconds ("2026-11-21T13:01:42.167Z") into out (cut to len; 25
+ * bytes hold it all). Any thread. */
+void pxu_iso_ms(int64_t wall_ms, char *out, size_t len);
 
 #endif

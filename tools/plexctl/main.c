@@ -549,12 +549,7 @@ static void fmt_time(int64_t ms, char *out, size_t len) {
         snprintf(out, len, "-");
         return;
     }
-    time_t s = (time_t)(ms / 1000);
-    struct tm tm;
-    gmtime_r(&s, &tm);
-    char b[32];
-    strftime(b, sizeof b, "%Y-%m-%dT%H:%M:%S", &tm);
-    snprintf(out, len, "%s.%03dZ", b, (int)(ms % 1000));
+    pxu_iso_ms(ms, out, len);
 }
 
 /* ---- commands ---- */

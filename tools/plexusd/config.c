@@ -1171,7 +1171,7 @@ static void parse_root(loader *ld, yaml_document_t *doc, yaml_node_t *m, size_t 
         errs_add(ld->e, "%s:%d: roots[%zu].arg_type: a start argument is for a plain actor, not "
                  "a supervisor", ld->file, type_line, idx);
     }
-    if (arg_line != 0 && r->arg != NULL && r->arg_type == NULL && type_line == 0) {
+    if (r->arg != NULL && type_line == 0) {
         errs_add(ld->e, "%s:%d: roots[%zu].arg: needs arg_type (the protobuf type it is, as "
                  "`plexctl types` lists them)", ld->file, arg_line, idx);
     }

@@ -18,11 +18,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include <plexus/cluster.h>
 
 #include "plexus/kv.pb-c.h"
+#include "text.h"
 
 #define TICK_MS 10
 #define TAG_TICK 0x10ad
@@ -100,12 +100,6 @@ typedef struct load {
     char last_node[64];
 } load;
 
-static int64_t now_us(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
-
 /* Records a failure or refusal; logs the first of a streak. */
 static void trouble(px_ctx *ctx, load *l, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 static void trouble(px_ctx *ctx, load *l, const char *fmt, ...) {
@@ -114,12 +108,8 @@ static void trouble(px_ctx *ctx, load *l, const char *fmt, ...) {
     va_start(ap, fmt);
     vsnprintf(what, sizeof what, fmt, ap);
     va_end(ap);
-    time_t t = time(NULL);
-    struct tm tm;
-    char ts[32] = "";
-    if (gmtime_r(&t, &tm) != NULL) {
-        strftime(ts, sizeof ts, "%Y-%m-%dT%H:%M:%SZ", &tm);
-    }
+    char ts[32];
+    pxu_iso_ms(pxu_wall_ms(), ts, sizeof ts);
     snprintf(l->last_error, sizeof l->last_error, "%s at %s", what, ts);
     if (!l->failing) {
         l->failing = true;
@@ -170,7 +160,7 @@ static px_err load_init(px_ctx *ctx, const px_msg *arg) {
     l->report_ms = s->report_ms;
     l->kv = strcmp(kind, "kv") == 0;
     l->payload = s->payload_bytes > sizeof(uint64_t) ? s->payload_bytes : sizeof(uint64_t);
-    l->last_tick_us = l->last_report_us = now_us();
+    l->last_tick_us = l->last_report_us = pxu_mono_us();
     px_set_state(ctx, l);
     return px_timer_every(ctx, TICK_MS, TAG_TICK, NULL);
 }
@@ -258,11 +248,11 @@ static void ask_one(px_ctx *ctx, load *l) {
         return;
     }
     l->sent++;
-    l->fl[l->nfl++] = (lreq){.corr = corr, .seq = seq, .t0_us = now_us()};
+    l->fl[l->nfl++] = (lreq){.corr = corr, .seq = seq, .t0_us = pxu_mono_us()};
 }
 
 static void tick(px_ctx *ctx, load *l) {
-    int64_t now = now_us();
+    int64_t now = pxu_mono_us();
     l->credit += (double)l->rate * (double)(now - l->last_tick_us) / 1e6;
     l->last_tick_us = now;
     double most = (double)l->rate / 10.0 + 1.0;
@@ -380,7 +370,7 @@ static px_err load_receive(px_ctx *ctx, px_msg *m) {
             trouble(ctx, l, "request %" PRIu64 " got an answer that is not its own", r.seq);
             return PX_OK;
         }
-        uint64_t us = (uint64_t)(now_us() - r.t0_us);
+        uint64_t us = (uint64_t)(pxu_mono_us() - r.t0_us);
         l->ok++;
         l->lat_sum += us;
         l->lat_max = us > l->lat_max ? us : l->lat_max;

@@ -26,12 +26,15 @@
 #include "daemon.h"
 
 /* Registers load.client and the LoadSpec / LoadStatsRequest / LoadStats
- * types on sys. */
+ * types on sys, before it runs actors. PX_OK or px_behavior_register's /
+ * px_type_register's error (PX_EEXIST, PX_ENOMEM). */
 px_err pxd_load_register(px_system *sys);
 
 /* Lets load.client actors of n->sys look global names up in n->c (under
  * n->parts_mtx): bound = true once n->sys exists, false before n goes
- * away. Without it they find local names only. At most 8 nodes at once. */
+ * away. Without it they find local names only. At most 8 nodes at once
+ * (a ninth is not bound, silently: its clients find local names only).
+ * Any thread; cannot fail. */
 void pxd_load_bind(pxd_node *n, bool bound);
 
 #endif

@@ -44,16 +44,6 @@ static const char *const extra_flags[] = {"--check-config", "--config-reference"
 
 /* ---- logs ---- */
 
-static void iso_now(char *out, size_t len) {
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    struct tm tm;
-    gmtime_r(&ts.tv_sec, &tm);
-    char b[32];
-    strftime(b, sizeof b, "%Y-%m-%dT%H:%M:%S", &tm);
-    snprintf(out, len, "%s.%03ldZ", b, ts.tv_nsec / 1000000);
-}
-
 /* One line per event: key=value fields, or a JSON object per line. */
 static void log_sink(void *arg, px_log_level level, const char *node, const char *line) {
     pxd_node *n = arg;
@@ -61,7 +51,7 @@ static void log_sink(void *arg, px_log_level level, const char *node, const char
         atomic_fetch_add_explicit(&n->log_lines[level], 1, memory_order_relaxed);
     }
     char ts[48];
-    iso_now(ts, sizeof ts);
+    pxu_iso_ms(pxu_wall_ms(), ts, sizeof ts);
     if (n->cfg->log_json) {
         json_t *o = json_pack("{s:s, s:s, s:s, s:s}", "ts", ts, "level",
                               px_log_level_name(level), "node", node, "msg", line);

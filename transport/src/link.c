@@ -442,7 +442,6 @@ static void pack_batch_locked(conn *c, bool *kick_bulk) {
         conn_close_locked(c, "out of memory packing a frame", PX_LOG_ERROR);
         return;
     }
-    CNT(t, msgs_out, n);
     CNT(t, lane_msgs_out[c->lane], n);
     for (size_t i = 0; i < k; i++) {
         txent *e = txq_at(q, 0);
@@ -542,7 +541,6 @@ static void bulk_fill_locked(conn *c) {
         bbytes_sub(p, c->cur.len);
         txent_free(&c->cur);
         c->has_cur = false;
-        CNT(t, bulk_out, 1);
         CNT(t, lane_msgs_out[L_BLK], 1);
     }
     c->writing = false;
@@ -601,7 +599,6 @@ static void tx_cb(void *arg) {
         return;
     }
     size_t n = nng_aio_count(c->tx_aio);
-    CNT(c->t, bytes_out, n);
     CNT(c->t, lane_bytes_out[c->lane], n);
     c->wcur_off += n;
     if (c->wcur_off < c->wcur_len) { /* a short write: the rest */
@@ -1306,7 +1303,6 @@ static void bulk_complete_locked(peer *p, rxbulk *b) {
         it->failed = why;
     }
     bulk_free(&p->rx, b);
-    CNT(p->t, bulk_in, 1);
     CNT(p->t, lane_msgs_in[L_BLK], 1);
     rxpair *q = pair_find(&p->rx, it->to, it->from);
     if (q != NULL) {
@@ -1655,7 +1651,6 @@ static void rx_cb(void *arg) {
         return;
     }
     size_t got = nng_aio_count(c->rx_aio);
-    CNT(t, bytes_in, got);
     CNT(t, lane_bytes_in[c->lane], got);
     c->rlen += got;
     c->last_rx_ms = now_ms();
@@ -2565,26 +2560,27 @@ void px_transport_stats_get(px_transport *t, px_transport_stats *o) {
     if (t == NULL) {
         return;
     }
-    o->msgs_out = atomic_load(&t->msgs_out);
     o->msgs_in = atomic_load(&t->msgs_in);
     o->frames_out = atomic_load(&t->frames_out);
     o->frames_in = atomic_load(&t->frames_in);
-    o->bytes_out = atomic_load(&t->bytes_out);
-    o->bytes_in = atomic_load(&t->bytes_in);
     o->handshakes = atomic_load(&t->handshakes);
     o->refused = atomic_load(&t->refused);
     o->bad_frames = atomic_load(&t->bad_frames);
     o->undeliverable = atomic_load(&t->undeliverable);
     o->pings = atomic_load(&t->pings);
     o->pongs = atomic_load(&t->pongs);
-    o->bulk_out = atomic_load(&t->bulk_out);
-    o->bulk_in = atomic_load(&t->bulk_in);
+    /* The totals are the lanes' sums, counted once. */
     for (int l = 0; l < NLANES; l++) {
         o->lane_msgs_out[l] = atomic_load(&t->lane_msgs_out[l]);
         o->lane_msgs_in[l] = atomic_load(&t->lane_msgs_in[l]);
         o->lane_bytes_out[l] = atomic_load(&t->lane_bytes_out[l]);
         o->lane_bytes_in[l] = atomic_load(&t->lane_bytes_in[l]);
+        o->bytes_out += o->lane_bytes_out[l];
+        o->bytes_in += o->lane_bytes_in[l];
     }
+    o->msgs_out = o->lane_msgs_out[L_CTL] + o->lane_msgs_out[L_NRM];
+    o->bulk_out = o->lane_msgs_out[L_BLK];
+    o->bulk_in = o->lane_msgs_in[L_BLK];
     o->held = atomic_load(&t->held);
     o->notices = atomic_load(&t->notices);
     o->notices_lost = atomic_load(&t->notices_lost);

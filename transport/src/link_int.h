@@ -225,11 +225,11 @@ struct px_transport {
     struct notice *nq_head, *nq_tail;
     _Atomic size_t nq_len;
     atomic_int senders;
-    _Atomic uint64_t msgs_out, msgs_in, frames_out, frames_in, bytes_out, bytes_in, handshakes,
-        refused, bad_frames, undeliverable, pings, pongs, bulk_out, bulk_in, held, notices,
-        notices_lost;
+    _Atomic uint64_t msgs_in, frames_out, frames_in, handshakes, refused, bad_frames,
+        undeliverable, pings, pongs, held, notices, notices_lost;
     /* By lane (L_CTL, L_NRM, L_BLK): envelopes (chunked payloads on BULK)
-     * sent and received, bytes written and read. */
+     * sent and received, bytes written and read; px_transport_stats_get
+     * sums them into msgs_out, bytes_in/out and bulk_in/out. */
     _Atomic uint64_t lane_msgs_out[NLANES], lane_msgs_in[NLANES], lane_bytes_out[NLANES],
         lane_bytes_in[NLANES];
 };
