@@ -73,7 +73,9 @@ struct px_cluster {
     bool republish;          /* put NodeInfo again at the next tick */
     int64_t lease, reg_rev, old_lease;
     uint32_t inc;
-    int64_t last_ok_ms;      /* monotonic: last keepalive acknowledged */
+    int64_t last_ok_ms;      /* monotonic: when the last acknowledged keepalive (or the
+                              * grant) was sent — etcd's TTL runs from no earlier */
+    int64_t ka_sent_ms, grant_sent_ms; /* monotonic: the keepalive / grant in flight */
     int64_t etcd_down_since; /* wall */
     member *mem;
     size_t nmem, capmem;

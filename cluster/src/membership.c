@@ -616,6 +616,7 @@ static void reg_start(px_cluster *c) {
         return;
     }
     c->registering = true;
+    c->grant_sent_ms = mono_ms();
     int64_t old = c->old_lease;
     c->old_lease = 0;
     nng_mtx_unlock(c->mtx);
@@ -672,7 +673,7 @@ static void reg_put(void *arg, const px_etcd_res *res) {
     c->registered = true;
     c->fenced = false;
     c->reg_rev = res->revision;
-    c->last_ok_ms = mono_ms();
+    c->last_ok_ms = c->grant_sent_ms;
     c->etcd_down_since = 0;
     nng_cv_wake(c->cv);
     nng_mtx_unlock(c->mtx);
@@ -728,7 +729,7 @@ static void ka_done(void *arg, const px_etcd_res *res) {
     bool lost = false, back = false;
     if (res->err == PX_OK && mine) {
         c->keepalives++;
-        c->last_ok_ms = mono_ms();
+        c->last_ok_ms = c->ka_sent_ms;
         back = c->etcd_down_since != 0;
         c->etcd_down_since = 0;
     } else if (res->err == PX_ENOENT && mine) {
@@ -786,6 +787,7 @@ static void tick_cb(void *arg) {
     uint32_t inc = c->inc;
     if (send) {
         c->ka_inflight = true;
+        c->ka_sent_ms = now;
     }
     bool again = c->registered && !expired && c->sys != NULL;
     if (again && !c->republish) {

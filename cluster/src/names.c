@@ -20,7 +20,11 @@
 #include "cluster_int.h"
 #include "plexus/plexus.pb-c.h"
 
-#define KEEPER_WATCH 1 /* tag of the keeper's "watch this ref" message */
+#define KEEPER_WATCH 1  /* tag of the keeper's "watch this ref" message */
+#define KEEPER_RETRY 2  /* "etcd did not answer a delete": wait, then KEEPER_DELETE */
+#define KEEPER_DELETE 3 /* "try that delete again" */
+#define RETRY_MIN_MS 100
+#define RETRY_MAX_MS 2000
 
 /* ---- the local table (c->nmtx held) ---- */
 
@@ -159,14 +163,39 @@ static void names_sync(void *arg, int64_t rev, const px_etcd_kv *kvs, size_t n) 
     px_cluster *c = arg;
     (void)rev;
     nng_mtx_lock(c->nmtx);
-    /* Names of ours the table had stay marked as ours if still there. */
-    clear_locked(c);
+    /* Names of ours the table had stay marked as ours if etcd still maps
+     * them to the same actor: the keeper deletes them when it stops. */
+    for (size_t i = 0; i < c->nbucket_count; i++) {
+        for (gname **pp = &c->nbuckets[i]; *pp != NULL;) {
+            gname *g = *pp;
+            if (g->mine) {
+                g->rev = 0; /* marks "not seen in this read yet" */
+                pp = &g->next;
+            } else {
+                *pp = g->next;
+                free(g);
+                c->ncount--;
+            }
+        }
+    }
     for (size_t i = 0; i < n; i++) {
         size_t nl;
         const char *name = name_of_key(c, &kvs[i], &nl);
         px_ref r;
         if (name != NULL && ref_of_value(&kvs[i], &r)) {
             put_locked(c, name, nl, r, kvs[i].mod_rev, false);
+        }
+    }
+    for (size_t i = 0; i < c->nbucket_count; i++) { /* ours that etcd no longer has */
+        for (gname **pp = &c->nbuckets[i]; *pp != NULL;) {
+            gname *g = *pp;
+            if (g->rev == 0) {
+                *pp = g->next;
+                free(g);
+                c->ncount--;
+            } else {
+                pp = &g->next;
+            }
         }
     }
     c->names_synced = true;
@@ -201,9 +230,79 @@ static void keeper_unref(pxc_keeper *k) {
     }
 }
 
-static void ignore_res(void *arg, const px_etcd_res *res) {
-    (void)arg;
-    (void)res;
+/* A name to delete from etcd now that its actor stopped, tried until etcd
+ * answers: a name must not outlive its actor because etcd was slow once.
+ * Between tries it travels by value in the keeper's messages (so a
+ * message dropped with the keeper loses nothing that needs freeing). The
+ * compare in the delete keeps a late retry from touching a name taken
+ * over meanwhile. */
+typedef struct gone_name {
+    px_ref who;
+    uint64_t fences; /* the node's fence count at the first try */
+    uint32_t attempt;
+    char name[PX_GLOBAL_NAME_MAX];
+} gone_name;
+
+/* One delete in flight: holds a keeper reference until its answer. */
+typedef struct gone_req {
+    pxc_keeper *k;
+    gone_name g;
+} gone_req;
+
+static uint64_t fences_of(px_cluster *c) {
+    nng_mtx_lock(c->mtx);
+    uint64_t f = c->fences;
+    nng_mtx_unlock(c->mtx);
+    return f;
+}
+
+/* The delete's answer (client thread). Done when the txn ran, compare
+ * held or not; given up when the cluster stops, when etcd refuses the
+ * request itself, or once this node was fenced (the name went with the
+ * old lease). Otherwise the keeper tries again after a backoff. */
+static void gone_deleted(void *arg, const px_etcd_res *res) {
+    gone_req *q = arg;
+    pxc_keeper *k = q->k;
+    px_err e = res->err;
+    if (e != PX_OK && e != PX_ECLOSED && e != PX_EINVAL && e != PX_EAUTH) {
+        nng_mtx_lock(k->mtx);
+        px_cluster *c = k->c;
+        if (c != NULL && fences_of(c) == q->g.fences) {
+            if (q->g.attempt == 0) {
+                px_log(c->sys, PX_LOG_WARN,
+                       "global name %s: its actor stopped but etcd did not take the delete: "
+                       "%s (%s); retrying",
+                       q->g.name, res->msg, px_errname(e));
+            }
+            px_msg *m = NULL;
+            if (px_msg_bytes(&m, KEEPER_RETRY, &q->g, sizeof(q->g)) != PX_OK ||
+                px_system_send(c->sys, c->keeper_ref, &m) != PX_OK) {
+                px_msg_free(m);
+            }
+        }
+        nng_mtx_unlock(k->mtx);
+    }
+    keeper_unref(k);
+    free(q);
+}
+
+/* Sends g's delete (lock: k->mtx, k->c set). */
+static void gone_try(px_cluster *c, const gone_name *g) {
+    gone_req *q = malloc(sizeof(*q));
+    if (q != NULL) {
+        q->k = c->keeper;
+        q->g = *g;
+        atomic_fetch_add(&q->k->refs, 1);
+        if (delete_if_ref(c, g->name, g->who, gone_deleted, q) == PX_OK) {
+            return;
+        }
+        keeper_unref(q->k);
+        free(q);
+    }
+    px_log(c->sys, PX_LOG_WARN,
+           "global name %s: cannot delete it after its actor stopped; it goes with this "
+           "node's lease",
+           g->name);
 }
 
 /* `who` stopped: delete the names registered here for it (lock: k->mtx). */
@@ -229,13 +328,12 @@ static void names_of_gone(px_cluster *c, px_ref who) {
         }
     }
     nng_mtx_unlock(c->nmtx);
+    uint64_t fences = n > 0 ? fences_of(c) : 0;
     for (size_t i = 0; i < n; i++) {
-        if (c->e != NULL && /* standalone: the table is all there is */
-            delete_if_ref(c, names[i], who, ignore_res, NULL) != PX_OK) {
-            px_log(c->sys, PX_LOG_WARN,
-                   "global name %s: cannot delete it after its actor stopped; it goes with "
-                   "this node's lease",
-                   names[i]);
+        if (c->e != NULL) { /* standalone: the table is all there is */
+            gone_name g = {.who = who, .fences = fences};
+            snprintf(g.name, sizeof(g.name), "%s", names[i]);
+            gone_try(c, &g);
         }
         nng_mtx_lock(c->nmtx);
         gname **pp = slot_of(c, names[i], strlen(names[i]));
@@ -257,6 +355,33 @@ static px_err keeper_receive(px_ctx *ctx, px_msg *m) {
             memcpy(&r, d, sizeof(r));
             (void)px_watch(ctx, r); /* already gone: Terminated (no actor) comes at once */
         }
+        return PX_OK;
+    }
+    if (px_msg_kind_of(m) == PX_MSG_BYTES &&
+        (px_msg_tag(m) == KEEPER_RETRY || px_msg_tag(m) == KEEPER_DELETE)) {
+        size_t len = 0;
+        const void *d = px_msg_data(m, &len);
+        gone_name g;
+        if (len != sizeof(g)) {
+            return PX_OK;
+        }
+        memcpy(&g, d, sizeof(g));
+        if (px_msg_tag(m) == KEEPER_RETRY) { /* wait: 100 ms doubling to 2 s */
+            uint32_t delay = RETRY_MIN_MS << (g.attempt < 5 ? g.attempt : 5);
+            g.attempt++;
+            px_msg *again = NULL;
+            if (px_msg_bytes(&again, KEEPER_DELETE, &g, sizeof(g)) != PX_OK ||
+                px_send_after(ctx, delay < RETRY_MAX_MS ? delay : RETRY_MAX_MS, px_self(ctx),
+                              &again, NULL) != PX_OK) {
+                px_msg_free(again);
+            }
+            return PX_OK;
+        }
+        nng_mtx_lock(k->mtx);
+        if (k->c != NULL) {
+            gone_try(k->c, &g);
+        }
+        nng_mtx_unlock(k->mtx);
         return PX_OK;
     }
     px_ref who;

@@ -91,6 +91,19 @@ static void node_cluster(tnode *n, bool attach_transport) {
     cr_assert_eq(rv, PX_OK, "%s: %s (%s)", n->name, px_errname(rv), err);
 }
 
+/* Log lines that say a name's delete is being retried (every node's log
+ * passes here; shown too when PXT_LOG is set). */
+static _Atomic int g_delete_retries;
+
+static void count_sink(void *arg, px_log_level level, const char *node, const char *line) {
+    if (strstr(line, "did not take the delete") != NULL) {
+        atomic_fetch_add(&g_delete_retries, 1);
+    }
+    if (getenv("PXT_LOG") != NULL) {
+        px_log_stderr(arg, level, node, line);
+    }
+}
+
 /* A node: system, transport (ipc, in tdir) and cluster. */
 static void node_up(tnode *n, const char *name, bool attach_transport) {
     memset(n, 0, sizeof *n);
@@ -104,6 +117,7 @@ static void node_up(tnode *n, const char *name, bool attach_transport) {
     cfg.node_name = n->name;
     cfg.workers = 2;
     cfg.log_level = getenv("PXT_LOG") ? PX_LOG_INFO : PX_LOG_CRIT;
+    cfg.log_sink = count_sink;
     cr_assert_eq(px_system_alloc(&n->sys, &cfg), PX_OK);
     node_transport(n);
     node_cluster(n, attach_transport);
@@ -354,11 +368,12 @@ Test(cluster_nodes, a_global_name_has_one_owner_and_goes_with_its_actor_or_node)
     cr_assert_eq(px_register_global(a.c, "x", rs[1].ref, NULL), PX_EINVAL, "not a local actor");
     cr_assert_eq(px_unregister_global(rs[lose].n->c, "svc.lock"), PX_ENOENT, "not its name");
 
-    /* The owner stops: the name is deleted, everywhere. */
+    /* The owner stops: the name is deleted, everywhere (the bound covers
+     * an etcd that stalls meanwhile: the delete is retried). */
     cr_assert_eq(px_stop(rs[win].n->sys, rs[win].ref), PX_OK);
     PXT_AWAIT(px_whereis_global(a.c, "svc.lock", &got) == PX_ENOENT &&
               px_whereis_global(b.c, "svc.lock", &got) == PX_ENOENT,
-          5000);
+          10000);
     /* Now the other may take it; unregister gives it back. */
     cr_assert_eq(px_register_global(rs[lose].n->c, "svc.lock", rs[lose].ref, NULL), PX_OK);
     cr_assert_eq(px_unregister_global(rs[lose].n->c, "svc.lock"), PX_OK);
@@ -371,6 +386,39 @@ Test(cluster_nodes, a_global_name_has_one_owner_and_goes_with_its_actor_or_node)
     PXT_AWAIT(px_whereis_global(a.c, "beta.svc", &got) == PX_OK, 3000);
     node_down(&b, true);
     PXT_AWAIT(px_whereis_global(a.c, "beta.svc", &got) == PX_ENOENT, 3000);
+    node_down(&a, true);
+}
+
+/* etcd stalls (short of the TTL: nobody fences) just as a named actor
+ * stops: the delete fails for now, and the keeper tries it again until
+ * etcd answers — the name does not outlive its actor. */
+Test(cluster_nodes, a_name_goes_with_its_actor_even_if_etcd_stalls_as_it_stops) {
+    tnode a, b;
+    node_up(&a, "alpha", true);
+    node_up(&b, "beta", true);
+    px_ref r = PX_REF_NIL, got = PX_REF_NIL;
+    cr_assert_eq(px_system_spawn(a.sys, pxt_echo_behavior(), NULL, NULL, &r), PX_OK);
+    cr_assert_eq(px_register_global(a.c, "svc.stall", r, NULL), PX_OK);
+    PXT_AWAIT(px_whereis_global(b.c, "svc.stall", &got) == PX_OK && px_ref_eq(got, r), 5000);
+
+    cr_assert_eq(px_system_set_log_level(a.sys, PX_LOG_WARN), PX_OK);
+    cr_assert_eq(pxt_etcd_pause(&etcd), 0);
+    cr_assert_eq(px_stop(a.sys, r), PX_OK);
+    /* the owner forgets it at once; etcd has not heard yet */
+    PXT_AWAIT(px_whereis_global(a.c, "svc.stall", &got) == PX_ENOENT, 3000);
+    /* the first delete times out (1 s) and is to be retried */
+    PXT_AWAIT(atomic_load(&g_delete_retries) == 1, 2500);
+    cr_assert_eq(px_whereis_global(b.c, "svc.stall", &got), PX_OK, "etcd has not heard");
+    cr_assert_eq(pxt_etcd_resume(&etcd), 0);
+    PXT_AWAIT(px_whereis_global(b.c, "svc.stall", &got) == PX_ENOENT, 5000);
+    px_cluster_health h;
+    px_cluster_health_get(a.c, &h);
+    cr_assert_eq(h.fences, 0, "the stall stayed short of the TTL");
+    /* and etcd itself no longer has it: beta may take the name */
+    px_ref br = PX_REF_NIL;
+    cr_assert_eq(px_system_spawn(b.sys, pxt_echo_behavior(), NULL, NULL, &br), PX_OK);
+    cr_assert_eq(px_register_global(b.c, "svc.stall", br, NULL), PX_OK);
+    node_down(&b, true);
     node_down(&a, true);
 }
 
