@@ -962,7 +962,9 @@ static bool loaded(const char *line) {
         const char *p = strstr(line, names[i]);
         load[i] = p != NULL ? atoll(p + strlen(names[i])) : -1;
     }
-    return load[2] >= 0 && load[0] >= load[2] + 300 && load[1] >= load[2] + 300;
+    /* 300 more each, less the few children the spawns above put on gamma
+     * (and any helper actor a node runs): the margin is not exact */
+    return load[2] >= 0 && load[0] >= load[2] + 250 && load[1] >= load[2] + 250;
 }
 
 MP_TEST(remote_spawn_by_each_placement_policy_and_an_unknown_behavior_is_a_clear_error, 90) {
