@@ -38,6 +38,15 @@ typedef struct gname {
     char name[];
 } gname;
 
+/* A name a local actor waits for: its registration found the name held
+ * (by an instance being failed over from, whose lease has not run out
+ * yet); it is tried again when the name is deleted. */
+typedef struct gwant {
+    struct gwant *next;
+    px_ref ref;
+    char name[];
+} gwant;
+
 /* What the names keeper actor shares with the cluster: it outlives neither
  * (refs counts them), and `c` is NULL once the cluster stops. */
 typedef struct pxc_keeper {
@@ -89,6 +98,8 @@ struct px_cluster {
     gname **nbuckets;
     size_t nbucket_count, ncount;
     bool names_synced;
+    int64_t names_rev;       /* the last revision the names watch showed */
+    gwant *wants;
     px_etcd_watch *nw;
     pxc_keeper *keeper;
     px_ref keeper_ref;

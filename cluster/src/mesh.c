@@ -249,6 +249,8 @@ typedef struct cand {
     char *roles, *behs;
     uint64_t actors, depth;
     bool local;
+    bool stale; /* our link reached another incarnation than etcd's: the one
+                   registered is gone (fenced or restarted) */
 } cand;
 
 typedef struct cands {
@@ -276,6 +278,8 @@ static void cand_add(void *arg, const member *mb) {
     c->actors = mb->actors;
     c->depth = mb->mailbox_depth;
     c->local = mb->m.node_id == cs->self;
+    c->stale = !c->local && mb->link == PX_LINK_UP && mb->link_inc != 0 &&
+               mb->link_inc != mb->m.node_inc;
 }
 
 static void cands_free(cands *cs) {
@@ -338,7 +342,7 @@ static bool eligible(px_mesh *m, const cand *c, const char *behavior, bool *has_
     if (c->local) {
         return !fenced(m) && *has_beh;
     }
-    return c->state == PX_MEMBER_UP && *has_beh;
+    return c->state == PX_MEMBER_UP && !c->stale && *has_beh;
 }
 
 /* Picks a node for behavior by pl; *out is a copy of it. */
@@ -954,7 +958,22 @@ static void on_spawn(px_mesh *m, const syshdr *h, const Plexus__SpawnRequest *re
     px_ref child = PX_REF_NIL, host = PX_REF_NIL;
     px_err rv = PX_OK;
     px_msg *a = NULL;
-    if (s == NULL || s->behavior == NULL || s->behavior[0] == '\0') {
+    px_cluster_health ch = {0};
+    if (m->c != NULL) {
+        px_cluster_health_get(m->c, &ch);
+    }
+    uint32_t inc = px_system_node_inc(m->sys);
+    if (h->to.node_inc != 0 && h->to.node_inc != inc) {
+        /* meant for an incarnation of this node that is gone: the sender's
+         * view is behind (this node fenced itself or restarted) */
+        rv = PX_ENODEDOWN;
+        snprintf(why, sizeof(why), "node %s is now incarnation %08x, not %08x",
+                 px_system_node_name(m->sys), inc, h->to.node_inc);
+    } else if (ch.fenced) {
+        rv = PX_EFENCED;
+        snprintf(why, sizeof(why), "node %s is fenced: no cluster work until it has registered again",
+                 px_system_node_name(m->sys));
+    } else if (s == NULL || s->behavior == NULL || s->behavior[0] == '\0') {
         rv = PX_EINVAL;
         snprintf(why, sizeof(why), "no behavior in the spawn request");
     } else if ((a = arg_of(m, s, &rv)), rv != PX_OK) {
@@ -1056,10 +1075,15 @@ static void on_spawn_reply(px_mesh *m, const syshdr *h, const Plexus__SpawnReply
     nng_mtx_lock(m->mtx);
     pend *p = pend_take(m, h->corr);
     nng_mtx_unlock(m->mtx);
-    if (p == NULL) {
-        return; /* given up on (timed out, node lost) */
-    }
     px_ref child = ref_of(rep->child), host = ref_of(rep->host);
+    if (p == NULL) { /* given up on (timed out, node lost): what it started goes */
+        if (rep->code == 0 && !px_ref_is_nil(host)) {
+            (void)send_directive(m, host, PX_REMOTE_STOP, PX_TERM_STOPPED, PX_OK);
+        } else if (rep->code == 0 && !px_ref_is_nil(child)) {
+            (void)px_stop(m->sys, child);
+        }
+        return;
+    }
     const char *node = rep->node ? rep->node : h->peer;
     px_err code = rep->code < 0 && rep->code > -1000 ? (px_err)rep->code : PX_EPROTO;
     if (rep->code == 0 && px_ref_is_nil(child)) {
@@ -1127,6 +1151,10 @@ static void on_child_event(px_mesh *m, const syshdr *h, const Plexus__ChildEvent
             ev.kind = PX_PROXY_LOST;
             ev.code = PX_ENODEDOWN;
             ev.reason = "the child's node is shutting down";
+        } else if (e->term == PX_TERM_NODE_FENCED) { /* ... or fenced itself: the same */
+            ev.kind = PX_PROXY_LOST;
+            ev.code = PX_EFENCED;
+            ev.reason = "the child's node fenced itself";
         } else {
             ev.kind = PX_PROXY_ENDED;
         }

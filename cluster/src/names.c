@@ -11,6 +11,10 @@
  * transaction that compares the value, so a name taken over meanwhile is
  * left alone. A fenced node's names went with its old lease: they are
  * forgotten locally, and the watch shows their deletion.
+ * A registration made for a child the mesh started here (a failover) may
+ * find the name still held by the instance it replaces, until that one's
+ * node lease runs out: the child then waits for the name (c->wants) and
+ * takes it as soon as the watch shows its deletion.
  */
 #include <stdatomic.h>
 #include <stdio.h>
@@ -113,6 +117,65 @@ static void clear_locked(px_cluster *c) {
     c->ncount = 0;
 }
 
+/* ---- names waited for (c->nmtx held) ---- */
+
+static void want_add_locked(px_cluster *c, const char *name, px_ref ref) {
+    for (gwant *w = c->wants; w != NULL; w = w->next) {
+        if (px_ref_eq(w->ref, ref) && strcmp(w->name, name) == 0) {
+            return;
+        }
+    }
+    size_t n = strlen(name);
+    gwant *w = malloc(sizeof(*w) + n + 1);
+    if (w == NULL) {
+        return; /* the actor runs without its name, as it would have */
+    }
+    w->ref = ref;
+    memcpy(w->name, name, n + 1);
+    w->next = c->wants;
+    c->wants = w;
+}
+
+/* Moves the wants that match onto *out: those for `name` (length n), or
+ * for ref `who` (name NULL), or all (both NULL/nil). */
+static void want_take_locked(px_cluster *c, const char *name, size_t n, px_ref who,
+                             gwant **out) {
+    for (gwant **pp = &c->wants; *pp != NULL;) {
+        gwant *w = *pp;
+        bool hit = name != NULL ? strncmp(w->name, name, n) == 0 && w->name[n] == '\0'
+                                : px_ref_is_nil(who) || px_ref_eq(w->ref, who);
+        if (hit) {
+            *pp = w->next;
+            w->next = *out;
+            *out = w;
+        } else {
+            pp = &w->next;
+        }
+    }
+}
+
+static void wants_free(gwant *w) {
+    while (w != NULL) {
+        gwant *nx = w->next;
+        free(w);
+        w = nx;
+    }
+}
+
+static px_err register_async(px_cluster *c, const char *name, px_ref ref);
+
+/* Tries each of ws again (the names were seen deleted); frees them. */
+static void wants_retry(px_cluster *c, gwant *ws) {
+    for (gwant *w = ws; w != NULL; w = w->next) {
+        px_err rv = register_async(c, w->name, w->ref);
+        if (rv != PX_OK) {
+            px_log(c->sys, PX_LOG_WARN, "global name %s is free again but cannot be taken: %s",
+                   w->name, px_errname(rv));
+        }
+    }
+    wants_free(ws);
+}
+
 /* ---- the watch ---- */
 
 /* ref as a name's value (a packed ActorRef); returns its length. */
@@ -199,11 +262,25 @@ static void names_sync(void *arg, int64_t rev, const px_etcd_kv *kvs, size_t n) 
         }
     }
     c->names_synced = true;
+    c->names_rev = rev;
+    gwant *free_now = NULL;
+    for (gwant **pp = &c->wants; *pp != NULL;) {
+        gwant *w = *pp;
+        if (*slot_of(c, w->name, strlen(w->name)) == NULL) {
+            *pp = w->next;
+            w->next = free_now;
+            free_now = w;
+        } else {
+            pp = &w->next;
+        }
+    }
     nng_mtx_unlock(c->nmtx);
+    wants_retry(c, free_now);
 }
 
 static void names_events(void *arg, int64_t rev, const px_etcd_event *ev, size_t n) {
     px_cluster *c = arg;
+    gwant *free_now = NULL;
     nng_mtx_lock(c->nmtx);
     for (size_t i = 0; i < n; i++) {
         size_t nl;
@@ -214,11 +291,14 @@ static void names_events(void *arg, int64_t rev, const px_etcd_event *ev, size_t
         }
         if (ev[i].is_delete) {
             del_locked(c, name, nl, rev);
+            want_take_locked(c, name, nl, PX_REF_NIL, &free_now);
         } else if (ref_of_value(&ev[i].kv, &r)) {
             put_locked(c, name, nl, r, rev, false);
         }
     }
+    c->names_rev = rev;
     nng_mtx_unlock(c->nmtx);
+    wants_retry(c, free_now);
 }
 
 /* ---- the keeper actor ---- */
@@ -327,7 +407,10 @@ static void names_of_gone(px_cluster *c, px_ref who) {
             snprintf(names[n++], PX_GLOBAL_NAME_MAX, "%s", g->name);
         }
     }
+    gwant *dropped = NULL;
+    want_take_locked(c, NULL, 0, who, &dropped);
     nng_mtx_unlock(c->nmtx);
+    wants_free(dropped);
     uint64_t fences = n > 0 ? fences_of(c) : 0;
     for (size_t i = 0; i < n; i++) {
         if (c->e != NULL) { /* standalone: the table is all there is */
@@ -473,6 +556,8 @@ void pxc_names_stop(px_cluster *c) {
         free(c->nbuckets);
         c->nbuckets = NULL;
     }
+    wants_free(c->wants);
+    c->wants = NULL;
 }
 
 void pxc_names_fenced(px_cluster *c) {
@@ -492,7 +577,10 @@ void pxc_names_fenced(px_cluster *c) {
             }
         }
     }
+    gwant *dropped = NULL; /* their actors are of the old incarnation: cut off */
+    want_take_locked(c, NULL, 0, PX_REF_NIL, &dropped);
     nng_mtx_unlock(c->nmtx);
+    wants_free(dropped);
 }
 
 /* ---- the API ---- */
@@ -585,10 +673,36 @@ typedef struct async_reg {
 
 static void async_done(void *arg, const px_etcd_res *res) {
     async_reg *a = arg;
-    registered(a->c, a->name, a->ref, res->err, res, NULL);
+    px_cluster *c = a->c;
+    registered(c, a->name, a->ref, res->err, res, NULL);
     if (res->err == PX_EEXIST) {
-        px_log(a->c->sys, PX_LOG_WARN, "global name %s is taken: the restarted actor runs "
-                                       "without it", a->name);
+        /* Held (most likely by the instance this one replaces, until its
+         * lease runs out): wait for its deletion. If the watch has shown
+         * everything up to this answer and the name is not in the table,
+         * the deletion came first: try again now. */
+        px_ref owner = PX_REF_NIL;
+        if (res->nkvs > 0) {
+            (void)ref_of_value(&res->kvs[0], &owner);
+        }
+        nng_mtx_lock(c->nmtx);
+        bool gone = c->names_rev >= res->revision &&
+                    *slot_of(c, a->name, strlen(a->name)) == NULL;
+        if (!gone) {
+            want_add_locked(c, a->name, a->ref);
+        }
+        nng_mtx_unlock(c->nmtx);
+        char ob[48];
+        px_log(c->sys, PX_LOG_WARN,
+               "global name %s is held by %s: the actor started here takes it once it is free",
+               a->name, px_ref_format(owner, ob, sizeof(ob)));
+        px_msg *m = NULL; /* its stop ends the wait */
+        if (px_msg_bytes(&m, KEEPER_WATCH, &a->ref, sizeof(a->ref)) != PX_OK ||
+            px_system_send(c->sys, c->keeper_ref, &m) != PX_OK) {
+            px_msg_free(m);
+        }
+        if (gone) {
+            (void)register_async(c, a->name, a->ref);
+        }
     }
     free(a);
 }
@@ -597,6 +711,10 @@ px_err pxc_register_global_async(px_cluster *c, const char *name, px_ref ref) {
     if (c == NULL || c->sys == NULL || !name_ok(name)) {
         return PX_EINVAL;
     }
+    return register_async(c, name, ref);
+}
+
+static px_err register_async(px_cluster *c, const char *name, px_ref ref) {
     if (c->e == NULL) {
         px_etcd_res *res = NULL;
         px_err rv = create_local(c, name, ref, &res);

@@ -826,6 +826,14 @@ static void on_failure(px_actor *p, pxi_fail_rec *f) {
     if (root && d == PX_DIRECTIVE_ESCALATE) {
         d = PX_DIRECTIVE_STOP;
     }
+    if (!root && px_log_enabled(sys, f->normal ? PX_LOG_INFO : PX_LOG_WARN)) {
+        char pb[48];
+        px_log(sys, f->normal ? PX_LOG_INFO : PX_LOG_WARN,
+               "supervisor %s (%s): child %s %s: %s: %s; directive %s",
+               px_ref_format(pxi_ref_of(p), pb, sizeof(pb)), p->beh->name, r->id,
+               f->normal ? "stopped itself" : "failed", px_errname(f->code), f->reason,
+               px_directive_name(d));
+    }
     switch (d) {
     case PX_DIRECTIVE_RESUME:
         atomic_fetch_add_explicit(&sys->resumed, 1, memory_order_relaxed);

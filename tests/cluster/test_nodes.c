@@ -93,11 +93,18 @@ static void node_cluster(tnode *n, bool attach_transport) {
 
 /* Log lines that say a name's delete is being retried (every node's log
  * passes here; shown too when PXT_LOG is set). */
-static _Atomic int g_delete_retries;
+static _Atomic int g_delete_retries, g_name_waits;
+
+/* The mesh's registration for a child it started here (cluster/src/names.c,
+ * internal): asynchronous, and it waits for a name that is held. */
+px_err pxc_register_global_async(px_cluster *c, const char *name, px_ref ref);
 
 static void count_sink(void *arg, px_log_level level, const char *node, const char *line) {
     if (strstr(line, "did not take the delete") != NULL) {
         atomic_fetch_add(&g_delete_retries, 1);
+    }
+    if (strstr(line, "takes it once it is free") != NULL) {
+        atomic_fetch_add(&g_name_waits, 1);
     }
     if (getenv("PXT_LOG") != NULL) {
         px_log_stderr(arg, level, node, line);
@@ -418,6 +425,38 @@ Test(cluster_nodes, a_name_goes_with_its_actor_even_if_etcd_stalls_as_it_stops) 
     px_ref br = PX_REF_NIL;
     cr_assert_eq(px_system_spawn(b.sys, pxt_echo_behavior(), NULL, NULL, &br), PX_OK);
     cr_assert_eq(px_register_global(b.c, "svc.stall", br, NULL), PX_OK);
+    node_down(&b, true);
+    node_down(&a, true);
+}
+
+/* A failover's registration (the mesh's, for a child started on another
+ * node) may find the name still held by the instance it replaces: it
+ * waits, and takes the name as soon as that one's is deleted. */
+Test(cluster_nodes, a_failed_over_child_takes_its_name_once_the_old_holder_lets_go) {
+    tnode a, b;
+    node_up(&a, "alpha", true);
+    node_up(&b, "beta", true);
+    px_ref old = PX_REF_NIL, fresh = PX_REF_NIL, got = PX_REF_NIL;
+    cr_assert_eq(px_system_spawn(a.sys, pxt_echo_behavior(), NULL, NULL, &old), PX_OK);
+    cr_assert_eq(px_register_global(a.c, "svc.move", old, NULL), PX_OK);
+    PXT_AWAIT(px_whereis_global(b.c, "svc.move", &got) == PX_OK && px_ref_eq(got, old), 5000);
+
+    cr_assert_eq(px_system_set_log_level(b.sys, PX_LOG_WARN), PX_OK);
+    cr_assert_eq(px_system_spawn(b.sys, pxt_echo_behavior(), NULL, NULL, &fresh), PX_OK);
+    cr_assert_eq(pxc_register_global_async(b.c, "svc.move", fresh), PX_OK);
+    PXT_AWAIT(atomic_load(&g_name_waits) == 1, 5000); /* held: it waits */
+    cr_assert_eq(px_whereis_global(b.c, "svc.move", &got), PX_OK);
+    cr_assert(px_ref_eq(got, old), "the old holder keeps it until it lets go");
+
+    cr_assert_eq(px_stop(a.sys, old), PX_OK);
+    PXT_AWAIT(px_whereis_global(a.c, "svc.move", &got) == PX_OK && px_ref_eq(got, fresh) &&
+                  px_whereis_global(b.c, "svc.move", &got) == PX_OK && px_ref_eq(got, fresh),
+              5000);
+    /* the name leads to the new instance (once alpha's link to beta is up) */
+    PXT_AWAIT(ask_echo(&a, fresh, 7) == PX_OK, 10000);
+    /* and it is the new holder's like any other: it goes when it stops */
+    cr_assert_eq(px_stop(b.sys, fresh), PX_OK);
+    PXT_AWAIT(px_whereis_global(a.c, "svc.move", &got) == PX_ENOENT, 5000);
     node_down(&b, true);
     node_down(&a, true);
 }

@@ -19,20 +19,14 @@
 # Prints a table: scenario, fault, detection time, recovery time, requests
 # ok / failed / lost (in the scenario's window). Exit 0 when every scenario
 # held; 77 (skipped) when not root. Scenario names: kill stop partition
-# rogue rolling (the default list), and three that are only run when
-# named because they fail today:
+# etcd-isolate rogue rolling (the default list), and two that are only run
+# when named because they fail today:
 #  - throttle: n1's egress at 4 Mbit/s under a 40 Mbit/s bulk client; in
 #    about half of the full-suite runs 3 of ~1100 workload requests time
 #    out (lost): the lanes are separate TCP connections but share one
 #    egress queue, and tbf's drops back the normal lane's connection off
 #    past the 10 s timeout. No node goes unreachable; the bulk puts are
 #    all answered.
-#  - etcd-isolate: the node serving svc.0 is cut from etcd (not from its
-#    peers). It fences itself correctly (not ready), but n1's supervisor
-#    never restarts the child that ran there: svc.0 stays unregistered and
-#    the workload is refused from then on. (With a node that hosts no
-#    child of the workload's, it holds.) The link handshake of the fenced
-#    node's new incarnation reaches n1 before the lease's expiry does.
 #  - etcd-down: with etcd gone for 30 s
 # every node fences itself after its TTL (it cannot tell "etcd is down"
 # from "I am cut off from etcd"), and n1's supervisor, whose remote
@@ -45,7 +39,7 @@ root="$(cd "$here/../.." && pwd)"
 BIN="${1:-$root/build/tools}"
 shift || true
 SCENARIOS=("$@")
-((${#SCENARIOS[@]})) || SCENARIOS=(kill stop partition rogue rolling)
+((${#SCENARIOS[@]})) || SCENARIOS=(kill stop partition etcd-isolate rogue rolling)
 
 if [[ "$(id -u)" -ne 0 ]]; then
   echo "fault suite: skipped (needs root for network namespaces)"
