@@ -78,6 +78,9 @@ struct px_cluster {
     /* c->mtx */
     bool stopping;
     bool registered, registering, fenced, ka_inflight, synced;
+    bool holding;            /* lease unconfirmed for a TTL, every peer cut off too */
+    bool hold_grace;         /* holding, a peer reaches etcd again: one tick for our
+                                own keepalive to answer before we fence */
     _Atomic uint64_t pub_actors; /* the load in the NodeInfo we put last */
     bool republish;          /* put NodeInfo again at the next tick */
     int64_t lease, reg_rev, old_lease;

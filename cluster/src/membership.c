@@ -674,9 +674,13 @@ static void reg_put(void *arg, const px_etcd_res *res) {
     c->fenced = false;
     c->reg_rev = res->revision;
     c->last_ok_ms = c->grant_sent_ms;
+    c->holding = false;
     c->etcd_down_since = 0;
     nng_cv_wake(c->cv);
     nng_mtx_unlock(c->mtx);
+    if (c->tr != NULL) {
+        px_transport_etcd_ok(c->tr);
+    }
     mlog(c, PX_LOG_INFO, "membership: registered %s as incarnation %u (lease %lld, revision %lld)",
          c->key, c->inc, (long long)c->lease, (long long)res->revision);
 }
@@ -693,6 +697,8 @@ static void fence(px_cluster *c, const char *why, bool revoke_old) {
     }
     c->registered = false;
     c->fenced = true;
+    c->holding = false;
+    c->hold_grace = false;
     c->fences++;
     c->old_lease = revoke_old ? c->lease : 0;
     c->lease = 0;
@@ -726,11 +732,14 @@ static void ka_done(void *arg, const px_etcd_res *res) {
     nng_mtx_lock(c->mtx);
     c->ka_inflight = false;
     bool mine = res->lease_id == c->lease || res->lease_id == 0;
-    bool lost = false, back = false;
+    bool lost = false, back = false, held = false;
     if (res->err == PX_OK && mine) {
         c->keepalives++;
         c->last_ok_ms = c->ka_sent_ms;
         back = c->etcd_down_since != 0;
+        held = c->holding;
+        c->holding = false;
+        c->hold_grace = false;
         c->etcd_down_since = 0;
     } else if (res->err == PX_ENOENT && mine) {
         lost = c->registered;
@@ -741,8 +750,12 @@ static void ka_done(void *arg, const px_etcd_res *res) {
         }
     }
     nng_mtx_unlock(c->mtx);
+    if (res->err == PX_OK && mine && c->tr != NULL) {
+        px_transport_etcd_ok(c->tr);
+    }
     if (back) {
-        mlog(c, PX_LOG_INFO, "membership: etcd answers again");
+        mlog(c, PX_LOG_INFO, "membership: etcd answers again%s",
+             held ? "; our lease held: the same incarnation goes on" : "");
         px_etcd_watch_kick(c->w);
     }
     if (lost) {
@@ -769,6 +782,60 @@ static void stuck_joining(px_cluster *c) {
     }
 }
 
+/* Our lease has gone a whole TTL unconfirmed. If every other member of our
+ * view is linked to us and its heartbeats say it has been cut off from etcd
+ * for at least half a TTL too, etcd is down for everyone we know: nobody
+ * can see our lease expire and take our work over, so we hold on to the
+ * last view and keep serving instead of fencing (a lease etcd kept across
+ * its restart simply goes on; one it expired meanwhile fences us at the
+ * first keepalive it answers). One member that still reaches etcd, or one
+ * we cannot hear, and we fence. A node with no peers fences. No lock held. */
+static bool hold(px_cluster *c) {
+    if (c->tr == NULL) {
+        return false;
+    }
+    nng_mtx_lock(c->mtx);
+    size_t n = 0;
+    char (*names)[PX_MEMBER_NAME_MAX] = calloc(c->nmem ? c->nmem : 1, sizeof(*names));
+    bool ok = names != NULL;
+    for (size_t i = 0; ok && i < c->nmem; i++) {
+        const member *m = &c->mem[i];
+        if (m->m.node_id == c->node_id || !is_registered(m->m.state)) {
+            continue;
+        }
+        ok = m->m.state != PX_MEMBER_UNREACHABLE;
+        snprintf(names[n++], PX_MEMBER_NAME_MAX, "%s", m->m.name);
+    }
+    bool was = c->holding;
+    uint32_t half = c->cfg.ttl_s * 1000 / 2;
+    nng_mtx_unlock(c->mtx);
+    ok = ok && n > 0;
+    for (size_t i = 0; ok && i < n; i++) {
+        px_peer_info pi;
+        ok = px_transport_peer_info(c->tr, names[i], false, &pi) == PX_OK &&
+             pi.state == PX_LINK_UP && pi.ping_age_ms < half && pi.etcd_silent_ms >= half;
+    }
+    free(names);
+    nng_mtx_lock(c->mtx);
+    ok = ok && c->registered && !c->stopping;
+    bool grace = !ok && was && !c->hold_grace && c->registered && !c->stopping;
+    c->hold_grace = grace; /* the keepalive sent now answers within a tick */
+    c->holding = ok || grace;
+    nng_mtx_unlock(c->mtx);
+    if (grace) {
+        mlog(c, PX_LOG_INFO, "membership: a member reaches etcd again; our keepalive decides");
+        return true;
+    }
+    if (ok && !was) {
+        mlog(c, PX_LOG_WARN,
+             "membership: no keepalive acknowledged for a whole TTL, but all %zu other members "
+             "are linked and cut off from etcd too: etcd is down for everyone; serving on the "
+             "last view instead of fencing",
+             n);
+    }
+    return ok;
+}
+
 static void tick_cb(void *arg) {
     px_cluster *c = arg;
     if (nng_aio_result(c->tick) != 0) {
@@ -781,7 +848,7 @@ static void tick_cb(void *arg) {
     }
     int64_t now = mono_ms();
     bool expired = c->registered && now - c->last_ok_ms > (int64_t)c->cfg.ttl_s * 1000;
-    bool send = c->registered && !c->ka_inflight && !expired;
+    bool send = c->registered && !c->ka_inflight; /* holding, it keeps asking */
     bool reg = !c->registered && !c->registering;
     int64_t lease = c->lease;
     uint32_t inc = c->inc;
@@ -800,7 +867,7 @@ static void tick_cb(void *arg) {
         republish(c, lease, inc);
     }
     stuck_joining(c);
-    if (expired) {
+    if (expired && !hold(c)) {
         fence(c, "no keepalive acknowledged for a whole TTL", true);
     } else if (send && px_etcd_lease_keepalive(c->e, lease, ka_done, c) != PX_OK) {
         nng_mtx_lock(c->mtx);
@@ -1124,7 +1191,8 @@ void px_cluster_health_get(px_cluster *c, px_cluster_health *out) {
                                .etcd_down_since_ms = c->etcd_down_since,
                                .fences = c->fences,
                                .keepalives = c->keepalives,
-                               .keepalive_errors = c->ka_errors};
+                               .keepalive_errors = c->ka_errors,
+                               .holding = c->holding};
     nng_mtx_unlock(c->mtx);
 }
 

@@ -443,6 +443,8 @@ Test(plexctl, a_three_node_cluster_answers_every_subcommand) {
     cr_assert_gt(promcheck_value(body, "plexus_etcd_request_duration_seconds_count"), 0.0);
     cr_assert_gt(promcheck_value(body, "plexus_etcd_request_duration_seconds_sum"), 0.0);
     cr_assert_geq(promcheck_value(body, "plexus_etcd_errors_total"), 0.0);
+    cr_assert_eq(promcheck_value(body, "plexus_cluster_registered"), 1.0);
+    cr_assert_eq(promcheck_value(body, "plexus_cluster_holding"), 0.0, "etcd answers");
     cr_assert_gt(promcheck_value(
                      body, "plexus_transport_lane_messages_total{lane=\"control\",direction=\"in\"}"),
                  0.0);

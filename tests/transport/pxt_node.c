@@ -47,8 +47,8 @@
  *                    "audit name=.. n=K states=up,down,.. incs=<hex>,..
  *                    causes=<cause>|<cause>" (spaces in causes become '_')
  *   health           "health registered=0|1 fenced=0|1 inc=<hex> fences=N
- *                    sysinc=<hex> keepalives=N etcd_down=0|1" (sysinc:
- *                    px_system_node_inc)
+ *                    sysinc=<hex> keepalives=N etcd_down=0|1 holding=0|1"
+ *                    (sysinc: px_system_node_inc)
  *   register NAME    spawns an echo actor and px_register_global(NAME, it):
  *                    "register name=.. rc=PX_.. ref=<ref> owner=<ref>"
  *   whereis NAME     "whereis name=.. rc=PX_.. ref=<ref>"
@@ -1334,10 +1334,10 @@ static void cmd_health(node *n) {
     px_cluster_health h;
     px_cluster_health_get(n->c, &h);
     out("health registered=%d fenced=%d inc=%x fences=%llu sysinc=%x keepalives=%llu "
-        "etcd_down=%d",
+        "etcd_down=%d holding=%d",
         h.registered ? 1 : 0, h.fenced ? 1 : 0, h.node_inc, (unsigned long long)h.fences,
         px_system_node_inc(n->sys), (unsigned long long)h.keepalives,
-        h.etcd_down_since_ms != 0 ? 1 : 0);
+        h.etcd_down_since_ms != 0 ? 1 : 0, h.holding ? 1 : 0);
 }
 
 /* A new echo actor of the current incarnation. */

@@ -388,6 +388,10 @@ static void render_cluster(buf *b, px_cluster *c, const px_member *ms, size_t nm
             "1 while this node holds its lease and is not fenced.", h.registered ? 1 : 0);
     one_u64(b, "plexus_cluster_fenced", "gauge",
             "1 while this node is fenced (lost its lease), else 0.", h.fenced ? 1 : 0);
+    one_u64(b, "plexus_cluster_holding", "gauge",
+            "1 while this node's lease is unconfirmed for a TTL but etcd is down for every "
+            "member it knows, so it serves on its last view instead of fencing.",
+            h.holding ? 1 : 0);
     one_u64(b, "plexus_cluster_fences_total", "counter", "Times this node fenced itself.",
             h.fences);
     one_u64(b, "plexus_cluster_incarnation", "gauge", "This node's current incarnation.",

@@ -592,6 +592,7 @@ static void op_stats(pxd_node *n, px_admin_conn *conn, uint64_t id) {
         json_t *c = json_object();
         json_object_set_new(c, "registered", json_boolean(h.registered));
         json_object_set_new(c, "fenced", json_boolean(h.fenced));
+        json_object_set_new(c, "holding", json_boolean(h.holding));
         J(c, "fences", h.fences), J(c, "keepalive_errors", h.keepalive_errors);
         J(c, "etcd_down_since_ms", h.etcd_down_since_ms);
         json_object_set_new(o, "cluster", c);

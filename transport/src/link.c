@@ -1524,6 +1524,7 @@ static void on_frame_locked(conn *c, const uint8_t *pt, size_t n) {
             CNT(t, pings, 1);
             if (inbound && c->lane == L_CTL) {
                 atomic_store(&c->p->last_ping_in_ms, now_ms());
+                atomic_store(&c->p->etcd_silent_ms, f->ping->etcd_silent_ms);
             }
             /* Only the two fields: echoing unknown fields would reflect
              * whatever the peer put there (protobuf-c may not re-read it). */
@@ -1774,6 +1775,10 @@ static void tick_ping_locked(conn *c, int64_t now) {
     Plexus__Heartbeat hb = PLEXUS__HEARTBEAT__INIT;
     hb.seq = ++c->ping_seq;
     hb.sent_ns = now_ns();
+    int64_t ok = atomic_load(&c->t->etcd_ok_ms);
+    if (ok != 0 && now > ok) {
+        hb.etcd_silent_ms = now - ok > UINT32_MAX ? UINT32_MAX : (uint32_t)(now - ok);
+    }
     Plexus__Frame f = PLEXUS__FRAME__INIT;
     f.body_case = PLEXUS__FRAME__BODY_PING;
     f.ping = &hb;
@@ -2532,6 +2537,15 @@ px_err px_transport_peer_info(px_transport *t, const char *name, bool reset_max,
     }
     nng_mtx_unlock(p->mtx);
     out->rtt_samples = (uint32_t)k;
+    int64_t heard = atomic_load(&p->last_ping_in_ms), now = now_ms();
+    out->ping_age_ms = heard == 0 ? UINT32_MAX
+                       : now - heard > UINT32_MAX ? UINT32_MAX
+                                                  : (uint32_t)(now > heard ? now - heard : 0);
+    uint32_t silent = atomic_load(&p->etcd_silent_ms);
+    if (silent != 0 && heard != 0) { /* as of now: it has been silent since */
+        uint64_t s = (uint64_t)silent + out->ping_age_ms;
+        out->etcd_silent_ms = s > UINT32_MAX ? UINT32_MAX : (uint32_t)s;
+    }
     if (k > 0) {
         qsort(ring, k, sizeof(ring[0]), cmp_u32);
         out->rtt_p99_us = ring[(k * 99 + 99) / 100 - 1];
@@ -2584,4 +2598,10 @@ void px_transport_stats_get(px_transport *t, px_transport_stats *o) {
     o->held = atomic_load(&t->held);
     o->notices = atomic_load(&t->notices);
     o->notices_lost = atomic_load(&t->notices_lost);
+}
+
+void px_transport_etcd_ok(px_transport *t) {
+    if (t != NULL) {
+        atomic_store(&t->etcd_ok_ms, now_ms());
+    }
 }

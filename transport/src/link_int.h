@@ -195,12 +195,15 @@ struct peer {
     nng_mtx *rx_mtx;
     rxstate rx;
     _Atomic int64_t last_ping_in_ms; /* its last ping on our inbound control */
+    _Atomic uint32_t etcd_silent_ms; /* what that ping said (Heartbeat.etcd_silent_ms) */
     _Atomic uint32_t fail_logged; /* reasons (hashed to a bit) of failed attempts
                                      logged since it was last UP */
 };
 
 struct px_transport {
     px_system *sys;
+    _Atomic int64_t etcd_ok_ms; /* now_ms() of the cluster's last acknowledged etcd
+                                   request; 0 = none reported (pings say nothing) */
     px_transport_cfg cfg;
     pxn_self self;
     char *listen, *bound;

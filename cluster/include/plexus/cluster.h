@@ -172,6 +172,10 @@ typedef struct px_cluster_health {
     int64_t etcd_down_since_ms; /* wall clock of the first failure in a row; 0 = fine */
     uint64_t fences;           /* times this node fenced itself */
     uint64_t keepalives, keepalive_errors;
+    bool holding;              /* no keepalive acknowledged for a TTL, yet not fenced:
+                                  every other member is linked to us and cut off
+                                  from etcd too (etcd is down for everyone we
+                                  know), so the node serves on its last view */
 } px_cluster_health;
 
 /* A snapshot of this node's standing. Thread-safe; cannot fail. */

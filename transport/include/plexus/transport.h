@@ -234,7 +234,19 @@ typedef struct px_peer_info {
     uint32_t rtt_samples;
     size_t queued_msgs;    /* envelopes waiting to go out */
     uint64_t queued_bytes; /* payload bytes waiting to go out (bulk included) */
+    uint32_t ping_age_ms;  /* since its last heartbeat reached us (UINT32_MAX: none) */
+    uint32_t etcd_silent_ms; /* how long it has gone without an acknowledged etcd
+                                request, as its last heartbeat said plus that
+                                heartbeat's age; 0 = etcd answers it (or it says
+                                nothing: no etcd, an older peer) */
 } px_peer_info;
+
+/* The cluster layer says an etcd request of this node's was just
+ * acknowledged: from now on every heartbeat this node sends carries how
+ * long ago the last one was (Heartbeat.etcd_silent_ms), so its peers can
+ * tell whether etcd is down for everyone or only for some. Never called =
+ * heartbeats say nothing. Thread-safe, cheap (one atomic store). */
+void px_transport_etcd_ok(px_transport *t);
 
 /* More about the link to `name`; with reset_max, rtt_max_us and the p99's
  * samples start over after this call. PX_ENOENT if no such peer is configured. */
