@@ -732,15 +732,25 @@ static void ka_done(void *arg, const px_etcd_res *res) {
     nng_mtx_lock(c->mtx);
     c->ka_inflight = false;
     bool mine = res->lease_id == c->lease || res->lease_id == 0;
-    bool lost = false, back = false, held = false;
+    bool lost = false, back = false, held = false, resend = false;
+    int64_t lease = c->lease;
     if (res->err == PX_OK && mine) {
         c->keepalives++;
         c->last_ok_ms = c->ka_sent_ms;
         back = c->etcd_down_since != 0;
         held = c->holding;
-        c->holding = false;
-        c->hold_grace = false;
         c->etcd_down_since = 0;
+        /* A slow answer vouches only for when it was sent: ask again now
+         * (a hold ends with a fresh answer, not with this one). */
+        int64_t now = mono_ms();
+        resend = c->registered && now - c->ka_sent_ms > (int64_t)c->cfg.ttl_s * 1000 / 3;
+        if (resend) {
+            c->ka_inflight = true;
+            c->ka_sent_ms = now;
+        } else {
+            c->holding = false;
+            c->hold_grace = false;
+        }
     } else if (res->err == PX_ENOENT && mine) {
         lost = c->registered;
     } else if (res->err != PX_ECLOSED) {
@@ -752,6 +762,11 @@ static void ka_done(void *arg, const px_etcd_res *res) {
     nng_mtx_unlock(c->mtx);
     if (res->err == PX_OK && mine && c->tr != NULL) {
         px_transport_etcd_ok(c->tr);
+    }
+    if (resend && px_etcd_lease_keepalive(c->e, lease, ka_done, c) != PX_OK) {
+        nng_mtx_lock(c->mtx);
+        c->ka_inflight = false;
+        nng_mtx_unlock(c->mtx);
     }
     if (back) {
         mlog(c, PX_LOG_INFO, "membership: etcd answers again%s",
@@ -868,6 +883,11 @@ static void tick_cb(void *arg) {
     }
     stuck_joining(c);
     if (expired && !hold(c)) {
+        if (send) { /* not sent after all: fencing instead */
+            nng_mtx_lock(c->mtx);
+            c->ka_inflight = false;
+            nng_mtx_unlock(c->mtx);
+        }
         fence(c, "no keepalive acknowledged for a whole TTL", true);
     } else if (send && px_etcd_lease_keepalive(c->e, lease, ka_done, c) != PX_OK) {
         nng_mtx_lock(c->mtx);

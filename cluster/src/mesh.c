@@ -298,7 +298,10 @@ static void members(px_mesh *m, cands *cs) {
     pxc_members_each(m->c, cand_add, cs);
     bool have_self = false;
     for (size_t i = 0; i < cs->n; i++) {
-        have_self |= cs->v[i].local;
+        if (cs->v[i].local) { /* ours: the system knows it before the view does */
+            cs->v[i].inc = px_system_node_inc(m->sys);
+            have_self = true;
+        }
     }
     if (!have_self && !cs->oom && GROW(cs->v, cs->n, cs->cap)) {
         cand *c = &cs->v[cs->n++];
@@ -1077,9 +1080,11 @@ static void on_spawn_reply(px_mesh *m, const syshdr *h, const Plexus__SpawnReply
     nng_mtx_unlock(m->mtx);
     px_ref child = ref_of(rep->child), host = ref_of(rep->host);
     if (p == NULL) { /* given up on (timed out, node lost): what it started goes */
-        if (rep->code == 0 && !px_ref_is_nil(host)) {
+        uint32_t peer = px_node_id(h->peer); /* only what the replying node runs */
+        if (rep->code == 0 && !px_ref_is_nil(host) && host.node == peer) {
             (void)send_directive(m, host, PX_REMOTE_STOP, PX_TERM_STOPPED, PX_OK);
-        } else if (rep->code == 0 && !px_ref_is_nil(child)) {
+        } else if (rep->code == 0 && px_ref_is_nil(host) && !px_ref_is_nil(child) &&
+                   child.node == peer) {
             (void)px_stop(m->sys, child);
         }
         return;

@@ -75,9 +75,9 @@ static void put_locked(px_cluster *c, const char *name, size_t n, px_ref ref, in
         if ((*pp)->rev > rev) {
             return;
         }
+        (*pp)->mine = mine || ((*pp)->mine && px_ref_eq((*pp)->ref, ref));
         (*pp)->ref = ref;
         (*pp)->rev = rev;
-        (*pp)->mine = mine || ((*pp)->mine && px_ref_eq((*pp)->ref, ref));
         return;
     }
     gname *g = malloc(sizeof(*g) + n + 1);
@@ -551,6 +551,7 @@ void pxc_names_stop(px_cluster *c) {
         keeper_unref(c->keeper);
         c->keeper = NULL;
     }
+    nng_mtx_lock(c->nmtx); /* registration answers may still come (client thread) */
     if (c->nbuckets != NULL) {
         clear_locked(c);
         free(c->nbuckets);
@@ -558,6 +559,7 @@ void pxc_names_stop(px_cluster *c) {
     }
     wants_free(c->wants);
     c->wants = NULL;
+    nng_mtx_unlock(c->nmtx);
 }
 
 void pxc_names_fenced(px_cluster *c) {
@@ -644,6 +646,10 @@ static void registered(px_cluster *c, const char *name, px_ref ref, px_err rv,
                        const px_etcd_res *res, px_ref *owner) {
     if (rv == PX_OK) {
         nng_mtx_lock(c->nmtx);
+        if (c->nbuckets == NULL) { /* the names stopped meanwhile */
+            nng_mtx_unlock(c->nmtx);
+            return;
+        }
         put_locked(c, name, strlen(name), ref, res->revision, true);
         nng_mtx_unlock(c->nmtx);
         px_msg *m = NULL;
@@ -685,6 +691,11 @@ static void async_done(void *arg, const px_etcd_res *res) {
             (void)ref_of_value(&res->kvs[0], &owner);
         }
         nng_mtx_lock(c->nmtx);
+        if (c->nbuckets == NULL) { /* the names stopped meanwhile */
+            nng_mtx_unlock(c->nmtx);
+            free(a);
+            return;
+        }
         bool gone = c->names_rev >= res->revision &&
                     *slot_of(c, a->name, strlen(a->name)) == NULL;
         if (!gone) {

@@ -861,6 +861,7 @@ static void on_up_locked(conn *c) {
         }
         nng_mtx_unlock(p->rx_mtx);
         atomic_store(&p->last_ping_in_ms, now_ms());
+        atomic_store(&p->etcd_silent_ms, 0); /* until its first ping says */
         atomic_store(&p->fail_logged, 0);
         return;
     }
