@@ -6,7 +6,10 @@
  * with the lease. A timer (nng sleep aio, every TTL/3) sends one keepalive
  * at a time and decides fencing: a keepalive answered "no such lease", our
  * own key deleted under our current lease, or no keepalive acknowledged for
- * a whole TTL. Fencing bumps the incarnation and registers again. The view
+ * a whole TTL (counted from when the acknowledged one was sent) — unless
+ * every other member is linked and its heartbeats say etcd is silent for
+ * it too (hold(): etcd is down for everyone; we keep renewing and serve on
+ * the last view). Fencing bumps the incarnation and registers again. The view
  * comes from one prefix watch (sync + events); members are keyed by node
  * id. A graceful leave first rewrites NodeInfo with `leaving` so that the
  * DELETE the revoke causes reads as LEFT, not DOWN.
