@@ -730,6 +730,13 @@ static void fence(px_cluster *c, const char *why, bool revoke_old) {
     reg_start(c);
 }
 
+/* The keepalive marked in flight was not sent after all. */
+static void ka_unmark(px_cluster *c) {
+    nng_mtx_lock(c->mtx);
+    c->ka_inflight = false;
+    nng_mtx_unlock(c->mtx);
+}
+
 static void ka_done(void *arg, const px_etcd_res *res) {
     px_cluster *c = arg;
     nng_mtx_lock(c->mtx);
@@ -767,9 +774,7 @@ static void ka_done(void *arg, const px_etcd_res *res) {
         px_transport_etcd_ok(c->tr);
     }
     if (resend && px_etcd_lease_keepalive(c->e, lease, ka_done, c) != PX_OK) {
-        nng_mtx_lock(c->mtx);
-        c->ka_inflight = false;
-        nng_mtx_unlock(c->mtx);
+        ka_unmark(c);
     }
     if (back) {
         mlog(c, PX_LOG_INFO, "membership: etcd answers again%s",
@@ -887,15 +892,11 @@ static void tick_cb(void *arg) {
     stuck_joining(c);
     if (expired && !hold(c)) {
         if (send) { /* not sent after all: fencing instead */
-            nng_mtx_lock(c->mtx);
-            c->ka_inflight = false;
-            nng_mtx_unlock(c->mtx);
+            ka_unmark(c);
         }
         fence(c, "no keepalive acknowledged for a whole TTL", true);
     } else if (send && px_etcd_lease_keepalive(c->e, lease, ka_done, c) != PX_OK) {
-        nng_mtx_lock(c->mtx);
-        c->ka_inflight = false;
-        nng_mtx_unlock(c->mtx);
+        ka_unmark(c);
     }
     if (reg) {
         reg_start(c);

@@ -961,10 +961,6 @@ static void on_spawn(px_mesh *m, const syshdr *h, const Plexus__SpawnRequest *re
     px_ref child = PX_REF_NIL, host = PX_REF_NIL;
     px_err rv = PX_OK;
     px_msg *a = NULL;
-    px_cluster_health ch = {0};
-    if (m->c != NULL) {
-        px_cluster_health_get(m->c, &ch);
-    }
     uint32_t inc = px_system_node_inc(m->sys);
     if (h->to.node_inc != 0 && h->to.node_inc != inc) {
         /* meant for an incarnation of this node that is gone: the sender's
@@ -972,7 +968,7 @@ static void on_spawn(px_mesh *m, const syshdr *h, const Plexus__SpawnRequest *re
         rv = PX_ENODEDOWN;
         snprintf(why, sizeof(why), "node %s is now incarnation %08x, not %08x",
                  px_system_node_name(m->sys), inc, h->to.node_inc);
-    } else if (ch.fenced) {
+    } else if (fenced(m)) {
         rv = PX_EFENCED;
         snprintf(why, sizeof(why), "node %s is fenced: no cluster work until it has registered again",
                  px_system_node_name(m->sys));
@@ -1152,14 +1148,13 @@ static void on_child_event(px_mesh *m, const syshdr *h, const Plexus__ChildEvent
         break;
     case PX_HOST_ENDED:
         drop = true;
-        if (e->term == PX_TERM_NODE_DOWN) { /* its node is shutting down: fail over */
+        if (e->term == PX_TERM_NODE_DOWN || e->term == PX_TERM_NODE_FENCED) {
+            /* its node is shutting down or fenced itself: fail over */
+            bool down = e->term == PX_TERM_NODE_DOWN;
             ev.kind = PX_PROXY_LOST;
-            ev.code = PX_ENODEDOWN;
-            ev.reason = "the child's node is shutting down";
-        } else if (e->term == PX_TERM_NODE_FENCED) { /* ... or fenced itself: the same */
-            ev.kind = PX_PROXY_LOST;
-            ev.code = PX_EFENCED;
-            ev.reason = "the child's node fenced itself";
+            ev.code = down ? PX_ENODEDOWN : PX_EFENCED;
+            ev.reason = down ? "the child's node is shutting down"
+                             : "the child's node fenced itself";
         } else {
             ev.kind = PX_PROXY_ENDED;
         }

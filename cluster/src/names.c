@@ -25,8 +25,7 @@
 #include "plexus/plexus.pb-c.h"
 
 #define KEEPER_WATCH 1  /* tag of the keeper's "watch this ref" message */
-#define KEEPER_RETRY 2  /* "etcd did not answer a delete": wait, then KEEPER_DELETE */
-#define KEEPER_DELETE 3 /* "try that delete again" */
+#define KEEPER_DELETE 3 /* "try that delete again" (a gone_name) */
 #define RETRY_MIN_MS 100
 #define RETRY_MAX_MS 2000
 
@@ -117,6 +116,32 @@ static void clear_locked(px_cluster *c) {
     c->ncount = 0;
 }
 
+/* Drops the entries drop() picks. */
+static void prune_locked(px_cluster *c, bool (*drop)(gname *g)) {
+    for (size_t i = 0; c->nbuckets != NULL && i < c->nbucket_count; i++) {
+        for (gname **pp = &c->nbuckets[i]; *pp != NULL;) {
+            gname *g = *pp;
+            if (drop(g)) {
+                *pp = g->next;
+                free(g);
+                c->ncount--;
+            } else {
+                pp = &g->next;
+            }
+        }
+    }
+}
+
+static bool is_mine(gname *g) { return g->mine; }
+
+/* For a full read: theirs go; ours stay, marked "not seen yet" (rev 0). */
+static bool theirs_or_mark(gname *g) {
+    g->rev = 0;
+    return !g->mine;
+}
+
+static bool unseen(gname *g) { return g->rev == 0; }
+
 /* ---- names waited for (c->nmtx held) ---- */
 
 static void want_add_locked(px_cluster *c, const char *name, px_ref ref) {
@@ -136,14 +161,19 @@ static void want_add_locked(px_cluster *c, const char *name, px_ref ref) {
     c->wants = w;
 }
 
-/* Moves the wants that match onto *out: those for `name` (length n), or
- * for ref `who` (name NULL), or all (both NULL/nil). */
-static void want_take_locked(px_cluster *c, const char *name, size_t n, px_ref who,
-                             gwant **out) {
+/* What a want is matched against (want_take_locked). */
+typedef struct want_key {
+    const char *name; /* this name (length n) ... */
+    size_t n;
+    px_ref who;       /* ... else this actor's (nil: every want) */
+} want_key;
+
+/* Moves the wants that match k onto *out. */
+static void want_take_locked(px_cluster *c, want_key k, gwant **out) {
     for (gwant **pp = &c->wants; *pp != NULL;) {
         gwant *w = *pp;
-        bool hit = name != NULL ? strncmp(w->name, name, n) == 0 && w->name[n] == '\0'
-                                : px_ref_is_nil(who) || px_ref_eq(w->ref, who);
+        bool hit = k.name != NULL ? strncmp(w->name, k.name, k.n) == 0 && w->name[k.n] == '\0'
+                                  : px_ref_is_nil(k.who) || px_ref_eq(w->ref, k.who);
         if (hit) {
             *pp = w->next;
             w->next = *out;
@@ -228,19 +258,7 @@ static void names_sync(void *arg, int64_t rev, const px_etcd_kv *kvs, size_t n) 
     nng_mtx_lock(c->nmtx);
     /* Names of ours the table had stay marked as ours if etcd still maps
      * them to the same actor: the keeper deletes them when it stops. */
-    for (size_t i = 0; i < c->nbucket_count; i++) {
-        for (gname **pp = &c->nbuckets[i]; *pp != NULL;) {
-            gname *g = *pp;
-            if (g->mine) {
-                g->rev = 0; /* marks "not seen in this read yet" */
-                pp = &g->next;
-            } else {
-                *pp = g->next;
-                free(g);
-                c->ncount--;
-            }
-        }
-    }
+    prune_locked(c, theirs_or_mark);
     for (size_t i = 0; i < n; i++) {
         size_t nl;
         const char *name = name_of_key(c, &kvs[i], &nl);
@@ -249,21 +267,10 @@ static void names_sync(void *arg, int64_t rev, const px_etcd_kv *kvs, size_t n) 
             put_locked(c, name, nl, r, kvs[i].mod_rev, false);
         }
     }
-    for (size_t i = 0; i < c->nbucket_count; i++) { /* ours that etcd no longer has */
-        for (gname **pp = &c->nbuckets[i]; *pp != NULL;) {
-            gname *g = *pp;
-            if (g->rev == 0) {
-                *pp = g->next;
-                free(g);
-                c->ncount--;
-            } else {
-                pp = &g->next;
-            }
-        }
-    }
+    prune_locked(c, unseen); /* ours that etcd no longer has */
     c->names_synced = true;
     c->names_rev = rev;
-    gwant *free_now = NULL;
+    gwant *free_now = NULL; /* names waited for that etcd does not have */
     for (gwant **pp = &c->wants; *pp != NULL;) {
         gwant *w = *pp;
         if (*slot_of(c, w->name, strlen(w->name)) == NULL) {
@@ -291,7 +298,7 @@ static void names_events(void *arg, int64_t rev, const px_etcd_event *ev, size_t
         }
         if (ev[i].is_delete) {
             del_locked(c, name, nl, rev);
-            want_take_locked(c, name, nl, PX_REF_NIL, &free_now);
+            want_take_locked(c, (want_key){.name = name, .n = nl}, &free_now);
         } else if (ref_of_value(&ev[i].kv, &r)) {
             put_locked(c, name, nl, r, rev, false);
         }
@@ -330,16 +337,29 @@ typedef struct gone_req {
 } gone_req;
 
 static uint64_t fences_of(px_cluster *c) {
-    nng_mtx_lock(c->mtx);
-    uint64_t f = c->fences;
-    nng_mtx_unlock(c->mtx);
-    return f;
+    px_cluster_health h;
+    px_cluster_health_get(c, &h);
+    return h.fences;
+}
+
+/* A bytes message with tag for the keeper, now or after delay_ms. */
+static px_err keeper_send(px_cluster *c, uint32_t tag, const void *d, size_t n,
+                          uint32_t delay_ms) {
+    px_msg *m = NULL;
+    px_err rv = px_msg_bytes(&m, tag, d, n);
+    if (rv == PX_OK) {
+        rv = delay_ms > 0 ? px_system_send_after(c->sys, delay_ms, c->keeper_ref, &m, NULL)
+                          : px_system_send(c->sys, c->keeper_ref, &m);
+    }
+    px_msg_free(m);
+    return rv;
 }
 
 /* The delete's answer (client thread). Done when the txn ran, compare
  * held or not; given up when the cluster stops, when etcd refuses the
  * request itself, or once this node was fenced (the name went with the
- * old lease). Otherwise the keeper tries again after a backoff. */
+ * old lease). Otherwise the keeper tries again after a backoff (100 ms
+ * doubling to 2 s). */
 static void gone_deleted(void *arg, const px_etcd_res *res) {
     gone_req *q = arg;
     pxc_keeper *k = q->k;
@@ -354,11 +374,10 @@ static void gone_deleted(void *arg, const px_etcd_res *res) {
                        "%s (%s); retrying",
                        q->g.name, res->msg, px_errname(e));
             }
-            px_msg *m = NULL;
-            if (px_msg_bytes(&m, KEEPER_RETRY, &q->g, sizeof(q->g)) != PX_OK ||
-                px_system_send(c->sys, c->keeper_ref, &m) != PX_OK) {
-                px_msg_free(m);
-            }
+            uint32_t delay = RETRY_MIN_MS << (q->g.attempt < 5 ? q->g.attempt : 5);
+            q->g.attempt++;
+            (void)keeper_send(c, KEEPER_DELETE, &q->g, sizeof(q->g),
+                              delay < RETRY_MAX_MS ? delay : RETRY_MAX_MS);
         }
         nng_mtx_unlock(k->mtx);
     }
@@ -408,7 +427,7 @@ static void names_of_gone(px_cluster *c, px_ref who) {
         }
     }
     gwant *dropped = NULL;
-    want_take_locked(c, NULL, 0, who, &dropped);
+    want_take_locked(c, (want_key){.who = who}, &dropped);
     nng_mtx_unlock(c->nmtx);
     wants_free(dropped);
     uint64_t fences = n > 0 ? fences_of(c) : 0;
@@ -440,8 +459,7 @@ static px_err keeper_receive(px_ctx *ctx, px_msg *m) {
         }
         return PX_OK;
     }
-    if (px_msg_kind_of(m) == PX_MSG_BYTES &&
-        (px_msg_tag(m) == KEEPER_RETRY || px_msg_tag(m) == KEEPER_DELETE)) {
+    if (px_msg_kind_of(m) == PX_MSG_BYTES && px_msg_tag(m) == KEEPER_DELETE) {
         size_t len = 0;
         const void *d = px_msg_data(m, &len);
         gone_name g;
@@ -449,17 +467,6 @@ static px_err keeper_receive(px_ctx *ctx, px_msg *m) {
             return PX_OK;
         }
         memcpy(&g, d, sizeof(g));
-        if (px_msg_tag(m) == KEEPER_RETRY) { /* wait: 100 ms doubling to 2 s */
-            uint32_t delay = RETRY_MIN_MS << (g.attempt < 5 ? g.attempt : 5);
-            g.attempt++;
-            px_msg *again = NULL;
-            if (px_msg_bytes(&again, KEEPER_DELETE, &g, sizeof(g)) != PX_OK ||
-                px_send_after(ctx, delay < RETRY_MAX_MS ? delay : RETRY_MAX_MS, px_self(ctx),
-                              &again, NULL) != PX_OK) {
-                px_msg_free(again);
-            }
-            return PX_OK;
-        }
         nng_mtx_lock(k->mtx);
         if (k->c != NULL) {
             gone_try(k->c, &g);
@@ -567,20 +574,9 @@ void pxc_names_fenced(px_cluster *c) {
         return;
     }
     nng_mtx_lock(c->nmtx);
-    for (size_t i = 0; i < c->nbucket_count; i++) {
-        for (gname **pp = &c->nbuckets[i]; *pp != NULL;) {
-            if ((*pp)->mine) {
-                gname *g = *pp;
-                *pp = g->next;
-                free(g);
-                c->ncount--;
-            } else {
-                pp = &(*pp)->next;
-            }
-        }
-    }
+    prune_locked(c, is_mine);
     gwant *dropped = NULL; /* their actors are of the old incarnation: cut off */
-    want_take_locked(c, NULL, 0, PX_REF_NIL, &dropped);
+    want_take_locked(c, (want_key){.who = PX_REF_NIL}, &dropped);
     nng_mtx_unlock(c->nmtx);
     wants_free(dropped);
 }
@@ -652,10 +648,7 @@ static void registered(px_cluster *c, const char *name, px_ref ref, px_err rv,
         }
         put_locked(c, name, strlen(name), ref, res->revision, true);
         nng_mtx_unlock(c->nmtx);
-        px_msg *m = NULL;
-        if (px_msg_bytes(&m, KEEPER_WATCH, &ref, sizeof(ref)) != PX_OK ||
-            px_system_send(c->sys, c->keeper_ref, &m) != PX_OK) {
-            px_msg_free(m);
+        if (keeper_send(c, KEEPER_WATCH, &ref, sizeof(ref), 0) != PX_OK) {
             px_log(c->sys, PX_LOG_WARN,
                    "global name %s: cannot watch its actor; the name goes with this node's "
                    "lease, not with the actor",
@@ -706,11 +699,8 @@ static void async_done(void *arg, const px_etcd_res *res) {
         px_log(c->sys, PX_LOG_WARN,
                "global name %s is held by %s: the actor started here takes it once it is free",
                a->name, px_ref_format(owner, ob, sizeof(ob)));
-        px_msg *m = NULL; /* its stop ends the wait */
-        if (px_msg_bytes(&m, KEEPER_WATCH, &a->ref, sizeof(a->ref)) != PX_OK ||
-            px_system_send(c->sys, c->keeper_ref, &m) != PX_OK) {
-            px_msg_free(m);
-        }
+        (void)keeper_send(c, KEEPER_WATCH, &a->ref, sizeof(a->ref), 0); /* its stop
+                                                                             ends the wait */
         if (gone) {
             (void)register_async(c, a->name, a->ref);
         }

@@ -24,11 +24,6 @@
 static pxt_etcd etcd;
 static px_etcd *cli;
 
-static void quiet(void *arg, px_log_level level, const char *node, const char *line) {
-    (void)arg;
-    fprintf(stderr, "[%s] %s %s\n", node, px_log_level_name(level), line);
-}
-
 static px_etcd *client_for(const char *endpoints, const char *user, const char *pw,
                            const char *ca) {
     px_etcd_cfg cfg;
@@ -40,7 +35,7 @@ static px_etcd *client_for(const char *endpoints, const char *user, const char *
     cfg.request_timeout_ms = 2000;
     cfg.connect_timeout_ms = 500;
     cfg.watch_retry_max_ms = 200;
-    cfg.log = quiet;
+    cfg.log = pxt_etcd_quiet_log;
     cfg.log_name = "test";
     px_etcd *e = NULL;
     char err[200] = "";

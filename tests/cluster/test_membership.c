@@ -16,11 +16,6 @@
 
 static pxt_etcd etcd;
 
-static void log_sink(void *arg, px_log_level level, const char *node, const char *line) {
-    (void)arg;
-    fprintf(stderr, "[%s] %s %s\n", node, px_log_level_name(level), line);
-}
-
 static void setup(void) {
     int rv = pxt_etcd_start(&etcd);
     cr_assert_eq(rv, 0, "etcd did not start (%d)", rv);
@@ -45,7 +40,7 @@ static px_cluster *node(const char *name, uint32_t ttl) {
     cfg.etcd.request_timeout_ms = 1000;
     cfg.etcd.connect_timeout_ms = 300;
     cfg.etcd.watch_retry_max_ms = 200;
-    cfg.etcd.log = log_sink;
+    cfg.etcd.log = pxt_etcd_quiet_log;
     px_cluster *c = NULL;
     char err[200] = "";
     px_err rv = px_cluster_start(&cfg, &c, err, sizeof(err));

@@ -157,21 +157,6 @@ static void lc_close(linkcut *lc, lc_pair *p) {
     atomic_fetch_add(&lc->closed, 1);
 }
 
-static int lc_write(int fd, const uint8_t *b, size_t n) {
-    while (n > 0) {
-        ssize_t w = send(fd, b, n, MSG_NOSIGNAL);
-        if (w < 0 && errno == EINTR) {
-            continue;
-        }
-        if (w <= 0) {
-            return -1;
-        }
-        b += w;
-        n -= (size_t)w;
-    }
-    return 0;
-}
-
 /* Bytes from the dialer: held until its Hello is complete, then judged. */
 static int lc_from_dialer(linkcut *lc, lc_pair *p) {
     uint8_t b[16384];
@@ -180,7 +165,7 @@ static int lc_from_dialer(linkcut *lc, lc_pair *p) {
         return -1;
     }
     if (p->phase == LC_FWD) {
-        return lc_write(p->u, b, (size_t)r);
+        return pxt_write_all(p->u, b, (size_t)r);
     }
     uint8_t *nb = realloc(p->buf, p->have + (size_t)r);
     if (nb == NULL) {
@@ -213,7 +198,7 @@ static int lc_from_dialer(linkcut *lc, lc_pair *p) {
         return -1;
     }
     p->phase = LC_FWD;
-    int rv = lc_write(p->u, p->buf, p->have);
+    int rv = pxt_write_all(p->u, p->buf, p->have);
     free(p->buf);
     p->buf = NULL;
     p->have = 0;
@@ -298,7 +283,7 @@ static void *lc_main(void *arg) {
             } else {
                 uint8_t b[16384];
                 ssize_t r = recv(p->u, b, sizeof b, 0);
-                rv = r <= 0 ? -1 : lc_write(p->c, b, (size_t)r);
+                rv = r <= 0 ? -1 : pxt_write_all(p->c, b, (size_t)r);
             }
             if (rv != 0) {
                 lc_close(lc, p);

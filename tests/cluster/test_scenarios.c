@@ -410,21 +410,6 @@ static void pair_close(cutter *c, int i) {
     }
 }
 
-static bool write_all(int fd, const char *p, size_t n) {
-    while (n > 0) {
-        ssize_t w = write(fd, p, n);
-        if (w < 0 && errno == EINTR) {
-            continue;
-        }
-        if (w <= 0) {
-            return false;
-        }
-        p += w;
-        n -= (size_t)w;
-    }
-    return true;
-}
-
 static void cutter_accept(cutter *c) {
     int fd = accept4(c->lfd, NULL, NULL, SOCK_CLOEXEC);
     if (fd < 0) {
@@ -488,7 +473,7 @@ static void *cutter_main(void *arg) {
             }
             int to = pf[j].fd == c->a[i] ? c->b[i] : c->a[i];
             ssize_t r = read(pf[j].fd, buf, sizeof buf);
-            if (r <= 0 || !write_all(to, buf, (size_t)r)) {
+            if (r <= 0 || pxt_write_all(to, buf, (size_t)r) != 0) {
                 pair_close(c, i);
             }
         }

@@ -40,14 +40,3 @@ void pxt_quit(pxt_proc *p, const char *who, const char *log_path, int grace_ms) 
     }
 }
 
-void pxt_dir_finish(const char *dir, bool passed, const char *who) {
-    if (passed && getenv("PXT_KEEP") == NULL) {
-        char cmd[160];
-        snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-        if (system(cmd) != 0) {
-            fprintf(stderr, "%s: cannot remove %s\n", who, dir);
-        }
-    } else {
-        fprintf(stderr, "%s: node logs kept in %s\n", who, dir);
-    }
-}

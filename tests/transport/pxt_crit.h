@@ -56,9 +56,5 @@ void pxt_cmd(pxt_proc *p, const char *who, const char *log_path, int timeout_ms,
  * exited 0 by itself (under ASan that includes a clean leak check). */
 void pxt_quit(pxt_proc *p, const char *who, const char *log_path, int grace_ms);
 
-/* A test's temporary directory at its end: removed if the test passed
- * (unless PXT_KEEP is set), else kept and named on stderr, prefixed by
- * `who`. Asserts nothing (for a fini). */
-void pxt_dir_finish(const char *dir, bool passed, const char *who);
 
 #endif

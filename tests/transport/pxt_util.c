@@ -443,7 +443,8 @@ typedef struct mpair {
     long index;      /* sealed frames seen on this connection; 0 is Auth */
 } mpair;
 
-static int write_all(int fd, const uint8_t *b, size_t n) {
+int pxt_write_all(int fd, const void *buf, size_t n) {
+    const uint8_t *b = buf;
     while (n > 0) {
         ssize_t w = send(fd, b, n, MSG_NOSIGNAL);
         if (w < 0) {
@@ -505,7 +506,7 @@ static int unit_done(pxt_mitm *m, mpair *p) {
                 atomic_fetch_add(&m->tampered, 1);
             } else if (idx >= 1 && want == PXT_MITM_REPLAY &&
                        atomic_compare_exchange_strong(&m->cmd, &want, PXT_MITM_HONEST)) {
-                if (write_all(p->u, p->buf, p->need) != 0) {
+                if (pxt_write_all(p->u, p->buf, p->need) != 0) {
                     return -1;
                 }
                 atomic_fetch_add(&m->replayed, 1);
@@ -525,7 +526,7 @@ static int from_client(pxt_mitm *m, mpair *p) {
     if (p->phase == MP_RAW) {
         uint8_t b[16384];
         ssize_t r = recv(p->c, b, sizeof(b), 0);
-        return r <= 0 ? -1 : write_all(p->u, b, (size_t)r);
+        return r <= 0 ? -1 : pxt_write_all(p->u, b, (size_t)r);
     }
     if (p->cap < p->need) {
         uint8_t *nb = realloc(p->buf, p->need);
@@ -548,7 +549,7 @@ static int from_client(pxt_mitm *m, mpair *p) {
     if (rv != 0) {
         return rv > 0 ? 0 : -1;
     }
-    rv = write_all(p->u, p->buf, was);
+    rv = pxt_write_all(p->u, p->buf, was);
     p->have = 0;
     return rv;
 }
@@ -556,7 +557,7 @@ static int from_client(pxt_mitm *m, mpair *p) {
 static int from_upstream(mpair *p) {
     uint8_t b[16384];
     ssize_t r = recv(p->u, b, sizeof(b), 0);
-    return r <= 0 ? -1 : write_all(p->c, b, (size_t)r);
+    return r <= 0 ? -1 : pxt_write_all(p->c, b, (size_t)r);
 }
 
 static void *mitm_main(void *arg) {
@@ -678,4 +679,16 @@ void pxt_mitm_stop(pxt_mitm *m) {
     close(m->wake[0]);
     close(m->wake[1]);
     m->running = false;
+}
+
+void pxt_dir_finish(const char *dir, bool passed, const char *who) {
+    if (passed && getenv("PXT_KEEP") == NULL) {
+        char cmd[160];
+        snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+        if (system(cmd) != 0) {
+            fprintf(stderr, "%s: cannot remove %s\n", who, dir);
+        }
+    } else {
+        fprintf(stderr, "%s: node logs kept in %s\n", who, dir);
+    }
 }

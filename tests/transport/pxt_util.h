@@ -130,4 +130,13 @@ int pxt_mitm_start(pxt_mitm *m, int upstream_port);
 /* Stops the thread and closes every socket. Idempotent. */
 void pxt_mitm_stop(pxt_mitm *m);
 
+/* Writes all n bytes to the socket fd (send, MSG_NOSIGNAL, retried on
+ * EINTR). 0, or -1 once the peer is gone or another error came. */
+int pxt_write_all(int fd, const void *buf, size_t n);
+
+/* A test's temporary directory at its end: removed if the test passed
+ * (unless PXT_KEEP is set), else kept and named on stderr, prefixed by
+ * `who`. Asserts nothing (for a fini, or a benchmark's exit). */
+void pxt_dir_finish(const char *dir, bool passed, const char *who);
+
 #endif

@@ -78,14 +78,8 @@ static void cleanup(void)
     if (g_etcd.log[0] != '\0' && getenv("PX_BENCH_CLUSTER_KEEP") == NULL) {
         unlink(g_etcd.log);
     }
-    if (g_dir[0] != '\0' && getenv("PX_BENCH_CLUSTER_KEEP") == NULL) {
-        char cmd[128];
-        snprintf(cmd, sizeof(cmd), "rm -rf '%s'", g_dir);
-        if (system(cmd) != 0) {
-            fprintf(stderr, "bench_cluster: cannot remove %s\n", g_dir);
-        }
-    } else if (g_dir[0] != '\0') {
-        fprintf(stderr, "bench_cluster: node logs kept in %s\n", g_dir);
+    if (g_dir[0] != '\0') {
+        pxt_dir_finish(g_dir, getenv("PX_BENCH_CLUSTER_KEEP") == NULL, "bench_cluster");
     }
 }
 

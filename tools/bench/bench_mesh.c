@@ -89,14 +89,8 @@ static void cleanup(void)
     if (g_etcd.log[0] != '\0' && !keep) {
         unlink(g_etcd.log);
     }
-    if (g_dir[0] != '\0' && !keep) {
-        char cmd[128];
-        snprintf(cmd, sizeof(cmd), "rm -rf '%s'", g_dir);
-        if (system(cmd) != 0) {
-            fprintf(stderr, "bench_mesh: cannot remove %s\n", g_dir);
-        }
-    } else if (g_dir[0] != '\0') {
-        fprintf(stderr, "bench_mesh: node logs kept in %s\n", g_dir);
+    if (g_dir[0] != '\0') {
+        pxt_dir_finish(g_dir, !keep, "bench_mesh");
     }
 }
 

@@ -124,6 +124,11 @@ static int64_t now_ms(void) {
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+/* v, or UINT32_MAX if it does not fit (negative: 0). */
+static uint32_t sat_u32(int64_t v) {
+    return v < 0 ? 0 : v > UINT32_MAX ? UINT32_MAX : (uint32_t)v;
+}
+
 static uint64_t now_ns(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -1546,7 +1551,7 @@ static void on_frame_locked(conn *c, const uint8_t *pt, size_t n) {
             uint64_t now = now_ns();
             uint64_t us = now > f->pong->sent_ns ? (now - f->pong->sent_ns) / 1000 : 0;
             peer *p = c->p;
-            p->rtt_us = us > UINT32_MAX ? UINT32_MAX : (uint32_t)us;
+            p->rtt_us = sat_u32((int64_t)us);
             p->rtt_max_us = p->rtt_us > p->rtt_max_us ? p->rtt_us : p->rtt_max_us;
             p->rtt_ring[p->rtt_n++ % RTT_RING] = p->rtt_us;
         }
@@ -1777,8 +1782,8 @@ static void tick_ping_locked(conn *c, int64_t now) {
     hb.seq = ++c->ping_seq;
     hb.sent_ns = now_ns();
     int64_t ok = atomic_load(&c->t->etcd_ok_ms);
-    if (ok != 0 && now > ok) {
-        hb.etcd_silent_ms = now - ok > UINT32_MAX ? UINT32_MAX : (uint32_t)(now - ok);
+    if (ok != 0) {
+        hb.etcd_silent_ms = sat_u32(now - ok);
     }
     Plexus__Frame f = PLEXUS__FRAME__INIT;
     f.body_case = PLEXUS__FRAME__BODY_PING;
@@ -2539,13 +2544,10 @@ px_err px_transport_peer_info(px_transport *t, const char *name, bool reset_max,
     nng_mtx_unlock(p->mtx);
     out->rtt_samples = (uint32_t)k;
     int64_t heard = atomic_load(&p->last_ping_in_ms), now = now_ms();
-    out->ping_age_ms = heard == 0 ? UINT32_MAX
-                       : now - heard > UINT32_MAX ? UINT32_MAX
-                                                  : (uint32_t)(now > heard ? now - heard : 0);
+    out->ping_age_ms = heard == 0 ? UINT32_MAX : sat_u32(now - heard);
     uint32_t silent = atomic_load(&p->etcd_silent_ms);
     if (silent != 0 && heard != 0) { /* as of now: it has been silent since */
-        uint64_t s = (uint64_t)silent + out->ping_age_ms;
-        out->etcd_silent_ms = s > UINT32_MAX ? UINT32_MAX : (uint32_t)s;
+        out->etcd_silent_ms = sat_u32((int64_t)silent + out->ping_age_ms);
     }
     if (k > 0) {
         qsort(ring, k, sizeof(ring[0]), cmp_u32);
