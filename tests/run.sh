@@ -114,6 +114,8 @@ case "$mode" in
     build="$PX_ROOT/build-asan"
     cmake_args+=(-DPLEXUS_ASAN=ON -DPLEXUS_TSAN=OFF -DPLEXUS_BENCH=OFF)
     export ASAN_OPTIONS="detect_leaks=1:abort_on_error=1"
+    # Leaks in our dependencies we cannot fix, each explained in the file.
+    export LSAN_OPTIONS="suppressions=$PX_ROOT/tests/lsan.supp:print_suppressions=0"
     export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
     ;;
   tsan)
