@@ -4,9 +4,13 @@
  * sends to an unreachable node fail fast, large payloads go in chunks on
  * the bulk lane without delaying heartbeats or breaking per-pair order, and
  * a payload over max_msg fails that send only. */
+#define _GNU_SOURCE /* unshare */
+#include <errno.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "../core/helpers.h"
@@ -56,6 +60,7 @@ static uint64_t g_max_msg;
 static uint64_t g_queue_bytes;
 static uint32_t g_heartbeat_ms;
 static uint32_t g_max_peers;
+static uint32_t g_bulk_delay_ms; /* bulk_delay_ms; UINT32_MAX: 0 (no window) */
 static void (*g_on_link)(void *, const char *, px_link_state, uint32_t);
 
 /* Starts n's transport with the others as peers and `secret`. */
@@ -66,6 +71,9 @@ static void node_start(tnode *n, tnode **peers, size_t np, const char *secret) {
     tc.identity = &n->id;
     tc.heartbeat_ms = g_heartbeat_ms ? g_heartbeat_ms : 50;
     tc.unreachable_ms = 1000;
+    if (g_bulk_delay_ms != 0) {
+        tc.bulk_delay_ms = g_bulk_delay_ms == UINT32_MAX ? 0 : g_bulk_delay_ms;
+    }
     if (g_max_msg != 0) {
         tc.max_msg = g_max_msg;
         tc.queue_bytes = g_max_msg > tc.queue_bytes ? g_max_msg : tc.queue_bytes;
@@ -102,6 +110,20 @@ static px_link_state link_state(tnode *n, const char *peer) {
     return st;
 }
 
+/* Waits until a and b are linked both ways. */
+static void link_await(tnode *a, tnode *b) {
+    PXT_AWAIT(link_state(a, b->name) == PX_LINK_UP && link_state(b, a->name) == PX_LINK_UP,
+              10000);
+}
+
+/* The end of a two-node test: both nodes, the test's state, the directory. */
+static void pair_done(tnode *a, tnode *b, void *state) {
+    node_free(a);
+    node_free(b);
+    free(state);
+    dir_remove();
+}
+
 /* alpha and beta, each the other's peer, linked both ways. */
 static void link_pair(tnode *a, tnode *b) {
     tnode *pa[] = {b}, *pb[] = {a};
@@ -109,8 +131,7 @@ static void link_pair(tnode *a, tnode *b) {
     node_init(b, "beta");
     node_start(a, pa, 1, SECRET);
     node_start(b, pb, 1, SECRET);
-    PXT_AWAIT(link_state(a, "beta") == PX_LINK_UP && link_state(b, "alpha") == PX_LINK_UP,
-              10000);
+    link_await(a, b);
 }
 
 /* --- a counter on the receiving node: checks per-sender order ----------- */
@@ -473,6 +494,197 @@ Test(transport_bulk, a_payload_over_max_msg_fails_that_send_and_the_link_stays_u
     node_free(&b);
     free(s);
     dir_remove();
+}
+
+/* --- BULK's window: credit, growth, and yielding to a queue ------------- */
+
+/* Sends n payloads of `len` bytes from a to the sink on b, checking each
+ * sample of alpha's view of the link on the way; returns the largest
+ * window seen. */
+static uint64_t bulk_run(tnode *a, sink *s, uint32_t n, size_t len) {
+    s->n = 1;
+    s->sizes[1] = len;
+    uint32_t got0 = atomic_load(&s->got);
+    for (uint32_t i = 0; i < n; i++) {
+        px_msg *m = script_msg(1, len);
+        cr_assert_eq(px_system_send(a->sys, g_target, &m), PX_OK, "bulk %u", i);
+    }
+    uint64_t wmax = 0;
+    int64_t end = pxt_now_ms() + 60000;
+    while (atomic_load(&s->got) < got0 + n) {
+        cr_assert_lt(pxt_now_ms(), end, "the payloads arrive (%u of %u)",
+                     atomic_load(&s->got) - got0, n);
+        px_peer_info pi;
+        cr_assert_eq(px_transport_peer_info(a->t, "beta", false, &pi), PX_OK);
+        /* A chunk goes only while the window is open, and is at most a
+         * quarter of it (16 KiB at least); a cut since then halves it. */
+        uint64_t chunk = pi.bulk_window / 4 > (16u << 10) ? pi.bulk_window / 4 : (16u << 10);
+        cr_assert_leq(pi.bulk_inflight, 2 * (pi.bulk_window + chunk),
+                      "bulk bytes in flight %llu, window %llu",
+                      (unsigned long long)pi.bulk_inflight,
+                      (unsigned long long)pi.bulk_window);
+        wmax = pi.bulk_window > wmax ? pi.bulk_window : wmax;
+        nanosleep(&(struct timespec){0, 200000}, NULL);
+    }
+    cr_assert_eq(atomic_load(&s->bad), 0, "every payload intact and in order");
+    return wmax;
+}
+
+Test(transport_bulk, bulk_waits_for_credit_and_its_window_grows_on_a_quiet_path,
+     .timeout = 120) {
+    dir_make();
+    tnode a, b;
+    link_pair(&a, &b);
+    sink *s = calloc(1, sizeof *s);
+    cr_assert_not_null(s);
+    g_target = pxt_spawn(b.sys, &sink_b, s, NULL);
+    px_peer_info pi;
+    cr_assert_eq(px_transport_peer_info(a.t, "beta", false, &pi), PX_OK);
+    cr_assert_eq(pi.bulk_window, 64u << 10, "a new link's window: 64 KiB");
+    cr_assert_eq(pi.bulk_inflight, 0);
+    px_transport_stats st0, st1;
+    px_transport_stats_get(a.t, &st0);
+
+    uint64_t wmax = bulk_run(&a, s, 32, 1u << 20); /* 32 MiB */
+
+    px_transport_stats_get(a.t, &st1);
+    cr_assert_gt(st1.bulk_waits - st0.bulk_waits, 0,
+                 "a 1 MiB payload does not fit a 64 KiB window: BULK waited for credit");
+    cr_assert_eq(st1.bulk_out - st0.bulk_out, 32);
+    /* Every chunk byte is credited once the sink has them all. */
+    PXT_AWAIT((px_transport_peer_info(a.t, "beta", false, &pi), pi.bulk_inflight == 0), 5000);
+    cr_assert_gt(wmax, 1u << 20, "on a quiet path the window grew (largest %llu bytes)",
+                 (unsigned long long)wmax);
+    cr_assert_gt(pi.rtt_base_us, 0, "the quiet round trip is known");
+    fprintf(stderr, "bulk window: largest %llu bytes, %llu waits, %llu cuts, quiet rtt %u us\n",
+            (unsigned long long)wmax, (unsigned long long)(st1.bulk_waits - st0.bulk_waits),
+            (unsigned long long)(st1.bulk_cuts - st0.bulk_cuts), pi.rtt_base_us);
+    px_transport_stats_get(b.t, &st1);
+    cr_assert_eq(st1.bad_frames, 0);
+
+    pair_done(&a, &b, s);
+}
+
+Test(transport_bulk, with_bulk_delay_ms_0_bulk_has_no_window, .timeout = 60) {
+    dir_make();
+    tnode a, b;
+    tnode *pa[] = {&b}, *pb[] = {&a};
+    node_init(&a, "alpha");
+    node_init(&b, "beta");
+    g_bulk_delay_ms = UINT32_MAX; /* alpha asks for no credit */
+    node_start(&a, pa, 1, SECRET);
+    g_bulk_delay_ms = 0;
+    node_start(&b, pb, 1, SECRET);
+    link_await(&a, &b);
+    sink *s = calloc(1, sizeof *s);
+    cr_assert_not_null(s);
+    g_target = pxt_spawn(b.sys, &sink_b, s, NULL);
+    uint64_t wmax = bulk_run(&a, s, 8, 1u << 20);
+    cr_assert_eq(wmax, 0, "not paced: no window");
+    px_transport_stats st;
+    px_transport_stats_get(a.t, &st);
+    cr_assert_eq(st.bulk_waits, 0);
+    /* beta still paces what it sends alpha: it asked, alpha promised. */
+    px_peer_info pi;
+    cr_assert_eq(px_transport_peer_info(b.t, "alpha", false, &pi), PX_OK);
+    cr_assert_eq(pi.bulk_window, 64u << 10);
+
+    pair_done(&a, &b, s);
+}
+
+/* A slow path with a queue: this test's own network namespace, whose
+ * loopback goes through a token bucket (tc tbf, 8 Mbit/s, a queue of up
+ * to 400 ms). alpha sends 3 MiB in 1 MiB payloads to beta over tcp while
+ * asking beta's echo every 20 ms; both directions share the one queue.
+ * Without a window the asks wait behind what BULK keeps queued (p90
+ * 176-226 ms here; on a path whose queue overflows, some are dropped and
+ * wait for a retransmission). With it, BULK halves its window whenever the
+ * CONTROL round trip rises 25 ms over the quiet one (p90 60-70 ms: twice
+ * the target, once each way). Needs root (a network namespace); skipped
+ * otherwise. PXT_BULK_DELAY_MS=0 runs it without a window, to see it fail. */
+static int sh(const char *cmd) {
+    int rv = system(cmd);
+    return WIFEXITED(rv) ? WEXITSTATUS(rv) : -1;
+}
+
+static int cmp_i64(const void *x, const void *y) {
+    int64_t a = *(const int64_t *)x, b = *(const int64_t *)y;
+    return (a > b) - (a < b);
+}
+
+Test(transport_bulk, on_a_throttled_path_bulk_yields_and_small_asks_stay_quick,
+     .timeout = 120) {
+    if (geteuid() != 0) {
+        cr_skip_test("needs root for a network namespace");
+    }
+    if (unshare(CLONE_NEWNET) != 0) {
+        cr_skip_test("unshare(CLONE_NEWNET): %s", strerror(errno));
+    }
+    cr_assert_eq(sh("ip link set lo mtu 1500 up"), 0);
+    cr_assert_eq(sh("tc qdisc add dev lo root tbf rate 8mbit burst 16kb latency 400ms"), 0);
+    dir_make();
+    const char *env = getenv("PXT_BULK_DELAY_MS");
+    g_bulk_delay_ms = env != NULL ? (atoi(env) == 0 ? UINT32_MAX : (uint32_t)atoi(env)) : 0;
+    g_heartbeat_ms = 250; /* the default */
+    tnode a, b;
+    tnode *pa[] = {&b}, *pb[] = {&a};
+    node_init(&a, "alpha");
+    node_init(&b, "beta");
+    snprintf(a.addr, sizeof a.addr, "tcp://127.0.0.1:7101");
+    snprintf(b.addr, sizeof b.addr, "tcp://127.0.0.1:7102");
+    node_start(&a, pa, 1, SECRET);
+    node_start(&b, pb, 1, SECRET);
+    g_bulk_delay_ms = 0;
+    g_heartbeat_ms = 0;
+    link_await(&a, &b);
+    px_ref echo = PX_REF_NIL;
+    cr_assert_eq(px_system_spawn(b.sys, pxt_echo_behavior(), NULL, NULL, &echo), PX_OK);
+    /* The quiet round trip: a few pings before the bulk starts. */
+    px_peer_info pi;
+    PXT_AWAIT((px_transport_peer_info(a.t, "beta", false, &pi), pi.rtt_base_us > 0), 5000);
+    sink *s = calloc(1, sizeof *s);
+    cr_assert_not_null(s);
+    s->n = 1;
+    s->sizes[1] = 1u << 20;
+    g_target = pxt_spawn(b.sys, &sink_b, s, NULL);
+    px_transport_stats st0, st1;
+    px_transport_stats_get(a.t, &st0);
+    for (int i = 0; i < 3; i++) {
+        px_msg *m = script_msg(1, 1u << 20);
+        cr_assert_eq(px_system_send(a.sys, g_target, &m), PX_OK);
+    }
+    enum { MAX_ASKS = 4000 };
+    int64_t *lat = calloc(MAX_ASKS, sizeof *lat);
+    cr_assert_not_null(lat);
+    size_t n = 0;
+    int64_t end = pxt_now_ms() + 60000;
+    while (atomic_load(&s->got) < 3 && n < MAX_ASKS) {
+        cr_assert_lt(pxt_now_ms(), end, "3 MiB get through 8 Mbit/s");
+        px_msg *q = pxt_u64(1, n), *r = NULL;
+        int64_t t0 = pxt_now_ns();
+        px_err e = px_system_ask(a.sys, echo, &q, 10000, &r);
+        cr_assert_eq(e, PX_OK, "ask %zu under bulk: %s", n, px_errname(e));
+        lat[n++] = (pxt_now_ns() - t0) / 1000;
+        px_msg_free(r);
+        nanosleep(&(struct timespec){0, 20000000}, NULL);
+    }
+    cr_assert_eq(atomic_load(&s->bad), 0);
+    px_transport_stats_get(a.t, &st1);
+    qsort(lat, n, sizeof *lat, cmp_i64);
+    int64_t p50 = lat[n / 2], p90 = lat[n * 9 / 10], max = lat[n - 1];
+    fprintf(stderr,
+            "throttled: %zu asks under 3 MiB of bulk: p50 %lld us, p90 %lld us, max %lld us; "
+            "%llu window cuts, quiet rtt %u us\n",
+            n, (long long)p50, (long long)p90, (long long)max,
+            (unsigned long long)(st1.bulk_cuts - st0.bulk_cuts), pi.rtt_base_us);
+    cr_assert_geq(n, 10, "the bulk took a while: %zu asks", n);
+    cr_assert_gt(st1.bulk_cuts - st0.bulk_cuts, 0, "the queue cut BULK's window");
+    cr_assert_lt(p90, 120000, "asks wait behind a short queue, not a full one (p90 %lld us)",
+                 (long long)p90);
+    cr_assert_lt(max, 1000000, "no ask waits for a retransmission (max %lld us)",
+                 (long long)max);
+    free(lat);
+    pair_done(&a, &b, s);
 }
 
 /* --- a remote bounded mailbox's policy, as its senders see it -------------- */

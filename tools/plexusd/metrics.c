@@ -301,6 +301,11 @@ static void render_transport(buf *b, px_transport *t, const peer_names *peers) {
          "Undelivered notices sent to senders on other nodes.", TRANSPORT(notices)},
         {"plexus_transport_notices_lost_total", "counter",
          "Undelivered notices lost (queue full, peer down).", TRANSPORT(notices_lost)},
+        {"plexus_transport_bulk_window_cuts_total", "counter",
+         "Bulk windows halved because a heartbeat round trip rose (a queue on the path).",
+         TRANSPORT(bulk_cuts)},
+        {"plexus_transport_bulk_credit_waits_total", "counter",
+         "Times the bulk lane had data but waited for the peer's credit.", TRANSPORT(bulk_waits)},
     };
     fields(b, t_fields, sizeof(t_fields) / sizeof(t_fields[0]), &s);
 
@@ -346,19 +351,27 @@ static void render_transport(buf *b, px_transport *t, const peer_names *peers) {
             }
         }
     }
-    family(b, "plexus_link_queued_messages", "gauge", "Envelopes waiting to go out to each peer.");
-    for (size_t i = 0; i < peers->n; i++) {
-        if (known[i]) {
-            pxu_text_add(b, "plexus_link_queued_messages{peer=\"%s\"} %zu\n",
-                esc(peers->v[i], e, sizeof e), pi[i].queued_msgs);
-        }
-    }
-    family(b, "plexus_link_queued_bytes", "gauge",
-           "Payload bytes waiting to go out to each peer (bulk included).");
-    for (size_t i = 0; i < peers->n; i++) {
-        if (known[i]) {
-            pxu_text_add(b, "plexus_link_queued_bytes{peer=\"%s\"} %" PRIu64 "\n",
-                esc(peers->v[i], e, sizeof e), pi[i].queued_bytes);
+    static const struct {
+        const char *name, *help;
+    } sizes[] = {
+        {"plexus_link_queued_messages", "Envelopes waiting to go out to each peer."},
+        {"plexus_link_queued_bytes", "Payload bytes waiting to go out to each peer (bulk included)."},
+        {"plexus_link_bulk_window_bytes",
+         "The bulk lane's window to each peer (0: not paced)."},
+        {"plexus_link_bulk_inflight_bytes",
+         "Bulk chunk bytes sent to each peer and not credited yet."},
+    };
+    for (size_t r = 0; r < sizeof(sizes) / sizeof(sizes[0]); r++) {
+        family(b, sizes[r].name, "gauge", sizes[r].help);
+        for (size_t i = 0; i < peers->n; i++) {
+            uint64_t v = r == 0   ? (uint64_t)pi[i].queued_msgs
+                         : r == 1 ? pi[i].queued_bytes
+                         : r == 2 ? pi[i].bulk_window
+                                  : pi[i].bulk_inflight;
+            if (known[i]) {
+                pxu_text_add(b, "%s{peer=\"%s\"} %" PRIu64 "\n", sizes[r].name,
+                    esc(peers->v[i], e, sizeof e), v);
+            }
         }
     }
     free(pi);

@@ -13,9 +13,10 @@
  * Shape:
  *  - Each node dials each of its peers once per lane and sends on those
  *    connections (the dialer side); connections it accepts are for
- *    receiving (the listener side answers pings with pongs and sends
- *    nothing else). A peer is UP when its three outbound connections are;
- *    when one closes, all three close and the peer is redialled.
+ *    receiving (the listener side answers pings with pongs, credits BULK's
+ *    chunks, and sends nothing else). A peer is UP when its three outbound
+ *    connections are; when one closes, all three close and the peer is
+ *    redialled.
  *  - CONTROL carries the pings (heartbeats both ways: each node pings on
  *    its own control connection); NORMAL carries batches of envelopes;
  *    BULK carries the chunks of payloads above bulk_threshold, whose
@@ -27,7 +28,8 @@
  *    completion packs everything queued meanwhile into one frame: a lone
  *    message goes out at once, a burst shares frames. BULK is fed from its
  *    own callbacks (kick_aio, tx_aio): one chunk per write, sealed outside
- *    the peer lock.
+ *    the peer lock, within a window the listener's credits open (BULK's
+ *    window, below).
  *  - Reads run in the stream's receive callback: preamble, handshake, then
  *    frames; envelopes are delivered to local actors from there. The
  *    receiving state of a peer (p->rx, shared by its inbound connections)
@@ -495,13 +497,135 @@ static void start_write_locked(conn *c) {
     nng_stream_send(c->s, c->tx_aio);
 }
 
+/* ---- BULK's window ----
+ *
+ * A slow path (a throttled link, a congested uplink) has a queue in front
+ * of it that all three connections share. Left alone, BULK keeps it full:
+ * a heartbeat or a small message then waits behind seconds of chunks, and
+ * when the queue overflows their packets are dropped and TCP backs them off
+ * past any timeout. So BULK keeps the bytes it has in flight — sealed, and
+ * not yet credited by the listener (Credit frames on the same connection) —
+ * within a window, and reads the queue from CONTROL's round trip: when one
+ * rises more than cfg.bulk_delay_ms above the quiet level (pings sent while
+ * BULK was idle), the window halves (once per round trip: only a pong of a
+ * ping sent after the last cut cuts again); while round trips stay below
+ * it, each credit grows the window — by the bytes credited until the first
+ * cut (doubling per round trip), then by an eighth of a window per window.
+ * Chunks are a quarter of the window, so a small window still moves.
+ * A peer that did not promise Credit in its Hello is not paced. */
+
+static bool bulk_open(const conn *c) { return !c->bpace || c->bsent - c->backed < c->bwin; }
+
+/* The quiet CONTROL round trip (UINT32_MAX: none yet): the least of the
+ * pings sent while BULK was idle, over two slots of RTT_QUIET_SLOT_MS; when
+ * BULK has been busy all that time, the least of all pings over two slots
+ * of RTT_ANY_SLOT_MS (a queue BULK keeps standing then counts as quiet:
+ * the round trip may creep up by bulk_delay_ms per RTT_ANY_SLOT_MS). */
+static uint32_t rtt_quiet_locked(const peer *p) {
+    uint32_t q = p->rtt_quiet[0] < p->rtt_quiet[1] ? p->rtt_quiet[0] : p->rtt_quiet[1];
+    uint32_t a = p->rtt_any[0] < p->rtt_any[1] ? p->rtt_any[0] : p->rtt_any[1];
+    return q != UINT32_MAX ? q : a;
+}
+
+/* Notes a CONTROL round trip of us microseconds; busy: BULK had bytes in
+ * flight when its ping left. Returns the quiet round trip. */
+static uint32_t rtt_quiet_note_locked(peer *p, uint32_t us, bool busy, int64_t now) {
+    if (now - p->rtt_quiet_at_ms >= RTT_QUIET_SLOT_MS) {
+        p->rtt_quiet_at_ms = now;
+        p->rtt_quiet[1] = p->rtt_quiet[0];
+        p->rtt_quiet[0] = UINT32_MAX;
+    }
+    if (now - p->rtt_any_at_ms >= RTT_ANY_SLOT_MS) {
+        p->rtt_any_at_ms = now;
+        p->rtt_any[1] = p->rtt_any[0];
+        p->rtt_any[0] = UINT32_MAX;
+    }
+    if (!busy && us < p->rtt_quiet[0]) {
+        p->rtt_quiet[0] = us;
+    }
+    p->rtt_any[0] = us < p->rtt_any[0] ? us : p->rtt_any[0];
+    return rtt_quiet_locked(p);
+}
+
+static void rtt_quiet_reset_locked(peer *p, int64_t now) {
+    p->rtt_quiet[0] = p->rtt_quiet[1] = p->rtt_any[0] = p->rtt_any[1] = UINT32_MAX;
+    p->rtt_quiet_at_ms = p->rtt_any_at_ms = now;
+    p->bulk_calm = true;
+}
+
+/* Whether p's BULK connection has chunk bytes in flight or waits for credit. */
+static bool bulk_busy_locked(const peer *p) {
+    const conn *b = p->c[L_BLK];
+    return b != NULL && b->state == C_UP && b->bpace && (b->bsent != b->backed || b->bwait);
+}
+
+/* A pong: the round trip us of a ping sent at sent_ns, busy = BULK had bytes
+ * in flight then. Judges the path's queue for BULK's window. p->mtx held. */
+static void bulk_on_rtt_locked(peer *p, uint32_t us, bool busy, uint64_t sent_ns) {
+    px_transport *t = p->t;
+    uint32_t quiet = rtt_quiet_note_locked(p, us, busy, now_ms());
+    uint64_t over = us > quiet ? (uint64_t)(us - quiet) : 0;
+    p->bulk_calm = over <= (uint64_t)t->cfg.bulk_delay_ms * 1000;
+    conn *b = p->c[L_BLK];
+    if (p->bulk_calm || b == NULL || b->state != C_UP || !b->bpace || sent_ns <= b->bcut_ns) {
+        return;
+    }
+    b->bss = false;
+    b->bcut_ns = now_ns();
+    if (b->bwin > BULK_WIN_MIN) {
+        b->bwin = b->bwin / 2 > BULK_WIN_MIN ? b->bwin / 2 : BULK_WIN_MIN;
+        CNT(t, bulk_cuts, 1);
+    }
+}
+
+/* A Credit on c (a dialer's BULK connection). Returns a reason to drop the
+ * link, or NULL. Lock held. */
+static const char *bulk_on_credit_locked(conn *c, uint64_t bytes) {
+    if (!c->bpace) {
+        return NULL; /* not asked for: ignored */
+    }
+    if (bytes < c->backed || bytes > c->bsent) {
+        return "a credit for chunk bytes never sent";
+    }
+    uint64_t delta = bytes - c->backed;
+    /* Grow only a window that limited the sender, on a calm path. */
+    bool limited = c->bwait || c->bsent - c->backed + BULK_CHUNK_MIN >= c->bwin;
+    c->backed = bytes;
+    if (limited && c->p->bulk_calm && delta > 0) {
+        uint64_t inc = c->bwin / 8 > BULK_CHUNK_MIN ? c->bwin / 8 : BULK_CHUNK_MIN;
+        uint64_t grow = c->bss ? delta : delta * inc / c->bwin;
+        c->bwin += grow > 0 ? grow : 1;
+        c->bwin = c->bwin < BULK_WIN_MAX ? c->bwin : BULK_WIN_MAX;
+    }
+    return NULL;
+}
+
+static void bulk_fill_locked(conn *c);
+
+/* The window opened: write the next chunk if BULK was waiting for it. */
+static void bulk_resume_locked(conn *c) {
+    if (c->bwait && bulk_open(c) && !c->writing && c->wnext_len == 0 && c->state == C_UP) {
+        c->bwait = false;
+        c->writing = true;
+        bulk_fill_locked(c);
+    }
+}
+
 /* BULK: seals the next chunk of the payload in hand (taking the next one
- * from the queue when done) and writes it. Runs only in c's callbacks, with
- * c->writing set so nothing else writes: the lock is dropped while packing
- * and sealing. Lock held. */
+ * from the queue when done) and writes it, if the window is open. Runs
+ * only in c's callbacks, with c->writing set so nothing else writes: the
+ * lock is dropped while packing and sealing. Lock held. */
 static void bulk_fill_locked(conn *c) {
     peer *p = c->p;
     px_transport *t = c->t;
+    if (!bulk_open(c)) {
+        c->writing = false;
+        if (!c->bwait && (c->has_cur || p->q[L_BLK].len > 0)) {
+            c->bwait = true;
+            CNT(t, bulk_waits, 1);
+        }
+        return;
+    }
     while (!c->has_cur) {
         if (p->q[L_BLK].len == 0) {
             c->writing = false;
@@ -519,6 +643,10 @@ static void bulk_fill_locked(conn *c) {
     }
     size_t chunk = frame_budget(c) - PXN_TAG_BYTES - CHUNK_OVERHEAD;
     chunk = chunk < CHUNK_MAX ? chunk : CHUNK_MAX;
+    if (c->bpace) {
+        uint64_t w = c->bwin / 4 > BULK_CHUNK_MIN ? c->bwin / 4 : BULK_CHUNK_MIN;
+        chunk = chunk < w ? chunk : (size_t)w;
+    }
     size_t n = c->cur.len - c->cur_off < chunk ? c->cur.len - c->cur_off : chunk;
     Plexus__Chunk ch = PLEXUS__CHUNK__INIT;
     ch.bulk_id = c->cur.bulk_id;
@@ -542,6 +670,7 @@ static void bulk_fill_locked(conn *c) {
     nng_mtx_lock(c->mtx);
     CNT(t, frames_out, 1);
     c->cur_off += n;
+    c->bsent += n;
     if (c->cur_off == c->cur.len) {
         bbytes_sub(p, c->cur.len);
         txent_free(&c->cur);
@@ -565,9 +694,9 @@ static void tx_kick_locked(conn *c) {
     }
     if (c->state == C_UP && c->role == PXN_DIALER && c->lane == L_BLK) {
         if (c->wnext_len == 0) {
-            if (c->has_cur || c->p->q[L_BLK].len > 0) {
+            if ((c->has_cur || c->p->q[L_BLK].len > 0) && !c->bwait) {
                 c->writing = true;
-                nng_sleep_aio(0, c->kick_aio);
+                nng_sleep_aio(0, c->kick_aio); /* bulk_fill, which checks the window */
             }
             return;
         }
@@ -878,6 +1007,10 @@ static void on_up_locked(conn *c) {
     p->node_inc = inc;
     p->peer_max_msg = c->hs.peer->max_msg;
     p->peer_max_frame = c->hs.peer->max_frame;
+    if (c->lane == L_BLK && t->self.credit && c->hs.peer->credit) {
+        c->bpace = c->bss = true; /* the listener promised Credit */
+        c->bwin = BULK_WIN_START;
+    }
     for (int l = 0; l < NLANES; l++) {
         if (p->c[l] == NULL || p->c[l]->state != C_UP) {
             return;
@@ -888,6 +1021,7 @@ static void on_up_locked(conn *c) {
     p->backoff_ms = 50;
     p->rtt_max_us = 0;
     p->rtt_n = 0;
+    rtt_quiet_reset_locked(p, now_ms());
     px_log(t->sys, PX_LOG_INFO, "link to %s (%s) up%s", p->name, p->address,
            t->cfg.plaintext ? " (PLAINTEXT: frames are not encrypted)" : "");
     for (int l = 0; l < NLANES; l++) {
@@ -1518,9 +1652,11 @@ static void on_frame_locked(conn *c, const uint8_t *pt, size_t n) {
         if (!inbound || c->lane != L_BLK || f->chunk == NULL) {
             bad = "a chunk on a connection that does not carry them";
         } else {
+            size_t got = f->chunk->data.len;
             nng_mtx_unlock(c->mtx);
             bad = pxl_rx_chunk(c, f->chunk);
             nng_mtx_lock(c->mtx);
+            c->brx += got; /* credited once the read's frames are done (rx_process) */
         }
         break;
     case PLEXUS__FRAME__BODY_PING:
@@ -1554,6 +1690,21 @@ static void on_frame_locked(conn *c, const uint8_t *pt, size_t n) {
             p->rtt_us = sat_u32((int64_t)us);
             p->rtt_max_us = p->rtt_us > p->rtt_max_us ? p->rtt_us : p->rtt_max_us;
             p->rtt_ring[p->rtt_n++ % RTT_RING] = p->rtt_us;
+            uint64_t seq = f->pong->seq;
+            if (c->lane == L_CTL && seq != 0 && seq <= c->ping_seq && c->ping_seq - seq < 8) {
+                bool busy = (c->ping_busy >> (seq % 8)) & 1;
+                bulk_on_rtt_locked(p, p->rtt_us, busy, f->pong->sent_ns);
+            }
+        }
+        break;
+    case PLEXUS__FRAME__BODY_CREDIT:
+        /* Only a dialer's BULK connection asks for credit; elsewhere it is
+         * ignored, like any body a side does not expect to use. */
+        if (!inbound && c->lane == L_BLK && f->credit != NULL) {
+            bad = bulk_on_credit_locked(c, f->credit->bytes);
+            if (bad == NULL) {
+                bulk_resume_locked(c);
+            }
         }
         break;
     case PLEXUS__FRAME__BODY_GOODBYE:
@@ -1574,6 +1725,26 @@ static void on_frame_locked(conn *c, const uint8_t *pt, size_t n) {
         if (c->rx_paused) {
             atomic_store(&t->hurry, true);
         }
+    }
+}
+
+/* An inbound BULK connection whose dialer asked for Credit: tell it how
+ * many chunk bytes arrived, once per read that brought some. Lock held. */
+static void credit_locked(conn *c) {
+    if (c->role != PXN_LISTENER || c->lane != L_BLK || c->state != C_UP || c->brx == c->btold ||
+        c->hs.peer == NULL || !c->hs.peer->credit) {
+        return;
+    }
+    Plexus__Credit cr = PLEXUS__CREDIT__INIT;
+    cr.bytes = c->brx;
+    Plexus__Frame f = PLEXUS__FRAME__INIT;
+    f.body_case = PLEXUS__FRAME__BODY_CREDIT;
+    f.credit = &cr;
+    if (out_frame_locked(c, &f)) {
+        c->btold = c->brx;
+        tx_kick_locked(c);
+    } else {
+        conn_close_locked(c, "out of memory for a credit", PX_LOG_ERROR);
     }
 }
 
@@ -1643,6 +1814,7 @@ static void rx_process(conn *c) {
         }
     }
     if (c->state != C_CLOSED && !c->rx_paused) {
+        credit_locked(c);
         rx_start(c);
     }
 }
@@ -1780,6 +1952,8 @@ static void tick_ping_locked(conn *c, int64_t now) {
     c->last_ping_ms = now;
     Plexus__Heartbeat hb = PLEXUS__HEARTBEAT__INIT;
     hb.seq = ++c->ping_seq;
+    uint8_t bit = (uint8_t)(1u << (hb.seq % 8));
+    c->ping_busy = bulk_busy_locked(c->p) ? c->ping_busy | bit : c->ping_busy & ~bit;
     hb.sent_ns = now_ns();
     int64_t ok = atomic_load(&c->t->etcd_ok_ms);
     if (ok != 0) {
@@ -1873,8 +2047,9 @@ static void tick_cb(void *arg) {
             snprintf(why, sizeof(why), "silent for %lld ms", (long long)(now - alive));
             conn_close_locked(c, why, PX_LOG_WARN);
         } else if (c->role == PXN_DIALER && c->lane == L_CTL && c->state == C_UP &&
-                   now - c->last_ping_ms >= (int64_t)t->cfg.heartbeat_ms) {
-            tick_ping_locked(c, now);
+                   (now - c->last_ping_ms >= (int64_t)t->cfg.heartbeat_ms ||
+                    (now - c->last_ping_ms >= BULK_PING_MS && bulk_busy_locked(c->p)))) {
+            tick_ping_locked(c, now); /* more often while BULK runs: its window reads them */
         } else if (c->role == PXN_LISTENER) {
             paused |= tick_resume_locked(c);
         }
@@ -1999,6 +2174,7 @@ void px_transport_cfg_init(px_transport_cfg *cfg) {
     cfg->queue_msgs = 65536;
     cfg->queue_bytes = 128u << 20;
     cfg->heartbeat_ms = 250;
+    cfg->bulk_delay_ms = 25;
     cfg->unreachable_ms = 2000;
     cfg->reconnect_max_ms = 5000;
     cfg->max_peers = 256;
@@ -2024,6 +2200,9 @@ static px_err check_cfg(px_system *sys, const px_transport_cfg *c) {
     }
     if (c->bulk_threshold == 0 || c->bulk_threshold > c->max_frame - 1024) {
         return bad_cfg(sys, "bulk_threshold must be 1..max_frame - 1 KiB");
+    }
+    if (c->bulk_delay_ms > 10000) {
+        return bad_cfg(sys, "bulk_delay_ms must be 0..10000");
     }
     if (c->queue_msgs == 0 || c->queue_bytes < c->max_msg) {
         return bad_cfg(sys, "queue_msgs must be > 0 and queue_bytes >= max_msg");
@@ -2158,7 +2337,8 @@ px_err px_transport_start(px_system *sys, const px_transport_cfg *cfg, px_transp
                          .max_frame = cfg->max_frame,
                          .max_msg = cfg->max_msg,
                          .advertise = t->bound,
-                         .plaintext = cfg->plaintext};
+                         .plaintext = cfg->plaintext,
+                         .credit = cfg->bulk_delay_ms != 0};
     if (cfg->plaintext) {
         px_log(sys, PX_LOG_WARN,
                "transport in PLAINTEXT mode: frames after the handshake are NOT encrypted "
@@ -2537,6 +2717,13 @@ px_err px_transport_peer_info(px_transport *t, const char *name, bool reset_max,
                           .rtt_max_us = p->rtt_max_us,
                           .queued_msgs = p->qmsgs + p->q[L_BLK].len,
                           .queued_bytes = p->qbytes + p->bbytes};
+    const conn *b = p->c[L_BLK];
+    if (b != NULL && b->state == C_UP && b->bpace) {
+        out->bulk_window = b->bwin;
+        out->bulk_inflight = b->bsent - b->backed;
+    }
+    uint32_t quiet = rtt_quiet_locked(p);
+    out->rtt_base_us = quiet == UINT32_MAX ? 0 : quiet;
     if (reset_max) {
         p->rtt_max_us = 0;
         p->rtt_n = 0;
@@ -2601,6 +2788,8 @@ void px_transport_stats_get(px_transport *t, px_transport_stats *o) {
     o->held = atomic_load(&t->held);
     o->notices = atomic_load(&t->notices);
     o->notices_lost = atomic_load(&t->notices_lost);
+    o->bulk_cuts = atomic_load(&t->bulk_cuts);
+    o->bulk_waits = atomic_load(&t->bulk_waits);
 }
 
 void px_transport_etcd_ok(px_transport *t) {

@@ -35,6 +35,18 @@ enum {
 #define CHUNK_MAX (1u << 20)
 #define BATCH_MAX (128u << 10)
 #define RTT_RING 128
+/* BULK's window (cfg.bulk_delay_ms): it starts at BULK_WIN_START, never
+ * goes below BULK_WIN_MIN nor above BULK_WIN_MAX, and cuts its chunks to a
+ * quarter of it (at least BULK_CHUNK_MIN) so a small window still moves.
+ * While BULK has bytes in flight, CONTROL pings every BULK_PING_MS (at the
+ * tick's pace) to watch the path's queue. */
+#define BULK_WIN_MIN (16u << 10)
+#define BULK_WIN_START (64u << 10)
+#define BULK_WIN_MAX (32u << 20)
+#define BULK_CHUNK_MIN (16u << 10)
+#define BULK_PING_MS 20
+#define RTT_QUIET_SLOT_MS 300000 /* the quiet round trip (rtt_quiet_locked) */
+#define RTT_ANY_SLOT_MS 30000
 
 typedef struct txent {
     px_ref to, from;
@@ -144,8 +156,17 @@ struct conn {
     txent cur;
     size_t cur_off;
     bool has_cur;
+    /* BULK outbound, paced (the listener sends Credit): chunk data bytes
+     * sealed and credited on this connection, the window, slow start (no
+     * queue seen yet), waiting for credit, and when (now_ns) it last cut. */
+    bool bpace, bss, bwait;
+    uint64_t bsent, backed, bwin, bcut_ns;
+    /* BULK inbound: chunk data bytes taken in, and the last Credit sent */
+    uint64_t brx, btold;
     int64_t last_rx_ms, last_ping_ms;
     uint64_t ping_seq;
+    uint8_t ping_busy; /* CONTROL outbound: bit seq % 8 = BULK had bytes in flight
+                          when ping seq left (its round trip saw BULK's queue) */
     char who[112]; /* for the log: peer name, address and lane */
     char raddr[64]; /* inbound: the remote address */
     conn *next;
@@ -191,6 +212,12 @@ struct peer {
     uint32_t rtt_us, rtt_max_us;
     uint32_t rtt_ring[RTT_RING]; /* the last round trips, for the p99 */
     uint32_t rtt_n;              /* samples since the last reset */
+    /* The quiet CONTROL round trip, for BULK's window (link.c,
+     * rtt_quiet_locked): the least round trip per slot, this one and the
+     * last, of pings sent while BULK was idle and of all pings. */
+    uint32_t rtt_quiet[2], rtt_any[2];
+    int64_t rtt_quiet_at_ms, rtt_any_at_ms;
+    bool bulk_calm; /* the last round trip was within bulk_delay_ms of it */
     /* receiving */
     nng_mtx *rx_mtx;
     rxstate rx;
@@ -229,7 +256,7 @@ struct px_transport {
     _Atomic size_t nq_len;
     atomic_int senders;
     _Atomic uint64_t msgs_in, frames_out, frames_in, handshakes, refused, bad_frames,
-        undeliverable, pings, pongs, held, notices, notices_lost;
+        undeliverable, pings, pongs, held, notices, notices_lost, bulk_cuts, bulk_waits;
     /* By lane (L_CTL, L_NRM, L_BLK): envelopes (chunked payloads on BULK)
      * sent and received, bytes written and read; px_transport_stats_get
      * sums them into msgs_out, bytes_in/out and bulk_in/out. */

@@ -73,8 +73,10 @@ px_err pxn_open(pxn_cipher *c, const uint8_t hdr[PXN_LEN_BYTES], const uint8_t *
     return PX_OK;
 }
 
-/* Packs this side's Hello for `lane` into hs->mine. */
-static px_err pack_mine(pxn_hs *hs, uint32_t lane) {
+/* Packs this side's Hello for `lane` into hs->mine. credit: on BULK, what
+ * it says of Credit (a dialer asks for it, a listener promises it when
+ * asked). */
+static px_err pack_mine(pxn_hs *hs, uint32_t lane, bool credit) {
     const pxn_self *self = hs->self;
     Plexus__Hello h = PLEXUS__HELLO__INIT;
     h.version = PX_WIRE_VERSION;
@@ -90,6 +92,7 @@ static px_err pack_mine(pxn_hs *hs, uint32_t lane) {
     h.advertise = (char *)(uintptr_t)(self->advertise ? self->advertise : "");
     h.plaintext = self->plaintext;
     h.max_msg = self->max_msg;
+    h.credit = credit && lane == PLEXUS__LANE__LANE_BULK;
     Plexus__Handshake m = PLEXUS__HANDSHAKE__INIT;
     m.msg_case = PLEXUS__HANDSHAKE__MSG_HELLO;
     m.hello = &h;
@@ -128,7 +131,7 @@ px_err pxn_hs_init(pxn_hs *hs, int role, const pxn_self *self, uint32_t lane,
     if (lane == PXN_LANE_ANY) {
         return role == PXN_LISTENER ? PX_OK : PX_EINVAL;
     }
-    return pack_mine(hs, lane);
+    return pack_mine(hs, lane, self->credit);
 }
 
 void pxn_hs_fini(pxn_hs *hs) {
@@ -232,7 +235,7 @@ px_err pxn_hs_peer(pxn_hs *hs, const uint8_t *data, size_t n, uint32_t lane,
         plexus__handshake__free_unpacked(m, NULL);
         return PX_EPROTO;
     }
-    px_err prv = hs->mine == NULL ? pack_mine(hs, h->lane) : PX_OK;
+    px_err prv = hs->mine == NULL ? pack_mine(hs, h->lane, h->credit) : PX_OK;
     if (prv != PX_OK) {
         snprintf(why, whylen, "cannot make this side's hello: %s", px_errname(prv));
         *refuse = PLEXUS__REFUSE__REASON__UNSPECIFIED;

@@ -78,6 +78,7 @@ typedef struct pxn_self {
     uint64_t max_msg; /* largest payload accepted (chunked); 0 = not said */
     const char *advertise;
     bool plaintext; /* frames after Auth unencrypted (benchmarks); Auth never is */
+    bool credit;    /* as a dialer of BULK: ask the listener for Credit frames */
 } pxn_self;
 
 /* One side of a handshake. */

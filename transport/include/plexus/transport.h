@@ -114,6 +114,14 @@ typedef struct px_transport_cfg {
                                     bytes queued for NORMAL (a small send), and on those
                                     plus the bulk bytes not sent yet (a bulk send), so a
                                     bulk backlog never refuses a small message */
+    uint32_t bulk_delay_ms;      /* BULK yields to the other lanes: the bytes it has in
+                                    flight (sent, not yet credited by the peer) stay
+                                    within a window that halves whenever the CONTROL
+                                    round trip rises this far above its quiet level
+                                    (queues on the path), and grows while it does not;
+                                    default 25, at most 10000; 0 = no window (BULK
+                                    fills the socket: a slow link's queue then delays
+                                    and drops the other lanes' packets) */
     uint32_t heartbeat_ms;       /* ping period on an idle link; default 250 */
     uint32_t unreachable_ms;     /* silence that makes a peer unreachable; default 2000 */
     uint32_t reconnect_max_ms;   /* cap of the reconnect backoff; default 5000 */
@@ -239,6 +247,12 @@ typedef struct px_peer_info {
                                 request, as its last heartbeat said plus that
                                 heartbeat's age; 0 = etcd answers it (or it says
                                 nothing: no etcd, an older peer) */
+    uint64_t bulk_window;   /* BULK's window in bytes (cfg.bulk_delay_ms); 0 = not
+                               paced (turned off, not up, or a peer that sends no
+                               Credit) */
+    uint64_t bulk_inflight; /* chunk bytes sent on BULK and not credited yet */
+    uint32_t rtt_base_us;   /* the quiet CONTROL round trip BULK's window is judged
+                               against (0: none yet) */
 } px_peer_info;
 
 /* The cluster layer says an etcd request of this node's was just
@@ -267,6 +281,9 @@ typedef struct px_transport_stats {
                                        (sender, target) pair */
     uint64_t notices, notices_lost; /* "undelivered" notices sent to senders on peers /
                                        lost (queue full, peer down) */
+    uint64_t bulk_cuts;             /* BULK windows halved: a CONTROL round trip rose
+                                       bulk_delay_ms above its quiet level */
+    uint64_t bulk_waits;            /* times BULK had data but waited for Credit */
     /* By lane, indexed 0 control, 1 normal, 2 bulk (proto/plexus.proto's
      * Lane): envelopes packed into frames / received in frames (on bulk:
      * chunked payloads sent / reassembled), bytes written / read. Received
