@@ -540,7 +540,7 @@ Test(transport_bulk, bulk_waits_for_credit_and_its_window_grows_on_a_quiet_path,
     g_target = pxt_spawn(b.sys, &sink_b, s, NULL);
     px_peer_info pi;
     cr_assert_eq(px_transport_peer_info(a.t, "beta", false, &pi), PX_OK);
-    cr_assert_eq(pi.bulk_window, 64u << 10, "a new link's window: 64 KiB");
+    cr_assert_eq(pi.bulk_window, 32u << 10, "a new link's window: 32 KiB");
     cr_assert_eq(pi.bulk_inflight, 0);
     px_transport_stats st0, st1;
     px_transport_stats_get(a.t, &st0);
@@ -549,7 +549,7 @@ Test(transport_bulk, bulk_waits_for_credit_and_its_window_grows_on_a_quiet_path,
 
     px_transport_stats_get(a.t, &st1);
     cr_assert_gt(st1.bulk_waits - st0.bulk_waits, 0,
-                 "a 1 MiB payload does not fit a 64 KiB window: BULK waited for credit");
+                 "a 1 MiB payload does not fit a 32 KiB window: BULK waited for credit");
     cr_assert_eq(st1.bulk_out - st0.bulk_out, 32);
     /* Every chunk byte is credited once the sink has them all. */
     PXT_AWAIT((px_transport_peer_info(a.t, "beta", false, &pi), pi.bulk_inflight == 0), 5000);
@@ -587,7 +587,7 @@ Test(transport_bulk, with_bulk_delay_ms_0_bulk_has_no_window, .timeout = 60) {
     /* beta still paces what it sends alpha: it asked, alpha promised. */
     px_peer_info pi;
     cr_assert_eq(px_transport_peer_info(b.t, "alpha", false, &pi), PX_OK);
-    cr_assert_eq(pi.bulk_window, 64u << 10);
+    cr_assert_eq(pi.bulk_window, 32u << 10);
 
     pair_done(&a, &b, s);
 }

@@ -4,6 +4,7 @@
 #include "builtins.h"
 #include "load.h"
 #include "ops.h"
+#include "text.h"
 
 #include <stdatomic.h>
 #include <stdio.h>
@@ -457,4 +458,54 @@ px_err pxd_roots_start(pxd_node *n, char *err, size_t errlen) {
                px_ref_format(ref, rs, sizeof rs));
     }
     return PX_OK;
+}
+
+/* Is the node a member again (registered, not fenced), as incarnation *inc? */
+static bool member_again(pxd_node *n, uint32_t *inc) {
+    bool ok = false;
+    nng_mtx_lock(n->parts_mtx);
+    if (n->c != NULL) {
+        px_cluster_health h;
+        px_cluster_health_get(n->c, &h);
+        ok = h.registered && !h.fenced;
+    }
+    nng_mtx_unlock(n->parts_mtx);
+    *inc = px_system_node_inc(n->sys);
+    return ok;
+}
+
+void pxd_roots_follow(pxd_node *n) {
+    uint32_t inc = 0;
+    if (atomic_load(&n->phase) != PXD_RUNNING || n->cfg->n_roots == 0 ||
+        pxu_mono_ms() < n->roots_retry_ms || !member_again(n, &inc) || inc == n->roots_inc) {
+        return;
+    }
+    px_log(n->sys, PX_LOG_WARN,
+           "roots: this node was fenced and rejoined as incarnation %u; its roots belong to "
+           "incarnation %u, which the other nodes take for dead: starting them again",
+           inc, n->roots_inc);
+    /* Stop the old ones and wait (bounded) until their names are free. */
+    for (size_t i = 0; i < n->cfg->n_roots; i++) {
+        px_ref old = PX_REF_NIL;
+        if (px_whereis(n->sys, n->cfg->roots[i].name, &old) == PX_OK && old.node_inc != inc) {
+            (void)px_stop(n->sys, old);
+        }
+    }
+    int64_t until = pxu_mono_ms() + PXD_ROOT_TRIES * PXD_ROOT_RETRY_MS;
+    for (size_t i = 0; i < n->cfg->n_roots; i++) {
+        px_ref old = PX_REF_NIL;
+        while (px_whereis(n->sys, n->cfg->roots[i].name, &old) == PX_OK && old.node_inc != inc &&
+               pxu_mono_ms() < until) {
+            nng_msleep(10);
+        }
+    }
+    char err[512];
+    px_err e = pxd_roots_start(n, err, sizeof err);
+    if (e != PX_OK) {
+        px_log(n->sys, PX_LOG_ERROR, "roots: starting them again: %s; trying again in %d ms", err,
+               PXD_ROOT_RETRY_MS * 10);
+        n->roots_retry_ms = pxu_mono_ms() + PXD_ROOT_RETRY_MS * 10;
+        return;
+    }
+    n->roots_inc = inc;
 }

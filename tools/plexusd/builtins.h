@@ -42,6 +42,15 @@ px_err pxd_placement_parse(const char *s, px_placement *pl);
  * at it: PX_E* with "roots[i] (src): reason" in err. */
 px_err pxd_roots_start(pxd_node *n, char *err, size_t errlen);
 
+/* Called now and then from the main thread (plexusd's loop): when this node
+ * was fenced and is a member again as a new incarnation, its roots are
+ * actors of the old one, which the other nodes take for dead (their remote
+ * children were stopped with it). So it stops them, waits (bounded) until
+ * their names are free, and starts them again from the config as the new
+ * incarnation; a failure is logged and tried again later. Does nothing
+ * while the node is not running (starting, draining) or not a member. */
+void pxd_roots_follow(pxd_node *n);
+
 /* Messages the built-ins dropped as unknown. */
 uint64_t pxd_builtins_unknown(void);
 

@@ -55,6 +55,10 @@ typedef struct pxd_node {
     struct pxd_events *ev;   /* ops.c: what `plexctl watch` streams */
     nng_mtx *drain_mtx;      /* ops.c: one drain at a time */
     bool drained;
+    /* main thread: the incarnation the roots were started as, and when a
+     * failed restart of them may be tried again (builtins.c) */
+    uint32_t roots_inc;
+    int64_t roots_retry_ms;
 } pxd_node;
 
 /* True when the node is ready for work: running, and (clustered) joined

@@ -424,6 +424,7 @@ int main(int argc, char **argv) {
         px_log(n->sys, PX_LOG_CRIT, "%s", err);
         goto out;
     }
+    n->roots_inc = px_system_node_inc(n->sys);
     atomic_store(&n->phase, PXD_RUNNING);
     px_log(n->sys, PX_LOG_INFO, "ready: listen=%s admin=%s http=%s etcd=%s",
            px_transport_address(n->t), px_admin_server_url(n->admin),
@@ -464,6 +465,7 @@ int main(int argc, char **argv) {
         } else if (sig < 0 && errno != EAGAIN && errno != EINTR) {
             px_log(n->sys, PX_LOG_ERROR, "sigtimedwait: %s", strerror(errno));
         }
+        pxd_roots_follow(n); /* after a fence: the roots again, as the new incarnation */
     }
     px_log(n->sys, PX_LOG_INFO, "stopped");
 out:

@@ -587,6 +587,7 @@ static const char *bulk_on_credit_locked(conn *c, uint64_t bytes) {
     if (bytes < c->backed || bytes > c->bsent) {
         return "a credit for chunk bytes never sent";
     }
+    c->bcredit_ms = now_ms();
     uint64_t delta = bytes - c->backed;
     /* Grow only a window that limited the sender, on a calm path. */
     bool limited = c->bwait || c->bsent - c->backed + BULK_CHUNK_MIN >= c->bwin;
@@ -670,6 +671,9 @@ static void bulk_fill_locked(conn *c) {
     nng_mtx_lock(c->mtx);
     CNT(t, frames_out, 1);
     c->cur_off += n;
+    if (c->bsent == c->backed) {
+        c->bcredit_ms = now_ms(); /* the first bytes in flight: a credit is due from now */
+    }
     c->bsent += n;
     if (c->cur_off == c->cur.len) {
         bbytes_sub(p, c->cur.len);
@@ -1010,6 +1014,7 @@ static void on_up_locked(conn *c) {
     if (c->lane == L_BLK && t->self.credit && c->hs.peer->credit) {
         c->bpace = c->bss = true; /* the listener promised Credit */
         c->bwin = BULK_WIN_START;
+        c->bcredit_ms = now_ms();
     }
     for (int l = 0; l < NLANES; l++) {
         if (p->c[l] == NULL || p->c[l]->state != C_UP) {
@@ -1656,7 +1661,9 @@ static void on_frame_locked(conn *c, const uint8_t *pt, size_t n) {
             nng_mtx_unlock(c->mtx);
             bad = pxl_rx_chunk(c, f->chunk);
             nng_mtx_lock(c->mtx);
-            c->brx += got; /* credited once the read's frames are done (rx_process) */
+            if (bad == NULL) {
+                c->brx += got; /* credited once the read's frames are done (rx_process) */
+            }
         }
         break;
     case PLEXUS__FRAME__BODY_PING:
@@ -1691,8 +1698,10 @@ static void on_frame_locked(conn *c, const uint8_t *pt, size_t n) {
             p->rtt_max_us = p->rtt_us > p->rtt_max_us ? p->rtt_us : p->rtt_max_us;
             p->rtt_ring[p->rtt_n++ % RTT_RING] = p->rtt_us;
             uint64_t seq = f->pong->seq;
-            if (c->lane == L_CTL && seq != 0 && seq <= c->ping_seq && c->ping_seq - seq < 8) {
-                bool busy = (c->ping_busy >> (seq % 8)) & 1;
+            if (c->lane == L_CTL && seq != 0 && seq <= c->ping_seq) {
+                /* A pong slower than 8 pings (a long or badly queued path)
+                 * counts as busy: it may cut, it never sets the quiet level. */
+                bool busy = c->ping_seq - seq >= 8 || ((c->ping_busy >> (seq % 8)) & 1);
                 bulk_on_rtt_locked(p, p->rtt_us, busy, f->pong->sent_ns);
             }
         }
@@ -2046,6 +2055,13 @@ static void tick_cb(void *arg) {
             char why[96];
             snprintf(why, sizeof(why), "silent for %lld ms", (long long)(now - alive));
             conn_close_locked(c, why, PX_LOG_WARN);
+        } else if (c->bwait && now - c->bcredit_ms > (int64_t)t->cfg.unreachable_ms) {
+            /* It promised credit and its heartbeats go on, but BULK has
+             * waited for one this long: a peer that would stall it forever. */
+            char why[96];
+            snprintf(why, sizeof(why), "no bulk credit for %lld ms", (long long)(now - c->bcredit_ms));
+            CNT(t, bad_frames, 1);
+            conn_close_locked(c, why, PX_LOG_ERROR);
         } else if (c->role == PXN_DIALER && c->lane == L_CTL && c->state == C_UP &&
                    (now - c->last_ping_ms >= (int64_t)t->cfg.heartbeat_ms ||
                     (now - c->last_ping_ms >= BULK_PING_MS && bulk_busy_locked(c->p)))) {

@@ -41,7 +41,7 @@ enum {
  * While BULK has bytes in flight, CONTROL pings every BULK_PING_MS (at the
  * tick's pace) to watch the path's queue. */
 #define BULK_WIN_MIN (16u << 10)
-#define BULK_WIN_START (64u << 10)
+#define BULK_WIN_START (32u << 10)
 #define BULK_WIN_MAX (32u << 20)
 #define BULK_CHUNK_MIN (16u << 10)
 #define BULK_PING_MS 20
@@ -161,6 +161,9 @@ struct conn {
      * queue seen yet), waiting for credit, and when (now_ns) it last cut. */
     bool bpace, bss, bwait;
     uint64_t bsent, backed, bwin, bcut_ns;
+    int64_t bcredit_ms; /* the last credit, or when bytes went in flight with
+                           none pending: no credit for unreachable_ms while
+                           waiting drops the link */
     /* BULK inbound: chunk data bytes taken in, and the last Credit sent */
     uint64_t brx, btold;
     int64_t last_rx_ms, last_ping_ms;
