@@ -19,7 +19,8 @@
 # Prints a table: scenario, fault, detection time, recovery time, requests
 # ok / failed / lost (in the scenario's window). Exit 0 when every scenario
 # held; 77 (skipped) when not root. Scenario names (all run by default):
-# kill stop partition etcd-isolate etcd-down throttle rogue rolling.
+# kill stop partition etcd-isolate lead-isolate etcd-down throttle rogue
+# rolling.
 set -uo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -27,7 +28,7 @@ root="$(cd "$here/../.." && pwd)"
 BIN="${1:-$root/build/tools}"
 shift || true
 SCENARIOS=("$@")
-((${#SCENARIOS[@]})) || SCENARIOS=(kill stop partition etcd-isolate etcd-down throttle rogue rolling)
+((${#SCENARIOS[@]})) || SCENARIOS=(kill stop partition etcd-isolate lead-isolate etcd-down throttle rogue rolling)
 
 if [[ "$(id -u)" -ne 0 ]]; then
   echo "fault suite: skipped (needs root for network namespaces)"
@@ -126,7 +127,8 @@ served_again() { # the workload's ok count grew by 50 since OK0 and no request i
   ((${#s[@]} >= 2 && s[1] >= OK0 + 50))
 }
 
-not_up_in_n1() { local s; s="$(state_in 1 "$1")"; [[ -n "$s" && "$s" != up ]]; }
+not_up_in() { local s; s="$(state_in "$1" "$2")"; [[ -n "$s" && "$s" != up ]]; } # VIEW NODE
+not_up_in_n1() { not_up_in 1 "$1"; }
 unready() { [[ "$(ready_code "$1")" != 200 ]]; }
 
 # The worker serving svc.0 now.
@@ -240,6 +242,44 @@ sc_etcd_isolate() {
   await 20 all_up_everywhere >/dev/null || fail "n$v did not rejoin"
   rec=$(($(now_ms) - th))
   finish etcd-isolate "n$v cut from etcd, not its peers" "$det" "$rec"
+}
+
+# The lead node (n1: the supervisor of the echo workers and the client)
+# cut off from etcd: it fences itself; the workers' nodes see its lease
+# expire and stop the children it supervised. When healed it rejoins as a
+# new incarnation, and plexusd starts its roots again (the old ones are
+# dead to the cluster): the supervisor places three workers again and a
+# new client runs. The old client's counts come from its last log line.
+sc_lead_isolate() {
+  begin
+  local det rec th line
+  bash "$NC" isolate-from-etcd 1
+  det="$(await 15 unready 1)" || fail "n1, cut from etcd, still says it is ready (zombie)"
+  await 10 not_up_in 2 1 >/dev/null || fail "n2 still has n1 up"
+  bash "$NC" heal
+  th="$(now_ms)"
+  # the second "root load started" line: the roots run again
+  restarted() { (($(grep -c 'root load started' "$PXNS_DIR/n1.log") >= 2)); }
+  await 25 restarted >/dev/null || fail "n1 did not start its roots again"
+  line="$(grep 'load.client stopped' "$PXNS_DIR/n1.log" | tail -n 1)"
+  local old_ok old_failed old_lost
+  old_ok="$(sed -nE 's/.* ok=([0-9]+).*/\1/p' <<<"$line")"
+  old_failed="$(sed -nE 's/.* failed=([0-9]+).*/\1/p' <<<"$line")"
+  old_lost="$(sed -nE 's/.* lost=([0-9]+).*/\1/p' <<<"$line")"
+  [[ "$line" == *"lost=0 wrong=0"* && "$line" == *"in_flight=0"* ]] ||
+    fail "the old client's last line: ${line:-none}"
+  await 25 all_up_everywhere >/dev/null || fail "n1 did not rejoin"
+  rec=$(($(now_ms) - th))
+  local saved="$CUR_FAIL" max="$MAX_ECHO" o0=("${S0[@]}")
+  begin # the new client's counts start over
+  CUR_FAIL="$saved"
+  MAX_ECHO="$max"
+  finish lead-isolate "n1 (the lead) cut from etcd" "$det" "$rec"
+  read -r -a s <<<"$(load_stats)"
+  ROWS[-1]="$(printf '%-13s %-34s %9s %9s %8s %7s %5s  %s' lead-isolate "n1 (the lead) cut from etcd" \
+    "$det" "$rec" "$((${old_ok:-0} - o0[1] + s[1] - S0[1]))" \
+    "$((${old_failed:-0} - o0[2] + s[2] - S0[2]))" "$((${old_lost:-0} - o0[3] + s[3] - S0[3]))" \
+    "${CUR_FAIL:-held}")"
 }
 
 sc_etcd_down() {
@@ -377,7 +417,7 @@ OK0=0
 await 20 served_again >/dev/null || { echo "fault suite: the workload never ran"; exit 1; }
 for sc in "${SCENARIOS[@]}"; do
   case "$sc" in
-    kill | stop | partition | etcd-isolate | etcd-down | throttle | rogue | rolling) ;;
+    kill | stop | partition | etcd-isolate | lead-isolate | etcd-down | throttle | rogue | rolling) ;;
     *) echo "fault suite: unknown scenario $sc"; exit 2 ;;
   esac
   log "scenario $sc"
