@@ -465,12 +465,8 @@ static px_err enqueue_unpin(px_actor *a, px_msg *m) {
     return rv;
 }
 
-px_err px_system_notify_undelivered(px_system *sys, px_ref sender, px_ref to, px_err code,
-                                    uint64_t corr) {
-    px_actor *a = sys != NULL ? pin_current(sys, sender) : NULL;
-    if (a == NULL) {
-        return PX_EDEAD;
-    }
+/* The notice for the pinned actor a (unpinned here). */
+static px_err notify_unpin(px_actor *a, px_ref to, px_err code, uint64_t corr) {
     px_msg *m = pxi_msg_new(PX_MSG_UNDELIVERED);
     if (m == NULL) {
         pxi_unpin(a);
@@ -484,6 +480,18 @@ px_err px_system_notify_undelivered(px_system *sys, px_ref sender, px_ref to, px
         px_msg_free(m); /* its own mailbox is full: the notice is lost */
     }
     return rv;
+}
+
+px_err px_system_notify_undelivered(px_system *sys, px_ref sender, px_ref to, px_err code,
+                                    uint64_t corr) {
+    px_actor *a = sys != NULL ? pin_current(sys, sender) : NULL;
+    return a != NULL ? notify_unpin(a, to, code, corr) : PX_EDEAD;
+}
+
+px_err pxi_notify_undelivered(px_system *sys, px_ref sender, px_ref to, px_err code,
+                              uint64_t corr) {
+    px_actor *a = pxi_pin_ref(sys, sender);
+    return a != NULL ? notify_unpin(a, to, code, corr) : PX_EDEAD;
 }
 
 px_err px_system_mailbox_opts(px_system *sys, px_ref to, px_mailbox_opts *out) {

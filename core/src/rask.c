@@ -1,7 +1,8 @@
 /*
  * rask.c — asks waiting on actors of other nodes, so that the layer that
  * learns a node is lost can end them at once (px_system_fail_asks) instead
- * of leaving each to its timeout. An entry is made by px_ask for a remote
+ * of leaving each to its timeout, and a reincarnation ends those of its
+ * earlier incarnations' actors (pxi_rasks_fail_old). An entry is made by px_ask for a remote
  * target and removed when the ask ends (reply, timeout, notice, or the
  * asker's stop). One mutex: remote asks already cost a network round trip.
  */
@@ -79,10 +80,11 @@ void pxi_rask_del(px_system *sys, px_ref asker, uint64_t corr) {
     nng_mtx_unlock(r->mtx);
 }
 
-size_t px_system_fail_asks(px_system *sys, uint32_t node, uint32_t keep_inc, px_err code) {
-    if (sys == NULL || node == 0 || node == sys->node) {
-        return 0;
-    }
+/* Takes out every entry that waits on an actor of `node` (of any
+ * incarnation but keep_inc) or, with node 0, whose asker is of an earlier
+ * incarnation than cur; then ends each of those asks with a notice. */
+static size_t fail_matching(px_system *sys, uint32_t node, uint32_t keep_inc, uint32_t cur,
+                            px_err code) {
     pxi_rasks *r = &sys->rasks;
     pxi_rask *taken = NULL;
     size_t n = 0;
@@ -90,7 +92,9 @@ size_t px_system_fail_asks(px_system *sys, uint32_t node, uint32_t keep_inc, px_
     for (size_t i = 0; i < r->nb; i++) {
         for (pxi_rask **at = &r->b[i]; *at != NULL;) {
             pxi_rask *e = *at;
-            if (e->to.node == node && e->to.node_inc != keep_inc) {
+            bool match = node != 0 ? e->to.node == node && e->to.node_inc != keep_inc
+                                   : e->asker.node_inc != cur;
+            if (match) {
                 *at = e->next;
                 r->n--;
                 e->next = taken;
@@ -107,10 +111,21 @@ size_t px_system_fail_asks(px_system *sys, uint32_t node, uint32_t keep_inc, px_
     while (taken != NULL) {
         pxi_rask *e = taken;
         taken = e->next;
-        (void)px_system_notify_undelivered(sys, e->asker, e->to, code, e->corr);
+        (void)pxi_notify_undelivered(sys, e->asker, e->to, code, e->corr);
         free(e);
     }
     return n;
+}
+
+size_t px_system_fail_asks(px_system *sys, uint32_t node, uint32_t keep_inc, px_err code) {
+    if (sys == NULL || node == 0 || node == sys->node) {
+        return 0;
+    }
+    return fail_matching(sys, node, keep_inc, 0, code);
+}
+
+size_t pxi_rasks_fail_old(px_system *sys, uint32_t cur, px_err code) {
+    return fail_matching(sys, 0, 0, cur, code);
 }
 
 void pxi_rasks_fini(pxi_rasks *r) {

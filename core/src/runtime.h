@@ -419,5 +419,14 @@ bool pxi_timer_pending(pxi_timers *t, uint64_t id);
 px_err pxi_rask_add(px_system *sys, px_ref asker, uint64_t corr, px_ref to);
 void pxi_rask_del(px_system *sys, px_ref asker, uint64_t corr);
 void pxi_rasks_fini(pxi_rasks *r);
+/* The node became incarnation cur: every ask of an actor of an earlier one
+ * still waiting on another node ends now with `code` (its reply would be
+ * addressed to an incarnation the other nodes take for dead). Returns how
+ * many. */
+size_t pxi_rasks_fail_old(px_system *sys, uint32_t cur, px_err code);
+/* px_system_notify_undelivered for an actor of any incarnation of this
+ * process. */
+px_err pxi_notify_undelivered(px_system *sys, px_ref sender, px_ref to, px_err code,
+                              uint64_t corr);
 
 #endif

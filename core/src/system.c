@@ -397,6 +397,12 @@ px_err px_system_reincarnate(px_system *sys, uint32_t *new_inc) {
     }
     px_log(sys, PX_LOG_INFO, "node %s is now incarnation %08x (was %08x)", sys->node_name, now,
            was);
+    /* Their replies would come to an incarnation the others take for dead. */
+    size_t failed = pxi_rasks_fail_old(sys, now, PX_EFENCED);
+    if (failed > 0) {
+        px_log(sys, PX_LOG_INFO, "node %s: %zu asks of incarnation %08x or earlier to other nodes "
+               "ended (fenced)", sys->node_name, failed, was);
+    }
     return PX_OK;
 }
 

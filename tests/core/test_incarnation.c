@@ -41,6 +41,7 @@ typedef struct peer {
     uint64_t reply_val;
     px_ref reply_from;
     atomic_int terms;
+    atomic_int undelivered, undelivered_code; /* PX_MSG_UNDELIVERED notices */
     px_ref term_who;
     px_term_reason term_reason;
 } peer;
@@ -84,6 +85,13 @@ static px_err peer_receive(px_ctx *ctx, px_msg *m) {
     if (px_msg_kind_of(m) == PX_MSG_TERMINATED) {
         px_msg_terminated(m, &p->term_who, &p->term_reason, NULL);
         atomic_fetch_add(&p->terms, 1);
+        return PX_OK;
+    }
+    if (px_msg_kind_of(m) == PX_MSG_UNDELIVERED) {
+        px_err code = PX_OK;
+        (void)px_msg_undelivered(m, NULL, &code);
+        atomic_store(&p->undelivered_code, code);
+        atomic_fetch_add(&p->undelivered, 1);
         return PX_OK;
     }
     if (px_msg_is_reply(m)) {
@@ -465,6 +473,37 @@ Test(core_incarnation, an_old_actor_sending_to_another_node_is_fenced_and_a_new_
 }
 
 /* --- earlier processes and several incarnations -------------------------- */
+
+Test(core_incarnation, an_old_actors_ask_waiting_on_another_node_ends_fenced_at_once,
+     .timeout = 15) {
+    px_system *sys = pxt_system();
+    router_rec rr = {0};
+    install_router(sys, &rr);
+    peer *po = calloc(1, sizeof *po), *pn = calloc(1, sizeof *pn);
+    cr_assert(po && pn);
+    px_ref old = peer_spawn(sys, po);
+    cr_assert_eq(cmd(sys, old, po, TAG_ASK, remote_ref(), 1), PX_OK, "routed, then it waits");
+    cr_assert_eq(atomic_load(&rr.calls), 1);
+    int64_t t0 = pxt_now_ms();
+    reincarnate(sys);
+    /* Its reply would come to the old incarnation: the ask (5 s timeout)
+     * ends now with PX_EFENCED instead of at its timeout. */
+    PXT_AWAIT(atomic_load(&po->undelivered) == 1, 5000);
+    cr_assert_lt(pxt_now_ms() - t0, 4000, "ended by the reincarnation, not the timeout");
+    cr_assert_eq(atomic_load(&po->undelivered_code), PX_EFENCED);
+    /* A new actor's remote ask is not ended by it: it still waits, and the
+     * layer that learns the node is lost can end it. */
+    px_ref now = peer_spawn(sys, pn);
+    cr_assert_eq(cmd(sys, now, pn, TAG_ASK, remote_ref(), 2), PX_OK);
+    cr_assert_eq(px_system_fail_asks(sys, remote_ref().node, 0, PX_ENODEDOWN), 1,
+                 "the new actor's ask was still waiting (and the old one's was gone)");
+    PXT_AWAIT(atomic_load(&pn->undelivered) == 1, 5000);
+    cr_assert_eq(atomic_load(&pn->undelivered_code), PX_ENODEDOWN);
+    cr_assert_eq(atomic_load(&po->undelivered), 1);
+    px_system_free(sys);
+    free(po);
+    free(pn);
+}
 
 Test(core_incarnation, a_ref_of_an_earlier_process_of_this_node_is_a_dead_letter,
      .timeout = 10) {

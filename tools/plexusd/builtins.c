@@ -484,17 +484,18 @@ void pxd_roots_follow(pxd_node *n) {
            "roots: this node was fenced and rejoined as incarnation %u; its roots belong to "
            "incarnation %u, which the other nodes take for dead: starting them again",
            inc, n->roots_inc);
-    /* Stop the old ones and wait (bounded) until their names are free. */
+    /* Stop the old ones (and those a failed attempt started) and wait
+     * (bounded) until their names are free: all start again from the config. */
     for (size_t i = 0; i < n->cfg->n_roots; i++) {
         px_ref old = PX_REF_NIL;
-        if (px_whereis(n->sys, n->cfg->roots[i].name, &old) == PX_OK && old.node_inc != inc) {
+        if (px_whereis(n->sys, n->cfg->roots[i].name, &old) == PX_OK) {
             (void)px_stop(n->sys, old);
         }
     }
     int64_t until = pxu_mono_ms() + PXD_ROOT_TRIES * PXD_ROOT_RETRY_MS;
     for (size_t i = 0; i < n->cfg->n_roots; i++) {
         px_ref old = PX_REF_NIL;
-        while (px_whereis(n->sys, n->cfg->roots[i].name, &old) == PX_OK && old.node_inc != inc &&
+        while (px_whereis(n->sys, n->cfg->roots[i].name, &old) == PX_OK &&
                pxu_mono_ms() < until) {
             nng_msleep(10);
         }

@@ -249,9 +249,12 @@ uint32_t px_system_node_inc(const px_system *sys);
  * working with every actor of this process, but are dead to other nodes:
  * messages from other nodes to them are dead letters (PX_EDEAD from
  * px_system_deliver_remote) and their own sends to other nodes fail with
- * PX_EFENCED (counted as rejected). Actors spawned afterwards carry the new
+ * PX_EFENCED (counted as rejected). Their asks still waiting on other
+ * nodes end at once with a PX_MSG_UNDELIVERED notice, PX_EFENCED (the
+ * replies would be dead letters). Actors spawned afterwards carry the new
  * incarnation; px_system_root keeps its ref from the first. Logs one INFO
- * line. PX_OK, or PX_EINVAL for a NULL sys. Thread-safe. */
+ * line (and one more when it ended asks). PX_OK, or PX_EINVAL for a NULL
+ * sys. Thread-safe. */
 px_err px_system_reincarnate(px_system *sys, uint32_t *new_inc);
 
 /* For the layer that receives publications from other nodes: delivers
