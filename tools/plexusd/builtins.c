@@ -460,18 +460,16 @@ px_err pxd_roots_start(pxd_node *n, char *err, size_t errlen) {
     return PX_OK;
 }
 
-/* Is the node a member again (registered, not fenced), as incarnation *inc? */
+/* Is the node a member (registered, not fenced)? *inc: as which incarnation. */
 static bool member_again(pxd_node *n, uint32_t *inc) {
-    bool ok = false;
+    px_cluster_health h = {0};
     nng_mtx_lock(n->parts_mtx);
     if (n->c != NULL) {
-        px_cluster_health h;
         px_cluster_health_get(n->c, &h);
-        ok = h.registered && !h.fenced;
     }
     nng_mtx_unlock(n->parts_mtx);
-    *inc = px_system_node_inc(n->sys);
-    return ok;
+    *inc = h.node_inc;
+    return h.registered && !h.fenced;
 }
 
 void pxd_roots_follow(pxd_node *n) {
