@@ -71,7 +71,7 @@ struct px_cluster {
     char names_prefix[160];
     px_etcd *e;
     px_etcd_watch *w;
-    nng_aio *tick;
+    px_alarm *tick;
     nng_mtx *cbmtx;
     nng_mtx *mtx;
     nng_cv *cv;

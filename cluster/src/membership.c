@@ -861,9 +861,6 @@ static bool hold(px_cluster *c) {
 
 static void tick_cb(void *arg) {
     px_cluster *c = arg;
-    if (nng_aio_result(c->tick) != 0) {
-        return;
-    }
     nng_mtx_lock(c->mtx);
     if (c->stopping) {
         nng_mtx_unlock(c->mtx);
@@ -901,7 +898,7 @@ static void tick_cb(void *arg) {
     if (reg) {
         reg_start(c);
     }
-    nng_sleep_aio((nng_duration)(c->cfg.ttl_s * 1000 / 3), c->tick);
+    px_alarm_set(c->tick, c->cfg.ttl_s * 1000 / 3);
 }
 
 /* ---- lifecycle ---- */
@@ -922,9 +919,7 @@ static void cluster_free(px_cluster *c) {
     if (c == NULL) {
         return;
     }
-    if (c->tick != NULL) {
-        nng_aio_free(c->tick);
-    }
+    px_alarm_free(c->tick);
     for (size_t i = 0; i < c->nroles; i++) {
         free(c->roles[i]);
     }
@@ -1075,7 +1070,7 @@ px_err px_cluster_start(const px_cluster_cfg *cfg, px_cluster **out, char *err, 
     if (c->cluster == NULL || c->node == NULL || c->audit == NULL || c->roles == NULL ||
         nng_mtx_alloc(&c->mtx) != 0 || nng_mtx_alloc(&c->cbmtx) != 0 ||
         nng_mtx_alloc(&c->nmtx) != 0 || nng_cv_alloc(&c->cv, c->mtx) != 0 ||
-        nng_aio_alloc(&c->tick, tick_cb, c) != 0) {
+        px_alarm_new(&c->tick, tick_cb, c) != PX_OK) {
         return start_fail(c, PX_ENOMEM, err, errlen, "out of memory");
     }
     px_etcd_cfg ec = cfg->etcd;
@@ -1118,7 +1113,7 @@ px_err px_cluster_start(const px_cluster_cfg *cfg, px_cluster **out, char *err, 
     if ((rv = start_finish(c, err, errlen)) != PX_OK) {
         return start_fail(c, rv, NULL, 0, NULL);
     }
-    nng_sleep_aio(c->cfg.ttl_s * 1000 / 6, c->tick);
+    px_alarm_set(c->tick, c->cfg.ttl_s * 1000 / 6);
     *out = c;
     return PX_OK;
 }
@@ -1136,7 +1131,7 @@ void px_cluster_stop(px_cluster *c, bool leave) {
         px_transport_set_on_link(c->tr, NULL, NULL); /* waits for a call running now */
     }
     if (c->tick != NULL) {
-        nng_aio_stop(c->tick);
+        px_alarm_stop(c->tick);
     }
     bool registered = false;
     if (c->mtx != NULL) {

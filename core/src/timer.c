@@ -1,20 +1,20 @@
 /*
- * timer.c — send-after and periodic timers, driven by one nng sleep aio.
+ * timer.c — send-after and periodic timers, driven by one alarm
+ * (plexus/alarm.h).
  *
  * Timers live in a slot array (id = slot << 32 | generation, so a stale id
  * never cancels a newer timer) and a min-heap of slot indices ordered by
  * deadline (each slot knows its heap index: cancel is O(log n)). One mutex
  * guards both.
  *
- * The aio sleeps until the earliest deadline. Whoever arms it (an adder
- * when it was idle, or the callback) calls nng_sleep_aio outside the lock
- * and then re-checks `armed_at`: if an earlier timer was added meanwhile
- * (whose nng_aio_cancel may have hit nothing), it cancels the fresh sleep
- * itself, so the callback runs again and re-arms for the earlier deadline.
+ * The alarm is set for the earliest deadline, under the lock: by an adder
+ * whose timer is the new earliest, or by the callback for what is left.
  * The callback only delivers messages; it never runs user code.
  */
 #include <stdlib.h>
 #include <string.h>
+
+#include <plexus/alarm.h>
 
 #include "runtime.h"
 
@@ -32,12 +32,12 @@ typedef struct tslot {
 struct pxi_timers {
     px_system *sys;
     nng_mtx *mtx;
-    nng_aio *aio;
+    px_alarm *alarm;
     tslot *slots;      /* mtx */
     uint32_t nslots, capslots, free_head; /* free_head: index+1, 0 = none */
     uint32_t *heap;    /* mtx */
     uint32_t nheap, capheap;
-    bool armed;        /* mtx: a sleep is (about to be) outstanding */
+    bool armed;        /* mtx: the alarm is set */
     nng_time armed_at; /* mtx */
     bool closed;       /* mtx */
 };
@@ -98,17 +98,12 @@ static void slot_release(pxi_timers *t, uint32_t s) {
     t->free_head = s + 1;
 }
 
-/* Arms the aio for deadline `at`; call without the lock, after having set
- * armed/armed_at under it. */
-static void arm(pxi_timers *t, nng_time at) {
+/* Sets the alarm for deadline `at`. Lock held. */
+static void arm_locked(pxi_timers *t, nng_time at) {
     nng_time now = nng_clock();
-    nng_sleep_aio(at > now ? (nng_duration)(at - now) : 0, t->aio);
-    nng_mtx_lock(t->mtx);
-    bool sooner = t->armed_at < at;
-    nng_mtx_unlock(t->mtx);
-    if (sooner) {
-        nng_aio_cancel(t->aio);
-    }
+    t->armed = true;
+    t->armed_at = at;
+    px_alarm_set(t->alarm, at > now ? (uint32_t)(at - now) : 0);
 }
 
 static void on_tick(void *arg) {
@@ -157,11 +152,8 @@ static void on_tick(void *arg) {
             }
         }
         bool more = n == BATCH;
-        nng_time next = 0;
         if (!more && t->nheap > 0 && !t->armed) {
-            next = t->slots[t->heap[0]].deadline;
-            t->armed = true;
-            t->armed_at = next;
+            arm_locked(t, t->slots[t->heap[0]].deadline);
         }
         nng_mtx_unlock(t->mtx);
         for (uint32_t i = 0; i < n; i++) {
@@ -173,9 +165,6 @@ static void on_tick(void *arg) {
         }
         if (more) {
             continue;
-        }
-        if (next != 0) {
-            arm(t, next);
         }
         return;
     }
@@ -191,7 +180,7 @@ px_err pxi_timers_alloc(px_system *sys, pxi_timers **out) {
         free(t);
         return PX_ENOMEM;
     }
-    if (nng_aio_alloc(&t->aio, on_tick, t) != 0) {
+    if (px_alarm_new(&t->alarm, on_tick, t) != PX_OK) {
         nng_mtx_free(t->mtx);
         free(t);
         return PX_ENOMEM;
@@ -248,21 +237,10 @@ static px_err add(pxi_timers *t, uint32_t delay_ms, uint32_t period_ms, px_ref t
     if (id != NULL) {
         *id = TIMER_ID(s, ts->gen);
     }
-    bool do_arm = false, do_cancel = false;
-    if (!t->armed) {
-        t->armed = true;
-        t->armed_at = at;
-        do_arm = true;
-    } else if (at < t->armed_at) {
-        t->armed_at = at;
-        do_cancel = true;
+    if (!t->armed || at < t->armed_at) {
+        arm_locked(t, at);
     }
     nng_mtx_unlock(t->mtx);
-    if (do_arm) {
-        arm(t, at);
-    } else if (do_cancel) {
-        nng_aio_cancel(t->aio);
-    }
     return PX_OK;
 }
 
@@ -317,7 +295,7 @@ void pxi_timers_stop(pxi_timers *t) {
         slot_release(t, s);
     }
     nng_mtx_unlock(t->mtx);
-    nng_aio_stop(t->aio);
+    px_alarm_stop(t->alarm);
 }
 
 void pxi_timers_free(pxi_timers *t) {
@@ -325,7 +303,7 @@ void pxi_timers_free(pxi_timers *t) {
         return;
     }
     pxi_timers_stop(t);
-    nng_aio_free(t->aio);
+    px_alarm_free(t->alarm);
     nng_mtx_free(t->mtx);
     free(t->slots);
     free(t->heap);

@@ -27,7 +27,7 @@
  *    and start a write if none is in flight. When the write completes, the
  *    completion packs everything queued meanwhile into one frame: a lone
  *    message goes out at once, a burst shares frames. BULK is fed from its
- *    own callbacks (kick_aio, tx_aio): one chunk per write, sealed outside
+ *    own callbacks (the kick alarm, tx_aio): one chunk per write, sealed outside
  *    the peer lock, within a window the listener's credits open (BULK's
  *    window, below).
  *  - Reads run in the stream's receive callback: preamble, handshake, then
@@ -256,7 +256,7 @@ static conn *conn_new(px_transport *t, nng_stream *s, int role, peer *p, int lan
         return NULL;
     }
     if (nng_aio_alloc(&c->rx_aio, rx_cb, c) != 0 || nng_aio_alloc(&c->tx_aio, tx_cb, c) != 0 ||
-        nng_aio_alloc(&c->kick_aio, kick_cb, c) != 0) {
+        px_alarm_new(&c->kick, kick_cb, c) != PX_OK) {
         nng_aio_free(c->rx_aio);
         nng_aio_free(c->tx_aio);
         if (c->own_mtx) {
@@ -292,11 +292,11 @@ static conn *conn_new(px_transport *t, nng_stream *s, int role, peer *p, int lan
 static void conn_free(conn *c) {
     nng_aio_stop(c->rx_aio);
     nng_aio_stop(c->tx_aio);
-    nng_aio_stop(c->kick_aio);
+    px_alarm_stop(c->kick);
     nng_stream_free(c->s);
     nng_aio_free(c->rx_aio);
     nng_aio_free(c->tx_aio);
-    nng_aio_free(c->kick_aio);
+    px_alarm_free(c->kick);
     if (c->has_cur) { /* a bulk payload cut short */
         txent_drop(c->t, &c->cur, PX_EUNREACHABLE);
     }
@@ -700,7 +700,7 @@ static void tx_kick_locked(conn *c) {
         if (c->wnext_len == 0) {
             if ((c->has_cur || c->p->q[L_BLK].len > 0) && !c->bwait) {
                 c->writing = true;
-                nng_sleep_aio(0, c->kick_aio); /* bulk_fill, which checks the window */
+                px_alarm_set(c->kick, 0); /* bulk_fill, which checks the window */
             }
             return;
         }
@@ -718,7 +718,7 @@ static void tx_kick_locked(conn *c) {
 static void kick_cb(void *arg) {
     conn *c = arg;
     nng_mtx_lock(c->mtx);
-    if (nng_aio_result(c->kick_aio) != 0 || c->state != C_UP) {
+    if (c->state != C_UP) {
         c->writing = false;
     } else {
         bulk_fill_locked(c);
@@ -2003,7 +2003,7 @@ typedef struct linkev {
 
 static void tick_cb(void *arg) {
     px_transport *t = arg;
-    if (nng_aio_result(t->tick_aio) != 0 || atomic_load(&t->stopping)) {
+    if (atomic_load(&t->stopping)) {
         return;
     }
     atomic_store(&t->hurry, false);
@@ -2087,7 +2087,7 @@ static void tick_cb(void *arg) {
     if (paused || atomic_load(&t->hurry)) {
         next = 1;
     }
-    nng_sleep_aio(next, t->tick_aio);
+    px_alarm_set(t->tick, (uint32_t)next);
 }
 
 /* ---- the router ---- */
@@ -2335,7 +2335,7 @@ px_err px_transport_start(px_system *sys, const px_transport_cfg *cfg, px_transp
         nng_mtx_alloc(&t->nq_mtx) != 0 || nng_mtx_alloc(&t->peers_mtx) != 0 ||
         nng_mtx_alloc(&t->link_mtx) != 0 ||
         nng_aio_alloc(&t->acc_aio, acc_cb, t) != 0 ||
-        nng_aio_alloc(&t->tick_aio, tick_cb, t) != 0) {
+        px_alarm_new(&t->tick, tick_cb, t) != PX_OK) {
         px_transport_stop(t);
         return PX_ENOMEM;
     }
@@ -2372,7 +2372,7 @@ px_err px_transport_start(px_system *sys, const px_transport_cfg *cfg, px_transp
         px_transport_stop(t);
         return rv;
     }
-    nng_sleep_aio(50, t->tick_aio);
+    px_alarm_set(t->tick, 50);
     px_log(sys, PX_LOG_INFO, "transport listening on %s with %zu static peers", t->bound,
            cfg->npeers);
     *out = t;
@@ -2631,8 +2631,8 @@ void px_transport_stop(px_transport *t) {
     if (t->acc_aio != NULL) {
         nng_aio_stop(t->acc_aio);
     }
-    if (t->tick_aio != NULL) {
-        nng_aio_stop(t->tick_aio);
+    if (t->tick != NULL) {
+        px_alarm_stop(t->tick);
     }
     size_t np = t->peers != NULL ? atomic_load(&t->npeers) : 0;
     for (size_t i = 0; i < np; i++) {
@@ -2679,7 +2679,7 @@ void px_transport_stop(px_transport *t) {
     }
     nng_stream_listener_free(t->lst);
     nng_aio_free(t->acc_aio);
-    nng_aio_free(t->tick_aio);
+    px_alarm_free(t->tick);
     if (t->mtx != NULL) {
         nng_mtx_free(t->mtx);
     }

@@ -130,7 +130,8 @@ struct conn {
     peer *p;      /* outbound: its peer; inbound: the peer it proved to be */
     int role, lane;
     nng_stream *s;
-    nng_aio *rx_aio, *tx_aio, *kick_aio;
+    nng_aio *rx_aio, *tx_aio;
+    px_alarm *kick; /* BULK: runs kick_cb on a task thread */
     nng_mtx *mtx; /* outbound: the peer's */
     bool own_mtx;
     int state;
@@ -239,7 +240,8 @@ struct px_transport {
     char *listen, *bound;
     nng_mtx *mtx;
     nng_stream_listener *lst;
-    nng_aio *acc_aio, *tick_aio;
+    nng_aio *acc_aio;
+    px_alarm *tick;
     peer *peers;            /* cfg.max_peers slots */
     _Atomic size_t npeers;  /* slots in use: [0, npeers) are initialised, and a slot's
                                name, node_id and pk never change once published */

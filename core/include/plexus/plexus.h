@@ -2,6 +2,7 @@
 #ifndef PLEXUS_PLEXUS_H
 #define PLEXUS_PLEXUS_H
 #include <plexus/error.h>
+#include <plexus/alarm.h>
 #include <plexus/log.h>
 #include <plexus/msg.h>
 #include <plexus/system.h>
