@@ -5,6 +5,7 @@
  * the bulk lane without delaying heartbeats or breaking per-pair order, and
  * a payload over max_msg fails that send only. */
 #define _GNU_SOURCE /* unshare */
+#include <dirent.h>
 #include <errno.h>
 #include <pthread.h>
 #include <sched.h>
@@ -599,6 +600,74 @@ Test(transport_bulk, bulk_waits_for_credit_and_its_window_grows_on_a_quiet_path,
     cr_assert_eq(st1.bad_frames, 0);
 
     pair_done(&a, &b, s);
+}
+
+/* The nice value of this process's thread named `name`, or INT32_MIN if
+ * there is none (/proc/self/task/<tid>/comm and stat). */
+static int thread_nice(const char *name, int *count) {
+    int nice = INT32_MIN;
+    *count = 0;
+    DIR *d = opendir("/proc/self/task");
+    cr_assert_not_null(d);
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        if (e->d_name[0] == '.') {
+            continue;
+        }
+        char path[320], comm[64] = "", stat[1024] = "";
+        snprintf(path, sizeof(path), "/proc/self/task/%s/comm", e->d_name);
+        FILE *f = fopen(path, "r");
+        if (f == NULL) {
+            continue; /* it exited */
+        }
+        bool named = fgets(comm, sizeof(comm), f) != NULL && strncmp(comm, name, strlen(name)) == 0 &&
+                     comm[strlen(name)] == '\n';
+        fclose(f);
+        snprintf(path, sizeof(path), "/proc/self/task/%s/stat", e->d_name);
+        if (!named || (f = fopen(path, "r")) == NULL) {
+            continue;
+        }
+        if (fgets(stat, sizeof(stat), f) != NULL) {
+            /* fields after the ")" closing comm: state is field 3, nice 19 */
+            const char *at = strrchr(stat, ')');
+            int field = 2, v = 0;
+            for (const char *q = at; q != NULL && *q != '\0'; q++) {
+                if (*q == ' ' && ++field == 19) {
+                    v = atoi(q + 1);
+                    break;
+                }
+            }
+            nice = v;
+            (*count)++;
+        }
+        fclose(f);
+    }
+    closedir(d);
+    return nice;
+}
+
+/* Sealing and opening chunks run on the transport's BULK thread, below the
+ * task threads that carry heartbeats (nice 5): the mechanism behind
+ * net.heartbeat_p99_ms_under_bulk (tools/bench/run.sh transport). */
+Test(transport_bulk, bulk_work_runs_on_its_own_thread_below_the_task_threads, .timeout = 60) {
+    dir_make();
+    tnode a, b;
+    link_pair(&a, &b);
+    int n = 0;
+    int nice = thread_nice("px:bulk", &n);
+    cr_assert_eq(n, 2, "one BULK thread per transport (%d found)", n);
+    cr_assert_eq(nice, 5, "the BULK thread's nice: %d", nice);
+    int tn = 0;
+    cr_assert_eq(thread_nice("nng:task", &tn), 0, "nng's task threads keep nice 0");
+    sink *s = calloc(1, sizeof *s);
+    cr_assert_not_null(s);
+    g_target = pxt_spawn(b.sys, &sink_b, s, NULL);
+    (void)bulk_run(&a, s, 4, 1u << 20); /* both ends' BULK work goes through it */
+    node_free(&a);
+    cr_assert_eq((thread_nice("px:bulk", &n), n), 1, "stopping a transport joins its thread");
+    node_free(&b);
+    free(s);
+    dir_remove();
 }
 
 Test(transport_bulk, with_bulk_delay_ms_0_bulk_has_no_window, .timeout = 60) {

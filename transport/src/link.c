@@ -26,10 +26,10 @@
  *  - Senders (router_send, any thread) append to the peer's bounded queue
  *    and start a write if none is in flight. When the write completes, the
  *    completion packs everything queued meanwhile into one frame: a lone
- *    message goes out at once, a burst shares frames. BULK is fed from its
- *    own callbacks (the kick alarm, tx_aio): one chunk per write, sealed outside
- *    the peer lock, within a window the listener's credits open (BULK's
- *    window, below).
+ *    message goes out at once, a burst shares frames. BULK is fed on the
+ *    BULK thread (below: it runs both ends' BULK callbacks at a lower
+ *    priority): one chunk per write, sealed outside the peer lock, within a
+ *    window the listener's credits open (BULK's window, below).
  *  - Reads run in the stream's receive callback: preamble, handshake, then
  *    frames; envelopes are delivered to local actors from there. The
  *    receiving state of a peer (p->rx, shared by its inbound connections)
@@ -53,7 +53,8 @@
  * state, queues and outbound connections (they share it). An inbound
  * connection has its own mtx for its buffers. p->rx_mtx guards the peer's
  * receiving state. Order: t->mtx -> connection/peer mtx -> p->rx_mtx;
- * t->nq_mtx (deferred "undelivered" notices) is a leaf. t->peers_mtx
+ * t->nq_mtx (deferred "undelivered" notices) and t->bmtx (the BULK
+ * thread's queue) are leaves. t->peers_mtx
  * serialises peer adds and removes and is taken before all of these;
  * t->link_mtx is held while on_link runs and is taken with no other. Nothing calls into
  * core in a way that can come back to a peer lock while one is held: the
@@ -65,6 +66,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include <nng/nng.h>
 #include <nng/supplemental/util/platform.h>
@@ -233,9 +237,127 @@ static void rx_start(conn *c);
 static void tx_kick_locked(conn *c);
 static void rx_reset_locked(peer *p, px_err why);
 
-static void rx_cb(void *arg);
-static void tx_cb(void *arg);
-static void kick_cb(void *arg);
+static void rx_run(conn *c);
+static void tx_run(conn *c);
+static void kick_run(conn *c);
+
+/* ---- the BULK thread ----
+ *
+ * Sealing and opening chunks is most of a bulk transfer's CPU. Done on
+ * nng's task threads it competes as an equal with the callbacks that carry
+ * heartbeats and small messages: on two saturated cores a pong waited ~7 ms
+ * for a CPU (p99). So the callbacks of BULK connections (both ends) run on
+ * one thread of the transport's own at nice BULK_NICE: its aio callbacks
+ * only queue the connection, and the thread runs rx_run / tx_run /
+ * kick_run for it, in turn with the other BULK connections. Raising one's
+ * own nice needs no privilege. The heartbeat's p99 under bulk went from
+ * 6.6-7.7 ms to ~3-5 ms, with the same throughput. */
+
+#define BULK_NICE 5
+
+enum { BJ_RX = 1, BJ_TX = 2, BJ_KICK = 4 };
+
+/* Queues job on c for the BULK thread; false if c is not a BULK connection
+ * (run it here). Takes only t->bmtx (a leaf: any lock may be held). */
+static bool bulk_post(conn *c, int job) {
+    px_transport *t = c->t;
+    if (!atomic_load(&c->on_bthr)) {
+        return false;
+    }
+    nng_mtx_lock(t->bmtx);
+    c->bjobs |= job;
+    if (!c->bqueued) {
+        c->bqueued = true;
+        c->bnext = NULL;
+        if (t->bq_tail != NULL) {
+            t->bq_tail->bnext = c;
+        } else {
+            t->bq_head = c;
+        }
+        t->bq_tail = c;
+        nng_cv_wake1(t->bcv);
+    }
+    nng_mtx_unlock(t->bmtx);
+    return true;
+}
+
+/* Forgets c's queued jobs and waits until the thread is not running it.
+ * For conn_free, once c's aios are stopped. */
+static void bulk_unqueue(conn *c) {
+    px_transport *t = c->t;
+    nng_mtx_lock(t->bmtx);
+    if (c->bqueued) {
+        conn **pc = &t->bq_head, *prev = NULL;
+        while (*pc != c) {
+            prev = *pc;
+            pc = &(*pc)->bnext;
+        }
+        *pc = c->bnext;
+        if (t->bq_tail == c) {
+            t->bq_tail = prev;
+        }
+        c->bqueued = false;
+    }
+    c->bjobs = 0;
+    while (t->brun == c) {
+        nng_cv_wait(t->bdone);
+    }
+    nng_mtx_unlock(t->bmtx);
+}
+
+static void bulk_main(void *arg) {
+    px_transport *t = arg;
+    nng_thread_set_name(NULL, "px:bulk");
+    /* Below the task threads that carry heartbeats and small messages.
+     * Failing (a seccomp filter, say) only costs that priority. */
+    (void)setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), BULK_NICE);
+    nng_mtx_lock(t->bmtx);
+    for (;;) {
+        while (t->bq_head == NULL && !t->bexit) {
+            nng_cv_wait(t->bcv);
+        }
+        conn *c = t->bq_head;
+        if (c == NULL) {
+            break; /* exiting, and nothing left */
+        }
+        t->bq_head = c->bnext;
+        if (t->bq_head == NULL) {
+            t->bq_tail = NULL;
+        }
+        c->bqueued = false;
+        int jobs = c->bjobs;
+        c->bjobs = 0;
+        t->brun = c;
+        nng_mtx_unlock(t->bmtx);
+        if (jobs & BJ_RX) {
+            rx_run(c);
+        }
+        if (jobs & BJ_TX) {
+            tx_run(c);
+        }
+        if (jobs & BJ_KICK) {
+            kick_run(c);
+        }
+        nng_mtx_lock(t->bmtx);
+        t->brun = NULL;
+        nng_cv_wake(t->bdone);
+    }
+    nng_mtx_unlock(t->bmtx);
+}
+
+static void rx_cb(void *arg) {
+    conn *c = arg;
+    if (!bulk_post(c, BJ_RX)) {
+        rx_run(c);
+    }
+}
+
+static void tx_cb(void *arg) {
+    conn *c = arg;
+    if (!bulk_post(c, BJ_TX)) {
+        tx_run(c);
+    }
+}
 
 static conn *conn_new(px_transport *t, nng_stream *s, int role, peer *p, int lane) {
     conn *c = calloc(1, sizeof(*c));
@@ -255,8 +377,8 @@ static conn *conn_new(px_transport *t, nng_stream *s, int role, peer *p, int lan
         free(c);
         return NULL;
     }
-    if (nng_aio_alloc(&c->rx_aio, rx_cb, c) != 0 || nng_aio_alloc(&c->tx_aio, tx_cb, c) != 0 ||
-        px_alarm_new(&c->kick, kick_cb, c) != PX_OK) {
+    atomic_store(&c->on_bthr, lane == L_BLK);
+    if (nng_aio_alloc(&c->rx_aio, rx_cb, c) != 0 || nng_aio_alloc(&c->tx_aio, tx_cb, c) != 0) {
         nng_aio_free(c->rx_aio);
         nng_aio_free(c->tx_aio);
         if (c->own_mtx) {
@@ -292,11 +414,10 @@ static conn *conn_new(px_transport *t, nng_stream *s, int role, peer *p, int lan
 static void conn_free(conn *c) {
     nng_aio_stop(c->rx_aio);
     nng_aio_stop(c->tx_aio);
-    px_alarm_stop(c->kick);
+    bulk_unqueue(c); /* after the stops: nothing queues it again */
     nng_stream_free(c->s);
     nng_aio_free(c->rx_aio);
     nng_aio_free(c->tx_aio);
-    px_alarm_free(c->kick);
     if (c->has_cur) { /* a bulk payload cut short */
         txent_drop(c->t, &c->cur, PX_EUNREACHABLE);
     }
@@ -690,8 +811,8 @@ static void bulk_fill_locked(conn *c) {
 }
 
 /* Starts a write of everything pending, if none is in flight. Lock held.
- * For BULK it only schedules the connection's own callback (kick_cb),
- * which seals the next chunk. */
+ * For BULK it only queues a kick for the BULK thread (kick_run), which
+ * seals the next chunk. */
 static void tx_kick_locked(conn *c) {
     if (c->writing || c->state == C_CLOSED) {
         return;
@@ -700,7 +821,8 @@ static void tx_kick_locked(conn *c) {
         if (c->wnext_len == 0) {
             if ((c->has_cur || c->p->q[L_BLK].len > 0) && !c->bwait) {
                 c->writing = true;
-                px_alarm_set(c->kick, 0); /* bulk_fill, which checks the window */
+                (void)bulk_post(c, BJ_KICK); /* always (a BULK dialer): bulk_fill,
+                                                which checks the window */
             }
             return;
         }
@@ -715,8 +837,7 @@ static void tx_kick_locked(conn *c) {
     }
 }
 
-static void kick_cb(void *arg) {
-    conn *c = arg;
+static void kick_run(conn *c) {
     nng_mtx_lock(c->mtx);
     if (c->state != C_UP) {
         c->writing = false;
@@ -726,8 +847,7 @@ static void kick_cb(void *arg) {
     nng_mtx_unlock(c->mtx);
 }
 
-static void tx_cb(void *arg) {
-    conn *c = arg;
+static void tx_run(conn *c) {
     nng_mtx_lock(c->mtx);
     int rv = nng_aio_result(c->tx_aio);
     if (rv != 0) {
@@ -946,6 +1066,7 @@ static void on_hello_locked(conn *c, const uint8_t *data, size_t n) {
     if (c->role == PXN_LISTENER) {
         c->p = p;
         c->lane = (int)h->lane;
+        atomic_store(&c->on_bthr, c->lane == L_BLK);
         snprintf(c->who, sizeof(c->who), "from %s (%s, %s)", p->name, c->raddr,
                  lane_name[c->lane]);
         out_hello_locked(c);
@@ -1828,8 +1949,7 @@ static void rx_process(conn *c) {
     }
 }
 
-static void rx_cb(void *arg) {
-    conn *c = arg;
+static void rx_run(conn *c) {
     px_transport *t = c->t;
     nng_mtx_lock(c->mtx);
     int rv = nng_aio_result(c->rx_aio);
@@ -2333,7 +2453,9 @@ px_err px_transport_start(px_system *sys, const px_transport_cfg *cfg, px_transp
     t->peers = calloc(cfg->max_peers, sizeof(*t->peers));
     if (t->listen == NULL || t->peers == NULL || nng_mtx_alloc(&t->mtx) != 0 ||
         nng_mtx_alloc(&t->nq_mtx) != 0 || nng_mtx_alloc(&t->peers_mtx) != 0 ||
-        nng_mtx_alloc(&t->link_mtx) != 0 ||
+        nng_mtx_alloc(&t->link_mtx) != 0 || nng_mtx_alloc(&t->bmtx) != 0 ||
+        nng_cv_alloc(&t->bcv, t->bmtx) != 0 || nng_cv_alloc(&t->bdone, t->bmtx) != 0 ||
+        nng_thread_create(&t->bthr, bulk_main, t) != 0 ||
         nng_aio_alloc(&t->acc_aio, acc_cb, t) != 0 ||
         px_alarm_new(&t->tick, tick_cb, t) != PX_OK) {
         px_transport_stop(t);
@@ -2661,6 +2783,22 @@ void px_transport_stop(px_transport *t) {
             conn_free(c);
             c = nx;
         }
+    }
+    if (t->bthr != NULL) { /* every connection is freed: its queue is empty */
+        nng_mtx_lock(t->bmtx);
+        t->bexit = true;
+        nng_cv_wake(t->bcv);
+        nng_mtx_unlock(t->bmtx);
+        nng_thread_destroy(t->bthr);
+    }
+    if (t->bcv != NULL) {
+        nng_cv_free(t->bcv);
+    }
+    if (t->bdone != NULL) {
+        nng_cv_free(t->bdone);
+    }
+    if (t->bmtx != NULL) {
+        nng_mtx_free(t->bmtx);
     }
     for (size_t i = 0; i < np; i++) {
         peer_fini(&t->peers[i]);

@@ -131,7 +131,13 @@ struct conn {
     int role, lane;
     nng_stream *s;
     nng_aio *rx_aio, *tx_aio;
-    px_alarm *kick; /* BULK: runs kick_cb on a task thread */
+    /* The BULK thread (link.c): whether c's callbacks run there (a BULK
+     * connection, once its lane is known), and its place in the thread's
+     * queue (t->bmtx). */
+    atomic_bool on_bthr;
+    bool bqueued;
+    int bjobs;
+    struct conn *bnext;
     nng_mtx *mtx; /* outbound: the peer's */
     bool own_mtx;
     int state;
@@ -242,6 +248,13 @@ struct px_transport {
     nng_stream_listener *lst;
     nng_aio *acc_aio;
     px_alarm *tick;
+    /* The BULK thread: its queue of connections with jobs, the one it runs,
+     * and the wait for it (bulk_main, link.c). bmtx is a leaf. */
+    nng_thread *bthr;
+    nng_mtx *bmtx;
+    nng_cv *bcv, *bdone;
+    conn *bq_head, *bq_tail, *brun;
+    bool bexit;
     peer *peers;            /* cfg.max_peers slots */
     _Atomic size_t npeers;  /* slots in use: [0, npeers) are initialised, and a slot's
                                name, node_id and pk never change once published */
