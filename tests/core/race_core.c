@@ -429,6 +429,64 @@ static int timers(void) {
     return ok;
 }
 
+/* Alarms set, reset, stopped and freed from several threads while their
+ * callbacks re-arm them: each callback runs while its alarm lives, and a
+ * freed alarm's callback never runs after px_alarm_free returned. */
+#define AL_N 8
+typedef struct al_probe {
+    px_alarm *a;
+    _Atomic int fires, rearms, freed;
+} al_probe;
+static _Atomic uint64_t al_after_free;
+
+static void al_fire(void *arg) {
+    al_probe *p = arg;
+    if (atomic_load(&p->freed)) {
+        atomic_fetch_add(&al_after_free, 1);
+    }
+    atomic_fetch_add(&p->fires, 1);
+    if (atomic_fetch_sub(&p->rearms, 1) > 0) {
+        px_alarm_set(p->a, (uint32_t)(atomic_load(&p->fires) % 3));
+    }
+}
+
+static void *al_thread(void *arg) {
+    al_probe *ps = arg;
+    for (int round = 0; round < 20; round++) {
+        for (int i = 0; i < AL_N; i++) {
+            atomic_store(&ps[i].rearms, 5);
+            px_alarm_set(ps[i].a, (uint32_t)((i + round) % 4));
+        }
+    }
+    return NULL;
+}
+
+static int alarms(void) {
+    int ok = 1;
+    al_probe *ps = calloc(2 * AL_N, sizeof(*ps));
+    for (int i = 0; i < 2 * AL_N; i++) {
+        CHECK(px_alarm_new(&ps[i].a, al_fire, &ps[i]) == PX_OK, "alarm %d", i);
+    }
+    pthread_t t[2];
+    for (int i = 0; i < 2; i++) {
+        pthread_create(&t[i], NULL, al_thread, ps + i * AL_N);
+    }
+    for (int i = 0; i < 2; i++) {
+        pthread_join(t[i], NULL);
+    }
+    for (int i = 0; i < 2 * AL_N; i++) {
+        CHECK(AWAIT(atomic_load(&ps[i].fires) > 0, 5000), "alarm %d never fired", i);
+    }
+    for (int i = 0; i < 2 * AL_N; i++) { /* freed while some still re-arm */
+        px_alarm_free(ps[i].a);
+        atomic_store(&ps[i].freed, 1);
+    }
+    CHECK(atomic_load(&al_after_free) == 0, "%llu callbacks after their alarm was freed",
+          (unsigned long long)atomic_load(&al_after_free));
+    free(ps);
+    return ok;
+}
+
 /* ---- 6. shutdown while threads are still sending ---- */
 
 static _Atomic uint64_t sd_accepted, sd_got;
@@ -1043,6 +1101,7 @@ int main(void) {
                  {"asks_get_exactly_one_outcome", asks},
                  {"bounded_block_loses_nothing", bounded_block},
                  {"timers_fire_or_cancel_exactly_once", timers},
+                 {"alarms_set_and_freed_from_many_threads", alarms},
                  {"shutdown_with_sends_in_flight_loses_nothing", shutdown_in_flight},
                  {"supervised_restarts_lose_no_message", supervision},
                  {"children_placed_elsewhere_restart_and_lose_no_message", supervision_placed},
