@@ -46,6 +46,7 @@
 #include <plexus/plexus.h>
 
 #include "bench_util.h"
+#include "bench_etcd.h"
 #include "pxt_etcd.h"
 #include "pxt_util.h"
 
@@ -57,8 +58,7 @@
 #define TTL_S 2
 #define WAIT_MS 30000 /* bound of every wait for a node */
 
-static pxt_etcd g_etcd;
-static char g_dir[64], g_secret[128], g_etcd_bin[512];
+static bench_etcd *g_be; /* etcd, the directory and the secret */
 static int g_run;
 
 typedef struct bnode {
@@ -67,27 +67,6 @@ typedef struct bnode {
     char addr[64];
     char id_path[128], log_path[128];
 } bnode;
-
-/* At exit, also after bench_die: etcd stopped by PID (it is registered
- * after pxt_util's own kill-everything handler, so it runs first), then any
- * node left, then the files. */
-static void cleanup(void)
-{
-    pxt_etcd_stop(&g_etcd);
-    pxt_procs_kill_all();
-    if (g_etcd.log[0] != '\0' && getenv("PX_BENCH_CLUSTER_KEEP") == NULL) {
-        unlink(g_etcd.log);
-    }
-    if (g_dir[0] != '\0') {
-        pxt_dir_finish(g_dir, getenv("PX_BENCH_CLUSTER_KEEP") == NULL, "bench_cluster");
-    }
-}
-
-static void on_signal(int sig)
-{
-    (void)sig;
-    exit(1); /* atexit: cleanup */
-}
 
 /* ---- node processes ---- */
 
@@ -101,8 +80,8 @@ static void node_init(bnode *n, const char *name)
         bench_die("no free port: %s", strerror(-port));
     }
     snprintf(n->addr, sizeof(n->addr), "tcp://127.0.0.1:%d", port);
-    snprintf(n->id_path, sizeof(n->id_path), "%s/%s.key", g_dir, name);
-    snprintf(n->log_path, sizeof(n->log_path), "%s/%s.log", g_dir, name);
+    snprintf(n->id_path, sizeof(n->id_path), "%s/%s.key", g_be->dir, name);
+    snprintf(n->log_path, sizeof(n->log_path), "%s/%s.log", g_be->dir, name);
 }
 
 /* Starts n in `cluster` without waiting for it. */
@@ -111,9 +90,9 @@ static void node_spawn(bnode *n, const char *cluster)
     char ttl[8];
     snprintf(ttl, sizeof(ttl), "%d", TTL_S);
     char *argv[] = {PX_BENCH_NODE, "--name",      n->name,  "--listen",    n->addr,
-                    "--identity",  n->id_path,    "--secret", g_secret,    "--heartbeat",
+                    "--identity",  n->id_path,    "--secret", g_be->secret,    "--heartbeat",
                     "100",         "--unreachable", "3000", "--reconnect-max", "300",
-                    "--log",       "warn",        "--etcd", g_etcd.url,    "--cluster",
+                    "--log",       "warn",        "--etcd", g_be->etcd.url,    "--cluster",
                     (char *)cluster, "--ttl",     ttl,      NULL};
     int rv = pxt_proc_spawn(&n->p, argv, n->log_path);
     if (rv != 0) {
@@ -284,7 +263,7 @@ static void bench_whereis(uint64_t calls)
     cc.cluster = "whereis";
     cc.sys = sys;
     cc.ttl_s = TTL_S;
-    cc.etcd.endpoints = g_etcd.url;
+    cc.etcd.endpoints = g_be->etcd.url;
     cc.etcd.log_level = PX_LOG_WARN;
     char err[256] = "";
     px_cluster *c = NULL;
@@ -314,9 +293,7 @@ static void bench_whereis(uint64_t calls)
 
 int main(int argc, char **argv)
 {
-    if (!bench_find_program("etcd", g_etcd_bin, sizeof(g_etcd_bin))) {
-        fprintf(stderr, "bench_cluster: etcd is not installed (no etcd on PATH); the cluster "
-                        "suite needs a real etcd (Debian: apt-get install etcd-server)\n");
+    if (!bench_etcd_found("cluster")) {
         return 2;
     }
     uint64_t calls = bench_arg_u64(argc, argv, 1, 2000000);
@@ -324,26 +301,7 @@ int main(int argc, char **argv)
     int runs = r != NULL ? atoi(r) : 3;
     runs = runs < 1 ? 1 : runs > 16 ? 16 : runs;
 
-    snprintf(g_dir, sizeof(g_dir), "/tmp/px-bench-cluster.XXXXXX");
-    if (mkdtemp(g_dir) == NULL) {
-        g_dir[0] = '\0';
-        bench_die("mkdtemp: %s", strerror(errno));
-    }
-    snprintf(g_secret, sizeof(g_secret), "%s/cluster.secret", g_dir);
-    g_etcd.bin = g_etcd_bin;
-    int rv = pxt_file_write(g_secret, "the cluster benchmark's secret, for loopback only\n", 0600);
-    if (rv == 0) {
-        rv = pxt_etcd_start(&g_etcd);
-    }
-    atexit(cleanup);
-    signal(SIGINT, on_signal);
-    signal(SIGTERM, on_signal);
-    if (rv != 0) {
-        bench_die("etcd (%s) did not start: %s; its log: %s", g_etcd_bin, strerror(-rv),
-                  g_etcd.log);
-    }
-    fprintf(stderr, "bench_cluster: etcd %s at %s; node logs in %s\n", g_etcd_bin, g_etcd.url,
-            g_dir);
+    g_be = bench_etcd_start("cluster");
 
     bench_join(3, runs);
     bench_join(10, runs);

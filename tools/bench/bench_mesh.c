@@ -52,6 +52,7 @@
 #include <plexus/plexus.h>
 
 #include "bench_util.h"
+#include "bench_etcd.h"
 #include "pxt_etcd.h"
 #include "pxt_util.h"
 
@@ -66,8 +67,8 @@
 #define ASKS 5000
 #define WATCHES 10000
 
-static pxt_etcd g_etcd;
-static char g_dir[64], g_secret[128], g_etcd_bin[512], g_cluster[32];
+static bench_etcd *g_be; /* etcd, the directory and the secret */
+static char g_cluster[32];
 
 typedef struct bnode {
     pxt_proc p;
@@ -80,25 +81,6 @@ typedef struct bnode {
 
 static bnode g_nodes[MAXN];
 static int g_nn;
-
-static void cleanup(void)
-{
-    pxt_etcd_stop(&g_etcd);
-    pxt_procs_kill_all();
-    bool keep = getenv("PX_BENCH_MESH_KEEP") != NULL;
-    if (g_etcd.log[0] != '\0' && !keep) {
-        unlink(g_etcd.log);
-    }
-    if (g_dir[0] != '\0') {
-        pxt_dir_finish(g_dir, !keep, "bench_mesh");
-    }
-}
-
-static void on_signal(int sig)
-{
-    (void)sig;
-    exit(1); /* atexit: cleanup */
-}
 
 static uint64_t now_us(void) { return bench_now_ns() / 1000u; }
 
@@ -150,14 +132,14 @@ static bnode *node_spawn(const char *name, const char *roles)
         bench_die("no free port: %s", strerror(-port));
     }
     snprintf(n->addr, sizeof(n->addr), "tcp://127.0.0.1:%d", port);
-    snprintf(n->id_path, sizeof(n->id_path), "%s/%s.key", g_dir, name);
-    snprintf(n->log_path, sizeof(n->log_path), "%s/%s.log", g_dir, name);
+    snprintf(n->id_path, sizeof(n->id_path), "%s/%s.key", g_be->dir, name);
+    snprintf(n->log_path, sizeof(n->log_path), "%s/%s.log", g_be->dir, name);
     char ttl[8];
     snprintf(ttl, sizeof(ttl), "%d", TTL_S);
     char *argv[32] = {PX_BENCH_NODE, "--name",        n->name,  "--listen",    n->addr,
-                      "--identity",  n->id_path,      "--secret", g_secret,    "--heartbeat",
+                      "--identity",  n->id_path,      "--secret", g_be->secret,    "--heartbeat",
                       "100",         "--unreachable", "3000",   "--reconnect-max", "300",
-                      "--log",       "warn",          "--etcd", g_etcd.url,    "--cluster",
+                      "--log",       "warn",          "--etcd", g_be->etcd.url,    "--cluster",
                       g_cluster,     "--ttl",         ttl,      NULL};
     int k = 23;
     if (n->roles[0] != '\0') {
@@ -387,36 +369,15 @@ static void bench_fanout(bnode *n0)
 
 int main(void)
 {
-    if (!bench_find_program("etcd", g_etcd_bin, sizeof(g_etcd_bin))) {
-        fprintf(stderr, "bench_mesh: etcd is not installed (no etcd on PATH); the mesh suite "
-                        "needs a real etcd (Debian: apt-get install etcd-server)\n");
+    if (!bench_etcd_found("mesh")) {
         return 2;
     }
     const char *r = getenv("PX_BENCH_MESH_RUNS");
     int runs = r != NULL ? atoi(r) : 3;
     runs = runs < 1 ? 1 : runs > 5 ? 5 : runs;
 
-    snprintf(g_dir, sizeof(g_dir), "/tmp/px-bench-mesh.XXXXXX");
-    if (mkdtemp(g_dir) == NULL) {
-        g_dir[0] = '\0';
-        bench_die("mkdtemp: %s", strerror(errno));
-    }
-    snprintf(g_secret, sizeof(g_secret), "%s/cluster.secret", g_dir);
+    g_be = bench_etcd_start("mesh");
     snprintf(g_cluster, sizeof(g_cluster), "mesh-%d", (int)getpid());
-    g_etcd.bin = g_etcd_bin;
-    int rv = pxt_file_write(g_secret, "the mesh benchmark's secret, for loopback only\n", 0600);
-    if (rv == 0) {
-        rv = pxt_etcd_start(&g_etcd);
-    }
-    atexit(cleanup);
-    signal(SIGINT, on_signal);
-    signal(SIGTERM, on_signal);
-    if (rv != 0) {
-        bench_die("etcd (%s) did not start: %s; its log: %s", g_etcd_bin, strerror(-rv),
-                  g_etcd.log);
-    }
-    fprintf(stderr, "bench_mesh: etcd %s at %s; node logs in %s\n", g_etcd_bin, g_etcd.url,
-            g_dir);
 
     uint64_t t0 = now_us();
     bnode *n0 = node_spawn("n0", NULL);
