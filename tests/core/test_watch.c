@@ -210,7 +210,10 @@ Test(core_watch, an_actor_that_stops_itself_ends_with_reason_normal, .timeout = 
 
 /* --- 3. already dead ----------------------------------------------------- */
 
-Test(core_watch, watching_a_dead_ref_delivers_one_terminated_no_actor, .timeout = 10) {
+/* An actor that ended a moment ago may still be held (a call in flight
+ * pins it): the late watch then learns its real reason. Both answers are
+ * honest; what must not happen is silence, two answers, or a wrong reason. */
+Test(core_watch, watching_a_dead_ref_delivers_one_terminated_with_its_reason, .timeout = 10) {
     px_system *sys = pxt_system();
     watcher *w = w_new();
     pxt_rec *r = pxt_rec_new();
@@ -222,8 +225,29 @@ Test(core_watch, watching_a_dead_ref_delivers_one_terminated_no_actor, .timeout 
     cr_assert_eq(e, PX_OK, "px_watch of a dead ref: %s", px_errname(e));
     await_one_term(w);
     cr_assert(px_ref_eq(w->who[0], t));
+    cr_assert(w->reason[0] == PX_TERM_STOPPED || w->reason[0] == PX_TERM_NO_ACTOR, "reason %s",
+              px_term_reason_name(w->reason[0]));
+    cr_assert(!PXT_POLL(atomic_load(&w->terms) > 1, 50), "a second Terminated");
+    px_system_free(sys);
+    free(w), free(r);
+}
+
+Test(core_watch, watching_a_ref_that_never_lived_delivers_one_terminated_no_actor,
+     .timeout = 10) {
+    px_system *sys = pxt_system();
+    watcher *w = w_new();
+    pxt_rec *r = pxt_rec_new();
+    px_ref wref = pxt_spawn(sys, &watcher_b, w, NULL);
+    px_ref t = pxt_rec_spawn(sys, r, NULL);
+    px_ref ghost = t;
+    ghost.inc += 1000; /* the same slot, an incarnation it never had */
+    px_err e = w_cmd(sys, wref, w, TAG_WATCH, ghost);
+    cr_assert_eq(e, PX_OK, "px_watch of a ghost ref: %s", px_errname(e));
+    await_one_term(w);
+    cr_assert(px_ref_eq(w->who[0], ghost));
     cr_assert_eq(w->reason[0], PX_TERM_NO_ACTOR, "reason %s",
                  px_term_reason_name(w->reason[0]));
+    cr_assert(px_is_alive(sys, t), "the live actor in that slot is untouched");
     px_system_free(sys);
     free(w), free(r);
 }

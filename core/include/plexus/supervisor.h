@@ -234,7 +234,9 @@ typedef enum px_term_reason {
 } px_term_reason;
 
 /* Watches `ref`: exactly one message of kind PX_MSG_TERMINATED arrives when
- * it ends — also when it had already ended (reason PX_TERM_NO_ACTOR). A
+ * it ends — also when it had already ended: with its own reason while its
+ * node still holds its record (briefly, until the last in-flight call on
+ * it returns), else PX_TERM_NO_ACTOR (never existed, or long gone). A
  * restart is not an end. Watching an already watched ref is a no-op.
  * PX_EINVAL for a nil ref or self, PX_EUNREACHABLE for a remote ref while
  * no cluster routes watches, PX_ENOMEM. A watch of an actor on another
