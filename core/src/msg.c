@@ -189,14 +189,24 @@ static px_msg *bytes_new(uint32_t tag, size_t len, void *heap) {
     m->tag = tag;
     m->len = (uint32_t)len;
     if (len > PX_MSG_INLINE) {
-        m->u.heap.data = heap != NULL ? heap : malloc(len);
+        bool blk = heap == NULL && len <= PXI_MSG_BLK;
+        m->u.heap.data = heap != NULL ? heap : blk ? (uint8_t *)take() : malloc(len);
         if (m->u.heap.data == NULL) {
             put(m);
             return NULL;
         }
-        m->flags |= PXI_MF_HEAP;
+        m->flags |= PXI_MF_HEAP | (blk ? PXI_MF_BLK : 0);
     }
     return m;
+}
+
+/* Releases the bytes of a HEAP payload. */
+static void heap_free(uint8_t *data, bool blk) {
+    if (blk) {
+        put((px_msg *)(void *)data);
+    } else {
+        free(data);
+    }
 }
 
 px_err px_msg_bytes(px_msg **out, uint32_t tag, const void *data, size_t len) {
@@ -277,7 +287,9 @@ static void share_rele(pxi_share *sh) {
         return;
     }
     release_pb(sh->pb, sh->free_fn);
-    free(sh->heap);
+    if (sh->heap != NULL) {
+        heap_free(sh->heap, sh->blk);
+    }
     free(sh);
 }
 
@@ -290,7 +302,7 @@ void px_msg_free(px_msg *m) {
     } else if (m->kind == PX_MSG_PROTO) {
         release_pb(m->u.pb.pb, m->u.pb.free_fn);
     } else if (m->flags & PXI_MF_HEAP) {
-        free(m->u.heap.data);
+        heap_free(m->u.heap.data, (m->flags & PXI_MF_BLK) != 0);
     }
     put(m);
 }
@@ -308,6 +320,7 @@ bool pxi_msg_share(px_msg *m) {
     sh->pb = pb ? m->u.pb.pb : NULL;
     sh->free_fn = pb ? m->u.pb.free_fn : NULL;
     sh->heap = pb ? NULL : m->u.heap.data;
+    sh->blk = !pb && (m->flags & PXI_MF_BLK);
     if (pb) {
         m->u.pb.share = sh;
     } else {

@@ -54,9 +54,16 @@ enum {
     PXI_MF_HEAP = 1u << 1,      /* bytes payload lives in u.heap */
     PXI_MF_ASKED = 1u << 2,     /* sent by px_ask: carries a corr to reply to */
     PXI_MF_SHARED = 1u << 3,    /* the payload (protobuf, or heap bytes) is a pxi_share's */
+    PXI_MF_BLK = 1u << 4,       /* with HEAP: the bytes are a message block (msg.c), not malloc's */
 };
 /* The flags that describe the payload rather than the envelope. */
-#define PXI_MF_PAYLOAD (PXI_MF_HEAP | PXI_MF_SHARED)
+#define PXI_MF_PAYLOAD (PXI_MF_HEAP | PXI_MF_SHARED | PXI_MF_BLK)
+
+/* Bytes payloads longer than PX_MSG_INLINE but at most this long live in a
+ * second message block (msg.c's per-thread cache) instead of a malloc'd
+ * buffer: a payload made on one thread and freed on another then costs a
+ * pointer store, not a cross-arena free. */
+#define PXI_MSG_BLK 64
 
 /* A payload shared by several messages (PXI_MF_SHARED): the protobuf
  * message (with its free function) or the heap bytes, released when the
@@ -67,6 +74,7 @@ typedef struct pxi_share {
     ProtobufCMessage *pb;
     px_proto_free_fn free_fn;
     uint8_t *heap;
+    bool blk; /* heap is a message block */
 } pxi_share;
 
 struct px_msg {

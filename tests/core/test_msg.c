@@ -82,6 +82,43 @@ Test(core_msg, bytes_payload_at_the_inline_boundary_round_trips, .timeout = 10) 
     }
 }
 
+/* Payloads of 17..64 bytes live in a message block, not a malloc'd buffer:
+ * made here, read and freed on other threads, many times over, so blocks
+ * go round the per-thread caches (ASan/TSan builds use malloc instead). */
+static void *blk_reader(void *arg) {
+    px_msg **ms = arg;
+    int bad = 0;
+    for (size_t k = 0; k < 512; k++) {
+        size_t n = PX_MSG_INLINE + 1 + k % 60, len = 0;
+        const uint8_t *d = px_msg_data(ms[k], &len);
+        bad += len != n || px_msg_tag(ms[k]) != k;
+        for (size_t i = 0; i < len; i++) {
+            bad += d[i] != (uint8_t)(k + i);
+        }
+        px_msg_free(ms[k]);
+    }
+    return (void *)(intptr_t)bad;
+}
+
+Test(core_msg, block_sized_payloads_survive_being_freed_on_other_threads, .timeout = 30) {
+    px_msg *ms[512];
+    for (int round = 0; round < 20; round++) {
+        for (size_t k = 0; k < 512; k++) {
+            uint8_t buf[80];
+            size_t n = PX_MSG_INLINE + 1 + k % 60; /* 17..76: across the block's end */
+            for (size_t i = 0; i < n; i++) {
+                buf[i] = (uint8_t)(k + i);
+            }
+            cr_assert_eq(px_msg_bytes(&ms[k], (uint32_t)k, buf, n), PX_OK);
+        }
+        pthread_t th;
+        cr_assert_eq(pthread_create(&th, NULL, blk_reader, ms), 0);
+        void *bad = NULL;
+        cr_assert_eq(pthread_join(th, &bad), 0);
+        cr_assert_eq((intptr_t)bad, 0, "round %d: payloads read back wrong", round);
+    }
+}
+
 Test(core_msg, empty_bytes_message_is_allowed_with_null_data, .timeout = 10) {
     px_msg *m = NULL;
     cr_assert_eq(px_msg_bytes(&m, 5, NULL, 0), PX_OK);
