@@ -241,9 +241,8 @@ static void readdress(const Plexus__Batch *b) {
     px_ref self = px_system_root(pxf_env_get()->sys);
     for (size_t i = 0; i < b->n_envelopes; i++) {
         Plexus__Envelope *v = b->envelopes[i];
-        if (v != NULL && v->to != NULL) {
-            v->to->node = self.node;
-            v->to->node_inc = self.node_inc;
+        if (v != NULL && v->to_node != 0) {
+            v->to_node = (uint64_t)self.node << 32 | self.node_inc;
         }
     }
 }

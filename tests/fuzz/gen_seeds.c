@@ -75,6 +75,10 @@ static Plexus__ActorRef ref_make(uint32_t node, uint32_t inc, uint32_t id, uint3
     return r;
 }
 
+static px_ref ref_px(const Plexus__ActorRef *r) {
+    return (px_ref){r->node, r->node_inc, r->id, r->inc};
+}
+
 #define NENV 11
 #define BULK_ID 77
 static Plexus__ActorRef to_vec, from_vec, to_root;
@@ -98,12 +102,12 @@ static void envelopes_make(void) {
     to_root = ref_make(b, 7, root.id, root.inc);
     for (int i = 0; i < NENV; i++) {
         envs[i] = (Plexus__Envelope)PLEXUS__ENVELOPE__INIT;
-        envs[i].to = &to_root;
-        envs[i].from = &from_vec;
+        pxn_env_set_to(&envs[i], ref_px(&to_root));
+        pxn_env_set_from(&envs[i], ref_px(&from_vec));
         envp[i] = &envs[i];
     }
     /* 0: the envelope of the vectors' frame1. */
-    envs[0].to = &to_vec;
+    pxn_env_set_to(&envs[0], ref_px(&to_vec));
     envs[0].tag = 42;
     envs[0].payload = (ProtobufCBinaryData){5, (uint8_t *)"hello"};
     /* 1: a bytes payload past PX_MSG_INLINE. */
@@ -182,7 +186,7 @@ static void envelopes_make(void) {
     envs[7].corr = 5;
     envs[7].payload = (ProtobufCBinaryData){payloads[7].n, payloads[7].p};
     /* 8: no target: dropped. */
-    envs[8].to = NULL;
+    pxn_env_set_to(&envs[8], PX_REF_NIL);
     envs[8].payload = (ProtobufCBinaryData){1, (uint8_t *)"x"};
     /* 9: the one system notice this version reads: an ask to vec's actor
      * (from the root guardian) was not delivered. */

@@ -212,20 +212,16 @@ Test(tools_pbjson, kv_messages_round_trip) {
 }
 
 Test(tools_pbjson, a_frame_with_a_batch_of_envelopes_round_trips) {
-    Plexus__ActorRef to = PLEXUS__ACTOR_REF__INIT, from = PLEXUS__ACTOR_REF__INIT;
-    to.node = 0xdeadbeef;
-    to.node_inc = 3;
-    to.id = 17;
-    to.inc = 1;
-    from.node = 1;
     Plexus__Envelope e1 = PLEXUS__ENVELOPE__INIT, e2 = PLEXUS__ENVELOPE__INIT;
-    e1.to = &to;
-    e1.from = &from;
+    e1.to_node = 0xdeadbeef00000003ULL; /* fixed64s past a double's 53 bits */
+    e1.to_actor = 17ULL << 32 | 1;
+    e1.from_node = 1ULL << 32;
     e1.corr = UINT64_MAX;
     e1.flags = 1;
     e1.type = "plexus.kv.Put";
     e1.payload = (ProtobufCBinaryData){4, (uint8_t *)"\x0a\x01k\x00"};
-    e2.to = &to;
+    e2.to_node = e1.to_node;
+    e2.to_actor = e1.to_actor;
     e2.tag = 9;
     e2.bulk_id = 1ULL << 40;
     e2.bulk_len = 123456789012ULL;
@@ -494,8 +490,11 @@ Test(tools_pbjson, wrong_json_types_are_refused) {
 
 Test(tools_pbjson, errors_deep_inside_name_the_whole_path) {
     expect_error(&plexus__frame__descriptor,
-                 "{\"batch\":{\"envelopes\":[{},{\"to\":{\"node\":-1}}]}}",
-                 "batch.envelopes[1].to.node: out of range for uint32");
+                 "{\"batch\":{\"envelopes\":[{},{\"sysop\":-1}]}}",
+                 "batch.envelopes[1].sysop: out of range for uint32");
+    expect_error(&plexus__child_failure__descriptor,
+                 "{\"cause\":{\"cause\":{\"child\":{\"node\":-1}}}}",
+                 "cause.cause.child.node: out of range for uint32");
 }
 
 Test(tools_pbjson, bad_base64_is_refused) {
@@ -675,8 +674,8 @@ Test(tools_pbjson, missing_arguments_are_refused) {
 Test(tools_pbjson, an_error_after_many_allocations_frees_them_all) {
     expect_error(
         &plexus__frame__descriptor,
-        "{\"batch\":{\"envelopes\":[{\"type\":\"t\",\"payload\":\"AAAA\",\"to\":{\"id\":1}},"
-        "{\"type\":\"u\",\"payload\":\"AQ\",\"from\":{\"id\":2},\"tag\":\"x\"}]}}",
+        "{\"batch\":{\"envelopes\":[{\"type\":\"t\",\"payload\":\"AAAA\",\"toActor\":\"1\"},"
+        "{\"type\":\"u\",\"payload\":\"AQ\",\"fromActor\":\"2\",\"tag\":\"x\"}]}}",
         "batch.envelopes[1].tag: expected an integer, got \"x\"");
     expect_error(
         &plexus__node_info__descriptor,
@@ -733,7 +732,7 @@ Test(tools_pbjson, output_fails_cleanly_whenever_jansson_runs_out_of_memory) {
 
 Test(tools_pbjson, input_fails_cleanly_whenever_jansson_runs_out_of_memory) {
     const char *text =
-        "{\"batch\":{\"envelopes\":[{\"type\":\"t\",\"to\":{\"id\":1}},{\"payload\":\"AQ\"}]}}";
+        "{\"batch\":{\"envelopes\":[{\"type\":\"t\",\"toActor\":\"1\"},{\"payload\":\"AQ\"}]}}";
     json_set_alloc_funcs(failing_malloc, free);
     bool done = false;
     int out_of_memory = 0;

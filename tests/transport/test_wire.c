@@ -436,7 +436,19 @@ Test(wire_hs, incompatible_versions_and_bad_hellos_are_refused_with_a_reason) {
     cr_assert_eq(pxn_hs_peer(&l, buf, n, PLEXUS__LANE__LANE_NORMAL, &r, why, sizeof why),
                  PX_EVERSION);
     cr_assert_eq(r, PLEXUS__REFUSE__REASON__VERSION);
-    cr_assert(strstr(why, "peer speaks versions 4..6") != NULL, "%s", why);
+    char want[64];
+    snprintf(want, sizeof want, "peer speaks versions %d..%d", PX_WIRE_VERSION + 3,
+             PX_WIRE_VERSION + 5);
+    cr_assert(strstr(why, want) != NULL, "%s", why);
+
+    /* A hello of version 1 (nested ActorRefs in envelopes): refused too. */
+    h.version = 1;
+    h.min_version = 1;
+    n = plexus__handshake__pack(&m, buf);
+    cr_assert_eq(pxn_hs_peer(&l, buf, n, PLEXUS__LANE__LANE_NORMAL, &r, why, sizeof why),
+                 PX_EVERSION);
+    cr_assert_eq(r, PLEXUS__REFUSE__REASON__VERSION);
+    cr_assert(strstr(why, "peer speaks versions 1..1") != NULL, "%s", why);
 
     /* The refusal, as the future node reads it. */
     size_t rl;
@@ -562,12 +574,9 @@ Test(wire_vectors, the_wire_bytes_match_the_committed_test_vectors) {
 
     /* Frame 1: a batch of one envelope: bytes "hello" with tag 42 from
      * alpha's actor 5.1 to beta's actor 9.2. */
-    Plexus__ActorRef to = PLEXUS__ACTOR_REF__INIT, from = PLEXUS__ACTOR_REF__INIT;
-    to.node = b.self.node_id, to.node_inc = 7, to.id = 9, to.inc = 2;
-    from.node = a.self.node_id, from.node_inc = 7, from.id = 5, from.inc = 1;
     Plexus__Envelope env = PLEXUS__ENVELOPE__INIT;
-    env.to = &to;
-    env.from = &from;
+    pxn_env_set_to(&env, (px_ref){b.self.node_id, 7, 9, 2});
+    pxn_env_set_from(&env, (px_ref){a.self.node_id, 7, 5, 1});
     env.tag = 42;
     env.payload = (ProtobufCBinaryData){5, (uint8_t *)"hello"};
     Plexus__Envelope *envs[1] = {&env};
@@ -604,6 +613,10 @@ Test(wire_vectors, the_wire_bytes_match_the_committed_test_vectors) {
     cr_assert_not_null(got1);
     cr_assert_eq(got1->batch->n_envelopes, 1);
     cr_assert_eq(got1->batch->envelopes[0]->tag, 42);
+    px_ref got_to = pxn_env_to(got1->batch->envelopes[0]);
+    px_ref got_from = pxn_env_from(got1->batch->envelopes[0]);
+    cr_assert(px_ref_eq(got_to, ((px_ref){b.self.node_id, 7, 9, 2})), "to decodes");
+    cr_assert(px_ref_eq(got_from, ((px_ref){a.self.node_id, 7, 5, 1})), "from decodes");
     plexus__frame__free_unpacked(got1, NULL);
 
     const char *wpath = getenv("PX_WRITE_VECTORS");

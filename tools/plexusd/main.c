@@ -296,7 +296,7 @@ int main(int argc, char **argv) {
         return 0;
     }
     if (has_flag(argc, argv, "--version")) {
-        printf("plexusd %s (wire protocol 1)\n", PXD_VERSION);
+        printf("plexusd %s (wire protocol %d)\n", PXD_VERSION, PX_WIRE_VERSION);
         return 0;
     }
     if (has_flag(argc, argv, "--config-reference")) {

@@ -432,7 +432,6 @@ static void conn_free(conn *c) {
     free(c->wnext);
     free(c->env);
     free(c->envp);
-    free(c->refs);
     arena_reset(&c->ar);
     free(c->ar.buf);
     if (c->own_mtx) {
@@ -522,15 +521,12 @@ static void pack_batch_locked(conn *c, bool *kick_bulk) {
         c->env = ne ? ne : c->env;
         Plexus__Envelope **np = realloc(c->envp, nc * sizeof(*np));
         c->envp = np ? np : c->envp;
-        Plexus__ActorRef *nr = realloc(c->refs, 2 * nc * sizeof(*nr));
-        c->refs = nr ? nr : c->refs;
-        if (ne == NULL || np == NULL || nr == NULL) {
+        if (ne == NULL || np == NULL) {
             return; /* retried at the next kick */
         }
         c->ecap = nc;
     }
     Plexus__Envelope *env = c->env, **envp = c->envp;
-    Plexus__ActorRef *refs = c->refs;
     size_t n = 0;
     for (size_t i = 0; i < k; i++) {
         txent *e = txq_at(q, i);
@@ -540,14 +536,8 @@ static void pack_batch_locked(conn *c, bool *kick_bulk) {
         }
         Plexus__Envelope *v = &env[n];
         plexus__envelope__init(v);
-        Plexus__ActorRef *to = &refs[2 * n], *from = &refs[2 * n + 1];
-        plexus__actor_ref__init(to);
-        plexus__actor_ref__init(from);
-        *to = (Plexus__ActorRef){to->base, e->to.node, e->to.node_inc, e->to.id, e->to.inc};
-        *from = (Plexus__ActorRef){from->base, e->from.node, e->from.node_inc, e->from.id,
-                                   e->from.inc};
-        v->to = to;
-        v->from = px_ref_is_nil(e->from) ? NULL : from;
+        pxn_env_set_to(v, e->to);
+        pxn_env_set_from(v, e->from);
         v->corr = e->corr;
         v->flags = e->flags;
         v->type = (char *)(uintptr_t)(e->type ? e->type : "");
@@ -1187,6 +1177,7 @@ static px_msg *msg_of_payload(px_transport *t, const char *type, uint32_t tag,
     return m;
 }
 
+/* The ref inside an Undelivered notice. */
 static px_ref ref_of(const Plexus__ActorRef *r) {
     return r ? (px_ref){r->node, r->node_inc, r->id, r->inc} : PX_REF_NIL;
 }
@@ -1621,7 +1612,7 @@ static const char *rx_bulk_header(peer *p, const Plexus__Envelope *v, px_ref to)
         free(type);
         return "out of memory for a bulk message";
     }
-    *it = (rxitem){.to = to, .from = ref_of(v->from), .corr = v->corr, .flags = v->flags,
+    *it = (rxitem){.to = to, .from = pxn_env_from(v), .corr = v->corr, .flags = v->flags,
                    .tag = v->tag, .type = type, .bytes = v->bulk_len};
     if (!pair_push(p, it)) {
         item_free(t, it, PX_ENOMEM);
@@ -1644,7 +1635,7 @@ static void rx_system(peer *p, const Plexus__Envelope *v, px_ref to) {
             return;
         }
         CNT(t, msgs_in, 1);
-        fn(atomic_load(&t->on_sys_arg), p->name, to, ref_of(v->from), v->corr, v->sysop,
+        fn(atomic_load(&t->on_sys_arg), p->name, to, pxn_env_from(v), v->corr, v->sysop,
            v->payload.data, v->payload.len);
         return;
     }
@@ -1673,8 +1664,9 @@ const char *pxl_deliver_batch(conn *c, const Plexus__Batch *b) {
     }
     for (size_t i = 0; i < b->n_envelopes && bad == NULL; i++) {
         const Plexus__Envelope *v = b->envelopes[i];
-        px_ref to = ref_of(v ? v->to : NULL);
-        if (v == NULL || v->to == NULL || to.node != self.node) {
+        /* (A system envelope may be for the node itself: actor slot 0.) */
+        px_ref to = v != NULL ? pxn_env_to(v) : PX_REF_NIL;
+        if (v == NULL || v->to_node == 0 || to.node != self.node) {
             undeliverable(p, to, PX_EPROTO);
             continue;
         }
@@ -1693,10 +1685,10 @@ const char *pxl_deliver_batch(conn *c, const Plexus__Batch *b) {
         px_err why = PX_OK;
         px_msg *m = msg_of_payload(t, v->type, v->tag, v->payload.data, v->payload.len, &why);
         if (m == NULL) {
-            rx_fail(p, to, ref_of(v->from), v->corr, v->flags, NULL, why);
+            rx_fail(p, to, pxn_env_from(v), v->corr, v->flags, NULL, why);
             continue;
         }
-        rx_ready(p, to, ref_of(v->from), v->corr, v->flags, m, v->payload.len);
+        rx_ready(p, to, pxn_env_from(v), v->corr, v->flags, m, v->payload.len);
     }
     nng_mtx_unlock(p->rx_mtx);
     return bad;

@@ -157,7 +157,6 @@ struct conn {
     /* packing a Batch: arrays kept from frame to frame */
     Plexus__Envelope *env;
     Plexus__Envelope **envp;
-    Plexus__ActorRef *refs;
     size_t ecap;
     /* BULK outbound: the payload being chunked */
     txent cur;

@@ -22,6 +22,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <plexus/msg.h>
 #include <plexus/transport.h>
 
 #include "plexus/plexus.pb-c.h"
@@ -43,6 +44,29 @@ static inline void pxn_put_u32(uint8_t *p, uint32_t v) {
     p[1] = (uint8_t)(v >> 8);
     p[2] = (uint8_t)(v >> 16);
     p[3] = (uint8_t)(v >> 24);
+}
+
+/* An Envelope's refs travel as two fixed64 each (plexus.proto): node id
+ * << 32 | node incarnation, and actor slot << 32 | actor incarnation. A nil
+ * ref (a send from outside an actor) is two zeros, which are not encoded. */
+static inline void pxn_env_set_to(Plexus__Envelope *v, px_ref r) {
+    v->to_node = (uint64_t)r.node << 32 | r.node_inc;
+    v->to_actor = (uint64_t)r.id << 32 | r.inc;
+}
+static inline void pxn_env_set_from(Plexus__Envelope *v, px_ref r) {
+    bool nil = r.id == 0;
+    v->from_node = nil ? 0 : (uint64_t)r.node << 32 | r.node_inc;
+    v->from_actor = nil ? 0 : (uint64_t)r.id << 32 | r.inc;
+}
+static inline px_ref pxn_ref_of_pair(uint64_t node, uint64_t actor) {
+    return (px_ref){(uint32_t)(node >> 32), (uint32_t)node, (uint32_t)(actor >> 32),
+                    (uint32_t)actor};
+}
+static inline px_ref pxn_env_to(const Plexus__Envelope *v) {
+    return pxn_ref_of_pair(v->to_node, v->to_actor);
+}
+static inline px_ref pxn_env_from(const Plexus__Envelope *v) {
+    return pxn_ref_of_pair(v->from_node, v->from_actor);
 }
 
 /* One direction's frame protection. */

@@ -47,8 +47,8 @@ extern "C" {
 #endif
 
 /* The wire protocol this build speaks, and the oldest it still accepts. */
-#define PX_WIRE_VERSION 1
-#define PX_WIRE_MIN_VERSION 1
+#define PX_WIRE_VERSION 2
+#define PX_WIRE_MIN_VERSION 2
 
 #define PX_PUBKEY_BYTES 32
 #define PX_SECKEY_BYTES 64
