@@ -484,6 +484,8 @@ static uint32_t frame_budget(const conn *c) {
     return own < theirs ? own : theirs;
 }
 
+#define PF_AHEAD 8
+
 /* Moves queued envelopes of c's lane into one Batch frame (as many as fit).
  * The envelope of a bulk payload goes with no payload, and the payload
  * moves to the BULK queue (*kick_bulk set). Lock held. */
@@ -530,6 +532,21 @@ static void pack_batch_locked(conn *c, bool *kick_bulk) {
     size_t n = 0;
     for (size_t i = 0; i < k; i++) {
         txent *e = txq_at(q, i);
+        /* The messages were made by senders on other cores: ask for the
+         * block PF_AHEAD entries on, and for the payload of the one half
+         * as far (its block has arrived by then), so the misses overlap. */
+        if (i + PF_AHEAD < k) {
+            const txent *f = txq_at(q, i + PF_AHEAD);
+            if (f->m != NULL) {
+                __builtin_prefetch(f->m);
+            }
+        }
+        if (i + PF_AHEAD / 2 < k) {
+            const txent *f = txq_at(q, i + PF_AHEAD / 2);
+            if (f->packed == NULL && f->m != NULL) {
+                __builtin_prefetch(px_msg_data(f->m, NULL));
+            }
+        }
         if ((p->node_inc != 0 && e->to.node_inc != p->node_inc) ||
             (e->bulk_id != 0 && p->peer_max_msg != 0 && e->len > p->peer_max_msg)) {
             continue; /* an older incarnation, or too large for the peer: dropped below */
