@@ -141,8 +141,14 @@ FAILS=0
 CUR_FAIL=""
 fail() { CUR_FAIL+="${CUR_FAIL:+; }$*"; log "FAILED: $*"; }
 
-# begin: snapshot the counts; finish NAME FAULT DETECT_MS RECOVER_MS: check
-# the invariants and add a row.
+# fmt_row NAME FAULT DETECT_MS RECOVER_MS OK FAILED LOST INVARIANTS — one
+# row of the table (no newline); the header is one too.
+fmt_row() { printf '%-13s %-34s %9s %9s %8s %7s %5s  %s' "$@"; }
+
+# begin: snapshot the counts; finish NAME FAULT DETECT_MS RECOVER_MS [OK
+# FAILED LOST]: check the invariants and add a row. OK FAILED LOST, when
+# given, are shown instead of the window's counts (the invariants are still
+# checked on the window's).
 declare -a S0
 begin() {
   read -r -a S0 <<<"$(load_stats)"
@@ -167,8 +173,8 @@ finish() {
   for ((k = 1; k <= NODES; k++)); do
     kill -0 "$(cat "$PXNS_DIR/n$k.pid" 2>/dev/null)" 2>/dev/null || fail "n$k is not running"
   done
-  ROWS+=("$(printf '%-13s %-34s %9s %9s %8s %7s %5s  %s' "$name" "$fault" "$det" "$rec" \
-    "$ok" "$failed" "$lost" "${CUR_FAIL:-held}")")
+  ROWS+=("$(fmt_row "$name" "$fault" "$det" "$rec" "${5:-$ok}" "${6:-$failed}" "${7:-$lost}" \
+    "${CUR_FAIL:-held}")")
   [[ -z "$CUR_FAIL" ]] || FAILS=$((FAILS + 1))
   log "$name: detect $det ms, recover $rec ms, ok $ok failed $failed lost $lost, converged in $conv ms ${CUR_FAIL:+— $CUR_FAIL}"
 }
@@ -276,7 +282,8 @@ sc_lead_isolate() {
   MAX_ECHO="$max"
   finish lead-isolate "n1 (the lead) cut from etcd" "$det" "$rec"
   read -r -a s <<<"$(load_stats)"
-  ROWS[-1]="$(printf '%-13s %-34s %9s %9s %8s %7s %5s  %s' lead-isolate "n1 (the lead) cut from etcd" \
+  # the row shows both clients' counts, read after finish
+  ROWS[-1]="$(fmt_row lead-isolate "n1 (the lead) cut from etcd" \
     "$det" "$rec" "$((${old_ok:-0} - o0[1] + s[1] - S0[1]))" \
     "$((${old_failed:-0} - o0[2] + s[2] - S0[2]))" "$((${old_lost:-0} - o0[3] + s[3] - S0[3]))" \
     "${CUR_FAIL:-held}")"
@@ -399,11 +406,10 @@ sc_rolling() {
   await 20 all_up_everywhere >/dev/null || fail "n1 did not come back"
   ((lost == 0)) || fail "$lost requests lost while the workers restarted"
   ((failed <= 10)) || fail "$failed requests failed (bound 10)"
-  local rec=$(($(now_ms) - t0))
+  local rec=$(($(now_ms) - t0)) saved="$CUR_FAIL"
   begin # the client restarted with n1: its counts start over
-  finish rolling "each node drained + restarted" "-" "$rec"
-  ROWS[-1]="$(printf '%-13s %-34s %9s %9s %8s %7s %5s  %s' rolling "each node drained + restarted" "-" \
-    "$rec" "$ok" "$failed" "$lost" "${CUR_FAIL:-held}")"
+  CUR_FAIL="$saved" # (begin clears it: what failed above must count)
+  finish rolling "each node drained + restarted" "-" "$rec" "$ok" "$failed" "$lost"
 }
 
 # ---- run ----
@@ -425,7 +431,8 @@ for sc in "${SCENARIOS[@]}"; do
 done
 
 echo
-printf '%-13s %-34s %9s %9s %8s %7s %5s  %s\n' scenario fault detect_ms recover_ms ok failed lost invariants
+fmt_row scenario fault detect_ms recover_ms ok failed lost invariants
+echo
 for r in "${ROWS[@]}"; do
   echo "$r"
 done
