@@ -3,7 +3,7 @@
  * ring and self-fencing (plexus/cluster.h).
  *
  * Design. Registration is revoke-old (best effort) → grant → put NodeInfo
- * with the lease. A timer (nng sleep aio, every TTL/3) sends one keepalive
+ * with the lease. A px_alarm (every TTL/3) sends one keepalive
  * at a time and decides fencing: a keepalive answered "no such lease", our
  * own key deleted under our current lease, or no keepalive acknowledged for
  * a whole TTL (counted from when the acknowledged one was sent) — unless

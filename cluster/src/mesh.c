@@ -8,8 +8,10 @@
  * dying actor's last messages. A system envelope for this node arrives on a
  * transport thread with its locks held (px_sys_fn), so it is only copied
  * into a bytes message (tag = sysop) for the mesh's actor, "plexus.mesh",
- * which handles it in actor context; envelopes for this node itself take
- * the same path without the transport.
+ * which handles it in actor context — except a WATCH, which goes straight
+ * to px_system_watch_for (it never calls the router, so it is safe there,
+ * and it stays ahead of the watcher's later messages); envelopes for this
+ * node itself take the same path without the transport.
  *
  * Topics: a node tells every member when it gets its first local subscriber
  * of a topic or loses its last (SYS_TOPIC), and sends all of its topics to
@@ -78,7 +80,6 @@ typedef struct hosted {
 typedef struct rreply {
     px_ref to, child, host;
     uint64_t corr;
-    char node[64];
     int64_t deadline_ms;
 } rreply;
 
@@ -953,11 +954,29 @@ static void stop_started(px_mesh *m, px_ref child, px_ref host) {
     }
 }
 
+/* Sends the SpawnReply for request `corr` of `to`: code and detail, and
+ * on success the child (and its host, if any). sys_to's answer. */
+static px_err send_spawn_reply(px_mesh *m, px_ref to, uint64_t corr, px_err code,
+                               const char *detail, px_ref child, px_ref host) {
+    Plexus__SpawnReply rep = PLEXUS__SPAWN_REPLY__INIT;
+    Plexus__ActorRef cr, hr;
+    rep.code = code;
+    rep.detail = (char *)(uintptr_t)detail;
+    rep.node = (char *)(uintptr_t)px_system_node_name(m->sys);
+    if (code == PX_OK) {
+        pb_ref(&cr, child);
+        rep.child = &cr;
+        if (!px_ref_is_nil(host)) {
+            pb_ref(&hr, host);
+            rep.host = &hr;
+        }
+    }
+    return sys_to(m, to, PX_REF_NIL, corr, PLEXUS__SYS_OP__SYS_SPAWN_REPLY, &rep.base, 0);
+}
+
 static void on_spawn(px_mesh *m, const syshdr *h, const Plexus__SpawnRequest *req) {
     const Plexus__ChildSpec *s = req->spec;
-    Plexus__SpawnReply rep = PLEXUS__SPAWN_REPLY__INIT;
     char why[224] = "";
-    Plexus__ActorRef cr, hr;
     px_ref child = PX_REF_NIL, host = PX_REF_NIL;
     px_err rv = PX_OK;
     px_msg *a = NULL;
@@ -1016,25 +1035,12 @@ static void on_spawn(px_mesh *m, const syshdr *h, const Plexus__SpawnRequest *re
     nng_mtx_lock(m->mtx);
     m->st.spawns_served++;
     nng_mtx_unlock(m->mtx);
-    rep.code = rv;
-    rep.detail = why;
-    rep.node = (char *)(uintptr_t)px_system_node_name(m->sys);
-    if (rv == PX_OK) {
-        pb_ref(&cr, child);
-        rep.child = &cr;
-        if (!px_ref_is_nil(host)) {
-            pb_ref(&hr, host);
-            rep.host = &hr;
-        }
-    }
-    px_err sent = sys_to(m, h->from, PX_REF_NIL, h->corr, PLEXUS__SYS_OP__SYS_SPAWN_REPLY,
-                         &rep.base, 0);
+    px_err sent = send_spawn_reply(m, h->from, h->corr, rv, why, child, host);
     if (sent != PX_OK && rv == PX_OK) {
         if (GROW(m->rr_q, m->nrr, m->caprr)) { /* answered on a later tick */
-            rreply *q = &m->rr_q[m->nrr++];
-            *q = (rreply){.to = h->from, .child = child, .host = host, .corr = h->corr,
-                          .deadline_ms = pxc_wall_ms() + REPLY_RETRY_MS};
-            snprintf(q->node, sizeof(q->node), "%s", px_system_node_name(m->sys));
+            m->rr_q[m->nrr++] =
+                (rreply){.to = h->from, .child = child, .host = host, .corr = h->corr,
+                         .deadline_ms = pxc_wall_ms() + REPLY_RETRY_MS};
         } else {
             stop_started(m, child, host);
         }
@@ -1047,17 +1053,7 @@ static void replies_retry(px_mesh *m) {
     int64_t now = pxc_wall_ms();
     for (size_t i = 0; i < m->nrr;) {
         rreply *q = &m->rr_q[i];
-        Plexus__ActorRef cr, hr;
-        pb_ref(&cr, q->child);
-        Plexus__SpawnReply rep = PLEXUS__SPAWN_REPLY__INIT;
-        rep.child = &cr;
-        if (!px_ref_is_nil(q->host)) {
-            pb_ref(&hr, q->host);
-            rep.host = &hr;
-        }
-        rep.node = q->node;
-        bool done = sys_to(m, q->to, PX_REF_NIL, q->corr, PLEXUS__SYS_OP__SYS_SPAWN_REPLY,
-                           &rep.base, 0) == PX_OK;
+        bool done = send_spawn_reply(m, q->to, q->corr, PX_OK, "", q->child, q->host) == PX_OK;
         if (!done && now >= q->deadline_ms) {
             stop_started(m, q->child, q->host);
             done = true;

@@ -839,11 +839,10 @@ px_err px_global_names(px_cluster *c, void (*fn)(void *arg, const char *name, px
     if (c == NULL || fn == NULL) {
         return PX_EINVAL;
     }
-    if (c->nbuckets == NULL) {
-        return PX_OK; /* standalone: no names */
-    }
+    /* The table is NULL without a system, and again after stop (which
+     * frees it under nmtx): read it under the lock. */
     nng_mtx_lock(c->nmtx);
-    for (size_t i = 0; i < c->nbucket_count; i++) {
+    for (size_t i = 0; c->nbuckets != NULL && i < c->nbucket_count; i++) {
         for (const gname *g = c->nbuckets[i]; g != NULL; g = g->next) {
             fn(arg, g->name, g->ref);
         }

@@ -2,7 +2,8 @@
  * msg.c — message construction, accessors and release.
  *
  * Messages are 64-byte blocks from a per-thread cache (below). Bytes payloads up to
- * PX_MSG_INLINE live inside the block; larger ones in one extra allocation.
+ * PX_MSG_INLINE live inside the block, those up to PXI_MSG_BLK in a second
+ * block from the same cache, larger ones in one malloc'd buffer.
  * Protobuf payloads are held by pointer and released by their free function.
  * Nothing here locks; a message has one owner at a time. A payload carried
  * by several messages at once (a publication's copies) sits in a refcounted
@@ -282,14 +283,13 @@ static void release_pb(ProtobufCMessage *pb, px_proto_free_fn fn) {
     }
 }
 
-static void share_rele(pxi_share *sh) {
+/* blk: the holder's PXI_MF_BLK (every holder of a share has the same). */
+static void share_rele(pxi_share *sh, bool blk) {
     if (atomic_fetch_sub_explicit(&sh->refs, 1, memory_order_acq_rel) != 1) {
         return;
     }
     release_pb(sh->pb, sh->free_fn);
-    if (sh->heap != NULL) {
-        heap_free(sh->heap, sh->blk);
-    }
+    heap_free(sh->heap, blk);
     free(sh);
 }
 
@@ -298,7 +298,8 @@ void px_msg_free(px_msg *m) {
         return;
     }
     if (m->flags & PXI_MF_SHARED) {
-        share_rele(m->kind == PX_MSG_PROTO ? m->u.pb.share : m->u.heap.share);
+        share_rele(m->kind == PX_MSG_PROTO ? m->u.pb.share : m->u.heap.share,
+                   (m->flags & PXI_MF_BLK) != 0);
     } else if (m->kind == PX_MSG_PROTO) {
         release_pb(m->u.pb.pb, m->u.pb.free_fn);
     } else if (m->flags & PXI_MF_HEAP) {
@@ -320,7 +321,6 @@ bool pxi_msg_share(px_msg *m) {
     sh->pb = pb ? m->u.pb.pb : NULL;
     sh->free_fn = pb ? m->u.pb.free_fn : NULL;
     sh->heap = pb ? NULL : m->u.heap.data;
-    sh->blk = !pb && (m->flags & PXI_MF_BLK);
     if (pb) {
         m->u.pb.share = sh;
     } else {

@@ -73,8 +73,7 @@ typedef struct pxi_share {
     _Atomic uint32_t refs;
     ProtobufCMessage *pb;
     px_proto_free_fn free_fn;
-    uint8_t *heap;
-    bool blk; /* heap is a message block */
+    uint8_t *heap; /* a message block if the holders' flags say PXI_MF_BLK */
 } pxi_share;
 
 struct px_msg {

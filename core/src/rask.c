@@ -50,7 +50,7 @@ px_err pxi_rask_add(px_system *sys, px_ref asker, uint64_t corr, px_ref to) {
     }
     *e = (pxi_rask){.asker = asker, .to = to, .corr = corr};
     nng_mtx_lock(r->mtx);
-    if ((r->n >= r->nb && !grow(r)) || r->nb == 0) {
+    if (r->n >= r->nb && !grow(r)) { /* (nb == 0 always grows) */
         nng_mtx_unlock(r->mtx);
         free(e);
         return PX_ENOMEM;

@@ -381,7 +381,7 @@ px_err px_system_proxy_event(px_system *sys, px_ref proxy, const px_proxy_event 
     if (a == NULL) {
         return PX_EDEAD;
     }
-    if (a->beh != &pxi_proxy_beh) {
+    if (!pxi_is_proxy(a)) {
         pxi_unpin(a);
         return PX_EINVAL;
     }
@@ -645,7 +645,7 @@ px_err px_system_host_apply(px_system *sys, px_ref host, px_remote_op op, px_ter
 void pxi_remote_sys(px_actor *a, px_msg *m) {
     if (m->sysop == PXI_SYS_PROXY_EV) {
         pxi_pev *e = (pxi_pev *)(uintptr_t)m->corr;
-        if (a->beh == &pxi_proxy_beh) {
+        if (pxi_is_proxy(a)) {
             on_event(a, e);
         }
         free(e);

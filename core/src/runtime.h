@@ -63,7 +63,6 @@ enum {
     PXI_AF_RS_STOP = 1u << 6,   /* restarting: ack the parent once children are gone */
     PXI_AF_PROBE = 1u << 7,     /* half-open breaker: report the first success */
     PXI_AF_SUBSCRIBED = 1u << 12, /* has topic subscriptions (ext->topics, topic.c) */
-    PXI_AF_PROXY = 1u << 13,    /* stands for a child on another node (remote.c) */
     PXI_AF_HOST = 1u << 14,     /* parent here of a child whose parent is on another node */
 };
 /* Bits 8..11 of flags: the px_term_reason this actor ends with (kept
@@ -358,6 +357,9 @@ void pxi_sup_fail_chain(px_actor *a, const px_failure *f);          /* sup.c: fa
 uint32_t pxi_fail_chain(const struct pxi_fail_rec *f, px_failure *out, uint32_t max); /* sup.c */
 void pxi_fail_rec_free(struct pxi_fail_rec *f);                     /* sup.c */
 extern const px_behavior pxi_proxy_beh;
+/* a stands for a child on another node (remote.c). Its behavior, not a
+ * flag: beh is fixed at spawn, so any thread holding a pin may ask. */
+static inline bool pxi_is_proxy(const px_actor *a) { return a->beh == &pxi_proxy_beh; }
 px_err pxi_proxy_new(px_actor *parent, const px_child_spec *spec, void **out);
 void pxi_proxy_free(void *proxy); /* NULL is fine */
 /* After the spawn, in the parent's context: asks the router to start the

@@ -446,7 +446,7 @@ void pxi_sup_after_turn(px_actor *a) {
 }
 
 static void rs_stop(px_actor *a) {
-    if (a->flags & PXI_AF_PROXY) {
+    if (pxi_is_proxy(a)) {
         pxi_proxy_rs_stop(a);
         return;
     }
@@ -465,7 +465,7 @@ static void rs_stop(px_actor *a) {
 }
 
 static void rs_start(px_actor *a, bool half_open) {
-    if (a->flags & PXI_AF_PROXY) {
+    if (pxi_is_proxy(a)) {
         pxi_proxy_rs_start(a, half_open);
         return;
     }
@@ -939,7 +939,7 @@ void pxi_sup_sys(px_actor *a, px_msg *m) {
         pxi_remote_sys(a, m);
         break;
     case PXI_SYS_RESUME:
-        if (a->flags & PXI_AF_PROXY) {
+        if (pxi_is_proxy(a)) {
             pxi_proxy_resume(a);
             break;
         }
@@ -1258,7 +1258,6 @@ px_err px_spawn_child(px_ctx *ctx, const px_child_spec *spec, px_msg **arg, px_r
             return rv;
         }
         b = &pxi_proxy_beh;
-        aflags |= PXI_AF_PROXY;
     } else if (b == NULL || strcmp(b->name, spec->behavior) != 0) {
         /* Behaviors stay registered for the system's life, so the one found
          * last time is still the one registered under its name. */
@@ -1333,9 +1332,7 @@ void pxi_child_info(px_actor *p, px_actor *c, px_child_info *out) {
     if (st >= PXI_A_STOPPING) {
         out->state = PX_CHILD_STOPPING;
     }
-    /* c->beh, not c->flags: the parent reads this while c's own thread
-     * changes other bits of flags (found by TSan) */
-    if (c->beh == &pxi_proxy_beh) {
+    if (pxi_is_proxy(c)) {
         pxi_proxy_info_fill(c, out);
     } else {
         pxi_scopy(out->node, sizeof(out->node), c->sys->node_name);

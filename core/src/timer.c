@@ -118,8 +118,8 @@ static void on_tick(void *arg) {
         nng_time now = nng_clock();
         nng_mtx_lock(t->mtx);
         if (first) {
-            /* Only this callback's own sleep is over. On later passes an
-             * adder may have armed a new sleep meanwhile: leave it be. */
+            /* Only this callback's own alarm is over. On later passes an
+             * adder may have armed it again meanwhile: leave it be. */
             t->armed = false;
             first = false;
         }

@@ -47,10 +47,9 @@ int pxt_etcd_wait_healthy(pxt_etcd *e, int timeout_ms);
 /* One raw POST to path with a JSON body (for setting etcd up: auth, ...).
  * The response body (up to len-1 bytes) into out if non-NULL; returns the
  * HTTP status or -errno. */
+int pxt_etcd_post(const char *url, const char *path, const char *json, char *out, size_t len);
 /* The etcd client's log sink for tests (px_etcd_cfg.log): errors only,
  * everything with PXT_LOG set, to stderr. Any thread. */
 void pxt_etcd_quiet_log(void *arg, px_log_level level, const char *node, const char *line);
-
-int pxt_etcd_post(const char *url, const char *path, const char *json, char *out, size_t len);
 
 #endif

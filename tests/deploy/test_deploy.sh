@@ -92,6 +92,15 @@ check_config() {
   shift
   env -i PATH="$PATH" ${envs[@]+"${envs[@]}"} "$plexusd" --check-config "$@"
 }
+# need PAT TEXT MSG — in a check function with a local bad: when no line of
+# TEXT matches the ERE PAT, prints MSG and sets bad=1 (bash's dynamic scoping
+# reaches the caller's local). Returns 0 either way.
+need() {
+  grep -Eq -- "$1" <<<"$2" || {
+    echo "$3"
+    bad=1
+  }
+}
 # has_value OUTPUT KEY VALUE — OUTPUT (of --check-config) sets KEY to VALUE.
 has_value() {
   grep -Eq "^$2 = $3( |\$)" <<<"$1"
@@ -245,53 +254,29 @@ dockerfile_structure() {
     echo "expected two FROM stages, got: $froms"
     bad=1
   fi
-  grep -Eq '^FROM \$\{?BUILD_IMAGE\}? AS [A-Za-z0-9_-]+$' <<<"$froms" || {
-    echo "the first stage is not FROM \${BUILD_IMAGE} AS NAME"
-    bad=1
-  }
-  grep -Eq '^FROM \$\{?RUN_IMAGE\}?$' <<<"$froms" || {
-    echo "the last stage is not FROM \${RUN_IMAGE}"
-    bad=1
-  }
+  need '^FROM \$\{?BUILD_IMAGE\}? AS [A-Za-z0-9_-]+$' "$froms" \
+    "the first stage is not FROM \${BUILD_IMAGE} AS NAME"
+  need '^FROM \$\{?RUN_IMAGE\}?$' "$froms" "the last stage is not FROM \${RUN_IMAGE}"
   local run_stage user
   run_stage="$(sed -n '/^FROM \${\{0,1\}RUN_IMAGE/,$p' <<<"$ins")"
-  grep -Eq 'cmake --install' <<<"$ins" || {
-    echo "the build stage does not cmake --install"
-    bad=1
-  }
+  need 'cmake --install' "$ins" "the build stage does not cmake --install"
   local opt
   for opt in -DCMAKE_BUILD_TYPE=Release -DPLEXUS_TESTS=OFF -DPLEXUS_BENCH=OFF; do
-    grep -Eq -- "$opt" <<<"$ins" || {
-      echo "the build stage's cmake has no $opt"
-      bad=1
-    }
+    need "$opt" "$ins" "the build stage's cmake has no $opt"
   done
-  grep -Eq '^COPY --from=[A-Za-z0-9_-]+ .*plexusd' <<<"$run_stage" || {
-    echo "the run stage does not copy plexusd from the build stage"
-    bad=1
-  }
+  need '^COPY --from=[A-Za-z0-9_-]+ .*plexusd' "$run_stage" \
+    "the run stage does not copy plexusd from the build stage"
   user="$(grep -E '^USER ' <<<"$run_stage" | tail -1 | awk '{print $2}')"
   if [[ -z "$user" || "$user" == root || "$user" == 0 || "$user" == 0:* || "$user" == root:* ]]; then
     echo "the run stage's USER is '${user:-unset}', not a non-root user"
     bad=1
   fi
-  grep -Eq '^HEALTHCHECK .*CMD .*/healthz' <<<"$run_stage" || {
-    echo "no HEALTHCHECK on /healthz"
-    bad=1
-  }
-  grep -Eq '^ENTRYPOINT \["(/usr/local/bin/)?plexusd"\]$' <<<"$run_stage" || {
-    echo "ENTRYPOINT is not [\"plexusd\"]"
-    bad=1
-  }
-  grep -Eq '^CMD .*/etc/plexus/plexusd\.yaml' <<<"$run_stage" || {
-    echo "the default CMD does not read /etc/plexus/plexusd.yaml"
-    bad=1
-  }
+  need '^HEALTHCHECK .*CMD .*/healthz' "$run_stage" "no HEALTHCHECK on /healthz"
+  need '^ENTRYPOINT \["(/usr/local/bin/)?plexusd"\]$' "$run_stage" "ENTRYPOINT is not [\"plexusd\"]"
+  need '^CMD .*/etc/plexus/plexusd\.yaml' "$run_stage" \
+    "the default CMD does not read /etc/plexus/plexusd.yaml"
   for p in 7100 7200 9100; do
-    grep -Eq "^EXPOSE .*\\b$p\\b" <<<"$run_stage" || {
-      echo "port $p not EXPOSEd"
-      bad=1
-    }
+    need "^EXPOSE .*\\b$p\\b" "$run_stage" "port $p not EXPOSEd"
   done
   local src
   while read -r src; do
@@ -365,10 +350,8 @@ unit_hardening() {
     echo "TimeoutStopSec=${stop:-unset} is not above drain.timeout_ms $drain"
     bad=1
   fi
-  grep -Eq '^ExecStart=[^ ]*plexusd .*--config /etc/plexus/plexusd\.yaml' "$unit" || {
-    echo "ExecStart does not run plexusd --config /etc/plexus/plexusd.yaml"
-    bad=1
-  }
+  need '^ExecStart=[^ ]*plexusd .*--config /etc/plexus/plexusd\.yaml' "$(<"$unit")" \
+    "ExecStart does not run plexusd --config /etc/plexus/plexusd.yaml"
   return "$bad"
 }
 check "systemd: plexusd.service hardening, restart, reload, TimeoutStopSec above the drain" unit_hardening

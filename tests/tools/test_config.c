@@ -61,8 +61,7 @@ static const char *write_file(const char *name, const char *text) {
     return path;
 }
 
-/* argv from a NULL-ended list after "plexusd". */
-#define ARGV(...) ((char *const[]){"plexusd", __VA_ARGS__, NULL})
+/* The argc of av, a NULL-ended argv array. */
 #define ARGC(av) ((int)(sizeof(av) / sizeof((av)[0])) - 1)
 static char *const no_env[] = {NULL};
 

@@ -432,7 +432,6 @@ static const px_behavior asker_b = {.name = "pxt.asker", .init = asker_init,
 #define TAG_FAN 80u
 #define TAG_LISTREFS 81u
 #define TAG_BENCH 90u
-#define TAG_UNTIL 91u
 #define TAG_RETRY 92u
 #define MAX_CHILDREN 16
 

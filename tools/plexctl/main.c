@@ -35,6 +35,9 @@ enum { EXIT_OK = 0, EXIT_ERR = 1, EXIT_USAGE = 2, EXIT_UNREACHABLE = 3 };
 
 #define MAX_NODES 64
 #define MAX_ARGS 8
+#define DEFAULT_TIMEOUT_MS 10000 /* --timeout when not given */
+#define STR_(x) #x
+#define STR(x) STR_(x)
 
 typedef struct opts {
     const char *endpoints, *cluster, *secret_file, *key_file, *node, *admin;
@@ -162,7 +165,7 @@ static void usage(FILE *f) {
             "  --admin URL        ask the node at this admin address (no etcd needed;\n"
             "                     env PLEXCTL_ADMIN)\n"
             "  --json             JSON for scripts instead of tables\n"
-            "  --timeout MS       per request (default 10000)\n\n"
+            "  --timeout MS       per request (default " STR(DEFAULT_TIMEOUT_MS) ")\n\n"
             "Exit codes: 0 ok, 1 the operation failed, 2 usage, 3 unreachable (etcd or nodes).\n");
 }
 
@@ -204,7 +207,7 @@ static void parse_opts(int argc, char **argv, opts *o) {
     o->secret_file = getenv("PLEXUS_CLUSTER_SECRET_FILE");
     o->key_file = getenv("PLEXCTL_KEY_FILE");
     o->admin = getenv("PLEXCTL_ADMIN");
-    o->timeout_ms = 10000;
+    o->timeout_ms = DEFAULT_TIMEOUT_MS;
     o->count = -1;
     static const char *const valued[] = {"--endpoints", "--cluster", "--secret-file", "--key-file",
                                          "--node", "--admin", "--timeout", "--limit", "--on",
@@ -303,17 +306,21 @@ static int load_creds(const opts *o, creds *c) {
     return EXIT_OK;
 }
 
+/* The bound on connecting (etcd requests, admin dials): --timeout, at most 5 s. */
+static uint32_t connect_timeout_ms(const opts *o) {
+    return o->timeout_ms < 5000 ? o->timeout_ms : 5000;
+}
+
 /* ---- etcd: the node list ---- */
 
+/* The nodes registered in etcd into out (up to MAX_NODES), their number in
+ * *n. o->endpoints is set: the callers die_usage without it. */
 static int etcd_nodes(const opts *o, node_ent *out, size_t *n) {
     *n = 0;
-    if (o->endpoints == NULL || o->endpoints[0] == '\0') {
-        return EXIT_OK;
-    }
     px_etcd_cfg ec;
     px_etcd_cfg_init(&ec);
     ec.endpoints = o->endpoints;
-    ec.request_timeout_ms = o->timeout_ms < 5000 ? o->timeout_ms : 5000;
+    ec.request_timeout_ms = connect_timeout_ms(o);
     ec.log_level = PX_LOG_OFF;
     px_etcd *e = NULL;
     char err[256] = "";
@@ -381,8 +388,8 @@ static int dial(const opts *o, const creds *cr, const char *url, conn *out, bool
     memset(out, 0, sizeof *out);
     char name[64], err[256] = "";
     snprintf(name, sizeof name, "plexctl-%ld", (long)getpid());
-    px_err e = px_admin_dial(url, name, &cr->id, cr->key, o->timeout_ms < 5000 ? o->timeout_ms : 5000,
-                             &out->c, out->node, err, sizeof err);
+    px_err e = px_admin_dial(url, name, &cr->id, cr->key, connect_timeout_ms(o), &out->c, out->node,
+                             err, sizeof err);
     if (e == PX_OK) {
         out->next_id = 1;
         return EXIT_OK;
@@ -513,6 +520,23 @@ static int find_targets(const opts *o, targets *t, bool all) {
     return EXIT_OK;
 }
 
+/* find_targets into a new targets (Caller owns result: free it). On failure
+ * *out stays NULL and nothing needs freeing. */
+static int get_targets(const opts *o, bool all, targets **out) {
+    *out = NULL;
+    targets *t = calloc(1, sizeof *t);
+    if (t == NULL) {
+        return fail(EXIT_ERR, "out of memory");
+    }
+    int code = find_targets(o, t, all);
+    if (code != EXIT_OK) {
+        free(t);
+        return code;
+    }
+    *out = t;
+    return EXIT_OK;
+}
+
 /* Connects to the first target that answers (any one is fine). */
 static int dial_any(const opts *o, const creds *cr, targets *t, conn *c) {
     int code = EXIT_UNREACHABLE;
@@ -533,6 +557,13 @@ static void print_json(json_t *j) {
         printf("%s\n", t);
         free(t);
     }
+}
+
+/* j as one compact line ({} if it cannot be dumped). */
+static void print_json_line(json_t *j) {
+    char *t = json_dumps(j, JSON_COMPACT);
+    printf("%s\n", t != NULL ? t : "{}");
+    free(t);
 }
 
 static const char *js(json_t *o, const char *k) {
@@ -650,15 +681,13 @@ static int cmd_nodes(const opts *o, const creds *cr) {
 /* Runs rq on one node (any, or --node) and hands the result to show. */
 static int one_node(const opts *o, const creds *cr, Plexus__Admin__AdminRequest *rq,
                     void (*show)(const opts *, json_t *), void (*progress)(const opts *, conn *, json_t *)) {
-    targets *t = calloc(1, sizeof *t);
-    if (t == NULL) {
-        return fail(EXIT_ERR, "out of memory");
+    targets *t = NULL;
+    int code = get_targets(o, false, &t);
+    if (code != EXIT_OK) {
+        return code;
     }
-    int code = find_targets(o, t, false);
     conn c;
-    if (code == EXIT_OK) {
-        code = dial_any(o, cr, t, &c);
-    }
+    code = dial_any(o, cr, t, &c);
     free(t);
     if (code != EXIT_OK) {
         return code;
@@ -680,13 +709,9 @@ static int one_node(const opts *o, const creds *cr, Plexus__Admin__AdminRequest 
 /* Runs rq on every node (or --node); results keyed by node. */
 static int all_nodes(const opts *o, const creds *cr, Plexus__Admin__AdminRequest *rq,
                      void (*show)(const opts *, const char *, json_t *)) {
-    targets *t = calloc(1, sizeof *t);
-    if (t == NULL) {
-        return fail(EXIT_ERR, "out of memory");
-    }
-    int code = find_targets(o, t, true);
+    targets *t = NULL;
+    int code = get_targets(o, true, &t);
     if (code != EXIT_OK) {
-        free(t);
         return code;
     }
     json_t *all = json_object();
@@ -859,9 +884,9 @@ static void show_types(const opts *o, json_t *r) {
 
 static void show_info(const opts *o, json_t *r) {
     (void)o;
-    printf("node %s: %s, %s%s%s\n", js(r, "node"), js(r, "phase"),
-           json_is_true(json_object_get(r, "ready")) ? "ready" : "not ready",
-           json_is_true(json_object_get(r, "ready")) ? "" : ": ", js(r, "not_ready"));
+    bool ready = json_is_true(json_object_get(r, "ready"));
+    printf("node %s: %s, %s%s%s\n", js(r, "node"), js(r, "phase"), ready ? "ready" : "not ready",
+           ready ? "" : ": ", js(r, "not_ready"));
     printf("  address %s\n  admin   %s\n  cluster %s%s\n  uptime  %lld ms\n", js(r, "address"),
            js(r, "admin"), js(r, "cluster"),
            json_is_true(json_object_get(r, "standalone")) ? " (standalone)" : "",
@@ -870,9 +895,7 @@ static void show_info(const opts *o, json_t *r) {
 
 static void drain_progress(const opts *o, conn *c, json_t *j) {
     if (o->json) {
-        char *t = json_dumps(j, JSON_COMPACT);
-        printf("%s\n", t != NULL ? t : "{}");
-        free(t);
+        print_json_line(j);
     } else {
         const char *step = js(j, "step");
         if (strcmp(step, "mailboxes") == 0) {
@@ -892,9 +915,6 @@ static void show_drain(const opts *o, json_t *r) {
 }
 
 static int cmd_drain(const opts *o, const creds *cr) {
-    if (o->npos != 2) {
-        die_usage("drain needs one NODE");
-    }
     opts o2 = *o;
     o2.node = o->pos[1];
     if (o2.timeout_ms < 60000) {
@@ -902,7 +922,7 @@ static int cmd_drain(const opts *o, const creds *cr) {
     }
     Plexus__Admin__AdminRequest rq = PLEXUS__ADMIN__ADMIN_REQUEST__INIT;
     Plexus__Admin__DrainReq dr = PLEXUS__ADMIN__DRAIN_REQ__INIT;
-    dr.timeout_ms = o->timeout_ms != 10000 ? o->timeout_ms : 0;
+    dr.timeout_ms = o->timeout_ms != DEFAULT_TIMEOUT_MS ? o->timeout_ms : 0;
     rq.op_case = PLEXUS__ADMIN__ADMIN_REQUEST__OP_DRAIN;
     rq.drain = &dr;
     if (!o->json) {
@@ -913,9 +933,7 @@ static int cmd_drain(const opts *o, const creds *cr) {
 
 static void print_event(const opts *o, const char *node, json_t *e) {
     if (o->json) {
-        char *t = json_dumps(e, JSON_COMPACT);
-        printf("%s\n", t != NULL ? t : "{}");
-        free(t);
+        print_json_line(e);
     } else if (strcmp(js(e, "event"), "member") == 0) {
         char t[40];
         fmt_time(ji(e, "at_ms"), t, sizeof t);
@@ -931,11 +949,11 @@ static void print_event(const opts *o, const char *node, json_t *e) {
 }
 
 static int cmd_watch(const opts *o, const creds *cr) {
-    targets *t = calloc(1, sizeof *t);
-    if (t == NULL) {
-        return fail(EXIT_ERR, "out of memory");
+    targets *t = NULL;
+    int code = get_targets(o, true, &t);
+    if (code != EXIT_OK) {
+        return code;
     }
-    int code = find_targets(o, t, true);
     conn *cs = calloc(MAX_NODES, sizeof *cs);
     size_t nc = 0;
     Plexus__Admin__AdminRequest rq = PLEXUS__ADMIN__ADMIN_REQUEST__INIT;
@@ -944,7 +962,7 @@ static int cmd_watch(const opts *o, const creds *cr) {
     wr.failures = o->failures;
     rq.op_case = PLEXUS__ADMIN__ADMIN_REQUEST__OP_WATCH;
     rq.watch = &wr;
-    for (size_t i = 0; code == EXIT_OK && cs != NULL && i < t->count; i++) {
+    for (size_t i = 0; cs != NULL && i < t->count; i++) {
         if (dial(o, cr, t->n[i].admin, &cs[nc], false) == EXIT_OK) {
             if (send_req(o, &cs[nc], &rq) == EXIT_OK) {
                 nc++;

@@ -1,5 +1,12 @@
 /*
  * builtins.c — plexusd's own behaviors (builtins.h) and the config's roots.
+ *
+ * Concurrency. The behaviors run in actor context on the system's workers,
+ * each actor's state touched only by its own turns: no locks; the
+ * unknown-message counter and its logged-once flags are process-wide
+ * atomics. The roots are started and followed on the main thread, the only
+ * one that touches n->roots_inc and n->roots_retry_ms; member_again reads
+ * n->c under n->parts_mtx, root_start uses n->c without it.
  */
 #include "builtins.h"
 #include "load.h"
@@ -39,10 +46,7 @@ static px_err unknown(px_ctx *ctx, const px_msg *m, int which, const char *beh) 
 
 static char *dup_or_empty(const char *s) { return strdup(s != NULL ? s : ""); }
 
-/* Replies with pb (malloc'd, as protobuf_c_message_free_unpacked frees it),
- * or frees it when the reply cannot be made. A message that was not an ask
- * gets no reply. */
-static px_err reply_pb(px_ctx *ctx, const px_msg *req, ProtobufCMessage *pb) {
+px_err pxd_reply_pb(px_ctx *ctx, const px_msg *req, ProtobufCMessage *pb) {
     px_msg *out = NULL;
     if (px_msg_proto(&out, pb, NULL) != PX_OK) {
         protobuf_c_message_free_unpacked(pb, NULL);
@@ -143,7 +147,7 @@ static px_err kv_ack(px_ctx *ctx, const px_msg *m, const char *key, bool existed
     a->key = dup_or_empty(key);
     a->node = dup_or_empty(px_system_node_name(px_ctx_system(ctx)));
     a->existed = existed;
-    return reply_pb(ctx, m, &a->base);
+    return pxd_reply_pb(ctx, m, &a->base);
 }
 
 static px_err kv_receive(px_ctx *ctx, px_msg *m) {
@@ -210,7 +214,7 @@ static px_err kv_receive(px_ctx *ctx, px_msg *m) {
             memcpy(v->value.data, e->val, e->len);
             v->value.len = e->len;
         }
-        return reply_pb(ctx, m, &v->base);
+        return pxd_reply_pb(ctx, m, &v->base);
     }
     return unknown(ctx, m, 0, "kv.shard");
 }
@@ -250,7 +254,7 @@ static px_err echo_receive(px_ctx *ctx, px_msg *m) {
     p->text = dup_or_empty(((const Plexus__Kv__Ping *)pb)->text);
     p->node = dup_or_empty(px_system_node_name(px_ctx_system(ctx)));
     p->served = ++*served;
-    return reply_pb(ctx, m, &p->base);
+    return pxd_reply_pb(ctx, m, &p->base);
 }
 
 static const px_behavior echo_beh = {

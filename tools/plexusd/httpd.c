@@ -57,11 +57,10 @@ bool pxd_ready(pxd_node *n, char *why, size_t whylen) {
         snprintf(why, whylen, "no node");
         return false;
     }
-    static const char *const phases[] = {"starting", "running", "draining", "stopped"};
     int phase = atomic_load(&n->phase);
     if (phase != PXD_RUNNING) {
         snprintf(why, whylen, "%s", phase >= PXD_STARTING && phase <= PXD_STOPPED
-                                        ? phases[phase]
+                                        ? pxd_phase_name(phase)
                                         : "in no known phase");
         return false;
     }
@@ -297,7 +296,7 @@ px_err pxd_httpd_start(pxd_node *n, const char *url, pxd_httpd **out, char *err,
     }
     if (rv != 0) {
         snprintf(err, errlen, "%s on %s: %s", step, url, nng_strerror(rv));
-        px_err e = rv == NNG_EADDRINUSE ? PX_EIO : from_nng(rv);
+        px_err e = from_nng(rv); /* NNG_EADDRINUSE too: PX_EIO */
         if (h->srv != NULL) {
             nng_http_server_release(h->srv); /* frees the handlers it holds, later */
         }

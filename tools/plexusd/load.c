@@ -9,8 +9,15 @@
  * wrong), an UNDELIVERED notice (failed: the target's node was lost or is
  * unreachable, its mailbox refused it, no such actor) or the ask timeout
  * (lost: nobody said anything).
+ *
+ * Concurrency. Each client runs in actor context on a worker and keeps its
+ * state to itself. g_bound (the nodes whose clients may look global names
+ * up) is guarded by g_bind_mtx, made once (pthread_once); pxd_load_bind
+ * comes from any thread. A client reads its node's n->c under
+ * n->parts_mtx, which it never takes while holding g_bind_mtx.
  */
 #include "load.h"
+#include "builtins.h"
 
 #include <inttypes.h>
 #include <pthread.h>
@@ -322,16 +329,11 @@ static px_err stats_reply(px_ctx *ctx, load *l, const px_msg *req) {
     s->latency_sum_us = l->lat_sum;
     s->last_error = strdup(l->last_error);
     s->last_node = strdup(l->last_node);
-    px_msg *out = NULL;
-    if (s->last_error == NULL || s->last_node == NULL ||
-        px_msg_proto(&out, &s->base, NULL) != PX_OK) {
+    if (s->last_error == NULL || s->last_node == NULL) {
         protobuf_c_message_free_unpacked(&s->base, NULL);
         return PX_OK;
     }
-    if (px_msg_corr(req) == 0 || px_reply(ctx, req, &out) != PX_OK) {
-        px_msg_free(out);
-    }
-    return PX_OK;
+    return pxd_reply_pb(ctx, req, &s->base);
 }
 
 static px_err load_receive(px_ctx *ctx, px_msg *m) {

@@ -26,8 +26,10 @@
 #include "daemon.h"
 
 /* Registers load.client and the LoadSpec / LoadStatsRequest / LoadStats
- * types on sys, before it runs actors. PX_OK or px_behavior_register's /
- * px_type_register's error (PX_EEXIST, PX_ENOMEM). */
+ * types on sys, before it runs actors. Borrows sys (the behavior table is
+ * static). PX_OK or, at the first failure, px_behavior_register's /
+ * px_type_register's error (PX_EEXIST, e.g. a second call; PX_ENOMEM;
+ * PX_EINVAL for a NULL sys). Thread-safe (the system's registries lock). */
 px_err pxd_load_register(px_system *sys);
 
 /* Lets load.client actors of n->sys look global names up in n->c (under

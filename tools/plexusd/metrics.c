@@ -113,12 +113,12 @@ static void render_node(buf *b, pxd_node *n) {
     int64_t up = n->started_ms > 0 ? pxu_wall_ms() - n->started_ms : 0;
     one_f(b, "plexus_node_uptime_seconds", "gauge", "Seconds since the node started.",
           (double)(up > 0 ? up : 0) / 1000.0);
-    static const char *const phases[] = {"starting", "running", "draining", "stopped"};
     int phase = atomic_load(&n->phase);
     family(b, "plexus_node_phase", "gauge",
            "1 for the phase the node is in (starting, running, draining, stopped), else 0.");
     for (int i = PXD_STARTING; i <= PXD_STOPPED; i++) {
-        pxu_text_add(b, "plexus_node_phase{phase=\"%s\"} %d\n", phases[i], i == phase ? 1 : 0);
+        pxu_text_add(b, "plexus_node_phase{phase=\"%s\"} %d\n", pxd_phase_name(i),
+                     i == phase ? 1 : 0);
     }
     one_u64(b, "plexus_node_ready", "gauge",
             "1 when the node is ready for work (GET /readyz answers 200), else 0.",

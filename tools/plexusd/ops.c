@@ -2,6 +2,12 @@
  * ops.c — plexusd's side of the admin channel (ops.h): one function per
  * AdminRequest op, each answering with JSON; the event ring that `watch`
  * streams; the drain.
+ *
+ * Concurrency. pxd_admin_handle runs on the admin connections' threads,
+ * several at once; events come from workers (the failure hook, the
+ * subscriber actor) into the ring under pxd_events.mtx. n->t, n->c and n->m
+ * are used under n->parts_mtx (op_spawn holds it across a remote spawn or
+ * an etcd round trip); pxd_drain holds n->drain_mtx throughout, parts_mtx inside.
  */
 #include "ops.h"
 
@@ -30,7 +36,6 @@ struct pxd_events {
     nng_mtx *mtx;
     char *line[EV_MAX]; /* JSON text; line[seq % EV_MAX] */
     uint64_t seq;       /* events recorded so far */
-    px_ref sub;         /* the membership subscriber actor */
 };
 
 /* Records one event (takes o). Any thread; never blocks for long. */
@@ -105,13 +110,14 @@ px_err pxd_events_start(pxd_node *n) {
         return PX_OK;
     }
     px_msg *a = NULL;
+    px_ref sub = PX_REF_NIL; /* the membership subscriber actor */
     px_err rv = px_msg_bytes(&a, 0, &n, sizeof n);
     if (rv == PX_OK) {
-        rv = px_system_spawn(n->sys, &sub_beh, &a, NULL, &e->sub);
+        rv = px_system_spawn(n->sys, &sub_beh, &a, NULL, &sub);
     }
     px_msg_free(a);
     if (rv == PX_OK) {
-        rv = px_cluster_subscribe(n->c, e->sub);
+        rv = px_cluster_subscribe(n->c, sub);
     }
     return rv;
 }
@@ -179,7 +185,9 @@ static void done_err(pxd_node *n, px_admin_conn *conn, uint64_t id, px_err code,
 
 /* ---- targets ---- */
 
-px_err pxd_resolve(pxd_node *n, const char *target, px_ref *out) {
+/* Parses a target: a ref as px_ref_format prints it, a local name, or a
+ * global name (tried in that order). PX_ENOENT when nothing matches. */
+static px_err resolve(pxd_node *n, const char *target, px_ref *out) {
     if (target == NULL || target[0] == '\0') {
         return PX_EINVAL;
     }
@@ -199,9 +207,9 @@ px_err pxd_resolve(pxd_node *n, const char *target, px_ref *out) {
     return e == PX_OK ? PX_OK : PX_ENOENT;
 }
 
-static const char *phase_name(int p) {
+const char *pxd_phase_name(int phase) {
     static const char *const names[] = {"starting", "running", "draining", "stopped"};
-    return p >= 0 && p <= PXD_STOPPED ? names[p] : "unknown";
+    return phase >= PXD_STARTING && phase <= PXD_STOPPED ? names[phase] : "unknown";
 }
 
 /* The node named by a ref's node id, from the membership ("" if unknown). */
@@ -242,7 +250,7 @@ static void op_info(pxd_node *n, px_admin_conn *conn, uint64_t id) {
     (void)px_behaviors(n->sys, names_add, behs);
     json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:b, s:s, s:I, s:I, s:o, s:o, s:s, s:b}", "node",
                           px_system_node_name(n->sys), "phase",
-                          phase_name(atomic_load(&n->phase)), "admin",
+                          pxd_phase_name(atomic_load(&n->phase)), "admin",
                           n->admin != NULL ? px_admin_server_url(n->admin) : "", "cluster",
                           n->cfg->cluster, "ready", ready, "not_ready", why, "started_ms",
                           (json_int_t)n->started_ms, "uptime_ms",
@@ -307,7 +315,7 @@ static void flatten(json_t *kids, const char *parent, json_t *out) {
     size_t i;
     json_t *k;
     json_array_foreach(kids, i, k) {
-        json_t *a = json_deep_copy(k);
+        json_t *a = json_copy(k); /* shallow: only the copy's own keys change */
         json_object_del(a, "children");
         json_object_set_new(a, "parent", json_string(parent));
         json_array_append_new(out, a);
@@ -432,7 +440,7 @@ static void op_spawn(pxd_node *n, px_admin_conn *conn, uint64_t id, const Plexus
     }
     if (atomic_load(&n->phase) != PXD_RUNNING) {
         done_err(n, conn, id, PX_ECLOSED, "node %s is %s: it takes no new work",
-                 px_system_node_name(n->sys), phase_name(atomic_load(&n->phase)));
+                 px_system_node_name(n->sys), pxd_phase_name(atomic_load(&n->phase)));
         return;
     }
     px_msg *arg = NULL;
@@ -499,7 +507,7 @@ static void op_spawn(pxd_node *n, px_admin_conn *conn, uint64_t id, const Plexus
 
 static void op_send(pxd_node *n, px_admin_conn *conn, uint64_t id, const Plexus__Admin__SendReq *r) {
     px_ref to;
-    if (pxd_resolve(n, r->target, &to) != PX_OK) {
+    if (resolve(n, r->target, &to) != PX_OK) {
         done_err(n, conn, id, PX_ENOENT, "no actor \"%s\": not a ref, a local name on %s, or a "
                  "global name", r->target, px_system_node_name(n->sys));
         return;
@@ -539,7 +547,7 @@ static void op_send(pxd_node *n, px_admin_conn *conn, uint64_t id, const Plexus_
 
 static void op_stop(pxd_node *n, px_admin_conn *conn, uint64_t id, const char *target) {
     px_ref to;
-    if (pxd_resolve(n, target, &to) != PX_OK) {
+    if (resolve(n, target, &to) != PX_OK) {
         done_err(n, conn, id, PX_ENOENT, "no actor \"%s\"", target);
         return;
     }
@@ -611,37 +619,32 @@ static void op_stats(pxd_node *n, px_admin_conn *conn, uint64_t id) {
     done_json(n, conn, id, o);
 }
 
-typedef struct names_acc {
-    pxd_node *n;
-    json_t *arr;
-} names_acc;
-
 static void name_add(void *arg, const char *name, px_ref ref) {
-    names_acc *a = arg;
+    json_t *arr = arg;
     char rb[48];
-    json_array_append_new(a->arr, json_pack("{s:s, s:s, s:I}", "name", name, "ref",
-                                            px_ref_format(ref, rb, sizeof rb), "node_id",
-                                            (json_int_t)ref.node));
+    json_array_append_new(arr, json_pack("{s:s, s:s, s:I}", "name", name, "ref",
+                                         px_ref_format(ref, rb, sizeof rb), "node_id",
+                                         (json_int_t)ref.node));
 }
 
 static void op_names(pxd_node *n, px_admin_conn *conn, uint64_t id) {
-    names_acc a = {n, json_array()};
+    json_t *arr = json_array();
     nng_mtx_lock(n->parts_mtx);
     if (n->c != NULL) {
-        (void)px_global_names(n->c, name_add, &a);
+        (void)px_global_names(n->c, name_add, arr);
     }
     nng_mtx_unlock(n->parts_mtx);
     /* node names after the lock: node_name_of takes it again */
     size_t i;
     json_t *e;
-    json_array_foreach(a.arr, i, e) {
+    json_array_foreach(arr, i, e) {
         char on[64];
         node_name_of(n, (uint32_t)json_integer_value(json_object_get(e, "node_id")), on,
                      sizeof on);
         json_object_set_new(e, "node", json_string(on));
         json_object_del(e, "node_id");
     }
-    done_json(n, conn, id, json_pack("{s:o}", "names", a.arr));
+    done_json(n, conn, id, json_pack("{s:o}", "names", arr));
 }
 
 static void op_types(pxd_node *n, px_admin_conn *conn, uint64_t id) {
@@ -660,7 +663,6 @@ static void op_types(pxd_node *n, px_admin_conn *conn, uint64_t id) {
 }
 
 typedef struct prog_ctx {
-    pxd_node *n;
     px_admin_conn *conn;
     uint64_t id;
 } prog_ctx;
@@ -671,7 +673,7 @@ static void drain_progress(void *arg, const char *json) {
 }
 
 static void op_drain(pxd_node *n, px_admin_conn *conn, uint64_t id, const Plexus__Admin__DrainReq *r) {
-    prog_ctx p = {n, conn, id};
+    prog_ctx p = {conn, id};
     uint32_t tmo = r != NULL && r->timeout_ms > 0 ? r->timeout_ms : n->cfg->drain_timeout_ms;
     int64_t t0 = pxu_mono_ms();
     px_err e = pxd_drain(n, tmo, drain_progress, &p);
@@ -787,7 +789,8 @@ static int64_t queued(pxd_node *n) {
 px_err pxd_drain(pxd_node *n, uint32_t timeout_ms,
                  void (*progress)(void *arg, const char *json), void *arg) {
     nng_mtx_lock(n->drain_mtx);
-    if (n->drained) {
+    /* STOPPED is stored only at the end of a drain, under drain_mtx. */
+    if (atomic_load(&n->phase) == PXD_STOPPED) {
         nng_mtx_unlock(n->drain_mtx);
         progress_json(progress, arg, json_pack("{s:s}", "step", "already drained"));
         return PX_OK;
@@ -866,7 +869,6 @@ px_err pxd_drain(pxd_node *n, uint32_t timeout_ms,
     n->t = NULL;
     nng_mtx_unlock(n->parts_mtx);
     px_transport_stop(t);
-    n->drained = true;
     atomic_store(&n->phase, PXD_STOPPED);
     px_log(n->sys, PX_LOG_INFO, "drain: done in %" PRId64 " ms", pxu_mono_ms() - t0);
     progress_json(progress, arg, json_pack("{s:s, s:I, s:I}", "step", "flushed", "link_queued",

@@ -466,11 +466,18 @@ static bool out_frame_locked(conn *c, const Plexus__Frame *f) {
     return true;
 }
 
+/* Appends b[0..n) (wire.c's handshake bytes, freed here); false if b is
+ * NULL or out of memory. */
+static bool out_take_locked(conn *c, uint8_t *b, size_t n) {
+    bool ok = b != NULL && out_raw_locked(c, b, n);
+    free(b);
+    return ok;
+}
+
 static void out_hello_locked(conn *c) {
-    uint8_t len[4];
-    pxn_put_u32(len, (uint32_t)c->hs.mine_len);
-    if (!out_raw_locked(c, PXN_PREAMBLE, PXN_PREAMBLE_LEN) || !out_raw_locked(c, len, 4) ||
-        !out_raw_locked(c, c->hs.mine, c->hs.mine_len)) {
+    size_t n = 0;
+    uint8_t *b = pxn_hello_wire(&c->hs, &n); /* (before n is read) */
+    if (!out_take_locked(c, b, n)) {
         conn_close_locked(c, "out of memory", PX_LOG_ERROR);
     }
 }
@@ -1020,19 +1027,11 @@ static peer *peer_by_pk(px_transport *t, const uint8_t *pk) {
 }
 
 static void refuse_locked(conn *c, Plexus__Refuse__Reason r, const char *detail) {
-    size_t n;
-    uint8_t *b = pxn_refuse_pack(r, detail, &n);
-    uint8_t len[4];
-    pxn_put_u32(len, (uint32_t)n);
-    if (b != NULL && c->role == PXN_LISTENER) {
-        /* the listener has sent nothing yet: the refusal takes its hello's place */
-        out_raw_locked(c, PXN_PREAMBLE, PXN_PREAMBLE_LEN);
-    }
-    if (b != NULL) {
-        out_raw_locked(c, len, 4);
-        out_raw_locked(c, b, n);
-    }
-    free(b);
+    /* A listener has sent nothing yet: the refusal takes its hello's place
+     * (preamble first). Best effort: the connection closes after it. */
+    size_t n = 0;
+    uint8_t *b = pxn_refuse_wire(r, detail, c->role == PXN_LISTENER, &n);
+    (void)out_take_locked(c, b, n);
     CNT(c->t, refused, 1);
 }
 
@@ -1085,17 +1084,13 @@ static void on_hello_locked(conn *c, const uint8_t *data, size_t n) {
         conn_close_locked(c, "weak key exchange key", PX_LOG_ERROR);
         return;
     }
-    uint8_t sig[64];
-    pxn_hs_sign(&c->hs, sig);
-    Plexus__Auth au = PLEXUS__AUTH__INIT;
-    au.sig = (ProtobufCBinaryData){sizeof(sig), sig};
-    Plexus__Frame f = PLEXUS__FRAME__INIT;
-    f.body_case = PLEXUS__FRAME__BODY_AUTH;
-    f.auth = &au;
-    if (!out_frame_locked(c, &f)) {
+    size_t an = 0;
+    uint8_t *auth = pxn_auth_seal(&c->hs, &c->tx, &an);
+    if (!out_take_locked(c, auth, an)) {
         conn_close_locked(c, "out of memory", PX_LOG_ERROR);
         return;
     }
+    CNT(c->t, frames_out, 1);
     c->tx.plaintext = c->rx.plaintext = false; /* Auth is always sealed */
     c->state = C_AUTH;
     tx_kick_locked(c);

@@ -54,7 +54,7 @@ static inline void pxn_env_set_to(Plexus__Envelope *v, px_ref r) {
     v->to_actor = (uint64_t)r.id << 32 | r.inc;
 }
 static inline void pxn_env_set_from(Plexus__Envelope *v, px_ref r) {
-    bool nil = r.id == 0;
+    bool nil = px_ref_is_nil(r);
     v->from_node = nil ? 0 : (uint64_t)r.node << 32 | r.node_inc;
     v->from_actor = nil ? 0 : (uint64_t)r.id << 32 | r.inc;
 }

@@ -182,7 +182,8 @@ typedef struct px_cluster_health {
 void px_cluster_health_get(px_cluster *c, px_cluster_health *out);
 
 /* The counters of this node's etcd client (requests, errors, latency: see
- * px_etcd_stats); all zero for a standalone node. Thread-safe. */
+ * px_etcd_stats) into *out; all zero for a standalone node. c and out must
+ * not be NULL. Thread-safe; cannot fail. */
 void px_cluster_etcd_stats(px_cluster *c, px_etcd_stats *out);
 
 /* ---- actors and membership (cfg.sys required) ---- */

@@ -23,9 +23,13 @@ extern "C" {
 #endif
 
 typedef struct px_alarm px_alarm;
+/* Runs on an nng task thread (never two at once for one alarm); must not
+ * block for long — other aio callbacks share those threads. */
 typedef void (*px_alarm_fn)(void *arg);
 
-/* A disarmed alarm that will call fn(arg). PX_ENOMEM, PX_EINVAL (fn NULL). */
+/* A disarmed alarm that will call fn(arg). Caller owns *out (release with
+ * px_alarm_free); *out is untouched on failure. PX_ENOMEM, PX_EINVAL (fn or
+ * out NULL). Thread-safe. */
 px_err px_alarm_new(px_alarm **out, px_alarm_fn fn, void *arg);
 
 /* (Re)arms a: fn runs once, not before ms milliseconds from now (and about
@@ -39,7 +43,7 @@ void px_alarm_set(px_alarm *a, uint32_t ms);
 /* Disarms a for good and waits for a callback in progress. Not from fn. */
 void px_alarm_stop(px_alarm *a);
 
-/* px_alarm_stop, then frees a. NULL is fine. Not from fn. */
+/* px_alarm_stop, then frees a (takes ownership). NULL is fine. Not from fn. */
 void px_alarm_free(px_alarm *a);
 
 #ifdef __cplusplus
