@@ -196,6 +196,9 @@ typedef struct pxi_worker {
     nng_mtx *mtx;
     nng_cv *cv;
     bool parked;
+    /* Inside a call of the idle hook (or a spin that uses one): what
+     * px_system_set_idle_hook waits out when it removes a hook. */
+    atomic_bool in_hook;
 } pxi_worker;
 
 /* Timers (timer.c). */
@@ -221,6 +224,12 @@ struct px_system {
     /* Scheduler shared state. */
     _Atomic uint32_t nidle __attribute__((aligned(PXI_CACHELINE)));
     _Atomic uint32_t stopping_workers;
+    /* The idle hook (plexus/router.h): installed with arg stored before
+     * fn, removed with fn cleared (then every worker's in_hook waited out)
+     * before arg; workers set in_hook, then load fn, then arg. */
+    _Atomic(px_idle_fn) idle_fn;
+    _Atomic(void *) idle_arg;
+    nng_mtx *hook_mtx; /* serialises px_system_set_idle_hook */
     nng_mtx *gq_mtx;       /* global run queue: overflow and outside threads */
     px_actor *gq_head, *gq_tail;
     _Atomic uint32_t gq_len;

@@ -272,6 +272,84 @@ static uint64_t spin_now_ns(void) {
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
+/* The installed idle hook for worker w, with w->in_hook set; NULL (and
+ * in_hook clear) when there is none. */
+static px_idle_fn hook_enter(pxi_worker *w, void **arg) {
+    atomic_store(&w->in_hook, true); /* seq_cst: pairs with the remover's */
+    px_idle_fn fn = atomic_load(&w->sys->idle_fn);
+    if (fn == NULL) {
+        atomic_store_explicit(&w->in_hook, false, memory_order_release);
+        return NULL;
+    }
+    *arg = atomic_load(&w->sys->idle_arg);
+    return fn;
+}
+
+static void hook_leave(pxi_worker *w) {
+    atomic_store_explicit(&w->in_hook, false, memory_order_release);
+}
+
+px_err px_system_set_idle_hook(px_system *sys, px_idle_fn fn, void *arg) {
+    if (sys == NULL) {
+        return PX_EINVAL;
+    }
+    px_err rv = PX_OK;
+    nng_mtx_lock(sys->hook_mtx);
+    if (fn != NULL) {
+        if (atomic_load(&sys->idle_fn) != NULL) {
+            rv = PX_EEXIST;
+        } else {
+            atomic_store(&sys->idle_arg, arg); /* before fn: a worker that sees fn sees arg */
+            atomic_store(&sys->idle_fn, fn);
+        }
+    } else {
+        atomic_store(&sys->idle_fn, NULL);
+        for (uint32_t i = 0; sys->workers != NULL && i < sys->nworkers; i++) {
+            while (atomic_load(&sys->workers[i].in_hook)) {
+                nng_msleep(0);
+            }
+        }
+        atomic_store(&sys->idle_arg, NULL);
+    }
+    nng_mtx_unlock(sys->hook_mtx);
+    return rv;
+}
+
+/* Spins up to spin_us for work, calling the idle hook (if any) meanwhile;
+ * true if work became visible. */
+static bool spin_for_work(pxi_worker *w) {
+    px_system *sys = w->sys;
+    uint64_t until = spin_now_ns() + (uint64_t)sys->cfg.spin_us * 1000u;
+    void *harg = NULL;
+    px_idle_fn hook = hook_enter(w, &harg);
+    if (hook != NULL) {
+        hook(harg, PX_IDLE_BEGIN);
+    }
+    bool found = false;
+    for (;;) {
+        if (work_visible(sys)) {
+            found = true;
+            break;
+        }
+        if (spin_now_ns() >= until) {
+            break;
+        }
+        if (hook != NULL) {
+            hook(harg, PX_IDLE_POLL);
+            continue;
+        }
+        /* Look rarely: every look pulls the other workers' queue lines. */
+        for (int i = 0; i < 16; i++) {
+            __builtin_ia32_pause();
+        }
+    }
+    if (hook != NULL) {
+        hook(harg, found ? PX_IDLE_FOUND : PX_IDLE_PARK);
+        hook_leave(w);
+    }
+    return found;
+}
+
 static void worker_main(void *arg) {
     pxi_worker *w = arg;
     px_system *sys = w->sys;
@@ -287,6 +365,14 @@ static void worker_main(void *arg) {
             if (stamp() - t0 > LONG_TURN && rq_len(w) > 0) {
                 wake_one(sys);
             }
+            if (atomic_load_explicit(&sys->idle_fn, memory_order_relaxed) != NULL) {
+                void *harg = NULL;
+                px_idle_fn hook = hook_enter(w, &harg);
+                if (hook != NULL) {
+                    hook(harg, PX_IDLE_TURN);
+                    hook_leave(w);
+                }
+            }
             continue;
         }
         if (atomic_load(&sys->stopping_workers)) {
@@ -294,22 +380,7 @@ static void worker_main(void *arg) {
         }
         /* Spin a little before parking: a hand-off that arrives within
          * spin_us costs ~100 ns instead of a futex wake. */
-        uint64_t until = spin_now_ns() + (uint64_t)sys->cfg.spin_us * 1000u;
-        bool found = false;
-        while (sys->cfg.spin_us > 0) {
-            if (work_visible(sys)) {
-                found = true;
-                break;
-            }
-            if (spin_now_ns() >= until) {
-                break;
-            }
-            /* Look rarely: every look pulls the other workers' queue lines. */
-            for (int i = 0; i < 16; i++) {
-                __builtin_ia32_pause();
-            }
-        }
-        if (!found) {
+        if (sys->cfg.spin_us == 0 || !spin_for_work(w)) {
             park(w);
         }
     }

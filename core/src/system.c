@@ -171,7 +171,7 @@ static const px_behavior root_behavior = {.name = "plexus.root", .receive = root
 static px_err alloc_locks(px_system *sys) {
     nng_mtx **mtxs[] = {&sys->gq_mtx, &sys->slot_mtx, &sys->tree_mtx,
                         &sys->names_mtx, &sys->reg_mtx, &sys->life_mtx, &sys->dl_mtx,
-                        &sys->rasks.mtx};
+                        &sys->rasks.mtx, &sys->hook_mtx};
     for (size_t i = 0; i < sizeof(mtxs) / sizeof(mtxs[0]); i++) {
         if (nng_mtx_alloc(mtxs[i]) != 0) {
             return PX_ENOMEM;
@@ -185,7 +185,8 @@ static void free_locks(px_system *sys) {
         nng_cv_free(sys->tree_cv);
     }
     nng_mtx *mtxs[] = {sys->gq_mtx, sys->slot_mtx, sys->tree_mtx, sys->names_mtx,
-                       sys->reg_mtx, sys->life_mtx, sys->dl_mtx, sys->rasks.mtx};
+                       sys->reg_mtx, sys->life_mtx, sys->dl_mtx, sys->rasks.mtx,
+                       sys->hook_mtx};
     for (size_t i = 0; i < sizeof(mtxs) / sizeof(mtxs[0]); i++) {
         if (mtxs[i] != NULL) {
             nng_mtx_free(mtxs[i]);

@@ -271,3 +271,114 @@ Test(core_sched, parked_workers_wake_for_each_message, .timeout = 30) {
     px_system_free(sys);
     free(r);
 }
+
+/* --- the idle hook (plexus/router.h) ------------------------------------- */
+
+static _Thread_local int hk_in_spin; /* this worker is between BEGIN and FOUND/PARK */
+static atomic_int hk_ev[5], hk_bad, hk_inject;
+static _Atomic(pthread_t) hk_injector;
+static px_system *hk_sys;
+static px_ref hk_target;
+
+static void hk_fn(void *arg, px_idle_event ev) {
+    (void)arg;
+    atomic_fetch_add(&hk_ev[ev], 1);
+    switch (ev) {
+    case PX_IDLE_BEGIN:
+        hk_in_spin = 1;
+        break;
+    case PX_IDLE_POLL:
+        if (!hk_in_spin) {
+            atomic_fetch_add(&hk_bad, 1);
+        }
+        if (atomic_exchange(&hk_inject, 0) == 1) { /* "input": delivered from the hook */
+            atomic_store(&hk_injector, pthread_self());
+            px_msg *m = pxt_u64(1, 7);
+            if (px_system_send(hk_sys, hk_target, &m) != PX_OK) {
+                px_msg_free(m);
+                atomic_fetch_add(&hk_bad, 1);
+            }
+        }
+        break;
+    case PX_IDLE_FOUND:
+    case PX_IDLE_PARK:
+        if (!hk_in_spin) {
+            atomic_fetch_add(&hk_bad, 1);
+        }
+        hk_in_spin = 0;
+        break;
+    case PX_IDLE_TURN:
+        if (hk_in_spin) {
+            atomic_fetch_add(&hk_bad, 1);
+        }
+        break;
+    }
+}
+
+static _Atomic(pthread_t) hk_runner;
+static atomic_int hk_runs;
+static px_err hk_receive(px_ctx *ctx, px_msg *m) {
+    (void)ctx;
+    (void)m;
+    atomic_store(&hk_runner, pthread_self());
+    atomic_fetch_add(&hk_runs, 1);
+    return PX_OK;
+}
+static const px_behavior hk_b = {.name = "t.hk", .receive = hk_receive};
+
+Test(core_sched, an_idle_hook_polls_while_workers_spin_and_what_it_delivers_runs_there,
+     .timeout = 30) {
+    px_config cfg;
+    pxt_config(&cfg);
+    cfg.workers = 1; /* the worker that read it is the one that runs it */
+    cfg.spin_us = 2000;
+    hk_sys = pxt_system_with(&cfg);
+    hk_target = pxt_spawn(hk_sys, &hk_b, NULL, NULL);
+    cr_assert_eq(px_system_set_idle_hook(hk_sys, hk_fn, NULL), PX_OK);
+    cr_assert_eq(px_system_set_idle_hook(hk_sys, hk_fn, NULL), PX_EEXIST, "one hook at a time");
+    cr_assert_eq(px_system_set_idle_hook(NULL, hk_fn, NULL), PX_EINVAL);
+
+    /* A message from outside: its turn, then the worker spins and polls. */
+    pxt_send_u64(hk_sys, hk_target, 1, 1);
+    PXT_AWAIT(atomic_load(&hk_runs) == 1 && atomic_load(&hk_ev[PX_IDLE_POLL]) > 0, 5000);
+    PXT_AWAIT(atomic_load(&hk_ev[PX_IDLE_TURN]) >= 1, 5000);
+    int from_hook = 0;
+    for (int round = 0; round < 20; round++) {
+        int before = atomic_load(&hk_runs);
+        /* Let the worker start a spin (it parks after 2 ms without work). */
+        pxt_send_u64(hk_sys, hk_target, 1, 1);
+        PXT_AWAIT(atomic_load(&hk_runs) == before + 1, 5000);
+        atomic_store(&hk_inject, 1);
+        for (int64_t until = pxt_now_ns() + 100000000; pxt_now_ns() < until;) {
+            if (atomic_load(&hk_inject) == 0) {
+                break; /* a poll took it */
+            }
+        }
+        int one = 1;
+        if (atomic_compare_exchange_strong(&hk_inject, &one, 0)) {
+            continue; /* the worker had parked: no poll took it */
+        }
+        PXT_AWAIT(atomic_load(&hk_runs) == before + 2, 5000);
+        cr_assert(pthread_equal(atomic_load(&hk_runner), atomic_load(&hk_injector)),
+                  "what the hook delivered ran on the worker that polled");
+        from_hook++;
+    }
+    cr_assert_gt(from_hook, 0, "some deliveries came from the hook (20 tries)");
+
+    cr_assert_eq(px_system_set_idle_hook(hk_sys, NULL, NULL), PX_OK);
+    PXT_AWAIT(atomic_load(&hk_ev[PX_IDLE_BEGIN]) ==
+                  atomic_load(&hk_ev[PX_IDLE_FOUND]) + atomic_load(&hk_ev[PX_IDLE_PARK]),
+              5000);
+    int polls = atomic_load(&hk_ev[PX_IDLE_POLL]), turns = atomic_load(&hk_ev[PX_IDLE_TURN]);
+    /* Two turns one after the other on the one worker: a hook still called
+     * would have seen the first turn end (TURN) and the spin between. */
+    for (int i = 0; i < 2; i++) {
+        int before = atomic_load(&hk_runs);
+        pxt_send_u64(hk_sys, hk_target, 1, 1);
+        PXT_AWAIT(atomic_load(&hk_runs) == before + 1, 5000);
+    }
+    cr_assert_eq(atomic_load(&hk_ev[PX_IDLE_POLL]), polls, "no call after removal");
+    cr_assert_eq(atomic_load(&hk_ev[PX_IDLE_TURN]), turns, "no call after removal");
+    cr_assert_eq(atomic_load(&hk_bad), 0, "BEGIN, POLLs, then one FOUND or PARK; TURN outside");
+    px_system_free(hk_sys);
+}

@@ -50,7 +50,8 @@
  *
  * Profiling aids (environment): PX_BENCH_NET_ONLY=oneway,rtt,bulk,tcp
  * (subset of phases), PX_BENCH_NET_MODES=enc,plain, PX_BENCH_NET_WINDOW_MS
- * (oneway window, default 1500), PX_BENCH_NET_RTT_N (samples),
+ * (oneway window, default 1500), PX_BENCH_NET_POLL=1 (latency mode:
+ * px_transport_cfg.poll_rx, with PX_BENCH_SPIN_US > 0), PX_BENCH_NET_RTT_N (samples),
  * PX_BENCH_NET_BULK_MB (MiB sent), PX_BENCH_NET_BACKOFF_MS (the delay after
  * repeated PX_EFULL, default 1; 0 = yield only), PX_BENCH_NET_LOG=1 (node
  * logs at INFO); bench_util's PX_BENCH_WORKERS and PX_BENCH_SPIN_US apply to
@@ -643,6 +644,7 @@ static px_transport *node_start(px_system *sys, int role, const pair_cfg *pc)
     tc.peers = &peer;
     tc.npeers = 1;
     tc.plaintext = pc->plain;
+    tc.poll_rx = getenv("PX_BENCH_NET_POLL") != NULL && strcmp(getenv("PX_BENCH_NET_POLL"), "1") == 0;
     px_transport *t = NULL;
     bench_check(px_transport_start(sys, &tc, &t), "px_transport_start");
     uint64_t deadline = now_ns() + (uint64_t)LINK_UP_MS * 1000000u;

@@ -15,8 +15,9 @@
 # the node-down event). transport runs two node processes over loopback tcp
 # (px_bench_net, ~20-30 s): one-way throughput, ask round trips, bulk
 # throughput and latency under bulk, each encrypted and plaintext (_plain),
-# plus a raw TCP ping-pong floor, and the round trip again with workers
-# spinning 50 us before parking (net.rtt_spin_p50_us / _p99_us). cluster
+# plus a raw TCP ping-pong floor, and the round trip again in latency mode:
+# workers spin 50 us before parking and read the links meanwhile
+# (px_transport_cfg.poll_rx; net.rtt_spin_p50_us / _p99_us). cluster
 # (px_bench_cluster, ~30 s) needs etcd on PATH (it exits 2 without) and
 # starts its own on free loopback ports; its nodes are OS processes
 # (px_bench_node, the tests' pxt_node: a system, a transport and a cluster
@@ -66,9 +67,11 @@ for b in "${benches[@]}"; do
     status=1
   fi
   if [[ "$b" == net ]]; then
-    # Latency mode: scheduler workers spin 50 us before parking (the nodes
+    # Latency mode: scheduler workers spin 50 us before parking and read
+    # the links themselves meanwhile (px_transport_cfg.poll_rx; the nodes
     # above run with spin 0: two nodes share this machine's cores).
-    if ! PX_BENCH_SPIN_US=50 PX_BENCH_NET_ONLY=rtt PX_BENCH_NET_MODES=enc "$bin/px_bench_net" |
+    if ! PX_BENCH_SPIN_US=50 PX_BENCH_NET_POLL=1 PX_BENCH_NET_ONLY=rtt PX_BENCH_NET_MODES=enc \
+        "$bin/px_bench_net" |
         sed -e 's/^net\.rtt_/net.rtt_spin_/'; then
       echo "run.sh: px_bench_net (spin) failed" >&2
       status=1

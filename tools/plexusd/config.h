@@ -80,6 +80,7 @@ typedef struct pxd_config {
     pxd_list peers;       /* transport.peers: "NAME ADDRESS PUBKEY" static peers */
     uint64_t max_msg;     /* transport.max_msg; bytes, default 16 MiB */
     bool plaintext;       /* transport.plaintext; default false (benchmarks only) */
+    bool latency_mode;    /* transport.latency_mode: px_transport_cfg.poll_rx; default false */
     /* actors */
     uint32_t mailbox_capacity;  /* limits.mailbox_capacity; 0 = unbounded (reloadable) */
     px_overflow mailbox_policy; /* limits.mailbox_policy: block | drop_newest | drop_oldest | error */

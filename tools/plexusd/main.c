@@ -138,6 +138,7 @@ static int start_transport(pxd_node *n) {
     tc.npeers = cfg->peers.n;
     tc.max_msg = cfg->max_msg;
     tc.plaintext = cfg->plaintext;
+    tc.poll_rx = cfg->latency_mode;
     if (tc.queue_bytes < tc.max_msg) {
         tc.queue_bytes = tc.max_msg * 2;
     }

@@ -306,6 +306,11 @@ static void render_transport(buf *b, px_transport *t, const peer_names *peers) {
          TRANSPORT(bulk_cuts)},
         {"plexus_transport_bulk_credit_waits_total", "counter",
          "Times the bulk lane had data but waited for the peer's credit.", TRANSPORT(bulk_waits)},
+        {"plexus_transport_reads_polled_total", "counter",
+         "Latency mode: reads done by spinning scheduler workers.", TRANSPORT(reads_polled)},
+        {"plexus_transport_writes_inline_total", "counter",
+         "Latency mode: frames written whole by the thread that packed them.",
+         TRANSPORT(writes_inline)},
     };
     fields(b, t_fields, sizeof(t_fields) / sizeof(t_fields[0]), &s);
 

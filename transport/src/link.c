@@ -38,6 +38,9 @@
  *    per-(sender, target) order holds across lanes. When too many are held
  *    back, the NORMAL connection stops reading (TCP pushes back to the
  *    sender, whose queue fills: PX_EFULL) until the tick resumes it.
+ *  - Latency mode (cfg.poll_rx; "polled reads" below): idle scheduler
+ *    workers read the inbound NORMAL connections while they spin, and
+ *    frames are written inline by the thread that packed them.
  *  - A tick (every <= 50 ms, 1 ms while a connection is paused) pings idle
  *    control links, drops silent connections, dials peers that are due,
  *    resumes paused reads and frees closed connections (a callback cannot
@@ -233,6 +236,9 @@ static void txent_drop(px_transport *t, txent *e, px_err why) {
 /* ---- connections ---- */
 
 static void conn_close_locked(conn *c, const char *why, px_log_level lvl);
+static void poll_enlist_locked(conn *c);
+static void poll_delist(conn *c);
+static void leave_to_pollers(conn *c);
 static void rx_start(conn *c);
 static void tx_kick_locked(conn *c);
 static void rx_reset_locked(peer *p, px_err why);
@@ -390,6 +396,14 @@ static conn *conn_new(px_transport *t, nng_stream *s, int role, peer *p, int lan
         free(c);
         return NULL;
     }
+    if (t->hooked) { /* latency mode; without these aios it reads and writes as usual */
+        if (p == NULL && nng_aio_alloc(&c->poll_aio, NULL, NULL) != 0) {
+            c->poll_aio = NULL;
+        }
+        if (lane != L_BLK && nng_aio_alloc(&c->wsync_aio, NULL, NULL) != 0) {
+            c->wsync_aio = NULL;
+        }
+    }
     c->last_rx_ms = c->last_ping_ms = now_ms();
     if (p != NULL) {
         snprintf(c->who, sizeof(c->who), "%s (%s, %s)", p->name, p->address, lane_name[lane]);
@@ -415,8 +429,16 @@ static conn *conn_new(px_transport *t, nng_stream *s, int role, peer *p, int lan
 
 /* Frees c: only where no callback of it can run (the tick, stop). */
 static void conn_free(conn *c) {
+    poll_delist(c);
     nng_aio_stop(c->rx_aio);
     nng_aio_stop(c->tx_aio);
+    nng_aio *sync_aios[2] = {c->poll_aio, c->wsync_aio};
+    for (int i = 0; i < 2; i++) {
+        if (sync_aios[i] != NULL) {
+            nng_aio_stop(sync_aios[i]);
+            nng_aio_free(sync_aios[i]);
+        }
+    }
     bulk_unqueue(c); /* after the stops: nothing queues it again */
     nng_stream_free(c->s);
     nng_aio_free(c->rx_aio);
@@ -616,7 +638,7 @@ static void pack_batch_locked(conn *c, bool *kick_bulk) {
     }
 }
 
-static void start_write_locked(conn *c) {
+static void start_write_locked(conn *c, bool sync_ok) {
     if (c->writing || c->wnext_len == 0 || c->state == C_CLOSED) {
         return;
     }
@@ -631,6 +653,30 @@ static void start_write_locked(conn *c) {
     c->wnext_len = 0;
     c->writing = true;
     nng_iov iov = {c->wcur, c->wcur_len};
+    if (sync_ok && c->wsync_aio != NULL && c->lane != L_BLK) {
+        /* Latency mode: write here and now, without the completion's
+         * hand-off to an nng thread. The stream writes at once what the
+         * socket takes; the cancel ends the attempt when it took nothing. */
+        nng_aio_set_iov(c->wsync_aio, 1, &iov);
+        nng_stream_send(c->s, c->wsync_aio);
+        nng_aio_cancel(c->wsync_aio);
+        nng_aio_wait(c->wsync_aio);
+        int rv = nng_aio_result(c->wsync_aio);
+        if (rv != 0 && rv != NNG_ECANCELED) {
+            c->writing = false;
+            conn_close_locked(c, nng_strerror(rv), PX_LOG_WARN);
+            return;
+        }
+        size_t n = rv == 0 ? nng_aio_count(c->wsync_aio) : 0;
+        CNT(c->t, lane_bytes_out[c->lane], n);
+        c->wcur_off = n;
+        if (n == c->wcur_len) {
+            CNT(c->t, writes_inline, 1);
+            c->writing = false;
+            return;
+        }
+        iov = (nng_iov){c->wcur + n, c->wcur_len - n}; /* the rest: as usual */
+    }
     nng_aio_set_iov(c->tx_aio, 1, &iov);
     nng_stream_send(c->s, c->tx_aio);
 }
@@ -824,12 +870,13 @@ static void bulk_fill_locked(conn *c) {
         return;
     }
     c->wnext_len = total;
-    start_write_locked(c);
+    start_write_locked(c, false);
 }
 
 /* Starts a write of everything pending, if none is in flight. Lock held.
  * For BULK it only queues a kick for the BULK thread (kick_run), which
  * seals the next chunk. */
+#define SYNC_WRITES 8
 static void tx_kick_locked(conn *c) {
     if (c->writing || c->state == C_CLOSED) {
         return;
@@ -845,10 +892,20 @@ static void tx_kick_locked(conn *c) {
         }
     }
     bool kick_bulk = false;
-    if (c->state == C_UP && c->role == PXN_DIALER && c->lane != L_BLK) {
-        pack_batch_locked(c, &kick_bulk);
+    /* A synchronous write (latency mode) leaves nothing in flight: pack and
+     * write again what is queued, a few times, then leave the rest to the
+     * completion of an ordinary write. */
+    for (int round = 0; round < SYNC_WRITES; round++) {
+        if (c->state == C_UP && c->role == PXN_DIALER && c->lane != L_BLK) {
+            pack_batch_locked(c, &kick_bulk);
+        }
+        start_write_locked(c, round + 1 < SYNC_WRITES);
+        bool more = c->wnext_len > 0 || (c->state == C_UP && c->role == PXN_DIALER &&
+                                         c->lane != L_BLK && c->p->q[c->lane].len > 0);
+        if (c->writing || !more || c->state == C_CLOSED) {
+            break;
+        }
     }
-    start_write_locked(c);
     if (kick_bulk && c->p->c[L_BLK] != NULL) {
         tx_kick_locked(c->p->c[L_BLK]);
     }
@@ -993,9 +1050,10 @@ static void rx_want(conn *c, int phase, size_t need) {
 
 #define RX_CHUNK (64u << 10) /* a read asks for at least this much */
 
-/* Starts a read into the free end of the buffer, after moving what is not
- * parsed yet to its front and making room for the unit being read. */
-static void rx_start(conn *c) {
+/* The free end of the buffer for the next read, after moving what is not
+ * parsed yet to its front and making room for the unit being read. False
+ * (c closed) when there is no memory for it. */
+static bool rx_room(conn *c, nng_iov *iov) {
     size_t keep = c->rphase == R_BODY ? PXN_LEN_BYTES : 0; /* a body's header is its AD */
     if (c->roff > keep) {
         memmove(c->rbuf, c->rbuf + c->roff - keep, c->rlen - c->roff + keep);
@@ -1006,10 +1064,44 @@ static void rx_start(conn *c) {
     need = need > RX_CHUNK ? need : RX_CHUNK;
     if (!reserve(&c->rbuf, &c->rcap, need > c->rlen + 1024 ? need : c->rlen + 1024)) {
         conn_close_locked(c, "out of memory for a frame", PX_LOG_ERROR);
+        return false;
+    }
+    *iov = (nng_iov){c->rbuf + c->rlen, c->rcap - c->rlen};
+    return true;
+}
+
+/* A polled connection's next read (rx_aio's buffer set): the pollers' while
+ * some worker spins, else rx_aio's. The seq_cst store then load pairs with
+ * the last spinner's PARK (decrement, then CAS on rxm): one of the two arms
+ * it. Lock held. */
+static void leave_to_pollers(conn *c) {
+    atomic_store(&c->rxm, RXM_POLL);
+    if (atomic_load(&c->t->spinners) > 0) {
         return;
     }
-    nng_iov iov = {c->rbuf + c->rlen, c->rcap - c->rlen};
+    int want = RXM_POLL;
+    if (atomic_compare_exchange_strong(&c->rxm, &want, RXM_ARMED)) {
+        nng_stream_recv(c->s, c->rx_aio);
+    } /* else a poller or the parker took it */
+}
+
+/* Starts the next read: rx_aio's, or — a polled connection while workers
+ * spin — leaves it to them (rxm POLL). Lock held. */
+static void rx_start(conn *c) {
+    nng_iov iov;
+    if (atomic_load(&c->superseded)) {
+        conn_close_locked(c, "superseded by a newer connection", PX_LOG_DEBUG);
+        return;
+    }
+    if (!rx_room(c, &iov)) {
+        return;
+    }
     nng_aio_set_iov(c->rx_aio, 1, &iov);
+    if (c->pollable) {
+        c->rx_rearmed = true;
+        leave_to_pollers(c);
+        return;
+    }
     nng_stream_recv(c->s, c->rx_aio);
 }
 
@@ -1120,13 +1212,19 @@ static void on_up_locked(conn *c) {
         if (old != NULL) {
             /* Under rx_mtx: old cannot finish closing (and be freed) before
              * this. Its callbacks then see the error and close it; what it
-             * still holds is refused as superseded (deliver_batch). */
+             * still holds is refused as superseded (deliver_batch). A read
+             * nng starts after the close never ends (nng 1.5), so old's
+             * next read start (rx_start, a poller) closes it instead. */
+            atomic_store(&old->superseded, true);
             nng_stream_close(old->s);
         }
         nng_mtx_unlock(p->rx_mtx);
         atomic_store(&p->last_ping_in_ms, now_ms());
         atomic_store(&p->etcd_silent_ms, 0); /* until its first ping says */
         atomic_store(&p->fail_logged, 0);
+        if (c->lane == L_NRM) {
+            poll_enlist_locked(c); /* its next rx_start leaves it to the pollers */
+        }
         return;
     }
     if (p->node_inc != 0 && p->node_inc != inc) {
@@ -1960,6 +2058,11 @@ static void rx_run(conn *c) {
     px_transport *t = c->t;
     nng_mtx_lock(c->mtx);
     int rv = nng_aio_result(c->rx_aio);
+    if (rv == NNG_ECANCELED && c->pollable && c->state != C_CLOSED) {
+        rx_start(c); /* a spinner took the read back (polled reads, below) */
+        nng_mtx_unlock(c->mtx);
+        return;
+    }
     if (rv != 0 || c->state == C_CLOSED) {
         conn_close_locked(c, rv ? nng_strerror(rv) : "closed", PX_LOG_WARN);
         nng_mtx_unlock(c->mtx);
@@ -1972,6 +2075,208 @@ static void rx_run(conn *c) {
     rx_process(c);
     nng_mtx_unlock(c->mtx);
     pxl_notices_flush(t); /* what delivery refused, now that no lock is held */
+}
+
+/* ---- polled reads (latency mode, cfg.poll_rx) ----
+ *
+ * Core lends the transport its idle workers (px_system_set_idle_hook): a
+ * worker that spins before parking calls idle_hook, which tries a read on
+ * each polled connection (an inbound NORMAL one in t->pconn) whose rxm is
+ * POLL: nng_stream_recv on poll_aio (no callback) cancelled at once — the
+ * stream reads synchronously when bytes are there, so the frame is parsed
+ * and its envelopes delivered on the worker, which then runs their targets
+ * without any thread woken. After a read, rx_start leaves the connection
+ * to the pollers while someone spins. When the last spinner parks it arms
+ * rx_aio on every connection left in POLL (PARK), so nng's I/O threads
+ * read as usual while the workers sleep. A worker that stops spinning
+ * because it found work leaves them in POLL: after each turn (PX_IDLE_TURN)
+ * a worker polls if nobody has for POLL_GAP_NS, and the tick arms what
+ * nobody polled for POLL_STALE_NS (a long turn on every worker). A poller
+ * that finds nothing puts the connection back in POLL; if a worker parked
+ * meanwhile (t->parks moved: its walk skipped the busy connection) and
+ * none spins now, it arms it itself, so a parked node never leaves a
+ * connection unread. Exactly
+ * one read is ever pending per connection: only the thread that moved rxm
+ * out of POLL (a CAS) starts one. t->prefs[i] counts the threads holding
+ * slot i's connection, which conn_free waits out after emptying the slot. */
+#define POLL_GAP_NS 20000u
+#define POLL_STALE_NS 2000000u
+
+/* One read attempt on c, whose rxm this thread moved POLL -> BUSY after
+ * reading t->parks as `parks`. */
+static void poll_conn(conn *c, uint64_t parks) {
+    px_transport *t = c->t;
+    nng_mtx_lock(c->mtx);
+    nng_iov iov;
+    if (atomic_load(&c->superseded)) {
+        conn_close_locked(c, "superseded by a newer connection", PX_LOG_DEBUG);
+    }
+    if (c->state == C_CLOSED || c->rx_paused || !rx_room(c, &iov)) {
+        atomic_store(&c->rxm, RXM_OFF); /* closed; or paused: the tick resumes it */
+        nng_mtx_unlock(c->mtx);
+        return;
+    }
+    nng_aio_set_iov(c->poll_aio, 1, &iov);
+    nng_stream_recv(c->s, c->poll_aio); /* reads now if bytes are there */
+    nng_aio_cancel(c->poll_aio);        /* else gives up at once */
+    nng_aio_wait(c->poll_aio);
+    int rv = nng_aio_result(c->poll_aio);
+    if (rv == NNG_ECANCELED) { /* nothing there */
+        /* Back to POLL even when nobody spins (a TURN walk: this worker
+         * spins next or runs more turns; arming here would cost the next
+         * spin a cancel and a hand-off) — unless a worker parked since
+         * this walk began: its walk skipped c, so arm it if none spins. */
+        atomic_store(&c->rxm, RXM_POLL);
+        int want = RXM_POLL;
+        if (atomic_load(&t->parks) != parks && atomic_load(&t->spinners) == 0 &&
+            atomic_compare_exchange_strong(&c->rxm, &want, RXM_ARMED)) {
+            nng_aio_set_iov(c->rx_aio, 1, &iov);
+            nng_stream_recv(c->s, c->rx_aio);
+        }
+        nng_mtx_unlock(c->mtx);
+        return;
+    }
+    if (rv != 0) {
+        conn_close_locked(c, nng_strerror(rv), PX_LOG_WARN);
+        atomic_store(&c->rxm, RXM_OFF);
+        nng_mtx_unlock(c->mtx);
+        return;
+    }
+    size_t got = nng_aio_count(c->poll_aio);
+    CNT(t, reads_polled, 1);
+    CNT(t, lane_bytes_in[c->lane], got);
+    c->rlen += got;
+    c->last_rx_ms = now_ms();
+    c->rx_rearmed = false;
+    rx_process(c);
+    if (!c->rx_rearmed) {
+        atomic_store(&c->rxm, RXM_OFF);
+    }
+    nng_mtx_unlock(c->mtx);
+    pxl_notices_flush(t);
+}
+
+/* Hands c's next read back to nng's I/O threads (rxm was POLL, now BUSY). */
+static void arm_conn(conn *c) {
+    nng_mtx_lock(c->mtx);
+    if (atomic_load(&c->superseded)) {
+        conn_close_locked(c, "superseded by a newer connection", PX_LOG_DEBUG);
+    }
+    if (c->state == C_CLOSED || c->rx_paused) {
+        atomic_store(&c->rxm, RXM_OFF);
+    } else {
+        atomic_store(&c->rxm, RXM_ARMED);
+        nng_stream_recv(c->s, c->rx_aio); /* its buffer was set by rx_start */
+    }
+    nng_mtx_unlock(c->mtx);
+}
+
+/* Polls (or arms) every polled connection in POLL. */
+static void pconn_walk(px_transport *t, bool arm) {
+    if (!arm) {
+        atomic_store_explicit(&t->polled_ns, now_ns(), memory_order_relaxed);
+    }
+    for (int i = 0; i < PXL_POLL_SLOTS; i++) {
+        if (atomic_load_explicit(&t->pconn[i], memory_order_relaxed) == NULL) {
+            continue;
+        }
+        atomic_fetch_add(&t->prefs[i], 1); /* seq_cst, then the slot load */
+        conn *c = atomic_load(&t->pconn[i]);
+        uint64_t parks = atomic_load(&t->parks);
+        int want = RXM_POLL;
+        if (c != NULL && atomic_compare_exchange_strong(&c->rxm, &want, RXM_BUSY)) {
+            if (arm) {
+                arm_conn(c);
+            } else {
+                poll_conn(c, parks);
+            }
+        }
+        atomic_fetch_sub(&t->prefs[i], 1);
+    }
+}
+
+/* A spin begins: reads armed while nobody spun are cancelled, and their
+ * callback (rx_run) leaves the connections to the pollers — unless bytes
+ * came first, which it then reads as usual. */
+static void take_back(px_transport *t) {
+    for (int i = 0; i < PXL_POLL_SLOTS; i++) {
+        if (atomic_load_explicit(&t->pconn[i], memory_order_relaxed) == NULL) {
+            continue;
+        }
+        atomic_fetch_add(&t->prefs[i], 1);
+        conn *c = atomic_load(&t->pconn[i]);
+        int want = RXM_ARMED;
+        if (c != NULL && atomic_compare_exchange_strong(&c->rxm, &want, RXM_BUSY)) {
+            nng_aio_cancel(c->rx_aio);
+        }
+        atomic_fetch_sub(&t->prefs[i], 1);
+    }
+}
+
+static void idle_hook(void *arg, px_idle_event ev) {
+    px_transport *t = arg;
+    switch (ev) {
+    case PX_IDLE_BEGIN:
+        if (atomic_fetch_add(&t->spinners, 1) == 0) {
+            take_back(t);
+        }
+        break;
+    case PX_IDLE_POLL:
+        pconn_walk(t, false);
+        break;
+    case PX_IDLE_FOUND:
+        atomic_fetch_sub(&t->spinners, 1);
+        break;
+    case PX_IDLE_PARK:
+        atomic_fetch_add(&t->parks, 1); /* before its walk: see poll_conn */
+        if (atomic_fetch_sub(&t->spinners, 1) == 1) {
+            pconn_walk(t, true); /* nobody spins: nng reads from here on */
+        }
+        break;
+    case PX_IDLE_TURN:
+        if (now_ns() - atomic_load_explicit(&t->polled_ns, memory_order_relaxed) >= POLL_GAP_NS) {
+            pconn_walk(t, false);
+        }
+        break;
+    }
+}
+
+/* The tick: connections nobody polled for POLL_STALE_NS (every worker in
+ * a long turn) go back to nng's I/O threads. */
+static void tick_unpoll(px_transport *t) {
+    if (t->hooked && atomic_load(&t->spinners) == 0 &&
+        now_ns() - atomic_load_explicit(&t->polled_ns, memory_order_relaxed) >= POLL_STALE_NS) {
+        pconn_walk(t, true);
+    }
+}
+
+/* c (an inbound NORMAL connection now UP) takes a poll slot if one is
+ * free; else it is read by nng's threads only. Lock held. */
+static void poll_enlist_locked(conn *c) {
+    px_transport *t = c->t;
+    if (!t->hooked || c->poll_aio == NULL) {
+        return;
+    }
+    for (int i = 0; i < PXL_POLL_SLOTS; i++) {
+        conn *none = NULL;
+        if (atomic_compare_exchange_strong(&t->pconn[i], &none, c)) {
+            c->pollable = true;
+            c->pslot = i;
+            return;
+        }
+    }
+}
+
+/* Before c is freed: out of its slot, and no walker still holds it. */
+static void poll_delist(conn *c) {
+    if (!c->pollable) {
+        return;
+    }
+    px_transport *t = c->t;
+    atomic_store(&t->pconn[c->pslot], NULL);
+    while (atomic_load(&t->prefs[c->pslot]) > 0) {
+        nng_msleep(0); /* a walker holds this slot for one read */
+    }
 }
 
 /* A connected stream (either side): start the handshake. */
@@ -2135,6 +2440,7 @@ static void tick_cb(void *arg) {
     }
     atomic_store(&t->hurry, false);
     pxl_notices_flush(t);
+    tick_unpoll(t);
     int64_t now = now_ms();
     bool paused = false;
     size_t np = atomic_load(&t->npeers);
@@ -2491,6 +2797,12 @@ px_err px_transport_start(px_system *sys, const px_transport_cfg *cfg, px_transp
     }
     px_router r = {.send = router_send, .arg = t, .dropped = router_dropped};
     px_system_set_router(sys, &r);
+    if (cfg->poll_rx) {
+        t->hooked = px_system_set_idle_hook(sys, idle_hook, t) == PX_OK;
+        if (!t->hooked) {
+            px_log(sys, PX_LOG_WARN, "transport: poll_rx ignored: another idle hook is installed");
+        }
+    }
     nng_stream_listener_accept(t->lst, t->acc_aio);
     nng_mtx_lock(t->peers_mtx);
     for (size_t i = 0; i < cfg->npeers && rv == PX_OK; i++) {
@@ -2748,6 +3060,9 @@ void px_transport_stop(px_transport *t) {
         return;
     }
     atomic_store(&t->stopping, true);
+    if (t->hooked) {
+        px_system_set_idle_hook(t->sys, NULL, NULL); /* no worker polls after this */
+    }
     if (t->sys != NULL && t->lst != NULL) {
         px_system_set_router(t->sys, NULL);
     }
@@ -2951,6 +3266,8 @@ void px_transport_stats_get(px_transport *t, px_transport_stats *o) {
     o->notices_lost = atomic_load(&t->notices_lost);
     o->bulk_cuts = atomic_load(&t->bulk_cuts);
     o->bulk_waits = atomic_load(&t->bulk_waits);
+    o->reads_polled = atomic_load(&t->reads_polled);
+    o->writes_inline = atomic_load(&t->writes_inline);
 }
 
 void px_transport_etcd_ok(px_transport *t) {

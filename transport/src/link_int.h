@@ -176,6 +176,20 @@ struct conn {
     uint64_t ping_seq;
     uint8_t ping_busy; /* CONTROL outbound: bit seq % 8 = BULK had bytes in flight
                           when ping seq left (its round trip saw BULK's queue) */
+    /* Latency mode (cfg.poll_rx, link.c "polled reads"): an inbound NORMAL
+     * connection in a poll slot (pslot) is read by idle workers while they
+     * spin. rxm says who may start its next read: RXM_POLL — any poller
+     * (CAS to RXM_BUSY); RXM_ARMED — rx_aio's callback read is pending;
+     * RXM_BUSY — one thread is reading or parsing; RXM_OFF — nobody
+     * (closed, paused: the tick resumes it). rx_rearmed: rx_start ran
+     * during a polled read (c->mtx). */
+    bool pollable;
+    int pslot;
+    atomic_bool superseded; /* a newer inbound connection of its lane replaced it */
+    atomic_int rxm;
+    bool rx_rearmed;
+    nng_aio *poll_aio; /* no callback: a read started and cancelled at once */
+    nng_aio *wsync_aio; /* no callback: the same for writes (start_write_locked) */
     char who[112]; /* for the log: peer name, address and lane */
     char raddr[64]; /* inbound: the remote address */
     conn *next;
@@ -236,8 +250,20 @@ struct peer {
                                      logged since it was last UP */
 };
 
+enum { RXM_OFF = 0, RXM_ARMED, RXM_POLL, RXM_BUSY };
+#define PXL_POLL_SLOTS 16
+
 struct px_transport {
     px_system *sys;
+    /* Latency mode (link.c "polled reads"): the polled connections, the
+     * threads holding each (conn_free waits them out), the workers spinning
+     * now, the parks, and when a worker last polled (now_ns). */
+    _Atomic(conn *) pconn[PXL_POLL_SLOTS];
+    atomic_int prefs[PXL_POLL_SLOTS];
+    atomic_int spinners;
+    _Atomic uint64_t parks; /* PX_IDLE_PARK events so far (poll_conn) */
+    _Atomic uint64_t polled_ns;
+    bool hooked;
     _Atomic int64_t etcd_ok_ms; /* now_ms() of the cluster's last acknowledged etcd
                                    request; 0 = none reported (pings say nothing) */
     px_transport_cfg cfg;
@@ -273,7 +299,8 @@ struct px_transport {
     _Atomic size_t nq_len;
     atomic_int senders;
     _Atomic uint64_t msgs_in, frames_out, frames_in, handshakes, refused, bad_frames,
-        undeliverable, pings, pongs, held, notices, notices_lost, bulk_cuts, bulk_waits;
+        undeliverable, pings, pongs, held, notices, notices_lost, bulk_cuts, bulk_waits,
+        reads_polled, writes_inline;
     /* By lane (L_CTL, L_NRM, L_BLK): envelopes (chunked payloads on BULK)
      * sent and received, bytes written and read; px_transport_stats_get
      * sums them into msgs_out, bytes_in/out and bulk_in/out. */

@@ -274,6 +274,42 @@ px_err px_system_publish_local(px_system *sys, const char *topic, px_msg **msg);
  * never called). Any thread. */
 px_err px_system_topics(px_system *sys, void (*fn)(void *arg, const char *topic), void *arg);
 
+/* ---- the idle hook: I/O polled by idle workers (a latency mode) ----
+ *
+ * A layer above may lend core's idle workers a poll function: a worker
+ * with nothing to run spins (px_system_cfg.spin_us) before it parks, and
+ * with a hook installed it calls the hook while it spins instead of only
+ * looking at the run queues, so a message read by the hook is run by the
+ * worker that read it with no thread woken on either side. The transport
+ * installs one when px_transport_cfg.poll_rx is set.
+ *
+ * Events, on the worker's thread:
+ *  PX_IDLE_BEGIN  the worker starts a spin;
+ *  PX_IDLE_POLL   repeatedly while it spins (until work is visible or
+ *                 spin_us has passed): look for input, deliver it;
+ *  PX_IDLE_FOUND  the spin ends because there is work to run;
+ *  PX_IDLE_PARK   the spin ends without work: the worker parks next, so
+ *                 whatever the hook polls must now wake someone by itself;
+ *  PX_IDLE_TURN   after an actor's turn (only while a hook is installed):
+ *                 a chance to poll when the workers are never idle.
+ * BEGIN is always followed by exactly one FOUND or PARK. The hook must not
+ * block; it may deliver messages (px_system_deliver_remote and the like),
+ * which go to that worker's run queue. With spin_us 0 only TURN happens.
+ *
+ * One hook at a time: PX_EEXIST while another is installed. Removing (fn
+ * NULL) returns once no worker is inside a call of the hook (a spin in
+ * progress ends within spin_us). PX_EINVAL for a NULL sys. Any thread but
+ * a worker's. */
+typedef enum px_idle_event {
+    PX_IDLE_BEGIN = 0,
+    PX_IDLE_POLL = 1,
+    PX_IDLE_FOUND = 2,
+    PX_IDLE_PARK = 3,
+    PX_IDLE_TURN = 4,
+} px_idle_event;
+typedef void (*px_idle_fn)(void *arg, px_idle_event ev);
+px_err px_system_set_idle_hook(px_system *sys, px_idle_fn fn, void *arg);
+
 /* Installs (or, with NULL, removes) the router. The table is copied. Not
  * concurrent with sends to remote refs: install before traffic starts. */
 void px_system_set_router(px_system *sys, const px_router *r);

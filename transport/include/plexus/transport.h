@@ -135,6 +135,16 @@ typedef struct px_transport_cfg {
     void (*on_link)(void *arg, const char *name, px_link_state state, uint32_t node_inc);
     void *link_arg;
     bool plaintext;              /* frames unencrypted after the handshake: benchmarks only */
+    /* Latency mode, off by default: the scheduler's idle workers read the
+     * inbound NORMAL connections themselves while they spin (core's
+     * spin_us, which must be > 0 for it to matter), and run what they read
+     * at once — no I/O thread and no worker is woken for a message that
+     * arrives within a spin. Costs CPU: every spinning worker makes read
+     * system calls instead of pausing, and after each actor turn one worker
+     * reads again if nobody has for 20 us. Reads fall back to nng's I/O
+     * threads when the workers park. Up to 16 inbound connections are read
+     * this way (the rest as usual). */
+    bool poll_rx;
 } px_transport_cfg;
 
 /* Defaults for everything but listen, identity, cluster_key and peers. */
@@ -284,6 +294,10 @@ typedef struct px_transport_stats {
     uint64_t bulk_cuts;             /* BULK windows halved: a CONTROL round trip rose
                                        bulk_delay_ms above its quiet level */
     uint64_t bulk_waits;            /* times BULK had data but waited for Credit */
+    uint64_t reads_polled;          /* latency mode (cfg.poll_rx): reads that found bytes,
+                                       done by a spinning or between-turns worker */
+    uint64_t writes_inline;         /* latency mode: frames written whole by the thread
+                                       that packed them, no completion hand-off */
     /* By lane, indexed 0 control, 1 normal, 2 bulk (proto/plexus.proto's
      * Lane): envelopes packed into frames / received in frames (on bulk:
      * chunked payloads sent / reassembled), bytes written / read. Received
