@@ -175,7 +175,7 @@ static const key keys[] = {
     {"transport.latency_mode", "PLEXUS_TRANSPORT_LATENCY_MODE", "--latency-mode", K_BOOL, 0,
      "false", NULL, 0, 0, NULL, NULL, OFF(latency_mode),
      "idle scheduler workers read node links while they spin (50 us) instead of parking at "
-     "once: round trips of ~20 us instead of ~140, for CPU time spent spinning"},
+     "once: round trips of ~20-30 us instead of ~140, for CPU time spent spinning"},
     {"limits.mailbox_capacity", "PLEXUS_LIMITS_MAILBOX_CAPACITY", "--mailbox-capacity", K_INT,
      F_RELOAD, "0", NULL, 0, 1u << 20, NULL, NULL, OFF(mailbox_capacity),
      "default mailbox bound, in messages; 0 = unbounded"},
