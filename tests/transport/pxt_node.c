@@ -2153,7 +2153,8 @@ int main(int argc, char **argv) {
     }
     px_transport_cfg tc;
     px_transport_cfg_init(&tc);
-    /* Latency mode (px_bench_mesh's PX_BENCH_MESH_LATENCY=1 passes it on). */
+    /* Latency mode from the environment, which the processes a test or
+     * benchmark starts inherit (PXT_POLL_RX=1 px_bench_mesh). */
     tc.poll_rx = getenv("PXT_POLL_RX") != NULL && strcmp(getenv("PXT_POLL_RX"), "1") == 0;
     e = px_secret_load(secpath, tc.cluster_key, err, sizeof(err));
     if (e != PX_OK) {

@@ -37,6 +37,8 @@
  * children are killed by PID and reaped on every exit path (pxt_util's
  * registry); the data and log directories are removed
  * (PX_BENCH_MESH_KEEP=1 keeps them). stdout carries only the figure lines.
+ * The nodes inherit the environment: PXT_POLL_RX=1 runs them in latency
+ * mode (px_transport_cfg.poll_rx, tests/transport/pxt_node.c).
  */
 #include <errno.h>
 #include <signal.h>

@@ -644,7 +644,8 @@ static px_transport *node_start(px_system *sys, int role, const pair_cfg *pc)
     tc.peers = &peer;
     tc.npeers = 1;
     tc.plaintext = pc->plain;
-    tc.poll_rx = getenv("PX_BENCH_NET_POLL") != NULL && strcmp(getenv("PX_BENCH_NET_POLL"), "1") == 0;
+    const char *poll = getenv("PX_BENCH_NET_POLL"); /* "1": latency mode */
+    tc.poll_rx = poll != NULL && strcmp(poll, "1") == 0;
     px_transport *t = NULL;
     bench_check(px_transport_start(sys, &tc, &t), "px_transport_start");
     uint64_t deadline = now_ns() + (uint64_t)LINK_UP_MS * 1000000u;

@@ -638,6 +638,24 @@ static void pack_batch_locked(conn *c, bool *kick_bulk) {
     }
 }
 
+/* One read or write on s that ends at once (latency mode): a callback-less
+ * aio started and cancelled — the stream moves now what the socket has or
+ * takes, else the cancel ends it having moved nothing. *n: bytes moved
+ * (0 and NNG_ECANCELED when none); other nng errors as they come. */
+static int io_now(nng_stream *s, nng_aio *aio, nng_iov *iov, bool send, size_t *n) {
+    nng_aio_set_iov(aio, 1, iov);
+    if (send) {
+        nng_stream_send(s, aio);
+    } else {
+        nng_stream_recv(s, aio);
+    }
+    nng_aio_cancel(aio);
+    nng_aio_wait(aio);
+    int rv = nng_aio_result(aio);
+    *n = rv == 0 ? nng_aio_count(aio) : 0;
+    return rv;
+}
+
 static void start_write_locked(conn *c, bool sync_ok) {
     if (c->writing || c->wnext_len == 0 || c->state == C_CLOSED) {
         return;
@@ -655,19 +673,14 @@ static void start_write_locked(conn *c, bool sync_ok) {
     nng_iov iov = {c->wcur, c->wcur_len};
     if (sync_ok && c->wsync_aio != NULL && c->lane != L_BLK) {
         /* Latency mode: write here and now, without the completion's
-         * hand-off to an nng thread. The stream writes at once what the
-         * socket takes; the cancel ends the attempt when it took nothing. */
-        nng_aio_set_iov(c->wsync_aio, 1, &iov);
-        nng_stream_send(c->s, c->wsync_aio);
-        nng_aio_cancel(c->wsync_aio);
-        nng_aio_wait(c->wsync_aio);
-        int rv = nng_aio_result(c->wsync_aio);
+         * hand-off to an nng thread. */
+        size_t n = 0;
+        int rv = io_now(c->s, c->wsync_aio, &iov, true, &n);
         if (rv != 0 && rv != NNG_ECANCELED) {
             c->writing = false;
             conn_close_locked(c, nng_strerror(rv), PX_LOG_WARN);
             return;
         }
-        size_t n = rv == 0 ? nng_aio_count(c->wsync_aio) : 0;
         CNT(c->t, lane_bytes_out[c->lane], n);
         c->wcur_off = n;
         if (n == c->wcur_len) {
@@ -1070,35 +1083,45 @@ static bool rx_room(conn *c, nng_iov *iov) {
     return true;
 }
 
+/* Whether c is closed — closing it first if a newer connection replaced it
+ * (nng 1.5 never ends a read started after nng_stream_close, so a replaced
+ * connection is closed at its next read start). Lock held. */
+static bool rx_closed_locked(conn *c) {
+    if (atomic_load(&c->superseded)) {
+        conn_close_locked(c, "superseded by a newer connection", PX_LOG_DEBUG);
+    }
+    return c->state == C_CLOSED;
+}
+
+/* A polled connection in POLL with rx_aio's buffer set: when no worker
+ * spins, rx_aio reads it (unless a poller or the parker took it first).
+ * Lock held. */
+static void arm_if_unwatched(conn *c) {
+    int want = RXM_POLL;
+    if (atomic_load(&c->t->spinners) == 0 &&
+        atomic_compare_exchange_strong(&c->rxm, &want, RXM_ARMED)) {
+        nng_stream_recv(c->s, c->rx_aio);
+    }
+}
+
 /* A polled connection's next read (rx_aio's buffer set): the pollers' while
  * some worker spins, else rx_aio's. The seq_cst store then load pairs with
  * the last spinner's PARK (decrement, then CAS on rxm): one of the two arms
  * it. Lock held. */
 static void leave_to_pollers(conn *c) {
     atomic_store(&c->rxm, RXM_POLL);
-    if (atomic_load(&c->t->spinners) > 0) {
-        return;
-    }
-    int want = RXM_POLL;
-    if (atomic_compare_exchange_strong(&c->rxm, &want, RXM_ARMED)) {
-        nng_stream_recv(c->s, c->rx_aio);
-    } /* else a poller or the parker took it */
+    arm_if_unwatched(c);
 }
 
 /* Starts the next read: rx_aio's, or — a polled connection while workers
  * spin — leaves it to them (rxm POLL). Lock held. */
 static void rx_start(conn *c) {
     nng_iov iov;
-    if (atomic_load(&c->superseded)) {
-        conn_close_locked(c, "superseded by a newer connection", PX_LOG_DEBUG);
-        return;
-    }
-    if (!rx_room(c, &iov)) {
+    if (rx_closed_locked(c) || !rx_room(c, &iov)) {
         return;
     }
     nng_aio_set_iov(c->rx_aio, 1, &iov);
     if (c->pollable) {
-        c->rx_rearmed = true;
         leave_to_pollers(c);
         return;
     }
@@ -2054,6 +2077,15 @@ static void rx_process(conn *c) {
     }
 }
 
+/* got bytes read into the buffer: parse them, and start the next read.
+ * Lock held. */
+static void rx_took(conn *c, size_t got) {
+    CNT(c->t, lane_bytes_in[c->lane], got);
+    c->rlen += got;
+    c->last_rx_ms = now_ms();
+    rx_process(c);
+}
+
 static void rx_run(conn *c) {
     px_transport *t = c->t;
     nng_mtx_lock(c->mtx);
@@ -2068,11 +2100,7 @@ static void rx_run(conn *c) {
         nng_mtx_unlock(c->mtx);
         return;
     }
-    size_t got = nng_aio_count(c->rx_aio);
-    CNT(t, lane_bytes_in[c->lane], got);
-    c->rlen += got;
-    c->last_rx_ms = now_ms();
-    rx_process(c);
+    rx_took(c, nng_aio_count(c->rx_aio));
     nng_mtx_unlock(c->mtx);
     pxl_notices_flush(t); /* what delivery refused, now that no lock is held */
 }
@@ -2107,50 +2135,32 @@ static void rx_run(conn *c) {
 static void poll_conn(conn *c, uint64_t parks) {
     px_transport *t = c->t;
     nng_mtx_lock(c->mtx);
+    /* OFF while it is read: rx_start sets POLL or ARMED when it starts the
+     * next read; a closed or paused connection stays OFF (the tick resumes
+     * a paused one). */
+    atomic_store(&c->rxm, RXM_OFF);
     nng_iov iov;
-    if (atomic_load(&c->superseded)) {
-        conn_close_locked(c, "superseded by a newer connection", PX_LOG_DEBUG);
-    }
-    if (c->state == C_CLOSED || c->rx_paused || !rx_room(c, &iov)) {
-        atomic_store(&c->rxm, RXM_OFF); /* closed; or paused: the tick resumes it */
+    if (rx_closed_locked(c) || c->rx_paused || !rx_room(c, &iov)) {
         nng_mtx_unlock(c->mtx);
         return;
     }
-    nng_aio_set_iov(c->poll_aio, 1, &iov);
-    nng_stream_recv(c->s, c->poll_aio); /* reads now if bytes are there */
-    nng_aio_cancel(c->poll_aio);        /* else gives up at once */
-    nng_aio_wait(c->poll_aio);
-    int rv = nng_aio_result(c->poll_aio);
+    size_t got = 0;
+    int rv = io_now(c->s, c->poll_aio, &iov, false, &got);
     if (rv == NNG_ECANCELED) { /* nothing there */
         /* Back to POLL even when nobody spins (a TURN walk: this worker
          * spins next or runs more turns; arming here would cost the next
          * spin a cancel and a hand-off) — unless a worker parked since
          * this walk began: its walk skipped c, so arm it if none spins. */
+        nng_aio_set_iov(c->rx_aio, 1, &iov);
         atomic_store(&c->rxm, RXM_POLL);
-        int want = RXM_POLL;
-        if (atomic_load(&t->parks) != parks && atomic_load(&t->spinners) == 0 &&
-            atomic_compare_exchange_strong(&c->rxm, &want, RXM_ARMED)) {
-            nng_aio_set_iov(c->rx_aio, 1, &iov);
-            nng_stream_recv(c->s, c->rx_aio);
+        if (atomic_load(&t->parks) != parks) {
+            arm_if_unwatched(c);
         }
-        nng_mtx_unlock(c->mtx);
-        return;
-    }
-    if (rv != 0) {
+    } else if (rv != 0) {
         conn_close_locked(c, nng_strerror(rv), PX_LOG_WARN);
-        atomic_store(&c->rxm, RXM_OFF);
-        nng_mtx_unlock(c->mtx);
-        return;
-    }
-    size_t got = nng_aio_count(c->poll_aio);
-    CNT(t, reads_polled, 1);
-    CNT(t, lane_bytes_in[c->lane], got);
-    c->rlen += got;
-    c->last_rx_ms = now_ms();
-    c->rx_rearmed = false;
-    rx_process(c);
-    if (!c->rx_rearmed) {
-        atomic_store(&c->rxm, RXM_OFF);
+    } else {
+        CNT(t, reads_polled, 1);
+        rx_took(c, got);
     }
     nng_mtx_unlock(c->mtx);
     pxl_notices_flush(t);
@@ -2159,10 +2169,7 @@ static void poll_conn(conn *c, uint64_t parks) {
 /* Hands c's next read back to nng's I/O threads (rxm was POLL, now BUSY). */
 static void arm_conn(conn *c) {
     nng_mtx_lock(c->mtx);
-    if (atomic_load(&c->superseded)) {
-        conn_close_locked(c, "superseded by a newer connection", PX_LOG_DEBUG);
-    }
-    if (c->state == C_CLOSED || c->rx_paused) {
+    if (rx_closed_locked(c) || c->rx_paused) {
         atomic_store(&c->rxm, RXM_OFF);
     } else {
         atomic_store(&c->rxm, RXM_ARMED);
@@ -2171,11 +2178,15 @@ static void arm_conn(conn *c) {
     nng_mtx_unlock(c->mtx);
 }
 
-/* Polls (or arms) every polled connection in POLL. */
-static void pconn_walk(px_transport *t, bool arm) {
-    if (!arm) {
+/* What a walk of the poll slots does to each connection it moves from
+ * `from` to BUSY (parks: t->parks read before the move). */
+typedef enum { W_POLL, W_ARM, W_TAKE } walk_op;
+
+static void pconn_walk(px_transport *t, walk_op op) {
+    if (op == W_POLL) {
         atomic_store_explicit(&t->polled_ns, now_ns(), memory_order_relaxed);
     }
+    int from = op == W_TAKE ? RXM_ARMED : RXM_POLL;
     for (int i = 0; i < PXL_POLL_SLOTS; i++) {
         if (atomic_load_explicit(&t->pconn[i], memory_order_relaxed) == NULL) {
             continue;
@@ -2183,31 +2194,18 @@ static void pconn_walk(px_transport *t, bool arm) {
         atomic_fetch_add(&t->prefs[i], 1); /* seq_cst, then the slot load */
         conn *c = atomic_load(&t->pconn[i]);
         uint64_t parks = atomic_load(&t->parks);
-        int want = RXM_POLL;
+        int want = from;
         if (c != NULL && atomic_compare_exchange_strong(&c->rxm, &want, RXM_BUSY)) {
-            if (arm) {
+            if (op == W_POLL) {
+                poll_conn(c, parks);
+            } else if (op == W_ARM) {
                 arm_conn(c);
             } else {
-                poll_conn(c, parks);
+                /* A spin begins: a read armed while nobody spun is
+                 * cancelled, and its callback (rx_run) leaves c to the
+                 * pollers — unless bytes came first, read as usual. */
+                nng_aio_cancel(c->rx_aio);
             }
-        }
-        atomic_fetch_sub(&t->prefs[i], 1);
-    }
-}
-
-/* A spin begins: reads armed while nobody spun are cancelled, and their
- * callback (rx_run) leaves the connections to the pollers — unless bytes
- * came first, which it then reads as usual. */
-static void take_back(px_transport *t) {
-    for (int i = 0; i < PXL_POLL_SLOTS; i++) {
-        if (atomic_load_explicit(&t->pconn[i], memory_order_relaxed) == NULL) {
-            continue;
-        }
-        atomic_fetch_add(&t->prefs[i], 1);
-        conn *c = atomic_load(&t->pconn[i]);
-        int want = RXM_ARMED;
-        if (c != NULL && atomic_compare_exchange_strong(&c->rxm, &want, RXM_BUSY)) {
-            nng_aio_cancel(c->rx_aio);
         }
         atomic_fetch_sub(&t->prefs[i], 1);
     }
@@ -2218,11 +2216,11 @@ static void idle_hook(void *arg, px_idle_event ev) {
     switch (ev) {
     case PX_IDLE_BEGIN:
         if (atomic_fetch_add(&t->spinners, 1) == 0) {
-            take_back(t);
+            pconn_walk(t, W_TAKE);
         }
         break;
     case PX_IDLE_POLL:
-        pconn_walk(t, false);
+        pconn_walk(t, W_POLL);
         break;
     case PX_IDLE_FOUND:
         atomic_fetch_sub(&t->spinners, 1);
@@ -2230,12 +2228,12 @@ static void idle_hook(void *arg, px_idle_event ev) {
     case PX_IDLE_PARK:
         atomic_fetch_add(&t->parks, 1); /* before its walk: see poll_conn */
         if (atomic_fetch_sub(&t->spinners, 1) == 1) {
-            pconn_walk(t, true); /* nobody spins: nng reads from here on */
+            pconn_walk(t, W_ARM); /* nobody spins: nng reads from here on */
         }
         break;
     case PX_IDLE_TURN:
         if (now_ns() - atomic_load_explicit(&t->polled_ns, memory_order_relaxed) >= POLL_GAP_NS) {
-            pconn_walk(t, false);
+            pconn_walk(t, W_POLL);
         }
         break;
     }
@@ -2246,7 +2244,7 @@ static void idle_hook(void *arg, px_idle_event ev) {
 static void tick_unpoll(px_transport *t) {
     if (t->hooked && atomic_load(&t->spinners) == 0 &&
         now_ns() - atomic_load_explicit(&t->polled_ns, memory_order_relaxed) >= POLL_STALE_NS) {
-        pconn_walk(t, true);
+        pconn_walk(t, W_ARM);
     }
 }
 

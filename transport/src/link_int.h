@@ -181,13 +181,11 @@ struct conn {
      * spin. rxm says who may start its next read: RXM_POLL — any poller
      * (CAS to RXM_BUSY); RXM_ARMED — rx_aio's callback read is pending;
      * RXM_BUSY — one thread is reading or parsing; RXM_OFF — nobody
-     * (closed, paused: the tick resumes it). rx_rearmed: rx_start ran
-     * during a polled read (c->mtx). */
+     * (closed, paused: the tick resumes it). */
     bool pollable;
     int pslot;
     atomic_bool superseded; /* a newer inbound connection of its lane replaced it */
     atomic_int rxm;
-    bool rx_rearmed;
     nng_aio *poll_aio; /* no callback: a read started and cancelled at once */
     nng_aio *wsync_aio; /* no callback: the same for writes (start_write_locked) */
     char who[112]; /* for the log: peer name, address and lane */
