@@ -9,8 +9,9 @@
  * that are not workers. Every 61st pick looks at the global queue first so
  * it cannot starve.
  *
- * Parking: a worker with nothing to run spins for cfg.spin_us, then parks
- * on its condition variable. The parker counts itself in nidle and then
+ * Parking: a worker with nothing to run spins for cfg.spin_us (or longer,
+ * up to cfg.spin_max_us, while it keeps being woken soon after it parks:
+ * spin_adapt), then parks on its condition variable. The parker counts itself in nidle and then
  * re-checks every queue; a submitter publishes work and then reads nidle.
  * Both sides use seq_cst, so one of them always sees the other: no lost
  * wake-up. A worker pushing to its own queue wakes a parked worker only if
@@ -319,19 +320,27 @@ px_err px_system_set_idle_hook(px_system *sys, px_idle_fn fn, void *arg) {
  * true if work became visible. */
 static bool spin_for_work(pxi_worker *w) {
     px_system *sys = w->sys;
-    uint64_t until = spin_now_ns() + (uint64_t)sys->cfg.spin_us * 1000u;
+    uint64_t until = spin_now_ns() + w->spin_ns;
     void *harg = NULL;
     px_idle_fn hook = hook_enter(w, &harg);
     if (hook != NULL) {
         hook(harg, PX_IDLE_BEGIN);
     }
     bool found = false;
+    bool last = false;
     for (;;) {
         if (work_visible(sys)) {
             found = true;
             break;
         }
         if (spin_now_ns() >= until) {
+            /* One more look after the deadline: a spinner preempted past
+             * it has not polled since it ran again. */
+            if (hook != NULL && !last) {
+                last = true;
+                hook(harg, PX_IDLE_POLL);
+                continue;
+            }
             break;
         }
         if (hook != NULL) {
@@ -348,6 +357,24 @@ static bool spin_for_work(pxi_worker *w) {
         hook_leave(w);
     }
     return found;
+}
+
+/* The adaptive spin (cfg.spin_max_us): a worker woken within the ceiling
+ * of parking would have caught that work with a longer spin, so it doubles
+ * its spin; one that slept longer halves it back toward spin_us. A spin
+ * that finds work keeps its length. */
+static void spin_adapt(pxi_worker *w, uint64_t slept_ns) {
+    const px_config *cfg = &w->sys->cfg;
+    uint64_t base = (uint64_t)cfg->spin_us * 1000u;
+    uint64_t max = (uint64_t)cfg->spin_max_us * 1000u;
+    if (base == 0 || max <= base) {
+        return;
+    }
+    if (slept_ns <= max) {
+        w->spin_ns = w->spin_ns * 2 < max ? w->spin_ns * 2 : max;
+    } else {
+        w->spin_ns = w->spin_ns / 2 > base ? w->spin_ns / 2 : base;
+    }
 }
 
 static void worker_main(void *arg) {
@@ -381,7 +408,9 @@ static void worker_main(void *arg) {
         /* Spin a little before parking: a hand-off that arrives within
          * spin_us costs ~100 ns instead of a futex wake. */
         if (sys->cfg.spin_us == 0 || !spin_for_work(w)) {
+            uint64_t t0 = spin_now_ns();
             park(w);
+            spin_adapt(w, spin_now_ns() - t0);
         }
     }
     tls_worker = NULL;
@@ -399,6 +428,7 @@ px_err pxi_sched_start(px_system *sys) {
         w->sys = sys;
         w->index = i;
         w->rng = 0x9e3779b97f4a7c15ull * (i + 1);
+        w->spin_ns = (uint64_t)sys->cfg.spin_us * 1000u;
         if (nng_mtx_alloc(&w->mtx) != 0 || nng_cv_alloc(&w->cv, w->mtx) != 0) {
             return PX_ENOMEM; /* pxi_sched_stop cleans what exists */
         }

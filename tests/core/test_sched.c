@@ -382,3 +382,136 @@ Test(core_sched, an_idle_hook_polls_while_workers_spin_and_what_it_delivers_runs
     cr_assert_eq(atomic_load(&hk_bad), 0, "BEGIN, POLLs, then one FOUND or PARK; TURN outside");
     px_system_free(hk_sys);
 }
+
+/* A spinner held up past its deadline (preempted, here a 3 ms stall in the
+ * hook) looks for input once more before it parks: what arrived meanwhile
+ * is taken by that poll, not left to a thread woken later. */
+static atomic_int st_stall, st_after, st_found, st_park;
+static void st_fn(void *arg, px_idle_event ev) {
+    (void)arg;
+    if (ev == PX_IDLE_POLL) {
+        if (atomic_exchange(&st_stall, 0) == 1) {
+            /* The stall: 3 ms, spin_us (100 us) passes meanwhile. */
+            for (int64_t until = pxt_now_ns() + 3000000; pxt_now_ns() < until;) {
+            }
+            atomic_store(&st_after, 1);
+        } else if (atomic_exchange(&st_after, 0) == 1) {
+            px_msg *m = pxt_u64(1, 9); /* "input" found by the poll after the stall */
+            if (px_system_send(hk_sys, hk_target, &m) != PX_OK) {
+                px_msg_free(m);
+            }
+        }
+    } else if (ev == PX_IDLE_FOUND) {
+        atomic_fetch_add(&st_found, 1);
+    } else if (ev == PX_IDLE_PARK) {
+        atomic_fetch_add(&st_park, 1);
+    }
+}
+
+Test(core_sched, a_spinner_held_past_its_deadline_polls_once_more_before_it_parks, .timeout = 30) {
+    px_config cfg;
+    pxt_config(&cfg);
+    cfg.workers = 1;
+    cfg.spin_us = 100;
+    hk_sys = pxt_system_with(&cfg);
+    hk_target = pxt_spawn(hk_sys, &hk_b, NULL, NULL);
+    cr_assert_eq(px_system_set_idle_hook(hk_sys, st_fn, NULL), PX_OK);
+    for (int round = 0; round < 5; round++) {
+        int before = atomic_load(&hk_runs);
+        int found = atomic_load(&st_found), parks = atomic_load(&st_park);
+        atomic_store(&st_stall, 1); /* the next spin's first poll stalls */
+        pxt_send_u64(hk_sys, hk_target, 1, 1);
+        /* This turn, then the spin: stall, one more poll that finds the
+         * message, and its turn on the same worker. */
+        PXT_AWAIT(atomic_load(&hk_runs) == before + 2, 5000);
+        cr_assert_eq(atomic_load(&st_stall), 0, "the spin stalled");
+        cr_assert_eq(atomic_load(&st_after), 0, "a poll came after the stall");
+        cr_assert_gt(atomic_load(&st_found), found, "the spin found what that poll delivered");
+        PXT_AWAIT(atomic_load(&st_park) > parks, 5000); /* idle again */
+    }
+    cr_assert_eq(px_system_set_idle_hook(hk_sys, NULL, NULL), PX_OK);
+    px_system_free(hk_sys);
+}
+
+/* The adaptive spin (spin_max_us): a worker woken soon after it parks
+ * doubles its spin up to the ceiling; one that slept longer than the
+ * ceiling halves it back. Spin lengths are measured from BEGIN to PARK in
+ * the hook: preemption can only lengthen a spin, so "at least" holds on a
+ * busy machine and "the shortest of several" stands for "back to short". */
+static atomic_int ad_parks;
+static _Atomic int64_t ad_begin_ns, ad_last_ns;
+static void ad_fn(void *arg, px_idle_event ev) {
+    (void)arg;
+    if (ev == PX_IDLE_BEGIN) {
+        atomic_store(&ad_begin_ns, pxt_now_ns());
+    } else if (ev == PX_IDLE_PARK) {
+        atomic_store(&ad_last_ns, pxt_now_ns() - atomic_load(&ad_begin_ns));
+        atomic_fetch_add(&ad_parks, 1);
+    }
+}
+
+/* Sends one message once the worker has parked `after_ms` ago and
+ * returns the length of the spin that followed its turn, in us. */
+static int64_t ad_round(int after_ms) {
+    int parks = atomic_load(&ad_parks);
+    if (after_ms > 0) {
+        int64_t until = pxt_now_ns() + (int64_t)after_ms * 1000000;
+        while (pxt_now_ns() < until) {
+        }
+    }
+    pxt_send_u64(hk_sys, hk_target, 1, 1);
+    PXT_AWAIT(atomic_load(&ad_parks) > parks, 5000);
+    return atomic_load(&ad_last_ns) / 1000;
+}
+
+/* n rounds of ad_round(after_ms): the shortest and longest spin, in us. */
+static void ad_rounds(int n, int after_ms, int64_t *shortest, int64_t *longest) {
+    *shortest = INT64_MAX;
+    *longest = 0;
+    for (int i = 0; i < n; i++) {
+        int64_t us = ad_round(after_ms);
+        *shortest = us < *shortest ? us : *shortest;
+        *longest = us > *longest ? us : *longest;
+    }
+}
+
+Test(core_sched, an_adaptive_spin_grows_when_woken_soon_and_shrinks_after_long_sleeps,
+     .timeout = 60) {
+    px_config cfg;
+    pxt_config(&cfg);
+    cfg.workers = 1;
+    cfg.spin_us = 100;
+    cfg.spin_max_us = 3200;
+    hk_sys = pxt_system_with(&cfg);
+    hk_target = pxt_spawn(hk_sys, &hk_b, NULL, NULL);
+    cr_assert_eq(px_system_set_idle_hook(hk_sys, ad_fn, NULL), PX_OK);
+    (void)ad_round(0); /* a first turn and park with the hook in place */
+    /* Woken right after each park: 100 -> 200 -> ... -> 3200 us. */
+    int64_t shortest, longest;
+    ad_rounds(8, 0, &shortest, &longest);
+    cr_assert_geq(longest, 3000, "spins grew to the ceiling (longest %lld us)",
+                  (long long)longest);
+    /* Sleeping 10 ms (> 3.2 ms) each time halves it back to 100 us. */
+    ad_rounds(6, 10, &shortest, &longest);
+    ad_rounds(3, 10, &shortest, &longest);
+    cr_assert_lt(shortest, 1000, "spins shrank back toward spin_us (shortest %lld us)",
+                 (long long)shortest);
+    cr_assert_eq(px_system_set_idle_hook(hk_sys, NULL, NULL), PX_OK);
+    px_system_free(hk_sys);
+}
+
+Test(core_sched, a_fixed_spin_stays_fixed_when_woken_soon, .timeout = 30) {
+    px_config cfg;
+    pxt_config(&cfg);
+    cfg.workers = 1;
+    cfg.spin_us = 100; /* spin_max_us 0: fixed */
+    hk_sys = pxt_system_with(&cfg);
+    hk_target = pxt_spawn(hk_sys, &hk_b, NULL, NULL);
+    cr_assert_eq(px_system_set_idle_hook(hk_sys, ad_fn, NULL), PX_OK);
+    int64_t shortest, longest;
+    ad_rounds(8, 0, &shortest, &longest);
+    cr_assert_lt(shortest, 1000, "no growth without spin_max_us (shortest %lld us)",
+                 (long long)shortest);
+    cr_assert_eq(px_system_set_idle_hook(hk_sys, NULL, NULL), PX_OK);
+    px_system_free(hk_sys);
+}

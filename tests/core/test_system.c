@@ -12,6 +12,7 @@ Test(core_system, config_init_fills_the_documented_defaults, .timeout = 10) {
     cr_assert_eq(cfg.workers, 0);
     cr_assert_eq(cfg.batch, 64);
     cr_assert_eq(cfg.spin_us, 50);
+    cr_assert_eq(cfg.spin_max_us, 0, "a fixed spin by default");
     cr_assert_eq(cfg.mailbox.capacity, 0, "default mailbox is unbounded");
     cr_assert_eq(cfg.max_actors, 1u << 24);
     cr_assert_eq(cfg.max_mailbox_capacity, 1u << 20);
@@ -60,6 +61,8 @@ BAD(workers_257, "workers", c->workers = 257)
 BAD(batch_0, "batch", c->batch = 0)
 BAD(batch_65537, "batch", c->batch = 65537)
 BAD(spin_10001, "spin_us", c->spin_us = 10001)
+BAD(spin_max_below, "spin_max_us", c->spin_max_us = 40)
+BAD(spin_max_10001, "spin_max_us", c->spin_max_us = 10001)
 BAD(node_empty, "node_name", c->node_name = "")
 BAD(node_space, "node_name", c->node_name = "bad name")
 BAD(node_slash, "node_name", c->node_name = "a/b")
@@ -88,6 +91,8 @@ static const bad_case bad_cases[] = {
     {"batch=0", "batch", mut_batch_0},
     {"batch=65537", "batch", mut_batch_65537},
     {"spin_us=10001", "spin_us", mut_spin_10001},
+    {"spin_max_us=40 (below spin_us 50)", "spin_max_us", mut_spin_max_below},
+    {"spin_max_us=10001", "spin_max_us", mut_spin_max_10001},
     {"node_name=\"\"", "node_name", mut_node_empty},
     {"node_name with a space", "node_name", mut_node_space},
     {"node_name with a slash", "node_name", mut_node_slash},

@@ -1009,9 +1009,11 @@ static void abench_done(px_ctx *ctx, abench *b, px_err rc, uint32_t at) {
     } else {
         qsort(b->rtt, b->ok, sizeof(uint64_t), cmp_u64);
         uint64_t p50 = b->ok ? b->rtt[(b->ok - 1) / 2] : 0;
+        uint64_t p90 = b->ok ? b->rtt[(size_t)((b->ok - 1) * 0.90)] : 0;
         uint64_t p99 = b->ok ? b->rtt[(size_t)((b->ok - 1) * 0.99)] : 0;
-        out("askbench n=%u ok=%u err=%u p50_us=%llu p99_us=%llu max_us=%llu", b->n, b->ok,
-            b->err, (unsigned long long)p50, (unsigned long long)p99,
+        out("askbench n=%u ok=%u err=%u p50_us=%llu p90_us=%llu p99_us=%llu max_us=%llu", b->n,
+            b->ok, b->err, (unsigned long long)p50, (unsigned long long)p90,
+            (unsigned long long)p99,
             (unsigned long long)(b->ok ? b->rtt[b->ok - 1] : 0));
     }
     px_stop_self(ctx);
@@ -1202,13 +1204,14 @@ static void cmd_stats(node *n) {
     px_system_stats_get(n->sys, &ss);
     out("stats handshakes=%llu refused=%llu bad_frames=%llu msgs_in=%llu msgs_out=%llu "
         "frames_in=%llu frames_out=%llu undeliverable=%llu pings=%llu pongs=%llu "
-        "dead_letters=%llu",
+        "dead_letters=%llu reads_polled=%llu writes_inline=%llu",
         (unsigned long long)s.handshakes, (unsigned long long)s.refused,
         (unsigned long long)s.bad_frames, (unsigned long long)s.msgs_in,
         (unsigned long long)s.msgs_out, (unsigned long long)s.frames_in,
         (unsigned long long)s.frames_out, (unsigned long long)s.undeliverable,
         (unsigned long long)s.pings, (unsigned long long)s.pongs,
-        (unsigned long long)ss.dead_letters);
+        (unsigned long long)ss.dead_letters, (unsigned long long)s.reads_polled,
+        (unsigned long long)s.writes_inline);
 }
 
 /* ---- cluster commands ---- */
@@ -2166,6 +2169,14 @@ int main(int argc, char **argv) {
     cfg.workers = workers;
     cfg.log_level = lvl;
     cfg.shutdown_timeout_ms = 2000;
+    /* The workers' spin before parking (core's default 50 us, fixed)
+     * likewise: PXT_SPIN_US and PXT_SPIN_MAX_US, profiling aids. */
+    if (getenv("PXT_SPIN_US") != NULL) {
+        cfg.spin_us = (uint32_t)strtoul(getenv("PXT_SPIN_US"), NULL, 10);
+    }
+    if (getenv("PXT_SPIN_MAX_US") != NULL) {
+        cfg.spin_max_us = (uint32_t)strtoul(getenv("PXT_SPIN_MAX_US"), NULL, 10);
+    }
     node n = {0};
     e = px_system_alloc(&n.sys, &cfg);
     if (e != PX_OK) {

@@ -38,7 +38,11 @@
  * registry); the data and log directories are removed
  * (PX_BENCH_MESH_KEEP=1 keeps them). stdout carries only the figure lines.
  * The nodes inherit the environment: PXT_POLL_RX=1 runs them in latency
- * mode (px_transport_cfg.poll_rx, tests/transport/pxt_node.c).
+ * mode (px_transport_cfg.poll_rx, tests/transport/pxt_node.c), PXT_SPIN_US
+ * and PXT_SPIN_MAX_US set their workers' spin (run.sh's latency-mode run
+ * uses PXT_POLL_RX=1 PXT_SPIN_MAX_US=1000, as plexusd's latency_mode does,
+ * with PX_BENCH_MESH_ONLY=ask: the ask round trips only). stderr shows the
+ * ask run's p90 and each side's frames in and reads polled.
  */
 #include <errno.h>
 #include <signal.h>
@@ -255,6 +259,12 @@ static void bench_ask(bnode *from, bnode *to)
         node_fail(from, "asks failed:", line);
     }
     fprintf(stderr, "bench_mesh: %s\n", line);
+    for (bnode *n = from; n != NULL; n = n == from ? to : NULL) {
+        char st[512];
+        node_cmd(n, "stats ", st, sizeof(st), "stats");
+        fprintf(stderr, "bench_mesh: %s: frames_in=%lld reads_polled=%lld\n", n->name,
+                pxt_kv_num(st, "frames_in", false, -1), pxt_kv_num(st, "reads_polled", false, -1));
+    }
     bench_figure_u64("mesh.remote_ask_p50_us", (uint64_t)pxt_kv_num(line, "p50_us", false, 0),
                      "us");
     bench_figure_u64("mesh.remote_ask_p99_us", (uint64_t)pxt_kv_num(line, "p99_us", false, 0),
@@ -390,10 +400,18 @@ int main(void)
     }
     await_all_up();
 
-    bench_spawn(n0, n1);
+    /* PX_BENCH_MESH_ONLY=ask: only the ask round trips (run.sh's
+     * latency-mode run). */
+    const char *only = getenv("PX_BENCH_MESH_ONLY");
+    bool all = only == NULL || strcmp(only, "ask") != 0;
+    if (all) {
+        bench_spawn(n0, n1);
+    }
     bench_ask(n0, n1);
-    bench_failover(n0, runs);
-    bench_fanout(n0);
+    if (all) {
+        bench_failover(n0, runs);
+        bench_fanout(n0);
+    }
     stop_nodes();
     fprintf(stderr, "bench_mesh: done in %.1f s\n", (double)(now_us() - t0) / 1e6);
     return 0;

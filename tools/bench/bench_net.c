@@ -675,11 +675,12 @@ static void log_stats(px_transport *t, const char *who)
     px_transport_stats_get(t, &st);
     fprintf(stderr,
             "bench: %s: msgs out %llu in %llu, frames out %llu in %llu, bytes out %llu in %llu, "
-            "bad %llu, undeliverable %llu\n",
+            "bad %llu, undeliverable %llu, reads polled %llu, writes inline %llu\n",
             who, (unsigned long long)st.msgs_out, (unsigned long long)st.msgs_in,
             (unsigned long long)st.frames_out, (unsigned long long)st.frames_in,
             (unsigned long long)st.bytes_out, (unsigned long long)st.bytes_in,
-            (unsigned long long)st.bad_frames, (unsigned long long)st.undeliverable);
+            (unsigned long long)st.bad_frames, (unsigned long long)st.undeliverable,
+            (unsigned long long)st.reads_polled, (unsigned long long)st.writes_inline);
 }
 
 static int node_b(int ctl, const pair_cfg *pc)
@@ -796,8 +797,13 @@ static void phase_rtt(px_system *sys, const pair_cfg *pc)
     bench_figure_f(name, (double)bench_pct_u64(rtt_samples, rtt_got, 0.50) / 1e3, 1, "us");
     figure_name(name, sizeof(name), "net.rtt_p99_us", pc);
     bench_figure_f(name, (double)bench_pct_u64(rtt_samples, rtt_got, 0.99) / 1e3, 1, "us");
-    fprintf(stderr, "bench: rtt%s: %zu samples, min %.1f us, p99.9 %.1f us, max %.1f us\n", sfx(pc),
-            rtt_got, rtt_got ? (double)rtt_samples[0] / 1e3 : 0.0,
+    fprintf(stderr,
+            "bench: rtt%s: %zu samples, min %.1f us, p90 %.1f us, p95 %.1f us, p98 %.1f us, "
+            "p99.9 %.1f us, max %.1f us\n",
+            sfx(pc), rtt_got, rtt_got ? (double)rtt_samples[0] / 1e3 : 0.0,
+            (double)bench_pct_u64(rtt_samples, rtt_got, 0.90) / 1e3,
+            (double)bench_pct_u64(rtt_samples, rtt_got, 0.95) / 1e3,
+            (double)bench_pct_u64(rtt_samples, rtt_got, 0.98) / 1e3,
             (double)bench_pct_u64(rtt_samples, rtt_got, 0.999) / 1e3,
             rtt_got ? (double)rtt_samples[rtt_got - 1] / 1e3 : 0.0);
     (void)px_stop(sys, asker);

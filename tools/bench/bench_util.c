@@ -124,7 +124,8 @@ px_system *bench_system(uint32_t max_actors)
 }
 
 /* The one place a benchmark system is configured: the profiling aids
- * PX_BENCH_WORKERS and PX_BENCH_SPIN_US apply to every benchmark. */
+ * PX_BENCH_WORKERS, PX_BENCH_SPIN_US and PX_BENCH_SPIN_MAX_US apply to every
+ * benchmark. */
 static px_system *system_of(const char *node_name, uint32_t max_actors, px_log_level level,
                             px_log_sink sink, void *arg)
 {
@@ -143,6 +144,10 @@ static px_system *system_of(const char *node_name, uint32_t max_actors, px_log_l
     const char *spin = getenv("PX_BENCH_SPIN_US"); /* profiling aid */
     if (spin != NULL) {
         cfg.spin_us = (uint32_t)strtoul(spin, NULL, 10);
+    }
+    const char *spin_max = getenv("PX_BENCH_SPIN_MAX_US"); /* profiling aid */
+    if (spin_max != NULL) {
+        cfg.spin_max_us = (uint32_t)strtoul(spin_max, NULL, 10);
     }
     if (max_actors != 0) {
         cfg.max_actors = max_actors;

@@ -12,12 +12,13 @@
 # another node (p50, p99), failover of a supervised child whose node got
 # SIGKILL until it answers again from another node, and 10,000 watches of a
 # killed node's actors until every Terminated arrived (and the part after
-# the node-down event). transport runs two node processes over loopback tcp
+# the node-down event), and its ask round trips again in latency mode
+# (mesh.remote_ask_spin_p50_us / _p99_us). transport runs two node processes over loopback tcp
 # (px_bench_net, ~20-30 s): one-way throughput, ask round trips, bulk
 # throughput and latency under bulk, each encrypted and plaintext (_plain),
 # plus a raw TCP ping-pong floor, and the round trip again in latency mode:
-# workers spin 50 us before parking and read the links meanwhile
-# (px_transport_cfg.poll_rx; net.rtt_spin_p50_us / _p99_us). cluster
+# workers spin 50 us before parking (adaptive up to 1 ms) and read the
+# links meanwhile (px_transport_cfg.poll_rx; net.rtt_spin_p50_us / _p99_us). cluster
 # (px_bench_cluster, ~30 s) needs etcd on PATH (it exits 2 without) and
 # starts its own on free loopback ports; its nodes are OS processes
 # (px_bench_node, the tests' pxt_node: a system, a transport and a cluster
@@ -66,11 +67,23 @@ for b in "${benches[@]}"; do
     echo "run.sh: px_bench_$b failed" >&2
     status=1
   fi
+  if [[ "$b" == mesh ]]; then
+    # Latency mode through the full stack: the nodes' workers read the
+    # links while they spin (50 us, adaptive up to 1 ms), as plexusd's
+    # transport.latency_mode sets them.
+    if ! PXT_POLL_RX=1 PXT_SPIN_MAX_US=1000 PX_BENCH_MESH_ONLY=ask "$bin/px_bench_mesh" |
+        sed -e 's/^mesh\.remote_ask_/mesh.remote_ask_spin_/'; then
+      echo "run.sh: px_bench_mesh (latency mode) failed" >&2
+      status=1
+    fi
+  fi
   if [[ "$b" == net ]]; then
-    # Latency mode: scheduler workers spin 50 us before parking and read
+    # Latency mode: scheduler workers spin 50 us before parking (longer,
+    # up to 1 ms, while they keep being woken soon after parking) and read
     # the links themselves meanwhile (px_transport_cfg.poll_rx; the nodes
     # above run with spin 0: two nodes share this machine's cores).
-    if ! PX_BENCH_SPIN_US=50 PX_BENCH_NET_POLL=1 PX_BENCH_NET_ONLY=rtt PX_BENCH_NET_MODES=enc \
+    if ! PX_BENCH_SPIN_US=50 PX_BENCH_SPIN_MAX_US=1000 PX_BENCH_NET_POLL=1 PX_BENCH_NET_ONLY=rtt \
+        PX_BENCH_NET_MODES=enc \
         "$bin/px_bench_net" |
         sed -e 's/^net\.rtt_/net.rtt_spin_/'; then
       echo "run.sh: px_bench_net (spin) failed" >&2

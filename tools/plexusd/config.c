@@ -174,8 +174,9 @@ static const key keys[] = {
      "links without encryption (benchmarks only; every node must agree)"},
     {"transport.latency_mode", "PLEXUS_TRANSPORT_LATENCY_MODE", "--latency-mode", K_BOOL, 0,
      "false", NULL, 0, 0, NULL, NULL, OFF(latency_mode),
-     "idle scheduler workers read node links while they spin (50 us) instead of parking at "
-     "once: round trips of ~20-30 us instead of ~140, for CPU time spent spinning"},
+     "idle scheduler workers read node links while they spin (50 us after their last work, "
+     "up to 1 ms while they keep being woken soon after parking) instead of parking at "
+     "once: round trips of ~20 us instead of ~140, for CPU time spent spinning"},
     {"limits.mailbox_capacity", "PLEXUS_LIMITS_MAILBOX_CAPACITY", "--mailbox-capacity", K_INT,
      F_RELOAD, "0", NULL, 0, 1u << 20, NULL, NULL, OFF(mailbox_capacity),
      "default mailbox bound, in messages; 0 = unbounded"},

@@ -370,6 +370,9 @@ int main(int argc, char **argv) {
     px_config_init(&sc);
     sc.node_name = cfg.node_name;
     sc.workers = cfg.workers;
+    if (cfg.latency_mode) {
+        sc.spin_max_us = 1000; /* the workers poll the links while they spin */
+    }
     sc.mailbox.capacity = cfg.mailbox_capacity;
     sc.mailbox.overflow = cfg.mailbox_policy;
     if (cfg.max_actors > 0) {

@@ -286,7 +286,9 @@ px_err px_system_topics(px_system *sys, void (*fn)(void *arg, const char *topic)
  * Events, on the worker's thread:
  *  PX_IDLE_BEGIN  the worker starts a spin;
  *  PX_IDLE_POLL   repeatedly while it spins (until work is visible or
- *                 spin_us has passed): look for input, deliver it;
+ *                 spin_us has passed, and once more after that, so a
+ *                 spinner preempted past its deadline still looks before
+ *                 it parks): look for input, deliver it;
  *  PX_IDLE_FOUND  the spin ends because there is work to run;
  *  PX_IDLE_PARK   the spin ends without work: the worker parks next, so
  *                 whatever the hook polls must now wake someone by itself;

@@ -67,6 +67,12 @@ typedef struct px_config {
     uint32_t workers;              /* 0 = online CPUs; else 1..256 */
     uint32_t batch;                /* messages per actor turn, 1..65536; default 64 */
     uint32_t spin_us;              /* idle spin before a worker parks, 0..10000; default 50 */
+    uint32_t spin_max_us;          /* adaptive spin's ceiling, 0 or spin_us..10000; default 0
+                                    * (= spin_us: fixed). A worker woken within
+                                    * spin_max_us of parking doubles its spin (a longer
+                                    * one would have caught that work) up to this; one
+                                    * that slept longer halves it back toward spin_us
+                                    * (the halt-polling rule of KVM's idle vCPUs). */
     px_mailbox_opts mailbox;       /* default mailbox; default unbounded */
     uint32_t max_actors;           /* live actors, 16..2^28; default 2^24 */
     uint32_t max_mailbox_capacity; /* largest bounded capacity, 1..2^30; default 2^20 */
