@@ -354,9 +354,12 @@ static void dropped_by_policy(px_actor *a, const px_msg *m) {
     if (m->kind == PX_MSG_UNDELIVERED || (m->flags & PXI_MF_REPLY)) {
         return;
     }
-    if (m->sender.node != 0 && m->sender.node != sys->node && sys->router.dropped != NULL &&
-        a->node_inc == pxi_node_inc(sys)) {
-        sys->router.dropped(sys->router.arg, pxi_ref_of(a), m->sender, m->corr);
+    if (m->sender.node != 0 && m->sender.node != sys->node && a->node_inc == pxi_node_inc(sys)) {
+        const px_router *r = pxi_router_enter(sys);
+        if (r != NULL && r->dropped != NULL) {
+            r->dropped(r->arg, pxi_ref_of(a), m->sender, m->corr);
+        }
+        pxi_router_leave(sys);
     }
 }
 
@@ -416,12 +419,13 @@ __attribute__((noinline)) static px_err deliver(px_system *sys, px_ref to, px_ms
             atomic_fetch_add_explicit(&sys->rejected, 1, memory_order_relaxed);
             return PX_EFENCED;
         }
-        if (sys->router.send == NULL) {
+        const px_router *r = pxi_router_enter(sys);
+        bool none = r == NULL || r->send == NULL;
+        px_err rv = none ? PX_EUNREACHABLE : r->send(r->arg, to, m);
+        pxi_router_leave(sys);
+        if (none) {
             atomic_fetch_add_explicit(&sys->rejected, 1, memory_order_relaxed);
-            return PX_EUNREACHABLE;
-        }
-        px_err rv = sys->router.send(sys->router.arg, to, m);
-        if (rv == PX_OK) {
+        } else if (rv == PX_OK) {
             *mp = NULL;
         }
         return rv;
@@ -1367,8 +1371,10 @@ px_err px_stop(px_system *sys, px_ref ref) {
         return PX_EINVAL;
     }
     if (ref.node != sys->node && ref.node != 0) {
-        return sys->router.stop != NULL ? sys->router.stop(sys->router.arg, ref)
-                                        : PX_EUNREACHABLE;
+        const px_router *r = pxi_router_enter(sys);
+        px_err rv = r != NULL && r->stop != NULL ? r->stop(r->arg, ref) : PX_EUNREACHABLE;
+        pxi_router_leave(sys);
+        return rv;
     }
     px_actor *a = pxi_pin_ref(sys, ref);
     if (a == NULL) {

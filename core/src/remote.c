@@ -88,7 +88,10 @@ px_err pxi_proxy_new(px_actor *parent, const px_child_spec *spec, void **out) {
          (mb->overflow < PX_OVERFLOW_BLOCK || mb->overflow > PX_OVERFLOW_ERROR))) {
         return PX_EINVAL;
     }
-    if (parent->sys->router.proxy_op == NULL) {
+    const px_router *r = pxi_router_enter(parent->sys);
+    bool none = r == NULL || r->proxy_op == NULL;
+    pxi_router_leave(parent->sys);
+    if (none) {
         return PX_EUNREACHABLE; /* no cluster layer: no other node */
     }
     pxi_proxy *p = calloc(1, sizeof(*p));
@@ -139,11 +142,15 @@ static void info_of(px_actor *a, const pxi_proxy *p, px_proxy_info *i) {
                          .code = PX_OK};
 }
 
+/* The router's proxy_op, PX_EUNREACHABLE without one. */
+static px_err router_proxy_op(px_system *sys, px_remote_op op, const px_proxy_info *i) {
+    const px_router *r = pxi_router_enter(sys);
+    px_err rv = r != NULL && r->proxy_op != NULL ? r->proxy_op(r->arg, op, i) : PX_EUNREACHABLE;
+    pxi_router_leave(sys);
+    return rv;
+}
+
 static px_err router_op(px_actor *a, const pxi_proxy *p, px_remote_op op) {
-    px_router *r = &a->sys->router;
-    if (r->proxy_op == NULL) {
-        return PX_EUNREACHABLE;
-    }
     px_proxy_info i;
     info_of(a, p, &i);
     if (op == PX_REMOTE_STOP) {
@@ -151,19 +158,15 @@ static px_err router_op(px_actor *a, const pxi_proxy *p, px_remote_op op) {
         i.term = term != 0 ? (px_term_reason)term : PX_TERM_STOPPED;
         i.code = (i.term == PX_TERM_FAILURE && a->ext != NULL) ? a->ext->term_code : PX_OK;
     }
-    return r->proxy_op(r->arg, op, &i);
+    return router_proxy_op(a->sys, op, &i);
 }
 
 /* An instance that started for nobody (its proxy gave up on that start, or
  * is gone): stop it. */
 static void stop_orphan(px_system *sys, px_ref proxy, const pxi_pev *e) {
-    px_router *r = &sys->router;
-    if (r->proxy_op == NULL) {
-        return;
-    }
     px_proxy_info i = {.proxy = proxy, .id = "", .behavior = "", .remote = e->remote,
                        .host = e->host, .node = e->node, .term = PX_TERM_STOPPED};
-    (void)r->proxy_op(r->arg, PX_REMOTE_STOP, &i);
+    (void)router_proxy_op(sys, PX_REMOTE_STOP, &i);
 }
 
 static void start_failed(px_actor *a, pxi_proxy *p, px_err code, const char *reason) {
@@ -439,14 +442,14 @@ typedef struct pxi_host {
 
 static void host_event(px_actor *a, pxi_host *x, px_host_ev_kind kind, px_err code,
                        const char *reason, px_term_reason term, const px_failure *f) {
-    px_router *r = &a->sys->router;
-    if (r->host_event == NULL) {
-        return;
-    }
     px_host_event ev = {.kind = kind, .host = pxi_ref_of(a), .child = x->child_ref,
                         .proxy = x->proxy, .parent = x->parent, .code = code,
                         .reason = reason ? reason : "", .term = term, .failure = f};
-    r->host_event(r->arg, &ev);
+    const px_router *r = pxi_router_enter(a->sys);
+    if (r != NULL && r->host_event != NULL) {
+        r->host_event(r->arg, &ev);
+    }
+    pxi_router_leave(a->sys);
 }
 
 static px_err host_init(px_ctx *ctx, const px_msg *arg) {

@@ -200,6 +200,8 @@ typedef struct pxi_worker {
     /* Inside a call of the idle hook (or a spin that uses one): what
      * px_system_set_idle_hook waits out when it removes a hook. */
     atomic_bool in_hook;
+    /* Calls through the router this worker is inside (pxi_router_enter). */
+    _Atomic uint32_t in_router;
 } pxi_worker;
 
 /* Timers (timer.c). */
@@ -220,7 +222,16 @@ struct px_system {
     uint32_t nworkers;
     pxi_worker *workers;
     px_actor *root;
-    px_router router;
+    /* The router (plexus/router.h): `router` points at one of two tables
+     * (NULL = none). Every call through it is bracketed by
+     * pxi_router_enter/leave, which count the caller in its worker's
+     * in_router or, off the workers, in router_calls; px_system_set_router
+     * fills the table not in use, swaps the pointer and waits both counts
+     * out, so the old table (and what its arg points at) is unused when it
+     * returns and is the free one next time. */
+    _Atomic(const px_router *) router;
+    px_router rtab[2];
+    _Atomic uint32_t router_calls;
 
     /* Scheduler shared state. */
     _Atomic uint32_t nidle __attribute__((aligned(PXI_CACHELINE)));
@@ -230,7 +241,7 @@ struct px_system {
      * before arg; workers set in_hook, then load fn, then arg. */
     _Atomic(px_idle_fn) idle_fn;
     _Atomic(void *) idle_arg;
-    nng_mtx *hook_mtx; /* serialises px_system_set_idle_hook */
+    nng_mtx *hook_mtx; /* serialises px_system_set_idle_hook and _set_router */
     nng_mtx *gq_mtx;       /* global run queue: overflow and outside threads */
     px_actor *gq_head, *gq_tail;
     _Atomic uint32_t gq_len;
@@ -326,6 +337,20 @@ void pxi_sched_stop(px_system *sys);        /* joins the workers */
 void pxi_sched_submit(px_system *sys, px_actor *a); /* a->sched was set 0->1 by caller */
 extern _Thread_local pxi_worker *pxi_tls_worker; /* sched.c */
 static inline pxi_worker *pxi_current_worker(void) { return pxi_tls_worker; } /* NULL off workers */
+
+/* A call through sys's router: enter (the table now, NULL if none), use
+ * only that table, leave — on every path, NULL or not. seq_cst: the count
+ * and the table's load pair with px_system_set_router's swap and wait. */
+static inline const px_router *pxi_router_enter(px_system *sys) {
+    pxi_worker *w = pxi_tls_worker;
+    atomic_fetch_add(w != NULL && w->sys == sys ? &w->in_router : &sys->router_calls, 1);
+    return atomic_load(&sys->router);
+}
+static inline void pxi_router_leave(px_system *sys) {
+    pxi_worker *w = pxi_tls_worker;
+    atomic_fetch_sub_explicit(w != NULL && w->sys == sys ? &w->in_router : &sys->router_calls, 1,
+                              memory_order_release);
+}
 
 /* --- actor.c --- */
 /* The actor whose callback this thread is running (a turn on a worker, or

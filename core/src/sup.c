@@ -1045,6 +1045,16 @@ void pxi_sup_child_term(px_actor *p, px_actor *c) {
 
 /* ---- messages in the user queue ---- */
 
+/* The router's watch (a watch of an actor on another node), PX_EUNREACHABLE
+ * without one. */
+static px_err router_watch(px_system *sys, px_ref watcher, px_ref target, int on) {
+    const px_router *r = pxi_router_enter(sys);
+    px_err rv = r != NULL && r->watch != NULL ? r->watch(r->arg, watcher, target, on)
+                                              : PX_EUNREACHABLE;
+    pxi_router_leave(sys);
+    return rv;
+}
+
 static bool watching_take(px_actor *a, px_ref who) {
     pxi_actor_ext *x = a->ext;
     for (uint32_t i = 0; x != NULL && i < x->nwatching; i++) {
@@ -1120,9 +1130,7 @@ void pxi_sup_finalize(px_actor *a) {
     /* Stop watching: the targets need not tell a dead watcher. */
     for (uint32_t i = 0; i < x->nwatching; i++) {
         if (x->watching[i].node != sys->node) {
-            if (sys->router.watch != NULL) {
-                (void)sys->router.watch(sys->router.arg, me, x->watching[i], 0);
-            }
+            (void)router_watch(sys, me, x->watching[i], 0);
             continue;
         }
         px_actor *ta = pxi_pin_ref(sys, x->watching[i]);
@@ -1394,9 +1402,6 @@ px_err px_watch(px_ctx *ctx, px_ref ref) {
         return PX_EINVAL;
     }
     bool remote = ref.node != sys->node;
-    if (remote && sys->router.watch == NULL) {
-        return PX_EUNREACHABLE;
-    }
     pxi_actor_ext *x = pxi_ext_get(a);
     if (x == NULL) {
         return PX_ENOMEM;
@@ -1418,7 +1423,7 @@ px_err px_watch(px_ctx *ctx, px_ref ref) {
     if (remote) {
         /* Its Terminated can only reach this actor's mailbox, read after
          * this turn: the watch is in the set by then. */
-        px_err rv = sys->router.watch(sys->router.arg, me, ref, 1);
+        px_err rv = router_watch(sys, me, ref, 1);
         if (rv == PX_OK) {
             x->watching[x->nwatching++] = ref;
         }
@@ -1452,9 +1457,7 @@ px_err px_unwatch(px_ctx *ctx, px_ref ref) {
         return PX_ENOENT;
     }
     if (ref.node != sys->node) {
-        if (sys->router.watch != NULL) {
-            (void)sys->router.watch(sys->router.arg, pxi_ref_of(a), ref, 0);
-        }
+        (void)router_watch(sys, pxi_ref_of(a), ref, 0);
         return PX_OK;
     }
     px_actor *t = pxi_pin_ref(sys, ref);

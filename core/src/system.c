@@ -414,11 +414,25 @@ px_err px_system_reincarnate(px_system *sys, uint32_t *new_inc) {
 uint32_t px_node_id(const char *name) { return name != NULL ? pxi_fnv1a(name) : 0; }
 
 void px_system_set_router(px_system *sys, const px_router *r) {
-    if (r == NULL) {
-        memset(&sys->router, 0, sizeof(sys->router));
-    } else {
-        sys->router = *r;
+    nng_mtx_lock(sys->hook_mtx);
+    const px_router *was = atomic_load(&sys->router);
+    const px_router *now = NULL;
+    if (r != NULL) {
+        px_router *free_tab = was == &sys->rtab[0] ? &sys->rtab[1] : &sys->rtab[0];
+        *free_tab = *r; /* nobody reads it: the last swap waited its readers out */
+        now = free_tab;
     }
+    atomic_store(&sys->router, now);
+    /* Wait out every call that may still use the old table. */
+    for (uint32_t i = 0; sys->workers != NULL && i < sys->nworkers; i++) {
+        while (atomic_load(&sys->workers[i].in_router) != 0) {
+            nng_msleep(0);
+        }
+    }
+    while (atomic_load(&sys->router_calls) != 0) {
+        nng_msleep(0);
+    }
+    nng_mtx_unlock(sys->hook_mtx);
 }
 
 typedef struct beh_each {
@@ -446,12 +460,17 @@ px_err px_behaviors(px_system *sys, void (*fn)(void *arg, const char *name), voi
 int px_on_worker(void) { return pxi_current_worker() != NULL; }
 
 void px_system_get_router(px_system *sys, px_router *out) {
-    if (out != NULL) {
-        if (sys != NULL) {
-            *out = sys->router;
-        } else {
-            memset(out, 0, sizeof(*out));
+    if (out == NULL) {
+        return;
+    }
+    memset(out, 0, sizeof(*out));
+    if (sys != NULL) {
+        nng_mtx_lock(sys->hook_mtx); /* no swap while it is copied */
+        const px_router *r = atomic_load(&sys->router);
+        if (r != NULL) {
+            *out = *r;
         }
+        nng_mtx_unlock(sys->hook_mtx);
     }
 }
 

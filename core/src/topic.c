@@ -437,10 +437,11 @@ static void ev_drain(struct pxi_topics *b) {
             b->evq_tail = &b->evq;
         }
         nng_mtx_unlock(b->mtx);
-        void (*fn)(void *, const char *, int) = sys->router.topic_interest;
-        if (fn != NULL) {
-            fn(sys->router.arg, e->name, e->on);
+        const px_router *r = pxi_router_enter(sys);
+        if (r != NULL && r->topic_interest != NULL) {
+            r->topic_interest(r->arg, e->name, e->on);
         }
+        pxi_router_leave(sys);
         free(e);
         nng_mtx_lock(b->mtx);
     }
@@ -766,9 +767,13 @@ static px_err publish(px_system *sys, const char *topic_name, px_msg **mp, bool 
         return rv;
     }
     bool routed = false;
-    if (!remote && sys->router.publish != NULL && (self == NULL || self->node_inc == cur)) {
-        sys->router.publish(sys->router.arg, topic_name, m);
-        routed = true;
+    if (!remote && (self == NULL || self->node_inc == cur)) {
+        const px_router *r = pxi_router_enter(sys);
+        if (r != NULL && r->publish != NULL) {
+            r->publish(r->arg, topic_name, m);
+            routed = true;
+        }
+        pxi_router_leave(sys);
     }
     bump(remote ? &s->received : &s->published);
     if (k == 0) {

@@ -16,38 +16,9 @@
 
 #include <plexus/plexus.h>
 
+#include "race.h"
+
 static int failures;
-
-#define CHECK(cond, ...)                                                       \
-    do {                                                                       \
-        if (!(cond)) {                                                         \
-            fprintf(stderr, "  FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond);  \
-            fprintf(stderr, __VA_ARGS__);                                      \
-            fprintf(stderr, "\n");                                             \
-            ok = 0;                                                            \
-        }                                                                      \
-    } while (0)
-
-static int64_t now_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static void nap(void) {
-    struct timespec ts = {0, 500 * 1000};
-    nanosleep(&ts, NULL);
-}
-
-/* Polls cond up to ms; a pause between polls is not synchronization. */
-#define AWAIT(cond, ms)                                                        \
-    ({                                                                         \
-        int64_t dl_ = now_ms() + (ms);                                         \
-        while (!(cond) && now_ms() < dl_) {                                    \
-            nap();                                                             \
-        }                                                                      \
-        (cond);                                                                \
-    })
 
 static px_system *new_system(px_shutdown_mode mode) {
     px_config cfg;

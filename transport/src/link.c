@@ -1484,11 +1484,9 @@ void pxl_notices_flush(px_transport *t) {
  * from an actor on a peer. Called from inside core's enqueue, anywhere. */
 static void router_dropped(void *arg, px_ref to, px_ref sender, uint64_t corr) {
     px_transport *t = arg;
-    atomic_fetch_add(&t->senders, 1);
     if (!atomic_load(&t->stopping)) {
         notice_defer(t, sender, to, PX_EFULL, corr);
     }
-    atomic_fetch_sub(&t->senders, 1);
 }
 
 /* A message that will not be delivered: counted, and its sender told —
@@ -2535,7 +2533,6 @@ static peer *peer_by_node(px_transport *t, uint32_t node) {
 
 static px_err router_send(void *arg, px_ref to, px_msg *m) {
     px_transport *t = arg;
-    atomic_fetch_add(&t->senders, 1);
     px_err rv = PX_OK;
     peer *p = atomic_load(&t->stopping) ? NULL : peer_by_node(t, to.node);
     txent e = {.to = to, .from = px_msg_sender(m), .corr = px_msg_corr(m),
@@ -2607,7 +2604,6 @@ static px_err router_send(void *arg, px_ref to, px_msg *m) {
     }
     nng_mtx_unlock(p->mtx);
 out:
-    atomic_fetch_sub(&t->senders, 1);
     return rv;
 }
 
@@ -3062,10 +3058,7 @@ void px_transport_stop(px_transport *t) {
         px_system_set_idle_hook(t->sys, NULL, NULL); /* no worker polls after this */
     }
     if (t->sys != NULL && t->lst != NULL) {
-        px_system_set_router(t->sys, NULL);
-    }
-    for (int i = 0; i < 100000 && atomic_load(&t->senders) > 0; i++) {
-        nng_msleep(1); /* bounded: a sender inside router_send finishes in microseconds */
+        px_system_set_router(t->sys, NULL); /* returns once no call is inside router_* */
     }
     if (t->lst != NULL) {
         nng_stream_listener_close(t->lst);

@@ -295,7 +295,6 @@ struct px_transport {
     nng_mtx *nq_mtx; /* a leaf: nothing is locked under it */
     struct notice *nq_head, *nq_tail;
     _Atomic size_t nq_len;
-    atomic_int senders;
     _Atomic uint64_t msgs_in, frames_out, frames_in, handshakes, refused, bad_frames,
         undeliverable, pings, pongs, held, notices, notices_lost, bulk_cuts, bulk_waits,
         reads_polled, writes_inline;

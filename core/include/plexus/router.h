@@ -186,8 +186,7 @@ typedef struct px_router {
 int px_on_worker(void);
 
 /* Copies the router installed now (zeroed if none; nothing for a NULL out)
- * into *out, so a layer can wrap it. Not concurrent with
- * px_system_set_router; any thread. */
+ * into *out, so a layer can wrap it. Any thread. */
 void px_system_get_router(px_system *sys, px_router *out);
 
 /* Envelope flags as they travel between nodes (proto: EnvelopeFlag). */
@@ -312,8 +311,13 @@ typedef enum px_idle_event {
 typedef void (*px_idle_fn)(void *arg, px_idle_event ev);
 px_err px_system_set_idle_hook(px_system *sys, px_idle_fn fn, void *arg);
 
-/* Installs (or, with NULL, removes) the router. The table is copied. Not
- * concurrent with sends to remote refs: install before traffic starts. */
+/* Installs (or, with NULL, removes) the router. The table is copied. Safe
+ * while actors and other threads send to remote refs: a call that began
+ * with the old table finishes with it, later ones use the new one, and
+ * this returns only once no thread is inside a call of the old table — so
+ * the layer that installed it may free what its arg points at. Calls are
+ * serialised. Not from inside a router callback (it would wait for
+ * itself). */
 void px_system_set_router(px_system *sys, const px_router *r);
 
 #ifdef __cplusplus
