@@ -29,6 +29,9 @@
  *   net.tcp_rtt_p50_us, _p99_us  the floor: blocking 32 B ping-pong over a
  *                                plain TCP socket (TCP_NODELAY) between two
  *                                processes, 20k samples
+ *   net.nng_rtt_p50_us, _p99_us  nng's floor: the same ping-pong over nng tcp
+ *                                streams, driven by aio callbacks on both
+ *                                sides (no plexus code at all)
  *
  * Processes. The parent never creates a px_system or any nng state: it makes
  * a temporary directory with the two identity files and a random cluster
@@ -48,7 +51,7 @@
  * workers do not spin before parking (spin_us 0) unless PX_BENCH_SPIN_US
  * says otherwise: see main.
  *
- * Profiling aids (environment): PX_BENCH_NET_ONLY=oneway,rtt,bulk,tcp
+ * Profiling aids (environment): PX_BENCH_NET_ONLY=oneway,rtt,bulk,tcp,nng
  * (subset of phases), PX_BENCH_NET_MODES=enc,plain, PX_BENCH_NET_WINDOW_MS
  * (oneway window, default 1500), PX_BENCH_NET_POLL=1 (latency mode:
  * px_transport_cfg.poll_rx, with PX_BENCH_SPIN_US > 0), PX_BENCH_NET_RTT_N (samples),
@@ -76,6 +79,9 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+
+#include <nng/nng.h>
+#include <nng/supplemental/util/platform.h>
 
 #include <plexus/transport.h>
 
@@ -984,6 +990,173 @@ static int tcp_client(int port)
     return 0;
 }
 
+/* ---- nng stream ping-pong (nng's own floor) ----
+ *
+ * The same 32 B ping-pong over nng tcp streams, driven by aio callbacks on
+ * both sides as the transport's reads are: each direction is nng's epoll
+ * thread reading the socket and one of its task threads running the
+ * callback — the least a design on nng's public API pays without spinning
+ * (the transport adds the hand-off to a scheduler worker). The server
+ * reports its port through `fd` (a pipe to the parent). */
+
+typedef struct nng_pp {
+    nng_stream *s;
+    nng_aio *rx, *tx;
+    uint8_t buf[TCP_MSG];
+    size_t got;
+    bool client;
+    size_t n, done; /* client: samples wanted, taken (warm-up included) */
+    uint64_t t0, *samples;
+    nng_mtx *mtx;
+    nng_cv *cv;
+    int end; /* mtx: 1 finished, -1 failed */
+} nng_pp;
+
+static void pp_end(nng_pp *pp, int how)
+{
+    nng_mtx_lock(pp->mtx);
+    pp->end = how;
+    nng_cv_wake(pp->cv);
+    nng_mtx_unlock(pp->mtx);
+}
+
+static void pp_recv(nng_pp *pp)
+{
+    nng_iov iov = {.iov_buf = pp->buf + pp->got, .iov_len = TCP_MSG - pp->got};
+    nng_aio_set_iov(pp->rx, 1, &iov);
+    nng_stream_recv(pp->s, pp->rx);
+}
+
+static void pp_send(nng_pp *pp)
+{
+    nng_iov iov = {.iov_buf = pp->buf, .iov_len = TCP_MSG};
+    nng_aio_set_iov(pp->tx, 1, &iov);
+    nng_stream_send(pp->s, pp->tx);
+}
+
+static void pp_tx_done(void *arg)
+{
+    nng_pp *pp = arg;
+    /* 32 B into an idle loopback socket go whole or not at all. */
+    if (nng_aio_result(pp->tx) != 0 || nng_aio_count(pp->tx) != TCP_MSG) {
+        pp_end(pp, -1);
+        return;
+    }
+    pp->got = 0;
+    pp_recv(pp);
+}
+
+static void pp_rx_done(void *arg)
+{
+    nng_pp *pp = arg;
+    if (nng_aio_result(pp->rx) != 0) {
+        pp_end(pp, pp->client ? -1 : 1); /* the server ends when the client closes */
+        return;
+    }
+    pp->got += nng_aio_count(pp->rx);
+    if (pp->got < TCP_MSG) {
+        pp_recv(pp);
+        return;
+    }
+    if (pp->client) {
+        uint64_t now = now_ns();
+        if (pp->done >= RTT_WARMUP) {
+            pp->samples[pp->done - RTT_WARMUP] = now - pp->t0;
+        }
+        if (++pp->done == RTT_WARMUP + pp->n) {
+            pp_end(pp, 1);
+            return;
+        }
+        pp->t0 = now_ns();
+    }
+    pp_send(pp);
+}
+
+/* Connects (client: dials `port`; server: accepts once, after writing its
+ * port to fd), runs the ping-pong to its end, tears down. */
+static int nng_pp_run(bool client, int fd_or_port)
+{
+    nng_pp pp = {.client = client};
+    char url[64];
+    nng_aio *c = NULL;
+    nng_stream_listener *l = NULL;
+    nng_stream_dialer *d = NULL;
+    if (nng_mtx_alloc(&pp.mtx) != 0 || nng_cv_alloc(&pp.cv, pp.mtx) != 0 ||
+        nng_aio_alloc(&pp.rx, pp_rx_done, &pp) != 0 ||
+        nng_aio_alloc(&pp.tx, pp_tx_done, &pp) != 0 || nng_aio_alloc(&c, NULL, NULL) != 0) {
+        bench_die("nng ping-pong: out of memory");
+    }
+    nng_aio_set_timeout(c, 10000);
+    int rv;
+    if (client) {
+        snprintf(url, sizeof(url), "tcp://127.0.0.1:%d", fd_or_port);
+        if ((rv = nng_stream_dialer_alloc(&d, url)) != 0) {
+            bench_die("nng dialer %s: %s", url, nng_strerror(rv));
+        }
+        nng_stream_dialer_dial(d, c);
+    } else {
+        int port = 0;
+        if ((rv = nng_stream_listener_alloc(&l, "tcp://127.0.0.1:0")) != 0 ||
+            (rv = nng_stream_listener_listen(l)) != 0 ||
+            (rv = nng_stream_listener_get_int(l, NNG_OPT_TCP_BOUND_PORT, &port)) != 0) {
+            bench_die("nng listener: %s", nng_strerror(rv));
+        }
+        if (write(fd_or_port, &port, sizeof(port)) != (ssize_t)sizeof(port)) {
+            bench_die("nng ping-pong: cannot report the port");
+        }
+        close(fd_or_port);
+        nng_stream_listener_accept(l, c);
+    }
+    nng_aio_wait(c);
+    if ((rv = nng_aio_result(c)) != 0) {
+        bench_die("nng %s: %s", client ? "dial" : "accept", nng_strerror(rv));
+    }
+    pp.s = nng_aio_get_output(c, 0);
+    nng_stream_set_bool(pp.s, NNG_OPT_TCP_NODELAY, true);
+    if (client) {
+        pp.n = env_u64("PX_BENCH_NET_RTT_N", RTT_SAMPLES);
+        pp.samples = calloc(pp.n, sizeof(*pp.samples));
+        if (pp.samples == NULL) {
+            bench_die("out of memory");
+        }
+        memset(pp.buf, 0x5a, sizeof(pp.buf));
+        pp.t0 = now_ns();
+        pp_send(&pp);
+    } else {
+        pp_recv(&pp);
+    }
+    nng_mtx_lock(pp.mtx);
+    nng_time until = nng_clock() + 60000;
+    while (pp.end == 0 && nng_cv_until(pp.cv, until) != NNG_ETIMEDOUT) {
+    }
+    int end = pp.end;
+    nng_mtx_unlock(pp.mtx);
+    nng_stream_close(pp.s);
+    nng_aio_stop(pp.rx);
+    nng_aio_stop(pp.tx);
+    if (end != 1) {
+        bench_die("nng ping-pong (%s): %s", client ? "client" : "server",
+                  end == 0 ? "not done within 60 s" : "an I/O failed");
+    }
+    if (client) {
+        bench_sort_u64(pp.samples, pp.n);
+        bench_figure_f("net.nng_rtt_p50_us", (double)bench_pct_u64(pp.samples, pp.n, 0.50) / 1e3, 1,
+                       "us");
+        bench_figure_f("net.nng_rtt_p99_us", (double)bench_pct_u64(pp.samples, pp.n, 0.99) / 1e3, 1,
+                       "us");
+        free(pp.samples);
+    }
+    nng_stream_free(pp.s);
+    nng_stream_dialer_free(d);
+    nng_stream_listener_free(l);
+    nng_aio_free(pp.rx);
+    nng_aio_free(pp.tx);
+    nng_aio_free(c);
+    nng_cv_free(pp.cv);
+    nng_mtx_free(pp.mtx);
+    return 0;
+}
+
 /* ---- the parent: processes, files, ports ---- */
 
 #define MAX_KIDS 2
@@ -1176,6 +1349,40 @@ static int tcp_client_kid(int port, const pair_cfg *pc)
     return tcp_client(port);
 }
 
+static int nng_server_kid(int fd, const pair_cfg *pc)
+{
+    (void)pc;
+    return nng_pp_run(false, fd);
+}
+
+static int nng_client_kid(int port, const pair_cfg *pc)
+{
+    (void)pc;
+    return nng_pp_run(true, port);
+}
+
+/* The server child picks its port and writes it to a pipe; the client
+ * child is started with it. */
+static int run_nng(void)
+{
+    int pfd[2];
+    if (pipe(pfd) != 0) {
+        bench_die("pipe: %s", strerror(errno));
+    }
+    spawn_kid(0, nng_server_kid, pfd[1], &base, pfd[0]);
+    close(pfd[1]);
+    struct pollfd w = {.fd = pfd[0], .events = POLLIN};
+    int port = 0;
+    if (poll(&w, 1, 10000) != 1 || read(pfd[0], &port, sizeof(port)) != (ssize_t)sizeof(port)) {
+        close(pfd[0]);
+        kill_kids();
+        bench_die("nng ping-pong: the server did not report its port within 10 s");
+    }
+    close(pfd[0]);
+    spawn_kid(1, nng_client_kid, port, &base, -1);
+    return wait_kids(60, "nng ping-pong");
+}
+
 static int run_tcp(void)
 {
     struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
@@ -1266,6 +1473,9 @@ int main(int argc, char **argv)
     }
     if (env_has("PX_BENCH_NET_ONLY", "tcp")) {
         status |= run_tcp();
+    }
+    if (env_has("PX_BENCH_NET_ONLY", "nng")) {
+        status |= run_nng();
     }
     return status;
 }

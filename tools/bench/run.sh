@@ -16,7 +16,8 @@
 # (mesh.remote_ask_spin_p50_us / _p99_us). transport runs two node processes over loopback tcp
 # (px_bench_net, ~20-30 s): one-way throughput, ask round trips, bulk
 # throughput and latency under bulk, each encrypted and plaintext (_plain),
-# plus a raw TCP ping-pong floor, and the round trip again in latency mode:
+# plus two floors: a raw TCP ping-pong and the same over nng streams with
+# aio callbacks (no plexus code), and the round trip again in latency mode:
 # workers spin 50 us before parking (adaptive up to 1 ms) and read the
 # links meanwhile (px_transport_cfg.poll_rx; net.rtt_spin_p50_us / _p99_us). cluster
 # (px_bench_cluster, ~30 s) needs etcd on PATH (it exits 2 without) and
