@@ -359,7 +359,7 @@ static void dropped_by_policy(px_actor *a, const px_msg *m) {
         if (r != NULL && r->dropped != NULL) {
             r->dropped(r->arg, pxi_ref_of(a), m->sender, m->corr);
         }
-        pxi_router_leave(sys);
+        pxi_router_leave(sys, r);
     }
 }
 
@@ -422,7 +422,7 @@ __attribute__((noinline)) static px_err deliver(px_system *sys, px_ref to, px_ms
         const px_router *r = pxi_router_enter(sys);
         bool none = r == NULL || r->send == NULL;
         px_err rv = none ? PX_EUNREACHABLE : r->send(r->arg, to, m);
-        pxi_router_leave(sys);
+        pxi_router_leave(sys, r);
         if (none) {
             atomic_fetch_add_explicit(&sys->rejected, 1, memory_order_relaxed);
         } else if (rv == PX_OK) {
@@ -1373,7 +1373,7 @@ px_err px_stop(px_system *sys, px_ref ref) {
     if (ref.node != sys->node && ref.node != 0) {
         const px_router *r = pxi_router_enter(sys);
         px_err rv = r != NULL && r->stop != NULL ? r->stop(r->arg, ref) : PX_EUNREACHABLE;
-        pxi_router_leave(sys);
+        pxi_router_leave(sys, r);
         return rv;
     }
     px_actor *a = pxi_pin_ref(sys, ref);

@@ -90,7 +90,7 @@ px_err pxi_proxy_new(px_actor *parent, const px_child_spec *spec, void **out) {
     }
     const px_router *r = pxi_router_enter(parent->sys);
     bool none = r == NULL || r->proxy_op == NULL;
-    pxi_router_leave(parent->sys);
+    pxi_router_leave(parent->sys, r);
     if (none) {
         return PX_EUNREACHABLE; /* no cluster layer: no other node */
     }
@@ -146,7 +146,7 @@ static void info_of(px_actor *a, const pxi_proxy *p, px_proxy_info *i) {
 static px_err router_proxy_op(px_system *sys, px_remote_op op, const px_proxy_info *i) {
     const px_router *r = pxi_router_enter(sys);
     px_err rv = r != NULL && r->proxy_op != NULL ? r->proxy_op(r->arg, op, i) : PX_EUNREACHABLE;
-    pxi_router_leave(sys);
+    pxi_router_leave(sys, r);
     return rv;
 }
 
@@ -449,7 +449,7 @@ static void host_event(px_actor *a, pxi_host *x, px_host_ev_kind kind, px_err co
     if (r != NULL && r->host_event != NULL) {
         r->host_event(r->arg, &ev);
     }
-    pxi_router_leave(a->sys);
+    pxi_router_leave(a->sys, r);
 }
 
 static px_err host_init(px_ctx *ctx, const px_msg *arg) {

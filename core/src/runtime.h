@@ -200,8 +200,9 @@ typedef struct pxi_worker {
     /* Inside a call of the idle hook (or a spin that uses one): what
      * px_system_set_idle_hook waits out when it removes a hook. */
     atomic_bool in_hook;
-    /* Calls through the router this worker is inside (pxi_router_enter). */
-    _Atomic uint32_t in_router;
+    /* Calls through each router table this worker is inside
+     * (pxi_router_enter). */
+    _Atomic uint32_t in_router[2];
 } pxi_worker;
 
 /* Timers (timer.c). */
@@ -224,14 +225,16 @@ struct px_system {
     px_actor *root;
     /* The router (plexus/router.h): `router` points at one of two tables
      * (NULL = none). Every call through it is bracketed by
-     * pxi_router_enter/leave, which count the caller in its worker's
-     * in_router or, off the workers, in router_calls; px_system_set_router
-     * fills the table not in use, swaps the pointer and waits both counts
-     * out, so the old table (and what its arg points at) is unused when it
-     * returns and is the free one next time. */
+     * pxi_router_enter/leave, which count the caller against the table it
+     * uses — in its worker's in_router[slot] or, off the workers, in
+     * router_calls[slot] — and re-check the pointer after counting.
+     * px_system_set_router fills the table not in use, swaps the pointer
+     * and waits out the old table's counts only (callers of the new one
+     * count elsewhere: the wait ends), so the old table, and what its arg
+     * points at, is unused when it returns and is the free one next time. */
     _Atomic(const px_router *) router;
     px_router rtab[2];
-    _Atomic uint32_t router_calls;
+    _Atomic uint32_t router_calls[2] __attribute__((aligned(PXI_CACHELINE)));
 
     /* Scheduler shared state. */
     _Atomic uint32_t nidle __attribute__((aligned(PXI_CACHELINE)));
@@ -338,18 +341,35 @@ void pxi_sched_submit(px_system *sys, px_actor *a); /* a->sched was set 0->1 by 
 extern _Thread_local pxi_worker *pxi_tls_worker; /* sched.c */
 static inline pxi_worker *pxi_current_worker(void) { return pxi_tls_worker; } /* NULL off workers */
 
-/* A call through sys's router: enter (the table now, NULL if none), use
- * only that table, leave — on every path, NULL or not. seq_cst: the count
- * and the table's load pair with px_system_set_router's swap and wait. */
-static inline const px_router *pxi_router_enter(px_system *sys) {
+/* The count a call through table `slot` of sys's router goes in. */
+static inline _Atomic uint32_t *pxi_router_count(px_system *sys, int slot) {
     pxi_worker *w = pxi_tls_worker;
-    atomic_fetch_add(w != NULL && w->sys == sys ? &w->in_router : &sys->router_calls, 1);
-    return atomic_load(&sys->router);
+    return w != NULL && w->sys == sys ? &w->in_router[slot] : &sys->router_calls[slot];
 }
-static inline void pxi_router_leave(px_system *sys) {
-    pxi_worker *w = pxi_tls_worker;
-    atomic_fetch_sub_explicit(w != NULL && w->sys == sys ? &w->in_router : &sys->router_calls, 1,
-                              memory_order_release);
+
+/* A call through sys's router: r = enter (the table now, NULL if none),
+ * use only r, leave(r) — on every path, NULL or not. Counted against r's
+ * slot, then the pointer is read again: seq_cst, so either the setter's
+ * wait sees this count or this re-check sees its swap (then try again). */
+static inline const px_router *pxi_router_enter(px_system *sys) {
+    for (;;) {
+        const px_router *r = atomic_load(&sys->router);
+        if (r == NULL) {
+            return NULL;
+        }
+        _Atomic uint32_t *n = pxi_router_count(sys, (int)(r - sys->rtab));
+        atomic_fetch_add(n, 1);
+        if (atomic_load(&sys->router) == r) {
+            return r;
+        }
+        atomic_fetch_sub(n, 1);
+    }
+}
+static inline void pxi_router_leave(px_system *sys, const px_router *r) {
+    if (r != NULL) {
+        atomic_fetch_sub_explicit(pxi_router_count(sys, (int)(r - sys->rtab)), 1,
+                                  memory_order_release);
+    }
 }
 
 /* --- actor.c --- */

@@ -1051,7 +1051,7 @@ static px_err router_watch(px_system *sys, px_ref watcher, px_ref target, int on
     const px_router *r = pxi_router_enter(sys);
     px_err rv = r != NULL && r->watch != NULL ? r->watch(r->arg, watcher, target, on)
                                               : PX_EUNREACHABLE;
-    pxi_router_leave(sys);
+    pxi_router_leave(sys, r);
     return rv;
 }
 

@@ -71,9 +71,10 @@ px_err px_config_check(const px_config *cfg, char *why, size_t why_len) {
     if (cfg->spin_us > 10000) {
         WHY("spin_us = %u: must be 0..10000", cfg->spin_us);
     }
-    if (cfg->spin_max_us != 0 && (cfg->spin_max_us < cfg->spin_us || cfg->spin_max_us > 10000)) {
-        WHY("spin_max_us = %u: must be 0 (fixed spin) or spin_us (%u)..10000", cfg->spin_max_us,
-            cfg->spin_us);
+    if (cfg->spin_max_us != 0 &&
+        (cfg->spin_us == 0 || cfg->spin_max_us < cfg->spin_us || cfg->spin_max_us > 10000)) {
+        WHY("spin_max_us = %u: must be 0 (fixed spin) or spin_us (%u, > 0)..10000",
+            cfg->spin_max_us, cfg->spin_us);
     }
     if (cfg->max_actors < 16 || cfg->max_actors > (1u << 28)) {
         WHY("max_actors = %u: must be 16..268435456", cfg->max_actors);
@@ -423,14 +424,18 @@ void px_system_set_router(px_system *sys, const px_router *r) {
         now = free_tab;
     }
     atomic_store(&sys->router, now);
-    /* Wait out every call that may still use the old table. */
-    for (uint32_t i = 0; sys->workers != NULL && i < sys->nworkers; i++) {
-        while (atomic_load(&sys->workers[i].in_router) != 0) {
+    /* Wait out the calls still inside the old table: new calls count
+     * against the new one, so this ends once those in flight return. */
+    if (was != NULL) {
+        int slot = (int)(was - sys->rtab);
+        for (uint32_t i = 0; sys->workers != NULL && i < sys->nworkers; i++) {
+            while (atomic_load(&sys->workers[i].in_router[slot]) != 0) {
+                nng_msleep(0);
+            }
+        }
+        while (atomic_load(&sys->router_calls[slot]) != 0) {
             nng_msleep(0);
         }
-    }
-    while (atomic_load(&sys->router_calls) != 0) {
-        nng_msleep(0);
     }
     nng_mtx_unlock(sys->hook_mtx);
 }
@@ -465,12 +470,11 @@ void px_system_get_router(px_system *sys, px_router *out) {
     }
     memset(out, 0, sizeof(*out));
     if (sys != NULL) {
-        nng_mtx_lock(sys->hook_mtx); /* no swap while it is copied */
-        const px_router *r = atomic_load(&sys->router);
+        const px_router *r = pxi_router_enter(sys); /* not refilled while counted */
         if (r != NULL) {
             *out = *r;
         }
-        nng_mtx_unlock(sys->hook_mtx);
+        pxi_router_leave(sys, r);
     }
 }
 

@@ -441,7 +441,7 @@ static void ev_drain(struct pxi_topics *b) {
         if (r != NULL && r->topic_interest != NULL) {
             r->topic_interest(r->arg, e->name, e->on);
         }
-        pxi_router_leave(sys);
+        pxi_router_leave(sys, r);
         free(e);
         nng_mtx_lock(b->mtx);
     }
@@ -773,7 +773,7 @@ static px_err publish(px_system *sys, const char *topic_name, px_msg **mp, bool 
             r->publish(r->arg, topic_name, m);
             routed = true;
         }
-        pxi_router_leave(sys);
+        pxi_router_leave(sys, r);
     }
     bump(remote ? &s->received : &s->published);
     if (k == 0) {

@@ -1063,6 +1063,136 @@ static int topics(void) {
     return ok;
 }
 
+/* ---- 12. router swaps under traffic ----
+ *
+ * Threads and actors send to a remote ref while the main thread swaps the
+ * router among two tables and none, 300 times. Every call through a table
+ * must see that table's own arg (a half-written or reused table would
+ * mix them), no call may be inside a table once the swap away from it
+ * returned (each table counts the calls inside it), and every send is
+ * accounted: taken by a router or refused PX_EUNREACHABLE. */
+
+typedef struct rs_tab {
+    int id;
+    atomic_int inside;
+    atomic_uint_least64_t calls;
+} rs_tab;
+static rs_tab rs_a = {.id = 1}, rs_b = {.id = 2};
+static _Atomic uint64_t rs_bad, rs_refused, rs_taken, rs_sent;
+static atomic_int rs_stop;
+static px_ref rs_to;
+
+static px_err rs_send(void *arg, px_ref to, px_msg *m) {
+    rs_tab *t = arg;
+    atomic_fetch_add(&t->inside, 1);
+    if ((t != &rs_a && t != &rs_b) || px_msg_get_u64(m) != 42 || !px_ref_eq(to, rs_to)) {
+        atomic_fetch_add(&rs_bad, 1);
+    }
+    atomic_fetch_add(&t->calls, 1);
+    px_msg_free(m);
+    atomic_fetch_sub(&t->inside, 1);
+    return PX_OK;
+}
+static px_err rs_send_b(void *arg, px_ref to, px_msg *m) {
+    if (arg != &rs_b) {
+        atomic_fetch_add(&rs_bad, 1); /* b's function with another arg */
+    }
+    return rs_send(arg, to, m);
+}
+
+static void rs_one(px_err e, px_msg *m) {
+    if (e == PX_OK) {
+        atomic_fetch_add(&rs_taken, 1);
+    } else if (e == PX_EUNREACHABLE) {
+        atomic_fetch_add(&rs_refused, 1);
+        px_msg_free(m);
+    } else {
+        atomic_fetch_add(&rs_bad, 1);
+        px_msg_free(m);
+    }
+    atomic_fetch_add(&rs_sent, 1);
+}
+
+static void *rs_thread(void *arg) {
+    px_system *sys = arg;
+    while (!atomic_load(&rs_stop)) {
+        px_msg *m = NULL;
+        px_msg_u64(&m, 1, 42);
+        rs_one(px_system_send(sys, rs_to, &m), m);
+    }
+    return NULL;
+}
+
+static px_err rs_actor_recv(px_ctx *ctx, px_msg *m) {
+    (void)m;
+    for (int i = 0; i < 50; i++) {
+        px_msg *d = NULL;
+        px_msg_u64(&d, 1, 42);
+        rs_one(px_send(ctx, rs_to, &d), d);
+    }
+    if (atomic_load(&rs_stop)) {
+        return PX_OK;
+    }
+    px_msg *k = NULL;
+    px_msg_u64(&k, 0, 0);
+    return px_send(ctx, px_self(ctx), &k); /* again, next turn */
+}
+static const px_behavior rs_actor_b = {.name = "race.rs", .receive = rs_actor_recv};
+
+static int router_swaps(void) {
+    int ok = 1;
+    px_system *sys = new_system(PX_SHUTDOWN_DRAIN);
+    px_ref root = px_system_root(sys);
+    rs_to = (px_ref){root.node + 1, 9, 3, 1};
+    px_router ra = {.send = rs_send, .arg = &rs_a}, rb = {.send = rs_send_b, .arg = &rs_b};
+    px_system_set_router(sys, &ra);
+    pthread_t t[2];
+    for (int i = 0; i < 2; i++) {
+        pthread_create(&t[i], NULL, rs_thread, sys);
+    }
+    for (int i = 0; i < 2; i++) {
+        px_ref a;
+        px_msg *k = NULL;
+        px_msg_u64(&k, 0, 0);
+        CHECK(px_system_spawn(sys, &rs_actor_b, NULL, NULL, &a) == PX_OK, "spawn sender");
+        CHECK(px_system_send(sys, a, &k) == PX_OK, "kick");
+    }
+    for (int round = 0; round < 300; round++) {
+        int which = round % 3; /* b, none, a, ... */
+        const px_router *next = which == 0 ? &rb : which == 1 ? NULL : &ra;
+        rs_tab *left = which == 0 ? &rs_a : which == 1 ? &rs_b : NULL;
+        px_system_set_router(sys, next);
+        if (left != NULL) {
+            CHECK(atomic_load(&left->inside) == 0, "round %d: a call still inside table %d",
+                  round, left->id);
+        }
+        uint64_t before = atomic_load(&rs_sent);
+        CHECK(AWAIT(atomic_load(&rs_sent) > before + 20, 10000), "round %d: sends stalled",
+              round);
+    }
+    atomic_store(&rs_stop, 1);
+    for (int i = 0; i < 2; i++) {
+        pthread_join(t[i], NULL);
+    }
+    px_system_shutdown(sys);
+    px_system_set_router(sys, NULL);
+    uint64_t calls = atomic_load(&rs_a.calls) + atomic_load(&rs_b.calls);
+    CHECK(atomic_load(&rs_bad) == 0, "%llu calls saw another table's arg or bad input",
+          (unsigned long long)atomic_load(&rs_bad));
+    CHECK(calls == atomic_load(&rs_taken) &&
+              atomic_load(&rs_taken) + atomic_load(&rs_refused) == atomic_load(&rs_sent),
+          "sent %llu: taken %llu (calls %llu), refused %llu",
+          (unsigned long long)atomic_load(&rs_sent), (unsigned long long)atomic_load(&rs_taken),
+          (unsigned long long)calls, (unsigned long long)atomic_load(&rs_refused));
+    CHECK(atomic_load(&rs_a.calls) > 0 && atomic_load(&rs_b.calls) > 0 &&
+              atomic_load(&rs_refused) > 0,
+          "every table was used and none refused: a %llu, b %llu, refused %llu",
+          (unsigned long long)atomic_load(&rs_a.calls), (unsigned long long)atomic_load(&rs_b.calls),
+          (unsigned long long)atomic_load(&rs_refused));
+    px_system_free(sys);
+    return ok;
+}
+
 int main(void) {
     struct {
         const char *name;
@@ -1077,7 +1207,8 @@ int main(void) {
                  {"supervised_restarts_lose_no_message", supervision},
                  {"children_placed_elsewhere_restart_and_lose_no_message", supervision_placed},
                  {"reincarnations_lose_nothing_locally", reincarnations},
-                 {"topics_deliver_exactly_while_subscribers_come_and_go", topics}};
+                 {"topics_deliver_exactly_while_subscribers_come_and_go", topics},
+                 {"router_swaps_under_traffic_use_one_table_per_call", router_swaps}};
     int passed = 0;
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         int64_t t0 = now_ms();

@@ -857,6 +857,113 @@ Test(core_actor, send_to_a_remote_ref_goes_through_the_installed_router, .timeou
     free(rec);
 }
 
+/* px_system_set_router returns only once no call is inside the old table:
+ * a send held inside it keeps the setter waiting while new sends already
+ * see the new table (none: PX_EUNREACHABLE). */
+static atomic_int hold_in, hold_go, set_back;
+static px_err hold_send(void *arg, px_ref to, px_msg *m) {
+    (void)arg;
+    (void)to;
+    atomic_store(&hold_in, 1);
+    for (int64_t until = pxt_now_ns() + 10000000000; !atomic_load(&hold_go) &&
+                                                     pxt_now_ns() < until;) {
+    }
+    px_msg_free(m);
+    return PX_OK;
+}
+static px_system *hold_sys;
+static void *hold_sender(void *arg) {
+    px_msg *m = pxt_u64(1, 1);
+    if (px_system_send(hold_sys, *(px_ref *)arg, &m) != PX_OK) {
+        px_msg_free(m);
+    }
+    return NULL;
+}
+static void *hold_setter(void *arg) {
+    (void)arg;
+    px_system_set_router(hold_sys, NULL);
+    atomic_store(&set_back, 1);
+    return NULL;
+}
+
+Test(core_actor, removing_the_router_waits_for_calls_inside_it_and_new_calls_miss_it,
+     .timeout = 30) {
+    hold_sys = pxt_system();
+    px_router router = {.send = hold_send};
+    px_system_set_router(hold_sys, &router);
+    px_ref to = remote_ref(hold_sys);
+    pthread_t snd, set;
+    pthread_create(&snd, NULL, hold_sender, &to);
+    PXT_AWAIT(atomic_load(&hold_in) == 1, 5000); /* a send is inside the router */
+    pthread_create(&set, NULL, hold_setter, NULL);
+    /* The swap happens at once: a new send finds no router... */
+    px_router now = router;
+    PXT_AWAIT((px_system_get_router(hold_sys, &now), now.send == NULL), 5000);
+    px_msg *m = pxt_u64(1, 2);
+    cr_assert_eq(px_system_send(hold_sys, to, &m), PX_EUNREACHABLE,
+                 "a send after the swap finds no router");
+    px_msg_free(m);
+    /* ...but the setter waits for the held call (given 200 ms to be wrong). */
+    for (int64_t until = pxt_now_ns() + 200000000; pxt_now_ns() < until;) {
+        cr_assert_eq(atomic_load(&set_back), 0, "set_router returned with a call inside");
+    }
+    atomic_store(&hold_go, 1);
+    PXT_AWAIT(atomic_load(&set_back) == 1, 5000);
+    pthread_join(snd, NULL);
+    pthread_join(set, NULL);
+    px_system_free(hold_sys);
+}
+
+/* Swapping to another table under steady sends from several threads ends:
+ * the setter waits for the old table's calls only. */
+static atomic_int busy_stop;
+static px_err busy_send(void *arg, px_ref to, px_msg *m) {
+    (void)to;
+    atomic_fetch_add((atomic_int *)arg, 1);
+    for (int64_t until = pxt_now_ns() + 20000; pxt_now_ns() < until;) {
+    } /* a 20 us call: calls overlap across the threads */
+    px_msg_free(m);
+    return PX_OK;
+}
+static void *busy_sender(void *arg) {
+    px_ref to = *(px_ref *)arg;
+    while (!atomic_load(&busy_stop)) {
+        px_msg *m = pxt_u64(1, 1);
+        if (px_system_send(hold_sys, to, &m) != PX_OK) {
+            px_msg_free(m);
+        }
+    }
+    return NULL;
+}
+
+Test(core_actor, swapping_routers_under_steady_sends_from_threads_ends, .timeout = 60) {
+    hold_sys = pxt_system();
+    atomic_int na = 0, nb = 0;
+    px_router ra = {.send = busy_send, .arg = &na}, rb = {.send = busy_send, .arg = &nb};
+    px_system_set_router(hold_sys, &ra);
+    px_ref to = remote_ref(hold_sys);
+    pthread_t th[4];
+    for (int i = 0; i < 4; i++) {
+        pthread_create(&th[i], NULL, busy_sender, &to);
+    }
+    PXT_AWAIT(atomic_load(&na) > 1000, 5000);
+    for (int i = 0; i < 6; i++) {
+        int64_t t0 = pxt_now_ns();
+        px_system_set_router(hold_sys, i % 2 == 0 ? &rb : &ra);
+        int64_t ms = (pxt_now_ns() - t0) / 1000000;
+        cr_assert_lt(ms, 2000, "swap %d took %lld ms", i, (long long)ms);
+        atomic_int *now = i % 2 == 0 ? &nb : &na;
+        int before = atomic_load(now);
+        PXT_AWAIT(atomic_load(now) > before + 100, 5000); /* the new table is used */
+    }
+    atomic_store(&busy_stop, 1);
+    for (int i = 0; i < 4; i++) {
+        pthread_join(th[i], NULL);
+    }
+    px_system_set_router(hold_sys, NULL);
+    px_system_free(hold_sys);
+}
+
 /* --- asks racing their timeouts ---------------------------------------- */
 
 #define RACE_ASKS 300

@@ -63,6 +63,7 @@ BAD(batch_65537, "batch", c->batch = 65537)
 BAD(spin_10001, "spin_us", c->spin_us = 10001)
 BAD(spin_max_below, "spin_max_us", c->spin_max_us = 40)
 BAD(spin_max_10001, "spin_max_us", c->spin_max_us = 10001)
+BAD(spin_max_no_spin, "spin_max_us", (c->spin_us = 0, c->spin_max_us = 1000))
 BAD(node_empty, "node_name", c->node_name = "")
 BAD(node_space, "node_name", c->node_name = "bad name")
 BAD(node_slash, "node_name", c->node_name = "a/b")
@@ -93,6 +94,7 @@ static const bad_case bad_cases[] = {
     {"spin_us=10001", "spin_us", mut_spin_10001},
     {"spin_max_us=40 (below spin_us 50)", "spin_max_us", mut_spin_max_below},
     {"spin_max_us=10001", "spin_max_us", mut_spin_max_10001},
+    {"spin_max_us=1000 with spin_us=0", "spin_max_us", mut_spin_max_no_spin},
     {"node_name=\"\"", "node_name", mut_node_empty},
     {"node_name with a space", "node_name", mut_node_space},
     {"node_name with a slash", "node_name", mut_node_slash},

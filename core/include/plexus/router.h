@@ -315,9 +315,11 @@ px_err px_system_set_idle_hook(px_system *sys, px_idle_fn fn, void *arg);
  * while actors and other threads send to remote refs: a call that began
  * with the old table finishes with it, later ones use the new one, and
  * this returns only once no thread is inside a call of the old table — so
- * the layer that installed it may free what its arg points at. Calls are
- * serialised. Not from inside a router callback (it would wait for
- * itself). */
+ * the layer that installed it may free what its arg points at. The wait
+ * is for the calls already inside the old table only (new calls use the
+ * new one), so it ends even under steady traffic. Calls are serialised.
+ * Not from inside a router callback or an idle hook (it would wait for
+ * itself); from actor context it holds that worker while it waits. */
 void px_system_set_router(px_system *sys, const px_router *r);
 
 #ifdef __cplusplus
