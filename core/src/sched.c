@@ -11,8 +11,9 @@
  *
  * Parking: a worker with nothing to run spins for cfg.spin_us (or longer,
  * up to cfg.spin_max_us, while it keeps being woken soon after it parks:
- * spin_adapt), then parks on its condition variable. The parker counts itself in nidle and then
- * re-checks every queue; a submitter publishes work and then reads nidle.
+ * spin_adapt), then parks on its condition variable. The parker counts
+ * itself in nidle and then re-checks every queue; a submitter publishes
+ * work and then reads nidle.
  * Both sides use seq_cst, so one of them always sees the other: no lost
  * wake-up. A worker pushing to its own queue wakes a parked worker only if
  * it has surplus work (two or more queued) — a message chain between two
@@ -367,8 +368,8 @@ static void spin_adapt(pxi_worker *w, uint64_t slept_ns) {
     const px_config *cfg = &w->sys->cfg;
     uint64_t base = (uint64_t)cfg->spin_us * 1000u;
     uint64_t max = (uint64_t)cfg->spin_max_us * 1000u;
-    if (base == 0 || max <= base) {
-        return;
+    if (max <= base) {
+        return; /* spin_max_us == spin_us: nothing to adapt */
     }
     if (slept_ns <= max) {
         w->spin_ns = w->spin_ns * 2 < max ? w->spin_ns * 2 : max;
@@ -408,9 +409,13 @@ static void worker_main(void *arg) {
         /* Spin a little before parking: a hand-off that arrives within
          * spin_us costs ~100 ns instead of a futex wake. */
         if (sys->cfg.spin_us == 0 || !spin_for_work(w)) {
-            uint64_t t0 = spin_now_ns();
-            park(w);
-            spin_adapt(w, spin_now_ns() - t0);
+            if (sys->cfg.spin_max_us == 0) {
+                park(w);
+            } else {
+                uint64_t t0 = spin_now_ns();
+                park(w);
+                spin_adapt(w, spin_now_ns() - t0);
+            }
         }
     }
     tls_worker = NULL;

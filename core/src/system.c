@@ -8,6 +8,10 @@
  * enqueued message dequeued) or skip -> stop the root guardian, which stops
  * every actor children-first -> join the workers. px_system_free then
  * releases memory.
+ *
+ * The router is swapped while sends go on: px_system_set_router fills the
+ * table not in use, publishes it and waits out the calls still counted
+ * against the old one (the protocol is in runtime.h, pxi_router_enter).
  */
 #include <ctype.h>
 #include <stdarg.h>

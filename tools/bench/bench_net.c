@@ -611,6 +611,17 @@ static void figure_name(char *buf, size_t len, const char *base, const pair_cfg 
     snprintf(buf, len, "%s%s", base, sfx(pc));
 }
 
+/* Sorts n round trips (ns) and prints <base>_p50_us<suffix> and _p99_us. */
+static void rtt_figures(const char *base, const char *suffix, uint64_t *s, size_t n)
+{
+    char name[96];
+    bench_sort_u64(s, n);
+    snprintf(name, sizeof(name), "%s_p50_us%s", base, suffix);
+    bench_figure_f(name, (double)bench_pct_u64(s, n, 0.50) / 1e3, 1, "us");
+    snprintf(name, sizeof(name), "%s_p99_us%s", base, suffix);
+    bench_figure_f(name, (double)bench_pct_u64(s, n, 0.99) / 1e3, 1, "us");
+}
+
 static px_ref spawn_arg(px_system *sys, const px_behavior *b, uint64_t arg, const char *what)
 {
     px_msg *m = NULL;
@@ -781,7 +792,6 @@ static void phase_oneway(px_system *sys, int ctl, const pair_cfg *pc)
 
 static void phase_rtt(px_system *sys, const pair_cfg *pc)
 {
-    char name[96];
     rtt_want = env_u64("PX_BENCH_NET_RTT_N", RTT_SAMPLES);
     rtt_samples = calloc(rtt_want, sizeof(*rtt_samples));
     if (rtt_samples == NULL) {
@@ -798,11 +808,7 @@ static void phase_rtt(px_system *sys, const pair_cfg *pc)
         fprintf(stderr, "bench: rtt%s: only %zu of %zu samples within %u ms\n", sfx(pc), rtt_got,
                 rtt_want, RTT_MAX_MS);
     }
-    bench_sort_u64(rtt_samples, rtt_got);
-    figure_name(name, sizeof(name), "net.rtt_p50_us", pc);
-    bench_figure_f(name, (double)bench_pct_u64(rtt_samples, rtt_got, 0.50) / 1e3, 1, "us");
-    figure_name(name, sizeof(name), "net.rtt_p99_us", pc);
-    bench_figure_f(name, (double)bench_pct_u64(rtt_samples, rtt_got, 0.99) / 1e3, 1, "us");
+    rtt_figures("net.rtt", sfx(pc), rtt_samples, rtt_got);
     fprintf(stderr,
             "bench: rtt%s: %zu samples, min %.1f us, p90 %.1f us, p95 %.1f us, p98 %.1f us, "
             "p99.9 %.1f us, max %.1f us\n",
@@ -983,9 +989,7 @@ static int tcp_client(int port)
         }
     }
     close(fd);
-    bench_sort_u64(s, n);
-    bench_figure_f("net.tcp_rtt_p50_us", (double)bench_pct_u64(s, n, 0.50) / 1e3, 1, "us");
-    bench_figure_f("net.tcp_rtt_p99_us", (double)bench_pct_u64(s, n, 0.99) / 1e3, 1, "us");
+    rtt_figures("net.tcp_rtt", "", s, n);
     free(s);
     return 0;
 }
@@ -1139,11 +1143,7 @@ static int nng_pp_run(bool client, int fd_or_port)
                   end == 0 ? "not done within 60 s" : "an I/O failed");
     }
     if (client) {
-        bench_sort_u64(pp.samples, pp.n);
-        bench_figure_f("net.nng_rtt_p50_us", (double)bench_pct_u64(pp.samples, pp.n, 0.50) / 1e3, 1,
-                       "us");
-        bench_figure_f("net.nng_rtt_p99_us", (double)bench_pct_u64(pp.samples, pp.n, 0.99) / 1e3, 1,
-                       "us");
+        rtt_figures("net.nng_rtt", "", pp.samples, pp.n);
         free(pp.samples);
     }
     nng_stream_free(pp.s);
