@@ -28,6 +28,7 @@
 #include <plexus/plexus.h>
 #include <plexus/transport.h>
 
+#include "plexus/plexus.pb-c.h"
 #include "race.h"
 
 static int failures;
@@ -127,7 +128,7 @@ static int pair_up(void) {
     return ok;
 }
 
-/* The end of the pair, if scenario c did not get that far. */
+/* The end of the pair, if scenario d did not get that far. */
 static void pair_done(void) {
     px_transport_stop(na.t);
     px_transport_stop(nb.t);
@@ -336,7 +337,95 @@ static int ask_chain(void) {
     return ok;
 }
 
-/* ---- c. both transports stop under traffic, then the systems go ----
+/* ---- c. the system-envelope handler removed under its traffic ----
+ * Two threads on A send system envelopes to an actor on B while B's
+ * handler is installed and removed, ROUNDS times. The handler holds each
+ * call ~20 us. px_transport_set_on_sys(NULL) must return only once no call
+ * is inside the old handler, and no call may start after it returned or
+ * see a NULL arg (the mesh frees its state right after removing it). */
+
+#define SYS_ROUNDS 20
+#define SYS_PER_ROUND 200
+#define SYS_OP_ANY PLEXUS__SYS_OP__SYS_UNWATCH /* passed up (SYS_UNDELIVERED is not) */
+static int sys_tag;
+static _Atomic int sys_removed, sys_senders_stop;
+static _Atomic uint64_t sys_calls, sys_inside, sys_late, sys_bad_arg, sys_sent;
+static px_ref sys_to;
+
+static void sys_handler(void *arg, const char *peer, px_ref to, px_ref from, uint64_t corr,
+                        uint32_t sysop, const uint8_t *payload, size_t len) {
+    (void)peer, (void)to, (void)from, (void)corr, (void)sysop, (void)payload, (void)len;
+    atomic_fetch_add(&sys_inside, 1);
+    if (atomic_load(&sys_removed)) {
+        atomic_fetch_add(&sys_late, 1);
+    }
+    if (arg != &sys_tag) {
+        atomic_fetch_add(&sys_bad_arg, 1);
+    }
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    do { /* hold the call open: widens the window a remover must wait out */
+        clock_gettime(CLOCK_MONOTONIC, &t1);
+    } while ((t1.tv_sec - t0.tv_sec) * 1000000000L + (t1.tv_nsec - t0.tv_nsec) < 20000);
+    atomic_fetch_add(&sys_calls, 1);
+    atomic_fetch_sub(&sys_inside, 1);
+}
+
+static void *sys_thread(void *p) {
+    (void)p;
+    while (!atomic_load(&sys_senders_stop)) {
+        if (px_transport_send_sys(na.t, sys_to, PX_REF_NIL, 0, SYS_OP_ANY, NULL, 1) == PX_OK) {
+            atomic_fetch_add(&sys_sent, 1);
+        } else {
+            nap(); /* queue full: let the link drain */
+        }
+    }
+    return NULL;
+}
+
+static int sys_handler_removal(void) {
+    int ok = 1;
+    CHECK(px_system_spawn(nb.sys, &count_b, NULL, NULL, &sys_to) == PX_OK, "spawn target");
+    pthread_t th[2];
+    for (int i = 0; i < 2; i++) {
+        pthread_create(&th[i], NULL, sys_thread, NULL);
+    }
+    uint64_t waited_out = 0;
+    for (int r = 0; ok && r < SYS_ROUNDS; r++) {
+        atomic_store(&sys_removed, 0);
+        uint64_t c0 = atomic_load(&sys_calls);
+        px_transport_set_on_sys(nb.t, sys_handler, &sys_tag);
+        CHECK(AWAIT(atomic_load(&sys_calls) >= c0 + SYS_PER_ROUND, 20000),
+              "round %d: %llu calls of %d", r, (unsigned long long)(atomic_load(&sys_calls) - c0),
+              SYS_PER_ROUND);
+        px_transport_set_on_sys(nb.t, NULL, NULL);
+        uint64_t inside = atomic_load(&sys_inside);
+        atomic_store(&sys_removed, 1);
+        CHECK(inside == 0, "round %d: %llu calls still inside the removed handler", r,
+              (unsigned long long)inside);
+        /* Envelopes keep arriving with no handler: they are counted
+         * undeliverable, and the handler is not called. */
+        uint64_t s0 = atomic_load(&sys_sent);
+        CHECK(AWAIT(atomic_load(&sys_sent) >= s0 + 50, 20000), "round %d: sends stalled", r);
+        waited_out += atomic_load(&sys_calls) - c0;
+    }
+    atomic_store(&sys_senders_stop, 1);
+    for (int i = 0; i < 2; i++) {
+        pthread_join(th[i], NULL);
+    }
+    px_transport_stats bs;
+    px_transport_stats_get(nb.t, &bs);
+    CHECK(atomic_load(&sys_late) == 0, "%llu calls began after the removal returned",
+          (unsigned long long)atomic_load(&sys_late));
+    CHECK(atomic_load(&sys_bad_arg) == 0, "%llu calls saw another arg",
+          (unsigned long long)atomic_load(&sys_bad_arg));
+    CHECK(bs.undeliverable > 0, "no envelope arrived while no handler was installed");
+    CHECK(waited_out >= SYS_ROUNDS * SYS_PER_ROUND, "%llu calls", (unsigned long long)waited_out);
+    (void)px_stop(nb.sys, sys_to);
+    return ok;
+}
+
+/* ---- d. both transports stop under traffic, then the systems go ----
  *
  * Until the stops begin, each direction keeps at most C_WINDOW messages in
  * flight (so the asks are not stuck behind full link queues); from then on
@@ -506,6 +595,7 @@ int main(void) {
     } cases[] = {{"latency_mode_pair_links_up", pair_up},
                  {"ordered_sends_keep_per_sender_order_and_workers_poll", ordered_sends},
                  {"ask_chain_answers_every_ask_under_one_way_load", ask_chain},
+                 {"removing_the_sys_handler_waits_for_calls_inside_it", sys_handler_removal},
                  {"transports_stop_under_traffic_and_systems_free_cleanly",
                   stop_under_traffic}};
     signal(SIGALRM, on_alarm);

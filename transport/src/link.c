@@ -1387,10 +1387,21 @@ static void notify_sender(peer *p, px_ref sender, px_ref to, px_err code, uint64
 static peer *peer_by_node(px_transport *t, uint32_t node);
 
 void px_transport_set_on_sys(px_transport *t, px_sys_fn fn, void *arg) {
-    if (t != NULL) {
-        atomic_store(&t->on_sys_arg, arg);
-        atomic_store(&t->on_sys, fn);
+    if (t == NULL) {
+        return;
     }
+    if (fn != NULL) {
+        atomic_store(&t->on_sys_arg, arg); /* before fn: a caller that sees fn sees arg */
+        atomic_store(&t->on_sys, fn);
+        return;
+    }
+    /* seq_cst both sides: a call counted after this load sees fn NULL; one
+     * counted before it is waited for. Calls are short (copy and post). */
+    atomic_store(&t->on_sys, NULL);
+    while (atomic_load(&t->on_sys_calls) != 0) {
+        nng_msleep(0);
+    }
+    atomic_store(&t->on_sys_arg, NULL);
 }
 
 px_err px_transport_send_sys(px_transport *t, px_ref to, px_ref from, uint64_t corr,
@@ -1760,14 +1771,17 @@ static const char *rx_bulk_header(peer *p, const Plexus__Envelope *v, px_ref to)
 static void rx_system(peer *p, const Plexus__Envelope *v, px_ref to) {
     px_transport *t = p->t;
     if (v->sysop != PLEXUS__SYS_OP__SYS_UNDELIVERED) {
+        atomic_fetch_add(&t->on_sys_calls, 1); /* before fn: see set_on_sys */
         px_sys_fn fn = atomic_load(&t->on_sys);
         if (fn == NULL) {
+            atomic_fetch_sub(&t->on_sys_calls, 1);
             undeliverable(p, to, PX_ETYPE); /* nobody above takes it */
             return;
         }
         CNT(t, msgs_in, 1);
         fn(atomic_load(&t->on_sys_arg), p->name, to, pxn_env_from(v), v->corr, v->sysop,
            v->payload.data, v->payload.len);
+        atomic_fetch_sub(&t->on_sys_calls, 1);
         return;
     }
     Plexus__Undelivered *u = plexus__undelivered__unpack(NULL, v->payload.len, v->payload.data);

@@ -284,8 +284,12 @@ struct px_transport {
     nng_mtx *peers_mtx;     /* serialises adding and removing peers */
     nng_mtx *link_mtx;      /* held while cfg.on_link runs, and to change it */
     atomic_bool has_on_link;
-    _Atomic(px_sys_fn) on_sys;      /* incoming system envelopes (the mesh) */
+    /* Incoming system envelopes (the mesh): rx_system counts itself in
+     * on_sys_calls, then loads on_sys and on_sys_arg; removing the handler
+     * clears on_sys, waits the count out, then clears the arg. */
+    _Atomic(px_sys_fn) on_sys;
     _Atomic(void *) on_sys_arg;
+    _Atomic uint32_t on_sys_calls;
     struct grave *graves;   /* replaced addresses, freed at stop (peers_mtx) */
     conn *conns;
     atomic_bool stopping;
