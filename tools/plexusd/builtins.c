@@ -6,7 +6,8 @@
  * unknown-message counter and its logged-once flags are process-wide
  * atomics. The roots are started and followed on the main thread, the only
  * one that touches n->roots_inc and n->roots_retry_ms; member_again reads
- * n->c under n->parts_mtx, root_start uses n->c without it.
+ * n->c under n->parts_mtx, root_start holds it (pxd_part_hold) across its
+ * etcd round trip.
  */
 #include "builtins.h"
 #include "load.h"
@@ -417,9 +418,13 @@ static px_err root_start(pxd_node *n, const pxd_root *r, px_ref *out, char *why,
         snprintf(why, whylen, "spawn of %s: %s", beh, px_strerror(e));
         return e;
     }
-    if (r->global_name != NULL && r->global_name[0] != '\0' && n->c != NULL) {
+    px_cluster *c = r->global_name != NULL && r->global_name[0] != '\0'
+                        ? pxd_part_hold(n, PXD_PART_C)
+                        : NULL;
+    if (c != NULL) {
         px_ref owner = PX_REF_NIL;
-        e = px_register_global(n->c, r->global_name, *out, &owner);
+        e = px_register_global(c, r->global_name, *out, &owner);
+        pxd_part_release(n, PXD_PART_C);
         if (e != PX_OK) {
             char o[48];
             snprintf(why, whylen, "global name \"%s\": %s%s%s", r->global_name, px_strerror(e),

@@ -25,6 +25,9 @@
 
 typedef struct pxd_httpd pxd_httpd;
 
+/* The node's parts that start and stop while other threads run. */
+typedef enum pxd_part { PXD_PART_T, PXD_PART_C, PXD_PART_M, PXD_NPARTS } pxd_part;
+
 typedef enum pxd_phase {
     PXD_STARTING = 0, /* not joined yet */
     PXD_RUNNING = 1,
@@ -56,12 +59,17 @@ typedef struct pxd_node {
     _Atomic uint64_t log_lines[PX_LOG_OFF + 1];
     /* Admin requests by outcome. */
     _Atomic uint64_t admin_ok, admin_err;
-    /* t, c and m are set by the main thread at start, and taken out (set
-     * NULL) under parts_mtx by the drain (main thread or an admin
-     * connection's) and by teardown before they are stopped: whoever uses
-     * them off the main thread (metrics, readiness, admin requests,
-     * load.client) holds parts_mtx meanwhile and copes with NULL. */
+    /* t, c and m are published under parts_mtx by the main thread at start
+     * (pxd_part_set), and taken out (set NULL) by the drain (main thread or
+     * an admin connection's) and by teardown before they are stopped
+     * (pxd_part_take). Whoever uses them off the main thread copes with
+     * NULL and either holds parts_mtx for a quick read (metrics,
+     * readiness, listings) or, across a call that may wait (a remote
+     * spawn, an etcd round trip), holds the part itself (pxd_part_hold):
+     * parts_mtx is then free for the others meanwhile. */
     nng_mtx *parts_mtx;
+    nng_cv *parts_cv;                /* a part's last holder released it */
+    uint32_t part_holders[PXD_NPARTS]; /* parts_mtx */
     /* ops.c: what `plexctl watch` streams. Set and freed by the main thread
      * (pxd_events_start / _stop); its ring has its own mutex. */
     struct pxd_events *ev;
@@ -78,6 +86,21 @@ typedef struct pxd_node {
  * requests); takes n->parts_mtx (when set) for the membership check, so
  * not with it held. */
 bool pxd_ready(pxd_node *n, char *why, size_t whylen);
+
+/* A part (px_transport *, px_cluster * or px_mesh *, as `which` says) for
+ * a call that may wait: NULL once the drain or teardown took it out (or
+ * before start-up published it); otherwise the caller holds it until
+ * pxd_part_release(n, which), and it is not stopped meanwhile. Any thread;
+ * takes parts_mtx briefly (not with it held). */
+void *pxd_part_hold(pxd_node *n, pxd_part which);
+void pxd_part_release(pxd_node *n, pxd_part which);
+
+/* Publishes a part that start-up made (main thread). */
+void pxd_part_set(pxd_node *n, pxd_part which, void *part);
+
+/* Takes a part out (NULL for everyone from now on) and returns it once no
+ * holder is left, for the caller to stop; NULL when it was not there. */
+void *pxd_part_take(pxd_node *n, pxd_part which);
 
 /* The phase's name: "starting", "running", "draining" or "stopped";
  * "unknown" for a value out of pxd_phase. A static string. Thread-safe. */

@@ -142,11 +142,13 @@ static int start_transport(pxd_node *n) {
     if (tc.queue_bytes < tc.max_msg) {
         tc.queue_bytes = tc.max_msg * 2;
     }
-    px_err e = px_transport_start(n->sys, &tc, &n->t);
+    px_transport *t = NULL;
+    px_err e = px_transport_start(n->sys, &tc, &t);
     if (e != PX_OK) {
         px_log(n->sys, PX_LOG_CRIT, "transport on %s: %s", cfg->listen, px_strerror(e));
         goto out;
     }
+    pxd_part_set(n, PXD_PART_T, t);
     rc = 0;
 out:
     for (size_t i = 0; i < PXD_MAX_LIST; i++) {
@@ -221,18 +223,22 @@ static int start_cluster(pxd_node *n) {
     cc.etcd.log_arg = n;
     cc.etcd.log_level = cfg->log_level;
     char err[256] = "";
-    px_err e = px_cluster_start(&cc, &n->c, err, sizeof err);
+    px_cluster *c = NULL;
+    px_err e = px_cluster_start(&cc, &c, err, sizeof err);
     if (e != PX_OK) {
         px_log(n->sys, PX_LOG_CRIT, "membership (etcd %s): %s: %s",
                endpoints[0] ? endpoints : "none", px_strerror(e), err);
         return -1;
     }
-    px_mesh_cfg mc = {.sys = n->sys, .transport = n->t, .cluster = n->c};
-    e = px_mesh_start(&mc, &n->m);
+    pxd_part_set(n, PXD_PART_C, c); /* the admin and HTTP threads already run */
+    px_mesh *m = NULL;
+    px_mesh_cfg mc = {.sys = n->sys, .transport = n->t, .cluster = c};
+    e = px_mesh_start(&mc, &m);
     if (e != PX_OK) {
         px_log(n->sys, PX_LOG_CRIT, "mesh: %s", px_strerror(e));
         return -1;
     }
+    pxd_part_set(n, PXD_PART_M, m);
     return 0;
 }
 
@@ -243,12 +249,9 @@ static void teardown(pxd_node *n) {
     n->http = NULL;
     px_admin_server_stop(n->admin);
     n->admin = NULL;
-    nng_mtx_lock(n->parts_mtx);
-    px_mesh *m = n->m;
-    px_cluster *c = n->c;
-    px_transport *t = n->t;
-    n->m = NULL, n->c = NULL, n->t = NULL;
-    nng_mtx_unlock(n->parts_mtx);
+    px_mesh *m = pxd_part_take(n, PXD_PART_M);
+    px_cluster *c = pxd_part_take(n, PXD_PART_C);
+    px_transport *t = pxd_part_take(n, PXD_PART_T);
     px_mesh_stop(m);
     px_cluster_stop(c, true);
     px_transport_stop(t);
@@ -362,7 +365,8 @@ int main(int argc, char **argv) {
     pxd_node *n = &node;
     n->cfg = &cfg;
     n->started_ms = pxu_wall_ms();
-    if (nng_mtx_alloc(&n->parts_mtx) != 0 || nng_mtx_alloc(&n->drain_mtx) != 0) {
+    if (nng_mtx_alloc(&n->parts_mtx) != 0 || nng_cv_alloc(&n->parts_cv, n->parts_mtx) != 0 ||
+        nng_mtx_alloc(&n->drain_mtx) != 0) {
         fprintf(stderr, "plexusd: out of memory\n");
         return 1;
     }
@@ -475,6 +479,7 @@ int main(int argc, char **argv) {
 out:
     teardown(n);
     sodium_memzero(n->cluster_key, sizeof n->cluster_key);
+    nng_cv_free(n->parts_cv);
     nng_mtx_free(n->parts_mtx);
     nng_mtx_free(n->drain_mtx);
     pxd_config_free(&cfg);

@@ -6,8 +6,9 @@
  * Concurrency. pxd_admin_handle runs on the admin connections' threads,
  * several at once; events come from workers (the failure hook, the
  * subscriber actor) into the ring under pxd_events.mtx. n->t, n->c and n->m
- * are used under n->parts_mtx (op_spawn holds it across a remote spawn or
- * an etcd round trip); pxd_drain holds n->drain_mtx throughout, parts_mtx inside.
+ * are read under n->parts_mtx, or held (pxd_part_hold) across a remote
+ * spawn or an etcd round trip; pxd_drain holds n->drain_mtx throughout and
+ * takes the parts out (pxd_part_take) before it stops them.
  */
 #include "ops.h"
 
@@ -205,6 +206,57 @@ static px_err resolve(pxd_node *n, const char *target, px_ref *out) {
     px_err e = n->c != NULL ? px_whereis_global(n->c, target, out) : PX_ENOENT;
     nng_mtx_unlock(n->parts_mtx);
     return e == PX_OK ? PX_OK : PX_ENOENT;
+}
+
+/* ---- the parts ---- */
+
+static void *part_get(pxd_node *n, pxd_part which) {
+    return which == PXD_PART_T ? (void *)n->t : which == PXD_PART_C ? (void *)n->c : (void *)n->m;
+}
+
+static void part_put(pxd_node *n, pxd_part which, void *part) {
+    if (which == PXD_PART_T) {
+        n->t = part;
+    } else if (which == PXD_PART_C) {
+        n->c = part;
+    } else {
+        n->m = part;
+    }
+}
+
+void *pxd_part_hold(pxd_node *n, pxd_part which) {
+    nng_mtx_lock(n->parts_mtx);
+    void *part = part_get(n, which);
+    if (part != NULL) {
+        n->part_holders[which]++;
+    }
+    nng_mtx_unlock(n->parts_mtx);
+    return part;
+}
+
+void pxd_part_release(pxd_node *n, pxd_part which) {
+    nng_mtx_lock(n->parts_mtx);
+    if (--n->part_holders[which] == 0) {
+        nng_cv_wake(n->parts_cv);
+    }
+    nng_mtx_unlock(n->parts_mtx);
+}
+
+void pxd_part_set(pxd_node *n, pxd_part which, void *part) {
+    nng_mtx_lock(n->parts_mtx);
+    part_put(n, which, part);
+    nng_mtx_unlock(n->parts_mtx);
+}
+
+void *pxd_part_take(pxd_node *n, pxd_part which) {
+    nng_mtx_lock(n->parts_mtx);
+    void *part = part_get(n, which);
+    part_put(n, which, NULL); /* new holders get NULL: the wait ends */
+    while (n->part_holders[which] > 0) {
+        nng_cv_wait(n->parts_cv);
+    }
+    nng_mtx_unlock(n->parts_mtx);
+    return part;
 }
 
 const char *pxd_phase_name(int phase) {
@@ -465,11 +517,12 @@ static void op_spawn(pxd_node *n, px_admin_conn *conn, uint64_t id, const Plexus
         }
         px_placement pl = {.policy = remote ? PX_PLACE_NODE : PX_PLACE_ROLE,
                            .node = r->node, .role = r->role};
-        nng_mtx_lock(n->parts_mtx);
-        e = n->m != NULL ? px_mesh_spawn(n->m, &pl, r->behavior, &arg, NULL, 5000, &ref, why,
-                                         sizeof why)
-                         : PX_ECLOSED;
-        nng_mtx_unlock(n->parts_mtx);
+        px_mesh *m = pxd_part_hold(n, PXD_PART_M);
+        e = m != NULL ? px_mesh_spawn(m, &pl, r->behavior, &arg, NULL, 5000, &ref, why, sizeof why)
+                      : PX_ECLOSED;
+        if (m != NULL) {
+            pxd_part_release(n, PXD_PART_M);
+        }
     } else {
         px_spawn_opts so = {.name = r->name[0] ? r->name : NULL};
         e = px_system_spawn_named(n->sys, r->behavior, &arg, &so, &ref);
@@ -481,9 +534,11 @@ static void op_spawn(pxd_node *n, px_admin_conn *conn, uint64_t id, const Plexus
         }
         if (e == PX_OK && r->global_name[0] != '\0') {
             px_ref owner = PX_REF_NIL;
-            nng_mtx_lock(n->parts_mtx);
-            e = n->c != NULL ? px_register_global(n->c, r->global_name, ref, &owner) : PX_ECLOSED;
-            nng_mtx_unlock(n->parts_mtx);
+            px_cluster *c = pxd_part_hold(n, PXD_PART_C);
+            e = c != NULL ? px_register_global(c, r->global_name, ref, &owner) : PX_ECLOSED;
+            if (c != NULL) {
+                pxd_part_release(n, PXD_PART_C);
+            }
             if (e != PX_OK) {
                 char ob[48];
                 snprintf(why, sizeof why, "global name \"%s\": %s%s%s (the actor was stopped)",
@@ -673,6 +728,11 @@ static void drain_progress(void *arg, const char *json) {
 }
 
 static void op_drain(pxd_node *n, px_admin_conn *conn, uint64_t id, const Plexus__Admin__DrainReq *r) {
+    if (atomic_load(&n->phase) == PXD_STARTING) {
+        done_err(n, conn, id, PX_ECONTEXT, "node %s is starting: drain it once it is ready",
+                 px_system_node_name(n->sys));
+        return;
+    }
     prog_ctx p = {conn, id};
     uint32_t tmo = r != NULL && r->timeout_ms > 0 ? r->timeout_ms : n->cfg->drain_timeout_ms;
     int64_t t0 = pxu_mono_ms();
@@ -803,17 +863,13 @@ px_err pxd_drain(pxd_node *n, uint32_t timeout_ms,
     progress_json(progress, arg, json_pack("{s:s, s:s, s:i}", "step", "draining", "node", me,
                                            "timeout_ms", (int)timeout_ms));
     /* 1. Leave: peers see LEFT at once and re-place what they supervise here. */
-    nng_mtx_lock(n->parts_mtx);
-    px_mesh *m = n->m;
-    px_cluster *c = n->c;
-    n->m = NULL;
-    n->c = NULL;
+    px_mesh *m = pxd_part_take(n, PXD_PART_M);
+    px_cluster *c = pxd_part_take(n, PXD_PART_C);
     size_t npeers = 0;
     px_member peers[64];
     if (c != NULL) {
         px_cluster_members(c, peers, 64, &npeers);
     }
-    nng_mtx_unlock(n->parts_mtx);
     px_mesh_stop(m);
     px_cluster_stop(c, true);
     px_log(n->sys, PX_LOG_INFO, "drain: left the cluster");
@@ -865,9 +921,7 @@ px_err pxd_drain(pxd_node *n, uint32_t timeout_ms,
         rv = PX_ETIMEDOUT;
         px_log(n->sys, PX_LOG_WARN, "drain: %zu messages still queued on links at the bound", left);
     }
-    nng_mtx_lock(n->parts_mtx);
-    n->t = NULL;
-    nng_mtx_unlock(n->parts_mtx);
+    t = pxd_part_take(n, PXD_PART_T);
     px_transport_stop(t);
     atomic_store(&n->phase, PXD_STOPPED);
     px_log(n->sys, PX_LOG_INFO, "drain: done in %" PRId64 " ms", pxu_mono_ms() - t0);
