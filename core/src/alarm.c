@@ -1,7 +1,7 @@
 /*
  * alarm.c — one-shot alarms (plexus/alarm.h): a min-heap of pending alarms
- * by deadline and one thread that waits on a condition variable until the
- * earliest. A due alarm is completed through its own aio (nng_aio_begin +
+ * by deadline (dheap.h) and one thread that waits on a condition variable
+ * until the earliest. A due alarm is completed through its own aio (nng_aio_begin +
  * nng_aio_finish), so its callback runs on nng's task threads exactly as a
  * sleep's would, but nng's timer thread never sees it.
  *
@@ -27,12 +27,13 @@
 
 #include <plexus/alarm.h>
 
+#include "dheap.h"
+
 struct px_alarm {
     px_alarm_fn fn;
     void *arg;
     nng_aio *aio;
-    nng_time due; /* g.mtx, while pending */
-    int32_t hidx; /* g.mtx: heap index, -1 when not pending */
+    int32_t hidx; /* g.mtx: heap position, -1 when not pending */
     bool queued;  /* g.mtx: completed, callback not started */
     bool dead;    /* g.mtx: px_alarm_stop began */
 };
@@ -40,8 +41,7 @@ struct px_alarm {
 static struct {
     nng_mtx *mtx;
     nng_cv *cv;
-    px_alarm **heap; /* mtx */
-    uint32_t n, cap; /* mtx */
+    pxi_dheap heap;  /* mtx: items are px_alarm pointers */
     uint32_t count;  /* g_life: alarms alive (heap holds room for each) */
     nng_thread *thr; /* g_life */
     bool exit;       /* mtx */
@@ -50,53 +50,14 @@ static pthread_once_t g_once = PTHREAD_ONCE_INIT;
 static pthread_mutex_t g_life = PTHREAD_MUTEX_INITIALIZER;
 static bool g_ok;
 
+static void placed(void *ctx, uintptr_t item, int32_t pos) {
+    (void)ctx;
+    ((px_alarm *)item)->hidx = pos;
+}
+
 static void g_init(void) {
+    g.heap.placed = placed;
     g_ok = nng_mtx_alloc(&g.mtx) == 0 && nng_cv_alloc(&g.cv, g.mtx) == 0;
-}
-
-static bool before(uint32_t i, uint32_t j) { return g.heap[i]->due < g.heap[j]->due; }
-
-static void hswap(uint32_t i, uint32_t j) {
-    px_alarm *x = g.heap[i];
-    g.heap[i] = g.heap[j];
-    g.heap[j] = x;
-    g.heap[i]->hidx = (int32_t)i;
-    g.heap[j]->hidx = (int32_t)j;
-}
-
-static void sift_up(uint32_t i) {
-    while (i > 0 && before(i, (i - 1) / 2)) {
-        hswap(i, (i - 1) / 2);
-        i = (i - 1) / 2;
-    }
-}
-
-static void sift_down(uint32_t i) {
-    for (;;) {
-        uint32_t l = 2 * i + 1, r = l + 1, m = i;
-        if (l < g.n && before(l, m)) {
-            m = l;
-        }
-        if (r < g.n && before(r, m)) {
-            m = r;
-        }
-        if (m == i) {
-            return;
-        }
-        hswap(i, m);
-        i = m;
-    }
-}
-
-static void heap_remove(px_alarm *a) {
-    uint32_t i = (uint32_t)a->hidx, last = --g.n;
-    a->hidx = -1;
-    if (i != last) {
-        g.heap[i] = g.heap[last];
-        g.heap[i]->hidx = (int32_t)i;
-        sift_down(i);
-        sift_up(i);
-    }
 }
 
 /* Completes a's aio: its callback runs on a task thread. g.mtx held. */
@@ -128,15 +89,15 @@ static void alarm_main(void *arg) {
     nng_mtx_lock(g.mtx);
     while (!g.exit) {
         nng_time now = nng_clock();
-        while (g.n > 0 && g.heap[0]->due <= now) {
-            px_alarm *a = g.heap[0];
-            heap_remove(a);
+        while (g.heap.n > 0 && g.heap.e[0].due <= now) {
+            px_alarm *a = (px_alarm *)g.heap.e[0].item;
+            pxi_dheap_remove(&g.heap, 0);
             fire_locked(a);
         }
-        if (g.n == 0) {
+        if (g.heap.n == 0) {
             nng_cv_wait(g.cv);
         } else {
-            (void)nng_cv_until(g.cv, g.heap[0]->due);
+            (void)nng_cv_until(g.cv, g.heap.e[0].due);
         }
     }
     nng_mtx_unlock(g.mtx);
@@ -164,15 +125,9 @@ px_err px_alarm_new(px_alarm **out, px_alarm_fn fn, void *arg) {
     px_err rv = PX_OK;
     pthread_mutex_lock(&g_life);
     nng_mtx_lock(g.mtx);
-    if (g.count == g.cap) {
-        uint32_t nc = g.cap ? 2 * g.cap : 16;
-        px_alarm **nh = realloc(g.heap, nc * sizeof(*nh));
-        if (nh == NULL) {
-            rv = PX_ENOMEM;
-        } else {
-            g.heap = nh;
-            g.cap = nc;
-        }
+    if (g.count == g.heap.cap &&
+        !pxi_dheap_reserve(&g.heap, g.heap.cap ? 2 * g.heap.cap : 16)) {
+        rv = PX_ENOMEM;
     }
     if (rv == PX_OK) {
         g.count++;
@@ -203,22 +158,19 @@ void px_alarm_set(px_alarm *a, uint32_t ms) {
     }
     if (ms == 0) {
         if (a->hidx >= 0) {
-            heap_remove(a);
+            pxi_dheap_remove(&g.heap, (uint32_t)a->hidx);
         }
         fire_locked(a);
         nng_mtx_unlock(g.mtx);
         return;
     }
-    a->due = nng_clock() + ms + 1;
+    nng_time due = nng_clock() + ms + 1;
     if (a->hidx >= 0) {
-        sift_down((uint32_t)a->hidx);
-        sift_up((uint32_t)a->hidx);
+        pxi_dheap_rekey(&g.heap, (uint32_t)a->hidx, due);
     } else {
-        a->hidx = (int32_t)g.n;
-        g.heap[g.n++] = a; /* room reserved by px_alarm_new */
-        sift_up((uint32_t)a->hidx);
+        pxi_dheap_push(&g.heap, due, (uintptr_t)a); /* room reserved by px_alarm_new */
     }
-    if (g.heap[0] == a) {
+    if (a->hidx == 0) {
         nng_cv_wake1(g.cv); /* the thread waits for a later deadline, or none */
     }
     nng_mtx_unlock(g.mtx);
@@ -231,7 +183,7 @@ void px_alarm_stop(px_alarm *a) {
     nng_mtx_lock(g.mtx);
     a->dead = true;
     if (a->hidx >= 0) {
-        heap_remove(a);
+        pxi_dheap_remove(&g.heap, (uint32_t)a->hidx);
     }
     nng_mtx_unlock(g.mtx);
     nng_aio_stop(a->aio);
@@ -258,9 +210,7 @@ void px_alarm_free(px_alarm *a) {
         nng_thread_destroy(join); /* joins */
         nng_mtx_lock(g.mtx);
         g.exit = false;
-        free(g.heap);
-        g.heap = NULL;
-        g.cap = 0;
+        pxi_dheap_free(&g.heap);
         nng_mtx_unlock(g.mtx);
     }
     pthread_mutex_unlock(&g_life);

@@ -4,8 +4,8 @@
  *
  * Timers live in a slot array (id = slot << 32 | generation, so a stale id
  * never cancels a newer timer) and a min-heap of slot indices ordered by
- * deadline (each slot knows its heap index: cancel is O(log n)). One mutex
- * guards both.
+ * deadline (dheap.h; each slot knows its heap position: cancel is
+ * O(log n)). One mutex guards both.
  *
  * The alarm is set for the earliest deadline, under the lock: by an adder
  * whose timer is the new earliest, or by the callback for what is left.
@@ -16,13 +16,13 @@
 
 #include <plexus/alarm.h>
 
+#include "dheap.h"
 #include "runtime.h"
 
 typedef struct tslot {
-    nng_time deadline;
     uint32_t period;  /* ms, 0 = one-shot */
     uint32_t gen;
-    int32_t hidx;     /* heap index, -1 when not pending */
+    int32_t hidx;     /* heap position, -1 when not pending (its deadline is there) */
     uint32_t next_free;
     px_ref to;
     px_msg *msg;      /* one-shot payload; NULL for periodic (tick made per fire) */
@@ -35,8 +35,7 @@ struct pxi_timers {
     px_alarm *alarm;
     tslot *slots;      /* mtx */
     uint32_t nslots, capslots, free_head; /* free_head: index+1, 0 = none */
-    uint32_t *heap;    /* mtx */
-    uint32_t nheap, capheap;
+    pxi_dheap heap;    /* mtx: items are slot indices */
     bool armed;        /* mtx: the alarm is set */
     nng_time armed_at; /* mtx */
     bool closed;       /* mtx */
@@ -44,51 +43,9 @@ struct pxi_timers {
 
 #define TIMER_ID(slot, gen) (((uint64_t)(slot) + 1) << 32 | (gen))
 
-static bool earlier(pxi_timers *t, uint32_t a, uint32_t b) {
-    return t->slots[t->heap[a]].deadline < t->slots[t->heap[b]].deadline;
-}
-
-static void hswap(pxi_timers *t, uint32_t a, uint32_t b) {
-    uint32_t x = t->heap[a];
-    t->heap[a] = t->heap[b];
-    t->heap[b] = x;
-    t->slots[t->heap[a]].hidx = (int32_t)a;
-    t->slots[t->heap[b]].hidx = (int32_t)b;
-}
-
-static void sift_up(pxi_timers *t, uint32_t i) {
-    while (i > 0 && earlier(t, i, (i - 1) / 2)) {
-        hswap(t, i, (i - 1) / 2);
-        i = (i - 1) / 2;
-    }
-}
-
-static void sift_down(pxi_timers *t, uint32_t i) {
-    for (;;) {
-        uint32_t l = 2 * i + 1, r = l + 1, m = i;
-        if (l < t->nheap && earlier(t, l, m)) {
-            m = l;
-        }
-        if (r < t->nheap && earlier(t, r, m)) {
-            m = r;
-        }
-        if (m == i) {
-            return;
-        }
-        hswap(t, i, m);
-        i = m;
-    }
-}
-
-static void heap_remove(pxi_timers *t, uint32_t i) {
-    uint32_t last = --t->nheap;
-    t->slots[t->heap[i]].hidx = -1;
-    if (i != last) {
-        t->heap[i] = t->heap[last];
-        t->slots[t->heap[i]].hidx = (int32_t)i;
-        sift_down(t, i);
-        sift_up(t, i);
-    }
+static void placed(void *ctx, uintptr_t item, int32_t pos) {
+    pxi_timers *t = ctx;
+    t->slots[item].hidx = pos;
 }
 
 static void slot_release(pxi_timers *t, uint32_t s) {
@@ -127,10 +84,10 @@ static void on_tick(void *arg) {
             nng_mtx_unlock(t->mtx);
             return;
         }
-        while (t->nheap > 0 && n < BATCH) {
-            uint32_t s = t->heap[0];
+        while (t->heap.n > 0 && n < BATCH) {
+            uint32_t s = (uint32_t)t->heap.e[0].item;
             tslot *ts = &t->slots[s];
-            if (ts->deadline > now) {
+            if (t->heap.e[0].due > now) {
                 break;
             }
             px_msg *m = ts->msg;
@@ -140,10 +97,9 @@ static void on_tick(void *arg) {
                     m->tag = ts->tag;
                     m->corr = TIMER_ID(s, ts->gen);
                 }
-                ts->deadline = now + ts->period;
-                sift_down(t, 0);
+                pxi_dheap_rekey(&t->heap, 0, now + ts->period);
             } else {
-                heap_remove(t, 0);
+                pxi_dheap_remove(&t->heap, 0);
                 slot_release(t, s);
             }
             if (m != NULL) {
@@ -152,8 +108,8 @@ static void on_tick(void *arg) {
             }
         }
         bool more = n == BATCH;
-        if (!more && t->nheap > 0 && !t->armed) {
-            arm_locked(t, t->slots[t->heap[0]].deadline);
+        if (!more && t->heap.n > 0 && !t->armed) {
+            arm_locked(t, t->heap.e[0].due);
         }
         nng_mtx_unlock(t->mtx);
         for (uint32_t i = 0; i < n; i++) {
@@ -176,6 +132,8 @@ px_err pxi_timers_alloc(px_system *sys, pxi_timers **out) {
         return PX_ENOMEM;
     }
     t->sys = sys;
+    t->heap.placed = placed;
+    t->heap.ctx = t;
     if (nng_mtx_alloc(&t->mtx) != 0) {
         free(t);
         return PX_ENOMEM;
@@ -196,12 +154,10 @@ static px_err grow(pxi_timers *t) {
         return PX_ENOMEM;
     }
     t->slots = ns;
-    uint32_t *nh = realloc(t->heap, ncap * sizeof(*nh));
-    if (nh == NULL) {
+    if (!pxi_dheap_reserve(&t->heap, ncap)) {
         return PX_ENOMEM;
     }
-    t->heap = nh;
-    t->capslots = t->capheap = ncap;
+    t->capslots = ncap;
     return PX_OK;
 }
 
@@ -226,14 +182,11 @@ static px_err add(pxi_timers *t, uint32_t delay_ms, uint32_t period_ms, px_ref t
         t->slots[s].gen = 1;
     }
     tslot *ts = &t->slots[s];
-    ts->deadline = at;
     ts->period = period_ms;
     ts->to = to;
     ts->msg = m;
     ts->tag = tag;
-    ts->hidx = (int32_t)t->nheap;
-    t->heap[t->nheap++] = s;
-    sift_up(t, (uint32_t)ts->hidx);
+    pxi_dheap_push(&t->heap, at, s); /* room: grow() reserves one per slot */
     if (id != NULL) {
         *id = TIMER_ID(s, ts->gen);
     }
@@ -263,7 +216,7 @@ px_err pxi_timer_cancel(pxi_timers *t, uint64_t id) {
         return PX_ENOENT;
     }
     m = t->slots[s].msg;
-    heap_remove(t, (uint32_t)t->slots[s].hidx);
+    pxi_dheap_remove(&t->heap, (uint32_t)t->slots[s].hidx);
     slot_release(t, s);
     nng_mtx_unlock(t->mtx);
     px_msg_free(m);
@@ -288,10 +241,10 @@ void pxi_timers_stop(pxi_timers *t) {
     }
     nng_mtx_lock(t->mtx);
     t->closed = true;
-    while (t->nheap > 0) {
-        uint32_t s = t->heap[0];
+    while (t->heap.n > 0) {
+        uint32_t s = (uint32_t)t->heap.e[0].item;
         px_msg_free(t->slots[s].msg);
-        heap_remove(t, 0);
+        pxi_dheap_remove(&t->heap, 0);
         slot_release(t, s);
     }
     nng_mtx_unlock(t->mtx);
@@ -306,6 +259,6 @@ void pxi_timers_free(pxi_timers *t) {
     px_alarm_free(t->alarm);
     nng_mtx_free(t->mtx);
     free(t->slots);
-    free(t->heap);
+    pxi_dheap_free(&t->heap);
     free(t);
 }

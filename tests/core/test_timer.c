@@ -1,5 +1,8 @@
 /* Tests for timers: send_after, periodic ticks, cancel, and how timers
  * end with their actor and with the system. */
+#include <nng/nng.h>
+#include <nng/supplemental/util/platform.h>
+
 #include "helpers.h"
 
 enum { TAG_MSG = 1, TAG_PROBE = 2, TAG_START = 3, TAG_TICK = 7, TAG_CANCEL = 8 };
@@ -92,6 +95,54 @@ Test(core_timer, send_after_timers_fire_in_delay_order, .timeout = 10) {
     for (int i = 0; i < 5; i++) {
         cr_assert_eq(r->val[i], 50 * (uint64_t)(i + 1), "message %d has delay %llu", i,
                      (unsigned long long)r->val[i]);
+    }
+    px_system_free(sys);
+    free(r);
+}
+
+/* Many timers in a scrambled order, a third of them cancelled from the
+ * middle of the heap: the rest fire in deadline order, none of the
+ * cancelled ones fires, and nothing is lost. A timer's deadline lies
+ * between nng_clock() before and after its add plus its delay, so a
+ * message may not come after one whose deadline was surely later. */
+Test(core_timer, many_timers_with_cancels_fire_in_deadline_order, .timeout = 20) {
+    enum { N = 3000 };
+    px_system *sys = pxt_system();
+    pxt_rec *r = pxt_rec_new();
+    px_ref a = pxt_rec_spawn(sys, r, NULL);
+    static uint64_t id[N], lo[N], hi[N];
+    static bool cancelled[N];
+    uint32_t x = 12345;
+    for (int i = 0; i < N; i++) {
+        x = x * 1103515245u + 12345u;
+        uint32_t delay = 300 + (x >> 16) % 500; /* 300..799 ms: all pending while we cancel */
+        px_msg *m = pxt_u64(TAG_MSG, (uint64_t)i);
+        lo[i] = nng_clock() + delay;
+        cr_assert_eq(px_system_send_after(sys, delay, a, &m, &id[i]), PX_OK);
+        hi[i] = nng_clock() + delay;
+    }
+    int kept = N;
+    for (int i = 0; i < N; i++) {
+        x = x * 1103515245u + 12345u;
+        if ((x >> 16) % 3 == 0) {
+            cr_assert_eq(px_timer_cancel(sys, id[i]), PX_OK, "cancel %d", i);
+            cancelled[i] = true;
+            kept--;
+        }
+    }
+    PXT_AWAIT(pxt_rec_count(r) == (uint64_t)kept, 10000);
+    cr_assert_eq(pxt_rec_count(r), (uint64_t)kept);
+    static bool seen[N];
+    uint64_t latest_lo = 0; /* the latest lower bound among those delivered so far */
+    for (int k = 0; k < kept; k++) {
+        uint64_t i = r->val[k];
+        cr_assert_lt(i, N);
+        cr_assert_not(cancelled[i], "cancelled timer %llu fired", (unsigned long long)i);
+        cr_assert_not(seen[i], "timer %llu fired twice", (unsigned long long)i);
+        seen[i] = true;
+        cr_assert_geq(hi[i], latest_lo, "message %d (due by %llu) came after one due from %llu",
+                      k, (unsigned long long)hi[i], (unsigned long long)latest_lo);
+        latest_lo = lo[i] > latest_lo ? lo[i] : latest_lo;
     }
     px_system_free(sys);
     free(r);
