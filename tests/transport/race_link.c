@@ -220,9 +220,6 @@ static int ordered_sends(void) {
     px_transport_stats as, bs;
     px_transport_stats_get(na.t, &as);
     px_transport_stats_get(nb.t, &bs);
-    CHECK(as.reads_polled + bs.reads_polled > 0,
-          "no polled read (alpha %llu, beta %llu): latency mode did not poll",
-          (unsigned long long)as.reads_polled, (unsigned long long)bs.reads_polled);
     CHECK(bs.msgs_in >= SENDERS * PER_SENDER && bs.bad_frames + as.bad_frames == 0 &&
               bs.undeliverable == 0,
           "beta: %llu in, %llu bad frames, %llu undeliverable", (unsigned long long)bs.msgs_in,
@@ -334,6 +331,15 @@ static int ask_chain(void) {
     CHECK(atomic_load(&stream_sent) > 0 && atomic_load(&stream_errors) == 0,
           "one-way: %llu sent, %llu failed", (unsigned long long)atomic_load(&stream_sent),
           (unsigned long long)atomic_load(&stream_errors));
+    /* Over scenarios a and b: the chain's waits leave workers idle, and
+     * idle workers read the links (scenario a's sink alone may keep every
+     * worker busy on a loaded machine). */
+    px_transport_stats as, bs;
+    px_transport_stats_get(na.t, &as);
+    px_transport_stats_get(nb.t, &bs);
+    CHECK(as.reads_polled + bs.reads_polled > 0,
+          "no polled read (alpha %llu, beta %llu): latency mode did not poll",
+          (unsigned long long)as.reads_polled, (unsigned long long)bs.reads_polled);
     return ok;
 }
 
@@ -349,7 +355,7 @@ static int ask_chain(void) {
 #define SYS_OP_ANY PLEXUS__SYS_OP__SYS_UNWATCH /* passed up (SYS_UNDELIVERED is not) */
 static int sys_tag;
 static _Atomic int sys_removed, sys_senders_stop;
-static _Atomic uint64_t sys_calls, sys_inside, sys_late, sys_bad_arg, sys_sent;
+static _Atomic uint64_t sys_calls, sys_inside, sys_late, sys_bad_arg;
 static px_ref sys_to;
 
 static void sys_handler(void *arg, const char *peer, px_ref to, px_ref from, uint64_t corr,
@@ -374,9 +380,7 @@ static void sys_handler(void *arg, const char *peer, px_ref to, px_ref from, uin
 static void *sys_thread(void *p) {
     (void)p;
     while (!atomic_load(&sys_senders_stop)) {
-        if (px_transport_send_sys(na.t, sys_to, PX_REF_NIL, 0, SYS_OP_ANY, NULL, 1) == PX_OK) {
-            atomic_fetch_add(&sys_sent, 1);
-        } else {
+        if (px_transport_send_sys(na.t, sys_to, PX_REF_NIL, 0, SYS_OP_ANY, NULL, 1) != PX_OK) {
             nap(); /* queue full: let the link drain */
         }
     }
@@ -390,7 +394,6 @@ static int sys_handler_removal(void) {
     for (int i = 0; i < 2; i++) {
         pthread_create(&th[i], NULL, sys_thread, NULL);
     }
-    uint64_t waited_out = 0;
     for (int r = 0; ok && r < SYS_ROUNDS; r++) {
         atomic_store(&sys_removed, 0);
         uint64_t c0 = atomic_load(&sys_calls);
@@ -403,24 +406,22 @@ static int sys_handler_removal(void) {
         atomic_store(&sys_removed, 1);
         CHECK(inside == 0, "round %d: %llu calls still inside the removed handler", r,
               (unsigned long long)inside);
-        /* Envelopes keep arriving with no handler: they are counted
-         * undeliverable, and the handler is not called. */
-        uint64_t s0 = atomic_load(&sys_sent);
-        CHECK(AWAIT(atomic_load(&sys_sent) >= s0 + 50, 20000), "round %d: sends stalled", r);
-        waited_out += atomic_load(&sys_calls) - c0;
+        /* Envelopes keep arriving with no handler: B counts them
+         * undeliverable, and the handler is not called (sys_late). */
+        px_transport_stats bs;
+        px_transport_stats_get(nb.t, &bs);
+        uint64_t u0 = bs.undeliverable;
+        CHECK(AWAIT((px_transport_stats_get(nb.t, &bs), bs.undeliverable >= u0 + 50), 20000),
+              "round %d: no envelope arrived without a handler", r);
     }
     atomic_store(&sys_senders_stop, 1);
     for (int i = 0; i < 2; i++) {
         pthread_join(th[i], NULL);
     }
-    px_transport_stats bs;
-    px_transport_stats_get(nb.t, &bs);
     CHECK(atomic_load(&sys_late) == 0, "%llu calls began after the removal returned",
           (unsigned long long)atomic_load(&sys_late));
     CHECK(atomic_load(&sys_bad_arg) == 0, "%llu calls saw another arg",
           (unsigned long long)atomic_load(&sys_bad_arg));
-    CHECK(bs.undeliverable > 0, "no envelope arrived while no handler was installed");
-    CHECK(waited_out >= SYS_ROUNDS * SYS_PER_ROUND, "%llu calls", (unsigned long long)waited_out);
     (void)px_stop(nb.sys, sys_to);
     return ok;
 }

@@ -424,7 +424,7 @@ static px_err root_start(pxd_node *n, const pxd_root *r, px_ref *out, char *why,
     if (c != NULL) {
         px_ref owner = PX_REF_NIL;
         e = px_register_global(c, r->global_name, *out, &owner);
-        pxd_part_release(n, PXD_PART_C);
+        pxd_part_rele(n, PXD_PART_C, c);
         if (e != PX_OK) {
             char o[48];
             snprintf(why, whylen, "global name \"%s\": %s%s%s", r->global_name, px_strerror(e),

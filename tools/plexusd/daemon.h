@@ -66,7 +66,9 @@ typedef struct pxd_node {
      * NULL and either holds parts_mtx for a quick read (metrics,
      * readiness, listings) or, across a call that may wait (a remote
      * spawn, an etcd round trip), holds the part itself (pxd_part_hold):
-     * parts_mtx is then free for the others meanwhile. */
+     * parts_mtx is then free for the others meanwhile. The main thread
+     * uses them unheld while the phase is STARTING: a drain is refused
+     * until the node runs (op_drain; SIGTERM is read only once it runs). */
     nng_mtx *parts_mtx;
     nng_cv *parts_cv;                /* a part's last holder released it */
     uint32_t part_holders[PXD_NPARTS]; /* parts_mtx */
@@ -90,16 +92,23 @@ bool pxd_ready(pxd_node *n, char *why, size_t whylen);
 /* A part (px_transport *, px_cluster * or px_mesh *, as `which` says) for
  * a call that may wait: NULL once the drain or teardown took it out (or
  * before start-up published it); otherwise the caller holds it until
- * pxd_part_release(n, which), and it is not stopped meanwhile. Any thread;
- * takes parts_mtx briefly (not with it held). */
+ * pxd_part_rele, and it is not stopped meanwhile. Any thread; takes
+ * parts_mtx briefly (not with it held). */
 void *pxd_part_hold(pxd_node *n, pxd_part which);
-void pxd_part_release(pxd_node *n, pxd_part which);
+
+/* Ends a hold: `part` is what pxd_part_hold returned (NULL: nothing to
+ * end, so every hold may be paired with a rele unconditionally). */
+void pxd_part_rele(pxd_node *n, pxd_part which, void *part);
 
 /* Publishes a part that start-up made (main thread). */
 void pxd_part_set(pxd_node *n, pxd_part which, void *part);
 
-/* Takes a part out (NULL for everyone from now on) and returns it once no
- * holder is left, for the caller to stop; NULL when it was not there. */
+/* Takes a part out (NULL for everyone from now on) and returns it, for
+ * the caller to stop, once no holder is left: it blocks, unbounded, for
+ * the calls that hold it (a remote spawn's 5 s bound, an etcd request's
+ * timeout), and a caller holding a part itself would wait forever. NULL
+ * when it was not there. Any thread; the drain's bound keeps running
+ * meanwhile. */
 void *pxd_part_take(pxd_node *n, pxd_part which);
 
 /* The phase's name: "starting", "running", "draining" or "stopped";

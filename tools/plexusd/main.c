@@ -433,14 +433,15 @@ int main(int argc, char **argv) {
         goto out;
     }
     n->roots_inc = px_system_node_inc(n->sys);
+    /* Copied before RUNNING: from then on an admin drain may take t out. */
+    char listen[256];
+    snprintf(listen, sizeof listen, "%s", px_transport_address(n->t));
     atomic_store(&n->phase, PXD_RUNNING);
-    px_log(n->sys, PX_LOG_INFO, "ready: listen=%s admin=%s http=%s etcd=%s",
-           px_transport_address(n->t), px_admin_server_url(n->admin),
-           n->http != NULL ? pxd_httpd_url(n->http) : "off",
+    px_log(n->sys, PX_LOG_INFO, "ready: listen=%s admin=%s http=%s etcd=%s", listen,
+           px_admin_server_url(n->admin), n->http != NULL ? pxd_httpd_url(n->http) : "off",
            cfg.etcd.n > 0 ? cfg.etcd.v[0] : "none (standalone)");
-    printf("plexusd: ready node=%s listen=%s admin=%s http=%s\n", cfg.node_name,
-           px_transport_address(n->t), px_admin_server_url(n->admin),
-           n->http != NULL ? pxd_httpd_url(n->http) : "off");
+    printf("plexusd: ready node=%s listen=%s admin=%s http=%s\n", cfg.node_name, listen,
+           px_admin_server_url(n->admin), n->http != NULL ? pxd_httpd_url(n->http) : "off");
     fflush(stdout);
 
     rc = 0;

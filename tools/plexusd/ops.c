@@ -12,6 +12,7 @@
  */
 #include "ops.h"
 
+#include <assert.h>
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -234,8 +235,12 @@ void *pxd_part_hold(pxd_node *n, pxd_part which) {
     return part;
 }
 
-void pxd_part_release(pxd_node *n, pxd_part which) {
+void pxd_part_rele(pxd_node *n, pxd_part which, void *part) {
+    if (part == NULL) {
+        return;
+    }
     nng_mtx_lock(n->parts_mtx);
+    assert(n->part_holders[which] > 0);
     if (--n->part_holders[which] == 0) {
         nng_cv_wake(n->parts_cv);
     }
@@ -520,9 +525,7 @@ static void op_spawn(pxd_node *n, px_admin_conn *conn, uint64_t id, const Plexus
         px_mesh *m = pxd_part_hold(n, PXD_PART_M);
         e = m != NULL ? px_mesh_spawn(m, &pl, r->behavior, &arg, NULL, 5000, &ref, why, sizeof why)
                       : PX_ECLOSED;
-        if (m != NULL) {
-            pxd_part_release(n, PXD_PART_M);
-        }
+        pxd_part_rele(n, PXD_PART_M, m);
     } else {
         px_spawn_opts so = {.name = r->name[0] ? r->name : NULL};
         e = px_system_spawn_named(n->sys, r->behavior, &arg, &so, &ref);
@@ -536,9 +539,7 @@ static void op_spawn(pxd_node *n, px_admin_conn *conn, uint64_t id, const Plexus
             px_ref owner = PX_REF_NIL;
             px_cluster *c = pxd_part_hold(n, PXD_PART_C);
             e = c != NULL ? px_register_global(c, r->global_name, ref, &owner) : PX_ECLOSED;
-            if (c != NULL) {
-                pxd_part_release(n, PXD_PART_C);
-            }
+            pxd_part_rele(n, PXD_PART_C, c);
             if (e != PX_OK) {
                 char ob[48];
                 snprintf(why, sizeof why, "global name \"%s\": %s%s%s (the actor was stopped)",

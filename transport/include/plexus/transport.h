@@ -191,10 +191,12 @@ typedef void (*px_sys_fn)(void *arg, const char *peer, px_ref to, px_ref from, u
                           uint32_t sysop, const uint8_t *payload, size_t len);
 
 /* Installs the handler of incoming system envelopes (NULL: none; they are
- * then counted undeliverable). Install it before the peers send any.
- * Removing it (fn NULL) returns once no call to the old handler is running
- * and none will start, so what arg points at may be freed then; never
- * remove it from inside the handler. Not concurrent with itself. */
+ * then counted undeliverable). Install one only while none is installed
+ * (a call could otherwise pair the old fn with the new arg). Removing it
+ * (fn NULL) returns once no call to the old handler is running and none
+ * will start, so what arg points at may be freed then; never remove it
+ * from inside the handler or another transport callback. Not concurrent
+ * with itself. */
 void px_transport_set_on_sys(px_transport *t, px_sys_fn fn, void *arg);
 
 /* Queues a system envelope for the node of `to` (a ref on a peer):
