@@ -61,40 +61,17 @@
 #include <plexus/plexus.h>
 
 #include "plexus/plexus.pb-c.h"
-#include "pxt_crit.h"
-#include "pxt_etcd.h"
-
-#ifndef PXT_NODE
-#error "PXT_NODE (path of the pxt_node program) must be defined by the build"
-#endif
+#include "pxt_pnode.h"
 
 #define TTL_S 2
 #define TTL_MS (TTL_S * 1000)
-#define CMD_MS 10000 /* bound for one command's answer */
-#define MAXN 6
-#define CLUSTER "m"
+#define CMD_MS PXT_PNODE_CMD_MS
 #define TAG_FAIL 666
 #define TAG_EXIT 777
 
-typedef struct node {
-    pxt_proc p;
-    char name[16];
-    char addr[64];  /* where it listens */
-    char adv[64];   /* what it publishes ("" = addr) */
-    char roles[32]; /* --roles ("" = none) */
-    int silence_ms; /* --unreachable */
-    char id_path[256], log_path[256];
-    char fwd[48];   /* its fwd actor (ready line) */
-    char sink[48];  /* its sink actor (ready line) */
-    uint32_t id;    /* node id */
-    uint32_t inc;   /* its current incarnation as the test last learnt it */
-} node;
+typedef pxt_pnode node;
 
-static char g_dir[64], g_secret[128];
-static node g_nodes[MAXN];
-static int g_nn;
-static pxt_etcd g_etcd;
-static bool g_passed;
+static pxt_pworld g_w; /* the directory, the secret, etcd, the nodes */
 static unsigned g_ask_id;
 
 typedef struct linkcut linkcut;
@@ -363,36 +340,12 @@ static void linkcut_free(linkcut *lc) {
 
 /* ---- set-up and tear-down ---- */
 
-static void setup(void) {
-    snprintf(g_dir, sizeof g_dir, "/tmp/pxt-mp-XXXXXX");
-    cr_assert_not_null(mkdtemp(g_dir));
-    snprintf(g_secret, sizeof g_secret, "%s/cluster.secret", g_dir);
-    cr_assert_eq(pxt_file_write(g_secret, "the secret of the mesh processes\n", 0600), 0);
-    g_etcd.extra[0] = "--heartbeat-interval=20";
-    g_etcd.extra[1] = "--election-timeout=200";
-    int rv = pxt_etcd_start(&g_etcd);
-    cr_assert_eq(rv, 0, "etcd did not start (%s); its log: %s", strerror(-rv), g_etcd.log);
-}
+static void setup(void) { pxt_pworld_setup(&g_w, "mesh_procs", "mp", "m", TTL_S); }
 
 static void teardown(void) {
-    for (int i = 0; i < g_nn; i++) {
-        if (g_nodes[i].p.pid > 0) {
-            kill(g_nodes[i].p.pid, SIGCONT);
-            pxt_proc_kill(&g_nodes[i].p);
-        }
-        pxt_proc_release(&g_nodes[i].p);
-    }
-    g_nn = 0;
+    pxt_pworld_teardown(&g_w);
     linkcut_free(g_lc);
     g_lc = NULL;
-    pxt_etcd_stop(&g_etcd);
-    pxt_procs_kill_all();
-    if (!g_passed || getenv("PXT_KEEP") != NULL) {
-        fprintf(stderr, "mesh_procs: etcd's log: %s\n", g_etcd.log);
-    } else {
-        unlink(g_etcd.log);
-    }
-    pxt_dir_finish(g_dir, g_passed, "mesh_procs");
 }
 
 #define MP_TEST(name, secs)                                                                   \
@@ -406,95 +359,14 @@ static int64_t now_ms(void) { return pxt_mono_ms(); }
 /* ---- node processes ---- */
 
 static node *node_new(const char *name, const char *roles) {
-    cr_assert_lt(g_nn, MAXN);
-    node *n = &g_nodes[g_nn++];
-    memset(n, 0, sizeof *n);
-    n->p.in_fd = n->p.out_fd = -1;
-    snprintf(n->name, sizeof n->name, "%s", name);
-    snprintf(n->roles, sizeof n->roles, "%s", roles ? roles : "");
-    n->silence_ms = 3000;
-    int port = pxt_free_port();
-    cr_assert_gt(port, 0, "no free port: %s", strerror(-port));
-    snprintf(n->addr, sizeof n->addr, "tcp://127.0.0.1:%d", port);
-    snprintf(n->id_path, sizeof n->id_path, "%s/%s.key", g_dir, name);
-    snprintf(n->log_path, sizeof n->log_path, "%s/%s.log", g_dir, name);
-    return n;
+    return pxt_pnode_new(&g_w, name, roles);
 }
 
-/* Starts n's process and reads its ready line (it has joined by then). */
-static void node_start(node *n) {
-    char ttl[8], silence[16];
-    snprintf(ttl, sizeof ttl, "%d", TTL_S);
-    snprintf(silence, sizeof silence, "%d", n->silence_ms);
-    char *argv[32] = {PXT_NODE,      "--name",       n->name,     "--listen",  n->addr,
-                      "--identity",  n->id_path,     "--secret",  g_secret,    "--heartbeat",
-                      "100",         "--unreachable", silence,    "--reconnect-max", "300",
-                      "--etcd",      g_etcd.url,     "--cluster", CLUSTER,     "--ttl",
-                      ttl,           NULL};
-    int k = 21;
-    if (n->roles[0] != '\0') {
-        argv[k++] = "--roles";
-        argv[k++] = n->roles;
-    }
-    if (n->adv[0] != '\0') {
-        argv[k++] = "--advertise";
-        argv[k++] = n->adv;
-    }
-    argv[k] = NULL;
-    pxt_proc_release(&n->p);
-    int rv = pxt_proc_spawn(&n->p, argv, n->log_path);
-    cr_assert_eq(rv, 0, "spawn %s: %s", n->name, strerror(-rv));
-    char line[1024];
-    rv = pxt_proc_expect(&n->p, "ready ", CMD_MS, line, sizeof line);
-    if (rv != 0) {
-        NODE_FAIL(n, "no ready line (%s)", strerror(-rv));
-    }
-    cr_assert(strstr(line, " cluster=1") != NULL, "%s", line);
-    cr_assert(pxt_kv(line, "fwd", n->fwd, sizeof n->fwd) &&
-                  pxt_kv(line, "sink", n->sink, sizeof n->sink),
-              "%s", line);
-    n->id = (uint32_t)pxt_kv_num(line, "node", true, 0);
-    n->inc = (uint32_t)pxt_kv_num(line, "inc", true, 0);
-    cr_assert_eq(n->id, px_node_id(n->name), "%s", line);
-}
+static void node_start(node *n) { pxt_pnode_start(&g_w, n); }
 
-/* Sends a command to n and returns its answer (the line starting with
- * prefix) in line. */
-#define node_cmd(n, prefix, line, len, ...)                                                   \
-    pxt_cmd(&(n)->p, (n)->name, (n)->log_path, CMD_MS, (prefix), (line), (len), __VA_ARGS__)
+#define node_cmd PXT_PNODE_CMD
 
-static void node_quit(node *n) { pxt_quit(&n->p, n->name, n->log_path, 10000); }
-
-static void finish(node **n, int k) {
-    for (int i = 0; i < k; i++) {
-        if (n[i] != NULL && !n[i]->p.reaped) {
-            node_quit(n[i]);
-        }
-    }
-    g_passed = true;
-}
-
-static bool sees(node *n, const node *who, const char *st, uint32_t inc) {
-    char line[256], prefix[64], v[32];
-    snprintf(prefix, sizeof prefix, "member name=%s ", who->name);
-    node_cmd(n, prefix, line, sizeof line, "member %s", who->name);
-    if (strstr(line, "rc=PX_OK") == NULL) {
-        return false;
-    }
-    cr_assert(pxt_kv(line, "state", v, sizeof v), "%s", line);
-    return strcmp(v, st) == 0 && (inc == 0 || (uint32_t)pxt_kv_num(line, "inc", true, 0) == inc);
-}
-
-static bool all_see_up(node **obs, int nobs, node **who, int nwho) {
-    for (int i = 0; i < nobs; i++) {
-        for (int j = 0; j < nwho; j++) {
-            if (obs[i] != who[j] && !sees(obs[i], who[j], "up", who[j]->inc)) {
-                return false;
-            }
-        }
-    }
-    return true;
-}
+static void finish(node **n, int k) { pxt_pworld_finish(&g_w, n, k); }
 
 /* alpha (no roles), beta and gamma (role worker), each seeing all three up.
  * adv: give each node a linkcut endpoint to publish. */
@@ -513,7 +385,7 @@ static void three_up(node **n, bool adv) {
     for (int i = 0; i < 3; i++) {
         node_start(n[i]);
     }
-    AWAIT(all_see_up(n, 3, n, 3), 15000, "every node sees every node up");
+    AWAIT(pxt_pnodes_all_see_up(n, 3, n, 3), 15000, "every node sees every node up");
 }
 
 static node *by_name(node **n, int k, const char *name) {
@@ -867,7 +739,7 @@ MP_TEST(every_terminated_reason_reaches_a_watcher_on_another_node_exactly_once, 
     await_term(b, w3, 3000, "node_down", "PX_ENODEDOWN");
     fprintf(stderr, "mesh_procs: SIGKILL -> Terminated(node down) on alpha and beta: %lld ms\n",
             (long long)(now_ms() - t0));
-    cr_assert(sees(a, g, "down", 0));
+    cr_assert(pxt_pnode_sees(a, g, "down", 0));
     /* still exactly one each, once everything settled */
     cr_assert_eq(terms_of(a, w1).n, 1);
     cr_assert_eq(terms_of(a, w2).n, 1);
@@ -894,7 +766,7 @@ MP_TEST(a_node_frozen_past_its_ttl_ends_each_watch_once_and_fences_its_own, 90) 
 
     cr_assert_eq(kill(b->p.pid, SIGSTOP), 0);
     int64_t t0 = now_ms();
-    AWAIT(sees(a, b, "down", 0) && sees(g, b, "down", 0), TTL_MS + 4000,
+    AWAIT(pxt_pnode_sees(a, b, "down", 0) && pxt_pnode_sees(g, b, "down", 0), TTL_MS + 4000,
           "the others see the frozen beta down");
     /* Its lease expired: membership says DOWN before beta can come back,
      * so the watchers get node down (not fenced). */
@@ -909,7 +781,7 @@ MP_TEST(a_node_frozen_past_its_ttl_ends_each_watch_once_and_fences_its_own, 90) 
     AWAIT((health_of(b, &fences, &reg, &inc), fences >= 1 && reg == 1 && inc != old), 10000,
           "beta fences itself and registers again");
     b->inc = inc;
-    AWAIT(all_see_up(n, 3, n, 3), 15000, "everyone sees beta's new incarnation up");
+    AWAIT(pxt_pnodes_all_see_up(n, 3, n, 3), 15000, "everyone sees beta's new incarnation up");
     /* and beta's own links are up again (its membership view lags them by
      * a transport tick: see the fixed bug at the end) */
     AWAIT(link_up(b, a) && link_up(b, g), 5000, "beta's links to alpha and gamma are up");
@@ -969,7 +841,7 @@ MP_TEST(remote_spawn_by_each_placement_policy_and_an_unknown_behavior_is_a_clear
         node *x = by_name(n, 3, where);
         cr_assert_not_null(x, "%s", where);
         cr_assert_eq(ref_node(r), x->id);
-        seen |= 1 << (x - g_nodes);
+        seen |= 1 << (x - g_w.nodes);
     }
     cr_assert_eq(seen, 7, "round-robin: each node once in three spawns");
     /* by role: only beta and gamma are workers, both are used */
@@ -1218,7 +1090,7 @@ MP_TEST(a_partitioned_child_is_stopped_by_its_node_before_its_parent_restarts_it
 
     /* Healed: alpha sees x up again; still one instance, on y. */
     linkcut_set(g_lc, a, x, false);
-    AWAIT(sees(a, x, "up", 0) && sees(x, a, "up", 0), 10000, "the partition heals");
+    AWAIT(pxt_pnode_sees(a, x, "up", 0) && pxt_pnode_sees(x, a, "up", 0), 10000, "the partition heals");
     cr_assert(!alive(x, old), "the old instance stays stopped");
     cr_assert(ask_at(a, px, 2000, &at) && at == y->id);
     k = kid_of(a, sup, "svc");
@@ -1368,7 +1240,7 @@ MP_TEST(least_loaded_ties_go_round, 60) {
 static void refreeze(node *a, node *b) {
     uint32_t old = b->inc;
     cr_assert_eq(kill(b->p.pid, SIGSTOP), 0);
-    AWAIT(sees(a, b, "down", 0), TTL_MS + 4000, "alpha sees the frozen beta down");
+    AWAIT(pxt_pnode_sees(a, b, "down", 0), TTL_MS + 4000, "alpha sees the frozen beta down");
     cr_assert_eq(kill(b->p.pid, SIGCONT), 0);
     long long fences = 0;
     int reg = 0;
@@ -1376,7 +1248,7 @@ static void refreeze(node *a, node *b) {
     AWAIT((health_of(b, &fences, &reg, &inc), reg == 1 && inc != old), 10000,
           "beta registers again");
     b->inc = inc;
-    AWAIT(sees(a, b, "up", inc), 5000, "alpha sees beta's new incarnation up");
+    AWAIT(pxt_pnode_sees(a, b, "up", inc), 5000, "alpha sees beta's new incarnation up");
 }
 
 MP_TEST(a_spawn_on_a_node_that_just_rejoined_is_answered, 120) {

@@ -40,35 +40,15 @@
 
 #include <plexus/plexus.h>
 
-#include "pxt_crit.h"
-#include "pxt_etcd.h"
-
-#ifndef PXT_NODE
-#error "PXT_NODE (path of the pxt_node program) must be defined by the build"
-#endif
+#include "pxt_pnode.h"
 
 #define TTL_S 2
 #define TTL_MS (TTL_S * 1000)
-#define CMD_MS 10000 /* bound for one command's answer */
-#define MAXN 12
-#define CLUSTER "t"
+#define CMD_MS PXT_PNODE_CMD_MS
 
-typedef struct node {
-    pxt_proc p;
-    char name[16];
-    char addr[64];
-    char etcd[64]; /* the etcd URL it is given (a cutter's, to cut it off) */
-    char id_path[256], log_path[256];
-    char echo[48]; /* the echo actor of its first incarnation (ready line) */
-    uint32_t id;   /* node id */
-    uint32_t inc;  /* its current incarnation as the test last learnt it */
-} node;
+typedef pxt_pnode node;
 
-static char g_dir[64], g_secret[128];
-static node g_nodes[MAXN];
-static int g_nn;
-static pxt_etcd g_etcd;
-static bool g_passed;
+static pxt_pworld g_w; /* the directory, the secret, etcd, the nodes */
 static unsigned g_ask_id;
 
 typedef struct cutter cutter;
@@ -77,35 +57,12 @@ static void cutter_free(cutter *c);
 
 /* ---- set-up and tear-down ---- */
 
-static void setup(void) {
-    snprintf(g_dir, sizeof g_dir, "/tmp/pxt-sc-XXXXXX");
-    cr_assert_not_null(mkdtemp(g_dir));
-    snprintf(g_secret, sizeof g_secret, "%s/cluster.secret", g_dir);
-    cr_assert_eq(pxt_file_write(g_secret, "the secret of the scenario processes\n", 0600), 0);
-    g_etcd.extra[0] = "--heartbeat-interval=20";
-    g_etcd.extra[1] = "--election-timeout=200";
-    int rv = pxt_etcd_start(&g_etcd);
-    cr_assert_eq(rv, 0, "etcd did not start (%s); its log: %s", strerror(-rv), g_etcd.log);
-}
+static void setup(void) { pxt_pworld_setup(&g_w, "scenarios", "sc", "t", TTL_S); }
 
 static void teardown(void) {
-    for (int i = 0; i < g_nn; i++) {
-        if (g_nodes[i].p.pid > 0) {
-            kill(g_nodes[i].p.pid, SIGCONT);
-            pxt_proc_kill(&g_nodes[i].p);
-        }
-        pxt_proc_release(&g_nodes[i].p);
-    }
+    pxt_pworld_teardown(&g_w);
     cutter_free(g_cut);
     g_cut = NULL;
-    pxt_etcd_stop(&g_etcd);
-    pxt_procs_kill_all();
-    if (!g_passed || getenv("PXT_KEEP") != NULL) {
-        fprintf(stderr, "scenarios: etcd's log: %s\n", g_etcd.log);
-    } else {
-        unlink(g_etcd.log);
-    }
-    pxt_dir_finish(g_dir, g_passed, "scenarios");
 }
 
 #define SC_TEST(name, secs)                                                                   \
@@ -115,95 +72,18 @@ static int64_t now_ms(void) { return pxt_mono_ms(); }
 
 #define NODE_FAIL(n, ...) PXT_FAIL_LOG((n)->name, (n)->log_path, __VA_ARGS__)
 #define AWAIT PXT_AWAIT
+#define node_cmd PXT_PNODE_CMD
 
 /* ---- node processes ---- */
 
-static node *node_new(const char *name) {
-    cr_assert_lt(g_nn, MAXN);
-    node *n = &g_nodes[g_nn++];
-    memset(n, 0, sizeof *n);
-    n->p.in_fd = n->p.out_fd = -1;
-    snprintf(n->name, sizeof n->name, "%s", name);
-    int port = pxt_free_port();
-    cr_assert_gt(port, 0, "no free port: %s", strerror(-port));
-    snprintf(n->addr, sizeof n->addr, "tcp://127.0.0.1:%d", port);
-    snprintf(n->etcd, sizeof n->etcd, "%s", g_etcd.url);
-    snprintf(n->id_path, sizeof n->id_path, "%s/%s.key", g_dir, name);
-    snprintf(n->log_path, sizeof n->log_path, "%s/%s.log", g_dir, name);
-    return n;
-}
-
-/* Starts n's process and reads its ready line (it has joined by then). */
-static void node_start(node *n) {
-    char ttl[8];
-    snprintf(ttl, sizeof ttl, "%d", TTL_S);
-    char *argv[] = {PXT_NODE,          "--name",      n->name,    "--listen",  n->addr,
-                    "--identity",      n->id_path,    "--secret", g_secret,    "--heartbeat",
-                    "100",             "--unreachable", "3000",   "--reconnect-max", "300",
-                    "--etcd",          n->etcd,       "--cluster", CLUSTER,    "--ttl",
-                    ttl,               NULL};
-    pxt_proc_release(&n->p);
-    int rv = pxt_proc_spawn(&n->p, argv, n->log_path);
-    cr_assert_eq(rv, 0, "spawn %s: %s", n->name, strerror(-rv));
-    char line[1024];
-    rv = pxt_proc_expect(&n->p, "ready ", CMD_MS, line, sizeof line);
-    if (rv != 0) {
-        NODE_FAIL(n, "no ready line (%s)", strerror(-rv));
-    }
-    cr_assert(strstr(line, " cluster=1") != NULL, "%s", line);
-    cr_assert(pxt_kv(line, "echo", n->echo, sizeof n->echo), "%s", line);
-    n->id = (uint32_t)pxt_kv_num(line, "node", true, 0);
-    n->inc = (uint32_t)pxt_kv_num(line, "inc", true, 0);
-    cr_assert_eq(n->id, px_node_id(n->name), "%s", line);
-    cr_assert_neq(n->inc, 0, "%s", line);
-}
+static node *node_new(const char *name) { return pxt_pnode_new(&g_w, name, NULL); }
+static void node_start(node *n) { pxt_pnode_start(&g_w, n); }
+static void finish(node **n, int k) { pxt_pworld_finish(&g_w, n, k); }
 
 static node *node_up(const char *name) {
     node *n = node_new(name);
     node_start(n);
     return n;
-}
-
-/* Sends a command to n and returns its answer (the line starting with
- * prefix) in line. */
-#define node_cmd(n, prefix, line, len, ...)                                                   \
-    pxt_cmd(&(n)->p, (n)->name, (n)->log_path, CMD_MS, (prefix), (line), (len), __VA_ARGS__)
-
-/* Stops n with "quit" (it leaves the cluster) and asserts it exited 0 by
- * itself (under ASan that includes a clean leak check). */
-static void node_quit(node *n) { pxt_quit(&n->p, n->name, n->log_path, 10000); }
-
-/* Quits n[0..k) and marks the test passed (its logs go). */
-static void finish(node **n, int k) {
-    for (int i = 0; i < k; i++) {
-        node_quit(n[i]);
-    }
-    g_passed = true;
-}
-
-/* n's view of `who`: true if it is in state st (and of incarnation inc,
- * unless inc is 0). */
-static bool sees(node *n, const node *who, const char *st, uint32_t inc) {
-    char line[256], prefix[64], v[32];
-    snprintf(prefix, sizeof prefix, "member name=%s ", who->name);
-    node_cmd(n, prefix, line, sizeof line, "member %s", who->name);
-    if (strstr(line, "rc=PX_OK") == NULL) {
-        return false;
-    }
-    cr_assert(pxt_kv(line, "state", v, sizeof v), "%s", line);
-    return strcmp(v, st) == 0 && (inc == 0 || (uint32_t)pxt_kv_num(line, "inc", true, 0) == inc);
-}
-
-/* Every observer sees every node of who[] up with its current incarnation. */
-static bool all_see_up(node **obs, int nobs, node **who, int nwho) {
-    for (int i = 0; i < nobs; i++) {
-        for (int j = 0; j < nwho; j++) {
-            if (!sees(obs[i], who[j], "up", who[j]->inc)) {
-                return false;
-            }
-        }
-    }
-    return true;
 }
 
 /* n's whole view ("members"): how many members, and whether each of who[]
@@ -325,7 +205,7 @@ static void start_nodes(node **ns, int k, const char *const *names) {
     for (int i = 0; i < k; i++) {
         ns[i] = node_up(names[i]);
     }
-    AWAIT(all_see_up(ns, k, ns, k), 15000, "every node sees every node up");
+    AWAIT(pxt_pnodes_all_see_up(ns, k, ns, k), 15000, "every node sees every node up");
 }
 
 /* alpha, beta and gamma, each seeing all three up. */
@@ -344,7 +224,7 @@ static void time_to_see(node **obs, int k, const node *who, const char *st, int6
     }
     while (left > 0 && now_ms() < t0 + bound_ms) {
         for (int i = 0; i < k; i++) {
-            if (took[i] < 0 && sees(obs[i], who, st, 0)) {
+            if (took[i] < 0 && pxt_pnode_sees(obs[i], who, st, 0)) {
                 took[i] = now_ms() - t0;
                 left--;
             }
@@ -364,7 +244,7 @@ static long long etcd_put(const char *key) {
     char k[256], body[512], res[1024];
     b64(key, strlen(key), k, sizeof k);
     snprintf(body, sizeof body, "{\"key\":\"%s\",\"value\":\"eA==\"}", k);
-    int st = pxt_etcd_post(g_etcd.url, "/v3/kv/put", body, res, sizeof res);
+    int st = pxt_etcd_post(g_w.etcd.url, "/v3/kv/put", body, res, sizeof res);
     cr_assert_eq(st, 200, "put %s: %d %s", key, st, res);
     const char *r = strstr(res, "\"revision\":\"");
     cr_assert_not_null(r, "%s", res);
@@ -374,7 +254,7 @@ static long long etcd_put(const char *key) {
 /* The number of leases etcd holds. */
 static int etcd_leases(void) {
     static char res[65536];
-    int st = pxt_etcd_post(g_etcd.url, "/v3/lease/leases", "{}", res, sizeof res);
+    int st = pxt_etcd_post(g_w.etcd.url, "/v3/lease/leases", "{}", res, sizeof res);
     cr_assert_eq(st, 200, "lease list: %d %s", st, res);
     int n = 0;
     for (const char *p = strstr(res, "\"ID\""); p != NULL; p = strstr(p + 1, "\"ID\"")) {
@@ -661,9 +541,9 @@ SC_TEST(asks_go_on_across_an_etcd_restart_with_no_false_down_and_views_reconverg
 
     atomic_store(&l.phase, 1);
     int64_t t0 = now_ms();
-    pxt_etcd_kill(&g_etcd);
+    pxt_etcd_kill(&g_w.etcd);
     /* On this thread: etcd dies with the thread that started it. */
-    int rv = pxt_etcd_restart(&g_etcd);
+    int rv = pxt_etcd_restart(&g_w.etcd);
     int64_t outage = now_ms() - t0;
     cr_assert_eq(rv, 0, "etcd restart: %s", strerror(-rv));
     /* Keepalives succeed again (beta's and gamma's; alpha's pipe is the loop's). */
@@ -697,7 +577,7 @@ SC_TEST(asks_go_on_across_an_etcd_restart_with_no_false_down_and_views_reconverg
     }
     /* A node that joins after the restart is seen by all, and sees all. */
     n[3] = node_up("delta");
-    AWAIT(all_see_up(n, 4, n, 4), 15000, "the views converge on four");
+    AWAIT(pxt_pnodes_all_see_up(n, 4, n, 4), 15000, "the views converge on four");
     finish(n, 4);
 }
 
@@ -724,7 +604,7 @@ SC_TEST(etcd_stopped_past_the_ttl_makes_every_node_a_new_incarnation_without_zom
         old[i] = n[i]->inc;
     }
 
-    cr_assert_eq(pxt_etcd_pause(&g_etcd), 0);
+    cr_assert_eq(pxt_etcd_pause(&g_w.etcd), 0);
     int64_t t0 = now_ms();
     AWAIT(health_of(n[0]).holding == 1 && health_of(n[1]).holding == 1 &&
               health_of(n[2]).holding == 1,
@@ -737,7 +617,7 @@ SC_TEST(etcd_stopped_past_the_ttl_makes_every_node_a_new_incarnation_without_zom
     }
     /* and they keep serving each other, the old incarnations still */
     cr_assert(ask_ok(n[1], n[0]->echo, 3000, line, sizeof line), "%s", line);
-    cr_assert_eq(pxt_etcd_resume(&g_etcd), 0);
+    cr_assert_eq(pxt_etcd_resume(&g_w.etcd), 0);
     int64_t t1 = now_ms(), paused = t1 - t0;
 
     uint32_t inc = 0;
@@ -745,7 +625,7 @@ SC_TEST(etcd_stopped_past_the_ttl_makes_every_node_a_new_incarnation_without_zom
         AWAIT(rejoined(n[i], old[i], &inc), 10000, "%s registers again", n[i]->name);
         n[i]->inc = inc;
     }
-    AWAIT(all_see_up(n, 3, n, 3), 15000, "every node sees every new incarnation up");
+    AWAIT(pxt_pnodes_all_see_up(n, 3, n, 3), 15000, "every node sees every new incarnation up");
     fprintf(stderr,
             "scenarios: etcd stopped %lld ms; all holding after %lld ms; all new incarnations "
             "up everywhere %lld ms after resuming\n",
@@ -788,7 +668,7 @@ SC_TEST(a_node_stopped_past_its_ttl_is_down_then_rejoins_as_a_new_incarnation, 9
 
     cr_assert_eq(kill(b->p.pid, SIGSTOP), 0);
     int64_t t0 = now_ms();
-    AWAIT(sees(surv[0], b, "down", 0) && sees(surv[1], b, "down", 0), TTL_MS + 4000,
+    AWAIT(pxt_pnode_sees(surv[0], b, "down", 0) && pxt_pnode_sees(surv[1], b, "down", 0), TTL_MS + 4000,
           "the others see the frozen beta down");
     int64_t down = now_ms() - t0;
     for (int i = 0; i < 2; i++) {
@@ -801,7 +681,7 @@ SC_TEST(a_node_stopped_past_its_ttl_is_down_then_rejoins_as_a_new_incarnation, 9
     uint32_t inc = 0;
     AWAIT(rejoined(b, old, &inc), 10000, "beta fences itself and registers again");
     b->inc = inc;
-    AWAIT(all_see_up(n, 3, n, 3), 15000, "everyone sees beta's new incarnation up");
+    AWAIT(pxt_pnodes_all_see_up(n, 3, n, 3), 15000, "everyone sees beta's new incarnation up");
     fprintf(stderr,
             "scenarios: a frozen node seen down after %lld ms; back up everywhere as a new "
             "incarnation %lld ms after SIGCONT\n",
@@ -829,14 +709,14 @@ static long long etcdstat(node *n, const char *key) {
 }
 
 SC_TEST(a_watch_cut_off_across_a_compaction_resyncs_and_sees_what_changed_meanwhile, 90) {
-    g_cut = cutter_new(g_etcd.port);
+    g_cut = cutter_new(g_w.etcd.port);
     node *n[3];
     n[0] = node_new("alpha");
     snprintf(n[0]->etcd, sizeof n[0]->etcd, "http://127.0.0.1:%d", g_cut->port);
     node_start(n[0]);
     n[1] = node_up("beta");
     n[2] = node_up("gamma");
-    AWAIT(all_see_up(n, 3, n, 3), 15000);
+    AWAIT(pxt_pnodes_all_see_up(n, 3, n, 3), 15000);
     cr_assert_eq(etcdstat(n[0], "compacted"), 0);
 
     /* alpha loses etcd. Meanwhile beta leaves, gamma takes a name, other
@@ -849,12 +729,12 @@ SC_TEST(a_watch_cut_off_across_a_compaction_resyncs_and_sees_what_changed_meanwh
     long long rev = 0;
     for (int i = 0; i < 20; i++) {
         char key[64];
-        snprintf(key, sizeof key, "/plexus/" CLUSTER "/other/k%d", i);
+        snprintf(key, sizeof key, "/plexus/t/other/k%d", i);
         rev = etcd_put(key);
     }
     char body[128], res[512];
     snprintf(body, sizeof body, "{\"revision\":\"%lld\",\"physical\":true}", rev);
-    int st = pxt_etcd_post(g_etcd.url, "/v3/kv/compaction", body, res, sizeof res);
+    int st = pxt_etcd_post(g_w.etcd.url, "/v3/kv/compaction", body, res, sizeof res);
     cr_assert_eq(st, 200, "compaction: %d %s", st, res);
     int64_t gap = now_ms() - t0;
     cr_assert_lt(gap, TTL_MS / 2, "the gap took %lld ms: alpha could fence", (long long)gap);
@@ -864,8 +744,8 @@ SC_TEST(a_watch_cut_off_across_a_compaction_resyncs_and_sees_what_changed_meanwh
      * everything again, and its view shows what happened in the gap. */
     int64_t t1 = now_ms();
     AWAIT(etcdstat(n[0], "compacted") >= 1, 5000, "alpha's membership watch resynced");
-    AWAIT(!sees(n[0], n[1], "up", 0), 5000, "alpha sees that beta is gone");
-    cr_assert(sees(n[0], n[1], "down", 0) || sees(n[0], n[1], "left", 0));
+    AWAIT(!pxt_pnode_sees(n[0], n[1], "up", 0), 5000, "alpha sees that beta is gone");
+    cr_assert(pxt_pnode_sees(n[0], n[1], "down", 0) || pxt_pnode_sees(n[0], n[1], "left", 0));
     char states[512], causes[2048];
     audit_of(n[0], n[1], states, sizeof states, causes, sizeof causes);
     cr_assert(strstr(causes, "full_read") != NULL, "found gone by the full read: %s", causes);
@@ -877,8 +757,8 @@ SC_TEST(a_watch_cut_off_across_a_compaction_resyncs_and_sees_what_changed_meanwh
     health h = health_of(n[0]);
     cr_assert(h.fences == 0 && h.registered == 1, "a gap shorter than the TTL fences nobody");
     node *live[2] = {n[0], n[2]};
-    cr_assert(all_see_up(live, 2, live, 2));
-    cr_assert(sees(n[2], n[1], "left", 0), "gamma, never cut off, saw beta leave");
+    cr_assert(pxt_pnodes_all_see_up(live, 2, live, 2));
+    cr_assert(pxt_pnode_sees(n[2], n[1], "left", 0), "gamma, never cut off, saw beta leave");
     finish(n, 3);
 }
 
@@ -938,10 +818,10 @@ SC_TEST(ten_processes_racing_for_one_global_name_have_exactly_one_winner, 120) {
 /* Deletes n's membership key by hand (its lease lives on). */
 static void delete_key_of(const node *n) {
     char key[64], k64[128], body[256], res[512];
-    snprintf(key, sizeof key, "/plexus/" CLUSTER "/nodes/%08x", n->id);
+    snprintf(key, sizeof key, "/plexus/t/nodes/%08x", n->id);
     b64(key, strlen(key), k64, sizeof k64);
     snprintf(body, sizeof body, "{\"key\":\"%s\"}", k64);
-    int st = pxt_etcd_post(g_etcd.url, "/v3/kv/deleterange", body, res, sizeof res);
+    int st = pxt_etcd_post(g_w.etcd.url, "/v3/kv/deleterange", body, res, sizeof res);
     cr_assert(st == 200 && strstr(res, "\"deleted\":\"1\"") != NULL, "%d %s", st, res);
 }
 
@@ -956,7 +836,7 @@ SC_TEST(a_node_whose_key_is_deleted_by_hand_fences_and_registers_again, 60) {
     uint32_t inc = 0;
     AWAIT(rejoined(b, old, &inc), 5000, "beta notices and registers again");
     b->inc = inc;
-    AWAIT(all_see_up(n, 2, n, 2), 10000, "alpha sees beta's new incarnation up");
+    AWAIT(pxt_pnodes_all_see_up(n, 2, n, 2), 10000, "alpha sees beta's new incarnation up");
     fprintf(stderr, "scenarios: a deleted key re-registered and seen up in %lld ms\n",
             (long long)(now_ms() - t0));
     char states[512], causes[2048];
