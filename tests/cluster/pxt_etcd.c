@@ -175,6 +175,10 @@ void pxt_etcd_stop(pxt_etcd *e) {
         }
         e->dir[0] = '\0';
     }
+    if (e->log[0] != '\0' && !e->keep_log && getenv("PXT_KEEP") == NULL) {
+        unlink(e->log);
+        e->log[0] = '\0';
+    }
 }
 
 void pxt_etcd_quiet_log(void *arg, px_log_level level, const char *node, const char *line) {

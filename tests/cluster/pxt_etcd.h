@@ -2,7 +2,7 @@
  * tests/cluster/pxt_etcd.h — a real etcd (Debian etcd-server) for tests:
  * started on two free loopback ports with a temporary data directory,
  * waited for until /health answers, and stopped by PID (SIGTERM, then
- * SIGKILL; always reaped, data directory removed). It can be killed,
+ * SIGKILL; always reaped, data directory and log removed). It can be killed,
  * paused and restarted on the same ports and data, which the membership
  * tests need. The child is registered with pxt_util's process registry, so
  * a failing test cannot leave it behind.
@@ -28,6 +28,7 @@ typedef struct pxt_etcd {
     const char *extra[8]; /* extra etcd flags (NULL-terminated), e.g. TLS */
     const char *bin;      /* the etcd program (NULL: /usr/bin/etcd) */
     const char *scheme;   /* "http" (default) or "https" */
+    bool keep_log;        /* pxt_etcd_stop leaves the log (as does PXT_KEEP set) */
 } pxt_etcd;
 
 /* Starts etcd and waits (up to 15 s) for it to answer /health. */
@@ -40,7 +41,8 @@ void pxt_etcd_kill(pxt_etcd *e);
 /* SIGSTOP / SIGCONT. */
 int pxt_etcd_pause(pxt_etcd *e);
 int pxt_etcd_resume(pxt_etcd *e);
-/* Stops it (SIGTERM, 5 s, then SIGKILL), reaps it and removes the data. */
+/* Stops it (SIGTERM, 5 s, then SIGKILL), reaps it and removes the data
+ * and, unless keep_log or PXT_KEEP is set, the log. */
 void pxt_etcd_stop(pxt_etcd *e);
 /* Waits up to timeout_ms for GET /health to say true. */
 int pxt_etcd_wait_healthy(pxt_etcd *e, int timeout_ms);

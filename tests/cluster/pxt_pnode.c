@@ -41,13 +41,12 @@ void pxt_pworld_teardown(pxt_pworld *w) {
         pxt_proc_release(&w->nodes[i].p);
     }
     w->nn = 0;
+    w->etcd.keep_log = !w->passed;
+    if (w->etcd.keep_log || getenv("PXT_KEEP") != NULL) {
+        fprintf(stderr, "%s: etcd's log: %s\n", w->what, w->etcd.log);
+    }
     pxt_etcd_stop(&w->etcd);
     pxt_procs_kill_all();
-    if (!w->passed || getenv("PXT_KEEP") != NULL) {
-        fprintf(stderr, "%s: etcd's log: %s\n", w->what, w->etcd.log);
-    } else {
-        unlink(w->etcd.log);
-    }
     pxt_dir_finish(w->dir, w->passed, w->what);
 }
 

@@ -30,15 +30,30 @@ typedef struct tnode {
 
 static char tdir[64];
 
+static void dir_gone(void) {
+    if (tdir[0] != '\0') {
+        char cmd[128];
+        snprintf(cmd, sizeof cmd, "rm -rf '%s'", tdir);
+        if (system(cmd) == 0) {
+            tdir[0] = '\0';
+        }
+    }
+}
+
+/* The test's directory; removed by dir_remove, or when the test's process
+ * exits (a failed assertion ends the test before its dir_remove). */
 static void dir_make(void) {
     snprintf(tdir, sizeof tdir, "/tmp/pxt-link-XXXXXX");
     cr_assert_not_null(mkdtemp(tdir));
+    static bool registered;
+    if (!registered) {
+        registered = atexit(dir_gone) == 0;
+    }
 }
 
 static void dir_remove(void) {
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tdir);
-    cr_assert_eq(system(cmd), 0);
+    dir_gone();
+    cr_assert_eq(tdir[0], '\0', "the test directory could not be removed");
 }
 
 static uint32_t g_spin_us; /* the next node_init's workers spin this long (0: default) */

@@ -19,12 +19,10 @@ static char g_suite[16], g_keep_env[48];
 
 static void cleanup(void)
 {
+    bool keep = getenv(g_keep_env) != NULL;
+    g_be.etcd.keep_log = keep;
     pxt_etcd_stop(&g_be.etcd);
     pxt_procs_kill_all();
-    bool keep = getenv(g_keep_env) != NULL;
-    if (g_be.etcd.log[0] != '\0' && !keep) {
-        unlink(g_be.etcd.log);
-    }
     if (g_be.dir[0] != '\0') {
         char who[32];
         snprintf(who, sizeof(who), "bench_%s", g_suite);
