@@ -1,9 +1,9 @@
 /*
  * alarm.c — one-shot alarms (plexus/alarm.h): a min-heap of pending alarms
  * by deadline (dheap.h) and one thread that waits on a condition variable
- * until the earliest. A due alarm is completed through its own aio (nng_aio_begin +
- * nng_aio_finish), so its callback runs on nng's task threads exactly as a
- * sleep's would, but nng's timer thread never sees it.
+ * until the earliest. A due alarm is completed through its own aio
+ * (nng_aio_begin + nng_aio_finish), so its callback runs on nng's task
+ * threads exactly as a sleep's would, but nng's timer thread never sees it.
  *
  * Deadlines are nng_clock() milliseconds; an alarm set for ms is due at
  * now + ms + 1 (nng_clock truncates, so "not before ms" holds — the same
