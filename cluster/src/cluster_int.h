@@ -38,6 +38,23 @@ typedef struct gname {
     char name[];
 } gname;
 
+/* A name this node forgot before its names watch showed the name's PUT
+ * (names.c, forget_locked): that PUT, when it comes, is old news. */
+typedef struct gtomb {
+    struct gtomb *next;
+    int64_t rev; /* the forgotten entry's revision */
+    char name[];
+} gtomb;
+
+/* A names watch event kept while the watch is held (pxc_names_hold). */
+typedef struct gheld {
+    struct gheld *next;
+    int64_t rev;
+    bool is_delete;
+    px_ref ref;
+    char name[];
+} gheld;
+
 /* A name a local actor waits for: its registration found the name held
  * (by an instance being failed over from, whose lease has not run out
  * yet); it is tried again when the name is deleted. */
@@ -102,6 +119,9 @@ struct px_cluster {
     size_t nbucket_count, ncount;
     bool names_synced;
     int64_t names_rev;       /* the last revision the names watch showed */
+    gtomb *tombs;            /* forgotten ahead of the watch, until it passes them */
+    bool names_held;         /* pxc_names_hold: events are kept in held, not applied */
+    gheld *held, *held_tail;
     gwant *wants;
     px_etcd_watch *nw;
     pxc_keeper *keeper;
@@ -125,5 +145,10 @@ void pxc_load_changed(px_cluster *c);
 px_err pxc_names_start(px_cluster *c, char *err, size_t errlen);
 void pxc_names_stop(px_cluster *c);
 void pxc_names_fenced(px_cluster *c);
+/* Test aid: while held, the names watch's events are kept (in order) and
+ * not applied; releasing applies them — a watch that lags behind. */
+void pxc_names_hold(px_cluster *c, bool hold);
+/* Test aid: how many events are held now. */
+size_t pxc_names_held(px_cluster *c);
 
 #endif

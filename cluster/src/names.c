@@ -10,7 +10,9 @@
  * name registered here; its Terminated message deletes the name — with a
  * transaction that compares the value, so a name taken over meanwhile is
  * left alone. A fenced node's names went with its old lease: they are
- * forgotten locally, and the watch shows their deletion.
+ * forgotten locally, and the watch shows their deletion. A name forgotten
+ * here before the watch showed its PUT leaves a tomb, so that the late PUT
+ * does not bring it back.
  * A registration made for a child the mesh started here (a failover) may
  * find the name still held by the instance it replaces, until that one's
  * node lease runs out: the child then waits for the name (c->wants) and
@@ -95,9 +97,10 @@ static void put_locked(px_cluster *c, const char *name, size_t n, px_ref ref, in
     }
 }
 
+/* A DELETE at rev (an entry put at a later revision stays). */
 static void del_locked(px_cluster *c, const char *name, size_t n, int64_t rev) {
     gname **pp = slot_of(c, name, n);
-    if (*pp != NULL && (rev == 0 || (*pp)->rev <= rev)) {
+    if (*pp != NULL && (*pp)->rev <= rev) {
         gname *g = *pp;
         *pp = g->next;
         free(g);
@@ -116,17 +119,61 @@ static void clear_locked(px_cluster *c) {
     c->ncount = 0;
 }
 
-/* Drops the entries drop() picks. */
+/* ---- forgotten names (c->nmtx held) ----
+ * This node forgets a name at once when it goes here — its actor stopped,
+ * it was given up, a fence took it — while its names watch may not have
+ * shown the name's PUT yet. A tomb (name, rev) keeps that late PUT from
+ * bringing the name back (until the DELETE that follows it); the tomb
+ * goes once the watch has passed rev. */
+
+static void forget_locked(px_cluster *c, gname **pp) {
+    gname *g = *pp;
+    if (c->e != NULL && g->rev > c->names_rev) {
+        size_t n = strlen(g->name);
+        gtomb *t = malloc(sizeof(*t) + n + 1);
+        if (t != NULL) { /* without memory, the late PUT shows it until its DELETE */
+            t->rev = g->rev;
+            memcpy(t->name, g->name, n + 1);
+            t->next = c->tombs;
+            c->tombs = t;
+        }
+    }
+    *pp = g->next;
+    free(g);
+    c->ncount--;
+}
+
+/* Whether a PUT of name at rev is one this node forgot already. */
+static bool buried_locked(px_cluster *c, const char *name, size_t n, int64_t rev) {
+    for (const gtomb *t = c->tombs; t != NULL; t = t->next) {
+        if (rev <= t->rev && strncmp(t->name, name, n) == 0 && t->name[n] == '\0') {
+            return true;
+        }
+    }
+    return false;
+}
+
+/* Drops the tombs the watch has passed (all of them with all = true). */
+static void tombs_drop_locked(px_cluster *c, bool all) {
+    for (gtomb **pp = &c->tombs; *pp != NULL;) {
+        gtomb *t = *pp;
+        if (all || t->rev <= c->names_rev) {
+            *pp = t->next;
+            free(t);
+        } else {
+            pp = &t->next;
+        }
+    }
+}
+
+/* Forgets the entries drop() picks. */
 static void prune_locked(px_cluster *c, bool (*drop)(gname *g)) {
     for (size_t i = 0; c->nbuckets != NULL && i < c->nbucket_count; i++) {
         for (gname **pp = &c->nbuckets[i]; *pp != NULL;) {
-            gname *g = *pp;
-            if (drop(g)) {
-                *pp = g->next;
-                free(g);
-                c->ncount--;
+            if (drop(*pp)) {
+                forget_locked(c, pp);
             } else {
-                pp = &g->next;
+                pp = &(*pp)->next;
             }
         }
     }
@@ -263,13 +310,15 @@ static void names_sync(void *arg, int64_t rev, const px_etcd_kv *kvs, size_t n) 
         size_t nl;
         const char *name = name_of_key(c, &kvs[i], &nl);
         px_ref r;
-        if (name != NULL && ref_of_value(&kvs[i], &r)) {
+        if (name != NULL && ref_of_value(&kvs[i], &r) &&
+            !buried_locked(c, name, nl, kvs[i].mod_rev)) {
             put_locked(c, name, nl, r, kvs[i].mod_rev, false);
         }
     }
     prune_locked(c, unseen); /* ours that etcd no longer has */
     c->names_synced = true;
     c->names_rev = rev;
+    tombs_drop_locked(c, false);
     gwant *free_now = NULL; /* names waited for that etcd does not have */
     for (gwant **pp = &c->wants; *pp != NULL;) {
         gwant *w = *pp;
@@ -285,6 +334,38 @@ static void names_sync(void *arg, int64_t rev, const px_etcd_kv *kvs, size_t n) 
     wants_retry(c, free_now);
 }
 
+/* One event of the names watch at rev: the table, the wants it frees. */
+static void event_locked(px_cluster *c, const char *name, size_t nl, bool is_delete, px_ref r,
+                         int64_t rev, gwant **free_now) {
+    if (is_delete) {
+        del_locked(c, name, nl, rev);
+        want_take_locked(c, (want_key){.name = name, .n = nl}, free_now);
+    } else if (!buried_locked(c, name, nl, rev)) {
+        put_locked(c, name, nl, r, rev, false);
+    }
+}
+
+/* Keeps an event while the watch is held (pxc_names_hold). */
+static void hold_locked(px_cluster *c, const char *name, size_t nl, bool is_delete, px_ref r,
+                        int64_t rev) {
+    gheld *h = malloc(sizeof(*h) + nl + 1);
+    if (h == NULL) {
+        return; /* a test aid: the test sees the event missing */
+    }
+    h->next = NULL;
+    h->rev = rev;
+    h->is_delete = is_delete;
+    h->ref = r;
+    memcpy(h->name, name, nl);
+    h->name[nl] = '\0';
+    if (c->held_tail != NULL) {
+        c->held_tail->next = h;
+    } else {
+        c->held = h;
+    }
+    c->held_tail = h;
+}
+
 static void names_events(void *arg, int64_t rev, const px_etcd_event *ev, size_t n) {
     px_cluster *c = arg;
     gwant *free_now = NULL;
@@ -292,18 +373,52 @@ static void names_events(void *arg, int64_t rev, const px_etcd_event *ev, size_t
     for (size_t i = 0; i < n; i++) {
         size_t nl;
         const char *name = name_of_key(c, &ev[i].kv, &nl);
-        px_ref r;
-        if (name == NULL) {
+        px_ref r = PX_REF_NIL;
+        if (name == NULL || (!ev[i].is_delete && !ref_of_value(&ev[i].kv, &r))) {
             continue;
         }
-        if (ev[i].is_delete) {
-            del_locked(c, name, nl, rev);
-            want_take_locked(c, (want_key){.name = name, .n = nl}, &free_now);
-        } else if (ref_of_value(&ev[i].kv, &r)) {
-            put_locked(c, name, nl, r, rev, false);
+        if (c->names_held) {
+            hold_locked(c, name, nl, ev[i].is_delete, r, rev);
+        } else {
+            event_locked(c, name, nl, ev[i].is_delete, r, rev, &free_now);
         }
     }
-    c->names_rev = rev;
+    if (!c->names_held) {
+        c->names_rev = rev;
+        tombs_drop_locked(c, false);
+    }
+    nng_mtx_unlock(c->nmtx);
+    wants_retry(c, free_now);
+}
+
+size_t pxc_names_held(px_cluster *c) {
+    size_t n = 0;
+    nng_mtx_lock(c->nmtx);
+    for (const gheld *h = c->held; h != NULL; h = h->next) {
+        n++;
+    }
+    nng_mtx_unlock(c->nmtx);
+    return n;
+}
+
+void pxc_names_hold(px_cluster *c, bool hold) {
+    gwant *free_now = NULL;
+    nng_mtx_lock(c->nmtx);
+    c->names_held = hold;
+    gheld *h = hold ? NULL : c->held;
+    if (!hold) {
+        c->held = c->held_tail = NULL;
+    }
+    while (h != NULL) {
+        gheld *nx = h->next;
+        if (h->rev > c->names_rev) { /* not already covered by a full read */
+            event_locked(c, h->name, strlen(h->name), h->is_delete, h->ref, h->rev, &free_now);
+            c->names_rev = h->rev;
+        }
+        free(h);
+        h = nx;
+    }
+    tombs_drop_locked(c, false);
     nng_mtx_unlock(c->nmtx);
     wants_retry(c, free_now);
 }
@@ -440,7 +555,7 @@ static void names_of_gone(px_cluster *c, px_ref who) {
         nng_mtx_lock(c->nmtx);
         gname **pp = slot_of(c, names[i], strlen(names[i]));
         if (*pp != NULL && px_ref_eq((*pp)->ref, who)) {
-            del_locked(c, names[i], strlen(names[i]), 0);
+            forget_locked(c, pp);
         }
         nng_mtx_unlock(c->nmtx);
     }
@@ -564,6 +679,12 @@ void pxc_names_stop(px_cluster *c) {
         free(c->nbuckets);
         c->nbuckets = NULL;
     }
+    tombs_drop_locked(c, true);
+    for (gheld *h = c->held, *nx; h != NULL; h = nx) {
+        nx = h->next;
+        free(h);
+    }
+    c->held = c->held_tail = NULL;
     wants_free(c->wants);
     c->wants = NULL;
     nng_mtx_unlock(c->nmtx);
@@ -646,7 +767,13 @@ static void registered(px_cluster *c, const char *name, px_ref ref, px_err rv,
             nng_mtx_unlock(c->nmtx);
             return;
         }
-        put_locked(c, name, strlen(name), ref, res->revision, true);
+        /* The watch has shown this create and the name is not in the
+         * table: it was deleted since (its lease expired); not again. */
+        bool deleted = c->e != NULL && c->names_rev >= res->revision &&
+                       *slot_of(c, name, strlen(name)) == NULL;
+        if (!deleted) {
+            put_locked(c, name, strlen(name), ref, res->revision, true);
+        }
         nng_mtx_unlock(c->nmtx);
         if (keeper_send(c, KEEPER_WATCH, &ref, sizeof(ref), 0) != PX_OK) {
             px_log(c->sys, PX_LOG_WARN,
@@ -791,7 +918,10 @@ px_err px_unregister_global(px_cluster *c, const char *name) {
     }
     if (c->e == NULL) {
         nng_mtx_lock(c->nmtx);
-        del_locked(c, name, strlen(name), 0);
+        pp = slot_of(c, name, strlen(name));
+        if (*pp != NULL) {
+            forget_locked(c, pp); /* standalone: no tomb */
+        }
         nng_mtx_unlock(c->nmtx);
         return PX_OK;
     }
@@ -814,7 +944,7 @@ px_err px_unregister_global(px_cluster *c, const char *name) {
         nng_mtx_lock(c->nmtx);
         pp = slot_of(c, name, strlen(name));
         if (*pp != NULL && (*pp)->mine) {
-            del_locked(c, name, strlen(name), 0);
+            forget_locked(c, pp);
         }
         nng_mtx_unlock(c->nmtx);
     }

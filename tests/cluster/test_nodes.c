@@ -429,6 +429,45 @@ Test(cluster_nodes, a_name_goes_with_its_actor_even_if_etcd_stalls_as_it_stops) 
     node_down(&a, true);
 }
 
+/* Test aids (cluster/src/names.c, internal): hold the names watch (its
+ * events are kept, then applied on release), and count what it holds. */
+void pxc_names_hold(px_cluster *c, bool hold);
+size_t pxc_names_held(px_cluster *c);
+
+/* The owner's names watch lags (held): the name's PUT comes after the
+ * owner forgot the name (its actor stopped while etcd was paused, so the
+ * DELETE is not there yet). The late PUT must not bring the name back:
+ * whereis on the owner answers ENOENT from the stop on. */
+Test(cluster_nodes, a_name_forgotten_before_the_watch_showed_it_stays_forgotten) {
+    tnode a, b;
+    node_up(&a, "alpha", true);
+    node_up(&b, "beta", true);
+    px_ref r = PX_REF_NIL, got = PX_REF_NIL;
+    cr_assert_eq(px_system_spawn(a.sys, pxt_echo_behavior(), NULL, NULL, &r), PX_OK);
+    pxc_names_hold(a.c, true);
+    cr_assert_eq(px_register_global(a.c, "svc.late", r, NULL), PX_OK);
+    cr_assert_eq(px_whereis_global(a.c, "svc.late", &got), PX_OK, "the owner has it at once");
+    PXT_AWAIT(pxc_names_held(a.c) >= 1, 5000); /* the PUT reached alpha's watch: held */
+    PXT_AWAIT(px_whereis_global(b.c, "svc.late", &got) == PX_OK, 5000);
+
+    cr_assert_eq(px_system_set_log_level(a.sys, PX_LOG_WARN), PX_OK);
+    cr_assert_eq(pxt_etcd_pause(&etcd), 0);
+    cr_assert_eq(px_stop(a.sys, r), PX_OK);
+    PXT_AWAIT(px_whereis_global(a.c, "svc.late", &got) == PX_ENOENT, 3000);
+    pxc_names_hold(a.c, false); /* the late PUT */
+    cr_assert_eq(px_whereis_global(a.c, "svc.late", &got), PX_ENOENT,
+                 "the late PUT brought the forgotten name back");
+    cr_assert_eq(pxt_etcd_resume(&etcd), 0);
+    /* the keeper's delete reaches etcd (retried after the pause) */
+    PXT_AWAIT(px_whereis_global(b.c, "svc.late", &got) == PX_ENOENT, 5000);
+    cr_assert_eq(px_whereis_global(a.c, "svc.late", &got), PX_ENOENT);
+    px_cluster_health h;
+    px_cluster_health_get(a.c, &h);
+    cr_assert_eq(h.fences, 0, "the pause stayed short of the TTL");
+    node_down(&b, true);
+    node_down(&a, true);
+}
+
 /* A failover's registration (the mesh's, for a child started on another
  * node) may find the name still held by the instance it replaces: it
  * waits, and takes the name as soon as that one's is deleted. */
