@@ -38,11 +38,12 @@ typedef struct gname {
     char name[];
 } gname;
 
-/* A name this node forgot before its names watch showed the name's PUT
- * (names.c, forget_locked): that PUT, when it comes, is old news. */
+/* A name this node forgot while etcd may still have it (names.c,
+ * forget_locked): a PUT of it at or below rev is old news. */
 typedef struct gtomb {
     struct gtomb *next;
     int64_t rev; /* the forgotten entry's revision */
+    bool seen;   /* a full re-read still had the key at or below rev */
     char name[];
 } gtomb;
 
@@ -119,7 +120,7 @@ struct px_cluster {
     size_t nbucket_count, ncount;
     bool names_synced;
     int64_t names_rev;       /* the last revision the names watch showed */
-    gtomb *tombs;            /* forgotten ahead of the watch, until it passes them */
+    gtomb *tombs;            /* forgotten while etcd may still have them */
     bool names_held;         /* pxc_names_hold: events are kept in held, not applied */
     gheld *held, *held_tail;
     gwant *wants;
@@ -145,10 +146,14 @@ void pxc_load_changed(px_cluster *c);
 px_err pxc_names_start(px_cluster *c, char *err, size_t errlen);
 void pxc_names_stop(px_cluster *c);
 void pxc_names_fenced(px_cluster *c);
-/* Test aid: while held, the names watch's events are kept (in order) and
- * not applied; releasing applies them — a watch that lags behind. */
-void pxc_names_hold(px_cluster *c, bool hold);
+/* Test aid: while held (pxc_names_hold), the names watch's events are
+ * kept (in order) and not applied; pxc_names_rele applies them — a watch
+ * that lags behind. */
+void pxc_names_hold(px_cluster *c);
+void pxc_names_rele(px_cluster *c);
 /* Test aid: how many events are held now. */
 size_t pxc_names_held(px_cluster *c);
+/* Test aid: the names watch reconnects now (px_etcd_watch_kick). */
+void pxc_names_kick(px_cluster *c);
 
 #endif

@@ -11,8 +11,8 @@
  * transaction that compares the value, so a name taken over meanwhile is
  * left alone. A fenced node's names went with its old lease: they are
  * forgotten locally, and the watch shows their deletion. A name forgotten
- * here before the watch showed its PUT leaves a tomb, so that the late PUT
- * does not bring it back.
+ * here while etcd may still have it leaves a tomb, so that its PUT (late
+ * on the watch, or in a re-read) does not bring it back.
  * A registration made for a child the mesh started here (a failover) may
  * find the name still held by the instance it replaces, until that one's
  * node lease runs out: the child then waits for the name (c->wants) and
@@ -121,18 +121,23 @@ static void clear_locked(px_cluster *c) {
 
 /* ---- forgotten names (c->nmtx held) ----
  * This node forgets a name at once when it goes here — its actor stopped,
- * it was given up, a fence took it — while its names watch may not have
- * shown the name's PUT yet. A tomb (name, rev) keeps that late PUT from
- * bringing the name back (until the DELETE that follows it); the tomb
- * goes once the watch has passed rev. */
+ * it was given up, a fence took it — while etcd may still have the key
+ * and the names watch may not even have shown its PUT yet. A tomb (name,
+ * rev) keeps that PUT, whether it comes late on the watch or again in a
+ * full re-read, from bringing the name back: it buries PUTs of the name at
+ * or below rev. It goes when the watch shows the name's next event (its
+ * DELETE, or a newer PUT: a new registration), or a re-read no longer has
+ * the key at or below rev. */
 
-static void forget_locked(px_cluster *c, gname **pp) {
+/* Unlinks and frees *pp; with bury (and etcd), leaves a tomb for it. */
+static void forget_locked(px_cluster *c, gname **pp, bool bury) {
     gname *g = *pp;
-    if (c->e != NULL && g->rev > c->names_rev) {
+    if (bury && c->e != NULL) {
         size_t n = strlen(g->name);
         gtomb *t = malloc(sizeof(*t) + n + 1);
-        if (t != NULL) { /* without memory, the late PUT shows it until its DELETE */
+        if (t != NULL) { /* without memory, a late PUT shows it until its DELETE */
             t->rev = g->rev;
+            t->seen = false;
             memcpy(t->name, g->name, n + 1);
             t->next = c->tombs;
             c->tombs = t;
@@ -143,21 +148,37 @@ static void forget_locked(px_cluster *c, gname **pp) {
     c->ncount--;
 }
 
-/* Whether a PUT of name at rev is one this node forgot already. */
+static bool tomb_is(const gtomb *t, const char *name, size_t n) {
+    return strncmp(t->name, name, n) == 0 && t->name[n] == '\0';
+}
+
+/* Whether a PUT of name at rev is one this node forgot already (marks
+ * the tomb seen). */
 static bool buried_locked(px_cluster *c, const char *name, size_t n, int64_t rev) {
-    for (const gtomb *t = c->tombs; t != NULL; t = t->next) {
-        if (rev <= t->rev && strncmp(t->name, name, n) == 0 && t->name[n] == '\0') {
+    for (gtomb *t = c->tombs; t != NULL; t = t->next) {
+        if (rev <= t->rev && tomb_is(t, name, n)) {
+            t->seen = true;
             return true;
         }
     }
     return false;
 }
 
-/* Drops the tombs the watch has passed (all of them with all = true). */
-static void tombs_drop_locked(px_cluster *c, bool all) {
+/* What ends tombs: the name's next event (at rev), a full re-read that did
+ * not see them, or the names stopping. */
+typedef struct tomb_end {
+    const char *name; /* NULL: not by name */
+    size_t n;
+    int64_t rev;
+    bool unseen; /* the re-read's */
+} tomb_end;
+
+static void tombs_drop_locked(px_cluster *c, tomb_end e) {
     for (gtomb **pp = &c->tombs; *pp != NULL;) {
         gtomb *t = *pp;
-        if (all || t->rev <= c->names_rev) {
+        bool drop = e.name != NULL ? t->rev < e.rev && tomb_is(t, e.name, e.n)
+                                   : !e.unseen || !t->seen;
+        if (drop) {
             *pp = t->next;
             free(t);
         } else {
@@ -166,12 +187,13 @@ static void tombs_drop_locked(px_cluster *c, bool all) {
     }
 }
 
-/* Forgets the entries drop() picks. */
-static void prune_locked(px_cluster *c, bool (*drop)(gname *g)) {
+/* Forgets the entries drop(g, rev) picks, leaving tombs with bury. */
+static void prune_locked(px_cluster *c, bool (*drop)(gname *g, int64_t rev), int64_t rev,
+                         bool bury) {
     for (size_t i = 0; c->nbuckets != NULL && i < c->nbucket_count; i++) {
         for (gname **pp = &c->nbuckets[i]; *pp != NULL;) {
-            if (drop(*pp)) {
-                forget_locked(c, pp);
+            if (drop(*pp, rev)) {
+                forget_locked(c, pp, bury);
             } else {
                 pp = &(*pp)->next;
             }
@@ -179,15 +201,25 @@ static void prune_locked(px_cluster *c, bool (*drop)(gname *g)) {
     }
 }
 
-static bool is_mine(gname *g) { return g->mine; }
+static bool is_mine(gname *g, int64_t rev) {
+    (void)rev;
+    return g->mine;
+}
 
-/* For a full read: theirs go; ours stay, marked "not seen yet" (rev 0). */
-static bool theirs_or_mark(gname *g) {
-    g->rev = 0;
+/* For a full read at rev: theirs go; ours up to rev stay, marked "not
+ * seen yet" (rev 0). Ours registered after rev stay as they are (the
+ * read cannot have them). */
+static bool theirs_or_mark(gname *g, int64_t rev) {
+    if (g->mine && g->rev <= rev) {
+        g->rev = 0;
+    }
     return !g->mine;
 }
 
-static bool unseen(gname *g) { return g->rev == 0; }
+static bool unseen(gname *g, int64_t rev) {
+    (void)rev;
+    return g->rev == 0;
+}
 
 /* ---- names waited for (c->nmtx held) ---- */
 
@@ -305,7 +337,10 @@ static void names_sync(void *arg, int64_t rev, const px_etcd_kv *kvs, size_t n) 
     nng_mtx_lock(c->nmtx);
     /* Names of ours the table had stay marked as ours if etcd still maps
      * them to the same actor: the keeper deletes them when it stops. */
-    prune_locked(c, theirs_or_mark);
+    prune_locked(c, theirs_or_mark, rev, false);
+    for (gtomb *t = c->tombs; t != NULL; t = t->next) {
+        t->seen = false;
+    }
     for (size_t i = 0; i < n; i++) {
         size_t nl;
         const char *name = name_of_key(c, &kvs[i], &nl);
@@ -315,10 +350,10 @@ static void names_sync(void *arg, int64_t rev, const px_etcd_kv *kvs, size_t n) 
             put_locked(c, name, nl, r, kvs[i].mod_rev, false);
         }
     }
-    prune_locked(c, unseen); /* ours that etcd no longer has */
+    prune_locked(c, unseen, rev, false); /* ours that etcd no longer has */
+    tombs_drop_locked(c, (tomb_end){.unseen = true}); /* keys etcd no longer has */
     c->names_synced = true;
     c->names_rev = rev;
-    tombs_drop_locked(c, false);
     gwant *free_now = NULL; /* names waited for that etcd does not have */
     for (gwant **pp = &c->wants; *pp != NULL;) {
         gwant *w = *pp;
@@ -343,6 +378,7 @@ static void event_locked(px_cluster *c, const char *name, size_t nl, bool is_del
     } else if (!buried_locked(c, name, nl, rev)) {
         put_locked(c, name, nl, r, rev, false);
     }
+    tombs_drop_locked(c, (tomb_end){.name = name, .n = nl, .rev = rev}); /* its next event */
 }
 
 /* Keeps an event while the watch is held (pxc_names_hold). */
@@ -385,10 +421,15 @@ static void names_events(void *arg, int64_t rev, const px_etcd_event *ev, size_t
     }
     if (!c->names_held) {
         c->names_rev = rev;
-        tombs_drop_locked(c, false);
     }
     nng_mtx_unlock(c->nmtx);
     wants_retry(c, free_now);
+}
+
+void pxc_names_kick(px_cluster *c) {
+    if (c->nw != NULL) {
+        px_etcd_watch_kick(c->nw);
+    }
 }
 
 size_t pxc_names_held(px_cluster *c) {
@@ -401,24 +442,28 @@ size_t pxc_names_held(px_cluster *c) {
     return n;
 }
 
-void pxc_names_hold(px_cluster *c, bool hold) {
+void pxc_names_hold(px_cluster *c) {
+    nng_mtx_lock(c->nmtx);
+    c->names_held = true;
+    nng_mtx_unlock(c->nmtx);
+}
+
+void pxc_names_rele(px_cluster *c) {
     gwant *free_now = NULL;
     nng_mtx_lock(c->nmtx);
-    c->names_held = hold;
-    gheld *h = hold ? NULL : c->held;
-    if (!hold) {
-        c->held = c->held_tail = NULL;
-    }
+    c->names_held = false;
+    gheld *h = c->held;
+    c->held = c->held_tail = NULL;
+    int64_t base = c->names_rev; /* a full read meanwhile covers what is below */
     while (h != NULL) {
         gheld *nx = h->next;
-        if (h->rev > c->names_rev) { /* not already covered by a full read */
+        if (h->rev > base) {
             event_locked(c, h->name, strlen(h->name), h->is_delete, h->ref, h->rev, &free_now);
             c->names_rev = h->rev;
         }
         free(h);
         h = nx;
     }
-    tombs_drop_locked(c, false);
     nng_mtx_unlock(c->nmtx);
     wants_retry(c, free_now);
 }
@@ -555,7 +600,7 @@ static void names_of_gone(px_cluster *c, px_ref who) {
         nng_mtx_lock(c->nmtx);
         gname **pp = slot_of(c, names[i], strlen(names[i]));
         if (*pp != NULL && px_ref_eq((*pp)->ref, who)) {
-            forget_locked(c, pp);
+            forget_locked(c, pp, true);
         }
         nng_mtx_unlock(c->nmtx);
     }
@@ -679,7 +724,7 @@ void pxc_names_stop(px_cluster *c) {
         free(c->nbuckets);
         c->nbuckets = NULL;
     }
-    tombs_drop_locked(c, true);
+    tombs_drop_locked(c, (tomb_end){0}); /* all */
     for (gheld *h = c->held, *nx; h != NULL; h = nx) {
         nx = h->next;
         free(h);
@@ -695,7 +740,7 @@ void pxc_names_fenced(px_cluster *c) {
         return;
     }
     nng_mtx_lock(c->nmtx);
-    prune_locked(c, is_mine);
+    prune_locked(c, is_mine, 0, true);
     gwant *dropped = NULL; /* their actors are of the old incarnation: cut off */
     want_take_locked(c, (want_key){.who = PX_REF_NIL}, &dropped);
     nng_mtx_unlock(c->nmtx);
@@ -768,7 +813,9 @@ static void registered(px_cluster *c, const char *name, px_ref ref, px_err rv,
             return;
         }
         /* The watch has shown this create and the name is not in the
-         * table: it was deleted since (its lease expired); not again. */
+         * table: it was deleted since (its lease expired, a fence); it is
+         * not put back. The caller still gets PX_OK: the name was taken,
+         * and is gone as a fenced node's names go. */
         bool deleted = c->e != NULL && c->names_rev >= res->revision &&
                        *slot_of(c, name, strlen(name)) == NULL;
         if (!deleted) {
@@ -920,7 +967,7 @@ px_err px_unregister_global(px_cluster *c, const char *name) {
         nng_mtx_lock(c->nmtx);
         pp = slot_of(c, name, strlen(name));
         if (*pp != NULL) {
-            forget_locked(c, pp); /* standalone: no tomb */
+            forget_locked(c, pp, false); /* standalone: the table is all there is */
         }
         nng_mtx_unlock(c->nmtx);
         return PX_OK;
@@ -944,7 +991,7 @@ px_err px_unregister_global(px_cluster *c, const char *name) {
         nng_mtx_lock(c->nmtx);
         pp = slot_of(c, name, strlen(name));
         if (*pp != NULL && (*pp)->mine) {
-            forget_locked(c, pp);
+            forget_locked(c, pp, true);
         }
         nng_mtx_unlock(c->nmtx);
     }

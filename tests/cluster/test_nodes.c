@@ -431,8 +431,11 @@ Test(cluster_nodes, a_name_goes_with_its_actor_even_if_etcd_stalls_as_it_stops) 
 
 /* Test aids (cluster/src/names.c, internal): hold the names watch (its
  * events are kept, then applied on release), and count what it holds. */
-void pxc_names_hold(px_cluster *c, bool hold);
+void pxc_names_hold(px_cluster *c);
+void pxc_names_rele(px_cluster *c);
 size_t pxc_names_held(px_cluster *c);
+void pxc_names_kick(px_cluster *c);
+void pxc_names_fenced(px_cluster *c); /* forgets this node's names, as a fence does */
 
 /* The owner's names watch lags (held): the name's PUT comes after the
  * owner forgot the name (its actor stopped while etcd was paused, so the
@@ -444,7 +447,7 @@ Test(cluster_nodes, a_name_forgotten_before_the_watch_showed_it_stays_forgotten)
     node_up(&b, "beta", true);
     px_ref r = PX_REF_NIL, got = PX_REF_NIL;
     cr_assert_eq(px_system_spawn(a.sys, pxt_echo_behavior(), NULL, NULL, &r), PX_OK);
-    pxc_names_hold(a.c, true);
+    pxc_names_hold(a.c);
     cr_assert_eq(px_register_global(a.c, "svc.late", r, NULL), PX_OK);
     cr_assert_eq(px_whereis_global(a.c, "svc.late", &got), PX_OK, "the owner has it at once");
     PXT_AWAIT(pxc_names_held(a.c) >= 1, 5000); /* the PUT reached alpha's watch: held */
@@ -454,7 +457,7 @@ Test(cluster_nodes, a_name_forgotten_before_the_watch_showed_it_stays_forgotten)
     cr_assert_eq(pxt_etcd_pause(&etcd), 0);
     cr_assert_eq(px_stop(a.sys, r), PX_OK);
     PXT_AWAIT(px_whereis_global(a.c, "svc.late", &got) == PX_ENOENT, 3000);
-    pxc_names_hold(a.c, false); /* the late PUT */
+    pxc_names_rele(a.c); /* the late PUT */
     cr_assert_eq(px_whereis_global(a.c, "svc.late", &got), PX_ENOENT,
                  "the late PUT brought the forgotten name back");
     cr_assert_eq(pxt_etcd_resume(&etcd), 0);
@@ -465,6 +468,74 @@ Test(cluster_nodes, a_name_forgotten_before_the_watch_showed_it_stays_forgotten)
     px_cluster_health_get(a.c, &h);
     cr_assert_eq(h.fences, 0, "the pause stayed short of the TTL");
     node_down(&b, true);
+    node_down(&a, true);
+}
+
+/* A PUT that etcd still has comes back in a full re-read too (the names
+ * watch re-reads everything when its next revision was compacted): a name
+ * this node forgot stays forgotten then as well. Here the names are
+ * forgotten as a fence forgets them while etcd keeps the key (the lease
+ * lives on), the late PUT is buried, then etcd is compacted past it and
+ * the watch reconnects: its re-read still has the key. beta's new name,
+ * seen on alpha only through the watch, shows the re-read is over. */
+Test(cluster_nodes, a_forgotten_name_stays_forgotten_through_a_full_re_read) {
+    tnode a, b;
+    node_up(&a, "alpha", true);
+    node_up(&b, "beta", true);
+    px_ref r = PX_REF_NIL, got = PX_REF_NIL;
+    cr_assert_eq(px_system_spawn(a.sys, pxt_echo_behavior(), NULL, NULL, &r), PX_OK);
+    pxc_names_hold(a.c);
+    cr_assert_eq(px_register_global(a.c, "svc.zombie", r, NULL), PX_OK);
+    PXT_AWAIT(pxc_names_held(a.c) >= 1, 5000);
+    pxc_names_fenced(a.c);
+    cr_assert_eq(px_whereis_global(a.c, "svc.zombie", &got), PX_ENOENT);
+    pxc_names_rele(a.c);
+    cr_assert_eq(px_whereis_global(a.c, "svc.zombie", &got), PX_ENOENT, "the late PUT");
+    PXT_AWAIT(px_whereis_global(b.c, "svc.zombie", &got) == PX_OK, 5000); /* etcd has it */
+
+    char res[512], body[128];
+    for (int i = 0; i < 2; i++) { /* two revisions past the watch's next one */
+        cr_assert_eq(pxt_etcd_post(etcd.url, "/v3/kv/put", "{\"key\":\"eHh4\",\"value\":\"eA==\"}",
+                                   res, sizeof res),
+                     200, "%s", res); /* "xxx", outside the names */
+    }
+    long long now = 0;
+    const char *h = strstr(res, "\"revision\":\"");
+    cr_assert(h != NULL && sscanf(h, "\"revision\":\"%lld\"", &now) == 1, "%s", res);
+    snprintf(body, sizeof body, "{\"revision\":\"%lld\",\"physical\":true}", now);
+    cr_assert_eq(pxt_etcd_post(etcd.url, "/v3/kv/compaction", body, res, sizeof res), 200, "%s",
+                 res);
+    pxc_names_kick(a.c);
+    px_ref br = PX_REF_NIL;
+    cr_assert_eq(px_system_spawn(b.sys, pxt_echo_behavior(), NULL, NULL, &br), PX_OK);
+    cr_assert_eq(px_register_global(b.c, "svc.marker", br, NULL), PX_OK);
+    PXT_AWAIT(px_whereis_global(a.c, "svc.marker", &got) == PX_OK, 5000);
+    cr_assert_eq(px_whereis_global(a.c, "svc.zombie", &got), PX_ENOENT,
+                 "the full re-read brought the forgotten name back");
+    node_down(&b, true);
+    node_down(&a, true);
+}
+
+/* The held events of one revision (a lease revoked with two names on it)
+ * all apply when the watch is released. */
+Test(cluster_nodes, a_released_watch_applies_every_event_of_a_revision) {
+    tnode a, b;
+    node_up(&a, "alpha", true);
+    node_up(&b, "beta", true);
+    px_ref r1 = PX_REF_NIL, r2 = PX_REF_NIL, got = PX_REF_NIL;
+    cr_assert_eq(px_system_spawn(b.sys, pxt_echo_behavior(), NULL, NULL, &r1), PX_OK);
+    cr_assert_eq(px_system_spawn(b.sys, pxt_echo_behavior(), NULL, NULL, &r2), PX_OK);
+    cr_assert_eq(px_register_global(b.c, "m.one", r1, NULL), PX_OK);
+    cr_assert_eq(px_register_global(b.c, "m.two", r2, NULL), PX_OK);
+    PXT_AWAIT(px_whereis_global(a.c, "m.one", &got) == PX_OK &&
+                  px_whereis_global(a.c, "m.two", &got) == PX_OK,
+              5000);
+    pxc_names_hold(a.c);
+    node_down(&b, true); /* leaves: its lease is revoked, both names go at once */
+    PXT_AWAIT(pxc_names_held(a.c) >= 2, 5000);
+    pxc_names_rele(a.c);
+    cr_assert_eq(px_whereis_global(a.c, "m.one", &got), PX_ENOENT);
+    cr_assert_eq(px_whereis_global(a.c, "m.two", &got), PX_ENOENT);
     node_down(&a, true);
 }
 
