@@ -429,6 +429,14 @@ Test(cluster_nodes, a_name_goes_with_its_actor_even_if_etcd_stalls_as_it_stops) 
     node_down(&a, true);
 }
 
+/* An echo actor on n, registered globally as name. */
+static px_ref named_echo(tnode *n, const char *name) {
+    px_ref r = PX_REF_NIL;
+    cr_assert_eq(px_system_spawn(n->sys, pxt_echo_behavior(), NULL, NULL, &r), PX_OK);
+    cr_assert_eq(px_register_global(n->c, name, r, NULL), PX_OK, "%s", name);
+    return r;
+}
+
 /* Test aids (cluster/src/names.c, internal): hold the names watch (its
  * events are kept, then applied on release), and count what it holds. */
 void pxc_names_hold(px_cluster *c);
@@ -436,6 +444,18 @@ void pxc_names_rele(px_cluster *c);
 size_t pxc_names_held(px_cluster *c);
 void pxc_names_kick(px_cluster *c);
 void pxc_names_fenced(px_cluster *c); /* forgets this node's names, as a fence does */
+
+/* n's names watch held, an echo actor on n registered as name: the owner
+ * has the name at once, and the PUT waits in the held watch. */
+static px_ref named_echo_held(tnode *n, const char *name) {
+    px_ref r = PX_REF_NIL, got = PX_REF_NIL;
+    cr_assert_eq(px_system_spawn(n->sys, pxt_echo_behavior(), NULL, NULL, &r), PX_OK);
+    pxc_names_hold(n->c);
+    cr_assert_eq(px_register_global(n->c, name, r, NULL), PX_OK);
+    cr_assert_eq(px_whereis_global(n->c, name, &got), PX_OK, "the owner has it at once");
+    PXT_AWAIT(pxc_names_held(n->c) >= 1, 5000); /* the PUT reached the watch: held */
+    return r;
+}
 
 /* The owner's names watch lags (held): the name's PUT comes after the
  * owner forgot the name (its actor stopped while etcd was paused, so the
@@ -445,12 +465,7 @@ Test(cluster_nodes, a_name_forgotten_before_the_watch_showed_it_stays_forgotten)
     tnode a, b;
     node_up(&a, "alpha", true);
     node_up(&b, "beta", true);
-    px_ref r = PX_REF_NIL, got = PX_REF_NIL;
-    cr_assert_eq(px_system_spawn(a.sys, pxt_echo_behavior(), NULL, NULL, &r), PX_OK);
-    pxc_names_hold(a.c);
-    cr_assert_eq(px_register_global(a.c, "svc.late", r, NULL), PX_OK);
-    cr_assert_eq(px_whereis_global(a.c, "svc.late", &got), PX_OK, "the owner has it at once");
-    PXT_AWAIT(pxc_names_held(a.c) >= 1, 5000); /* the PUT reached alpha's watch: held */
+    px_ref r = named_echo_held(&a, "svc.late"), got = PX_REF_NIL;
     PXT_AWAIT(px_whereis_global(b.c, "svc.late", &got) == PX_OK, 5000);
 
     cr_assert_eq(px_system_set_log_level(a.sys, PX_LOG_WARN), PX_OK);
@@ -482,11 +497,8 @@ Test(cluster_nodes, a_forgotten_name_stays_forgotten_through_a_full_re_read) {
     tnode a, b;
     node_up(&a, "alpha", true);
     node_up(&b, "beta", true);
-    px_ref r = PX_REF_NIL, got = PX_REF_NIL;
-    cr_assert_eq(px_system_spawn(a.sys, pxt_echo_behavior(), NULL, NULL, &r), PX_OK);
-    pxc_names_hold(a.c);
-    cr_assert_eq(px_register_global(a.c, "svc.zombie", r, NULL), PX_OK);
-    PXT_AWAIT(pxc_names_held(a.c) >= 1, 5000);
+    px_ref got = PX_REF_NIL;
+    (void)named_echo_held(&a, "svc.zombie");
     pxc_names_fenced(a.c);
     cr_assert_eq(px_whereis_global(a.c, "svc.zombie", &got), PX_ENOENT);
     pxc_names_rele(a.c);
@@ -506,9 +518,7 @@ Test(cluster_nodes, a_forgotten_name_stays_forgotten_through_a_full_re_read) {
     cr_assert_eq(pxt_etcd_post(etcd.url, "/v3/kv/compaction", body, res, sizeof res), 200, "%s",
                  res);
     pxc_names_kick(a.c);
-    px_ref br = PX_REF_NIL;
-    cr_assert_eq(px_system_spawn(b.sys, pxt_echo_behavior(), NULL, NULL, &br), PX_OK);
-    cr_assert_eq(px_register_global(b.c, "svc.marker", br, NULL), PX_OK);
+    (void)named_echo(&b, "svc.marker");
     PXT_AWAIT(px_whereis_global(a.c, "svc.marker", &got) == PX_OK, 5000);
     cr_assert_eq(px_whereis_global(a.c, "svc.zombie", &got), PX_ENOENT,
                  "the full re-read brought the forgotten name back");
@@ -522,11 +532,9 @@ Test(cluster_nodes, a_released_watch_applies_every_event_of_a_revision) {
     tnode a, b;
     node_up(&a, "alpha", true);
     node_up(&b, "beta", true);
-    px_ref r1 = PX_REF_NIL, r2 = PX_REF_NIL, got = PX_REF_NIL;
-    cr_assert_eq(px_system_spawn(b.sys, pxt_echo_behavior(), NULL, NULL, &r1), PX_OK);
-    cr_assert_eq(px_system_spawn(b.sys, pxt_echo_behavior(), NULL, NULL, &r2), PX_OK);
-    cr_assert_eq(px_register_global(b.c, "m.one", r1, NULL), PX_OK);
-    cr_assert_eq(px_register_global(b.c, "m.two", r2, NULL), PX_OK);
+    px_ref got = PX_REF_NIL;
+    (void)named_echo(&b, "m.one");
+    (void)named_echo(&b, "m.two");
     PXT_AWAIT(px_whereis_global(a.c, "m.one", &got) == PX_OK &&
                   px_whereis_global(a.c, "m.two", &got) == PX_OK,
               5000);
