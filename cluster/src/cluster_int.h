@@ -148,7 +148,7 @@ void pxc_names_stop(px_cluster *c);
 void pxc_names_fenced(px_cluster *c);
 /* Test aid: while held (pxc_names_hold), the names watch's events are
  * kept (in order) and not applied; pxc_names_rele applies them — a watch
- * that lags behind. */
+ * that lags behind. Any thread; take c->nmtx (not with it held). */
 void pxc_names_hold(px_cluster *c);
 void pxc_names_rele(px_cluster *c);
 /* Test aid: how many events are held now. */
