@@ -196,7 +196,7 @@ typedef struct pxi_worker {
     nng_mtx *mtx;
     nng_cv *cv;
     bool parked;
-    uint64_t spin_ns; /* owner: this worker's spin now (cfg.spin_us..spin_max_us) */
+    uint64_t spin_ns; /* owner: its spin now (0..spin_us, or spin_us..spin_max_us) */
     /* Inside a call of the idle hook (or a spin that uses one): what
      * px_system_set_idle_hook waits out when it removes a hook. */
     atomic_bool in_hook;

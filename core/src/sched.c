@@ -9,8 +9,9 @@
  * that are not workers. Every 61st pick looks at the global queue first so
  * it cannot starve.
  *
- * Parking: a worker with nothing to run spins for cfg.spin_us (or longer,
- * up to cfg.spin_max_us, while it keeps being woken soon after it parks:
+ * Parking: a worker with nothing to run spins for up to cfg.spin_us (less,
+ * down to none, while its parks outlast that; or longer, up to
+ * cfg.spin_max_us, while it keeps being woken soon after it parks:
  * spin_adapt), then parks on its condition variable. The parker counts
  * itself in nidle and then re-checks every queue; a submitter publishes
  * work and then reads nidle.
@@ -360,14 +361,31 @@ static bool spin_for_work(pxi_worker *w) {
     return found;
 }
 
-/* The adaptive spin (cfg.spin_max_us): a worker woken within the ceiling
- * of parking would have caught that work with a longer spin, so it doubles
- * its spin; one that slept longer halves it back toward spin_us. A spin
- * that finds work keeps its length. */
+#define SPIN_MIN_NS 1000u /* the shortest spin a default-mode worker restarts with */
+
+/* The adaptive spin, after each park (a spin that finds work keeps its
+ * length). A worker woken within the ceiling of parking would have caught
+ * that work with a longer spin, so it doubles its spin; one that slept
+ * longer halves it. With spin_max_us (latency mode) the ceiling is
+ * spin_max_us and the spin halves back toward spin_us. Without it the
+ * ceiling is spin_us and the spin halves toward none (under SPIN_MIN_NS:
+ * none, then no spin at all): a spin that never catches work only takes
+ * the CPU that others need — nng's I/O threads, other processes on a
+ * small machine — and the next wake-up within spin_us starts it again at
+ * SPIN_MIN_NS. This is KVM's halt-polling rule (shrinking to zero). */
 static void spin_adapt(pxi_worker *w, uint64_t slept_ns) {
     const px_config *cfg = &w->sys->cfg;
     uint64_t base = (uint64_t)cfg->spin_us * 1000u;
     uint64_t max = (uint64_t)cfg->spin_max_us * 1000u;
+    if (max == 0) {
+        if (slept_ns <= base) {
+            w->spin_ns = w->spin_ns == 0 ? SPIN_MIN_NS
+                                         : (w->spin_ns * 2 < base ? w->spin_ns * 2 : base);
+        } else {
+            w->spin_ns = w->spin_ns / 2 >= SPIN_MIN_NS ? w->spin_ns / 2 : 0;
+        }
+        return;
+    }
     if (max <= base) {
         return; /* spin_max_us == spin_us: nothing to adapt */
     }
@@ -407,15 +425,13 @@ static void worker_main(void *arg) {
             break;
         }
         /* Spin a little before parking: a hand-off that arrives within
-         * spin_us costs ~100 ns instead of a futex wake. */
-        if (sys->cfg.spin_us == 0 || !spin_for_work(w)) {
-            if (sys->cfg.spin_max_us == 0) {
-                park(w);
-            } else {
-                uint64_t t0 = spin_now_ns();
-                park(w);
-                spin_adapt(w, spin_now_ns() - t0);
-            }
+         * the spin costs ~100 ns instead of a futex wake. */
+        if (sys->cfg.spin_us == 0) {
+            park(w);
+        } else if (w->spin_ns == 0 || !spin_for_work(w)) {
+            uint64_t t0 = spin_now_ns();
+            park(w);
+            spin_adapt(w, spin_now_ns() - t0);
         }
     }
     tls_worker = NULL;

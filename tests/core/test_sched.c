@@ -438,11 +438,12 @@ Test(core_sched, a_spinner_held_past_its_deadline_polls_once_more_before_it_park
  * ceiling halves it back. Spin lengths are measured from BEGIN to PARK in
  * the hook: preemption can only lengthen a spin, so "at least" holds on a
  * busy machine and "the shortest of several" stands for "back to short". */
-static atomic_int ad_parks;
+static atomic_int ad_parks, ad_begins;
 static _Atomic int64_t ad_begin_ns, ad_last_ns;
 static void ad_fn(void *arg, px_idle_event ev) {
     (void)arg;
     if (ev == PX_IDLE_BEGIN) {
+        atomic_fetch_add(&ad_begins, 1);
         atomic_store(&ad_begin_ns, pxt_now_ns());
     } else if (ev == PX_IDLE_PARK) {
         atomic_store(&ad_last_ns, pxt_now_ns() - atomic_load(&ad_begin_ns));
@@ -501,20 +502,67 @@ Test(core_sched, an_adaptive_spin_grows_when_woken_soon_and_shrinks_after_long_s
     px_system_free(hk_sys);
 }
 
-Test(core_sched, a_fixed_spin_stays_fixed_when_woken_soon, .timeout = 30) {
+Test(core_sched, without_spin_max_a_spin_never_grows_past_spin_us_when_woken_soon,
+     .timeout = 30) {
     px_config cfg;
     pxt_config(&cfg);
     cfg.workers = 1;
-    cfg.spin_us = 100; /* spin_max_us 0: fixed */
+    cfg.spin_us = 1000; /* spin_max_us 0: spin_us is the ceiling. 1 ms: the
+                         * test's wake-ups (its polls nap 200 us) count as soon */
     hk_sys = pxt_system_with(&cfg);
     hk_target = pxt_spawn(hk_sys, &hk_b, NULL, NULL);
     cr_assert_eq(px_system_set_idle_hook(hk_sys, ad_fn, NULL), PX_OK);
     int64_t shortest;
     int nlong;
-    ad_rounds(8, 0, 1000, &shortest, &nlong);
-    /* Growth would make every spin after the second >= 1 ms; one
+    ad_rounds(8, 0, 1900, &shortest, &nlong);
+    /* Growth would make every spin after the second >= 2 ms; one
      * preempted spin may be that long anyway. */
-    cr_assert_leq(nlong, 1, "no growth without spin_max_us (%d of 8 spins >= 1 ms)", nlong);
+    cr_assert_leq(nlong, 1, "no growth without spin_max_us (%d of 8 spins >= 1.9 ms)", nlong);
+    cr_assert_eq(px_system_set_idle_hook(hk_sys, NULL, NULL), PX_OK);
+    px_system_free(hk_sys);
+}
+
+/* Sends one message after `after_ms` of quiet (a busy wait: no sleep to
+ * oversleep) and waits for its turn; no spin is awaited. */
+static void quiet_round(int after_ms) {
+    int64_t until = pxt_now_ns() + (int64_t)after_ms * 1000000;
+    while (pxt_now_ns() < until) {
+    }
+    int runs = atomic_load(&hk_runs);
+    pxt_send_u64(hk_sys, hk_target, 1, 1);
+    PXT_AWAIT(atomic_load(&hk_runs) > runs, 5000);
+}
+
+/* Without spin_max_us, a worker whose parks outlast spin_us (1 ms here:
+ * each round comes 10 ms after the last) halves its spin each time, down
+ * to none: 1 ms, 500 us, ... ~2 us, then no spin at all (no BEGIN). Woken
+ * soon after parking again, it spins again and doubles back toward 1 ms. */
+Test(core_sched, without_spin_max_spins_that_catch_nothing_shrink_to_none_and_come_back,
+     .timeout = 60) {
+    px_config cfg;
+    pxt_config(&cfg);
+    cfg.workers = 1;
+    cfg.spin_us = 1000;
+    hk_sys = pxt_system_with(&cfg);
+    hk_target = pxt_spawn(hk_sys, &hk_b, NULL, NULL);
+    cr_assert_eq(px_system_set_idle_hook(hk_sys, ad_fn, NULL), PX_OK);
+    for (int i = 0; i < 14; i++) { /* 11 halvings reach none */
+        quiet_round(10);
+    }
+    quiet_round(10);
+    int begins = atomic_load(&ad_begins);
+    for (int i = 0; i < 3; i++) {
+        quiet_round(10);
+    }
+    quiet_round(10); /* the third round's spin, if any, began 10 ms before */
+    cr_assert_eq(atomic_load(&ad_begins), begins, "%d spins after 15 long sleeps",
+                 atomic_load(&ad_begins) - begins);
+    /* The worker parked right after that turn: woken now, within 1 ms. */
+    quiet_round(0);
+    int64_t shortest;
+    int nlong;
+    ad_rounds(14, 0, 500, &shortest, &nlong); /* 1, 2, 4, ... 512, 1000 us */
+    cr_assert_geq(nlong, 3, "spins came back (%d of 14 spins >= 500 us)", nlong);
     cr_assert_eq(px_system_set_idle_hook(hk_sys, NULL, NULL), PX_OK);
     px_system_free(hk_sys);
 }

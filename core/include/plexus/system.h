@@ -66,9 +66,14 @@ typedef struct px_config {
     const char *node_name;         /* 1..63 chars of [A-Za-z0-9._-]; default "local" */
     uint32_t workers;              /* 0 = online CPUs; else 1..256 */
     uint32_t batch;                /* messages per actor turn, 1..65536; default 64 */
-    uint32_t spin_us;              /* idle spin before a worker parks, 0..10000; default 50 */
+    uint32_t spin_us;              /* idle spin before a worker parks, 0..10000; default 50.
+                                    * Without spin_max_us it is the ceiling: a worker
+                                    * whose parks outlast spin_us halves its spin, down
+                                    * to none (such spins catch nothing and take the
+                                    * CPU), and one woken within spin_us of parking
+                                    * doubles it back (from 1 us) */
     uint32_t spin_max_us;          /* adaptive spin's ceiling, 0 or spin_us..10000; default 0
-                                    * (= spin_us: fixed). A worker woken within
+                                    * (see spin_us). A worker woken within
                                     * spin_max_us of parking doubles its spin (a longer
                                     * one would have caught that work) up to this; one
                                     * that slept longer halves it back toward spin_us
