@@ -918,6 +918,13 @@ Test(tools_config, usage_lists_every_flag) {
         cr_assert_not_null(strstr(u, f), "usage lacks %s", k.flag);
     }
     cr_assert_not_null(strstr(u, "--config FILE"));
+    /* and the commands that start no node (main.c's extra flags) */
+    const char *cmds[] = {"--check-config", "--config-reference", "--version", "--help"};
+    for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++) {
+        char f[64];
+        snprintf(f, sizeof f, "  %s ", cmds[i]);
+        cr_assert_not_null(strstr(u, f), "usage lacks %s", cmds[i]);
+    }
     cr_assert_not_null(strstr(u, "Examples:"));
     free(u);
 }

@@ -1958,6 +1958,15 @@ char *pxd_config_usage(void) {
         pxu_text_add(&b, "%s\n", (k->flags & F_RELOAD) ? " [reloadable]" : "");
     }
     pxu_text_add(&b, "\n"
+               "Other commands (they start no node):\n"
+               "  --check-config                  print the effective config (file < environment\n"
+               "                                  < flags) and check it and the files it names\n"
+               "                                  (secret, key, plugins): exit 0, or 2 with\n"
+               "                                  each error and its source\n"
+               "  --config-reference              every key as a Markdown table (the README's)\n"
+               "  --version                       version and wire protocol\n"
+               "  --help                          this text\n"
+               "\n"
                "Examples:\n"
                "  plexusd --config /etc/plexus/plexusd.yaml\n"
                "  plexusd --name a --secret-file cluster.secret --listen tcp://10.0.0.1:7100 \\\n"
