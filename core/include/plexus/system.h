@@ -73,7 +73,7 @@ typedef struct px_config {
                                     * CPU), and one woken within spin_us of parking
                                     * doubles it back (from 1 us) */
     uint32_t spin_max_us;          /* adaptive spin's ceiling, 0 or spin_us..10000; default 0
-                                    * (see spin_us). A worker woken within
+                                    * (see spin_us); = spin_us: a fixed spin. A worker woken within
                                     * spin_max_us of parking doubles its spin (a longer
                                     * one would have caught that work) up to this; one
                                     * that slept longer halves it back toward spin_us
