@@ -869,5 +869,13 @@ Test(plexctl, plexusd_config_errors_name_their_source) {
     run(r, 10000, a4);
     cr_assert_eq(r->rc, 2);
     cr_assert(strstr(r->err, "/nonexistent/plugin.so") != NULL, "%s", r->err);
+    /* a file the config names that cannot be read: its key's source too */
+    char *const a5[] = {PXT_PLEXUSD, "--name", "a", "--secret-file", "/nonexistent/secret",
+                        "--check-config", NULL};
+    run(r, 10000, a5);
+    cr_assert_eq(r->rc, 2);
+    cr_assert(strstr(r->err, "flag --secret-file: cluster.secret_file /nonexistent/secret") !=
+                  NULL,
+              "%s", r->err);
     free(r);
 }

@@ -326,14 +326,16 @@ int main(int argc, char **argv) {
         char why[256] = "";
         int rc = 0;
         if (px_secret_load(cfg.secret_file, key, why, sizeof why) != PX_OK) {
-            fprintf(stderr, "plexusd: cluster.secret_file %s: %s\n", cfg.secret_file, why);
+            fprintf(stderr, "plexusd: %s: cluster.secret_file %s: %s\n",
+                    pxd_config_source(&cfg, "cluster.secret_file"), cfg.secret_file, why);
             rc = 2;
         }
         sodium_memzero(key, sizeof key);
         px_identity id;
         px_err ie = px_identity_load(cfg.key_file, false, &id, why, sizeof why);
         if (ie != PX_OK && ie != PX_ENOENT) {
-            fprintf(stderr, "plexusd: node.key_file %s: %s\n", cfg.key_file, why);
+            fprintf(stderr, "plexusd: %s: node.key_file %s: %s\n",
+                    pxd_config_source(&cfg, "node.key_file"), cfg.key_file, why);
             rc = 2;
         }
         for (size_t i = 0; i < cfg.plugins.n; i++) {
@@ -402,11 +404,13 @@ int main(int argc, char **argv) {
         goto out;
     }
     if (px_identity_load(cfg.key_file, true, &n->id, err, sizeof err) != PX_OK) {
-        px_log(n->sys, PX_LOG_CRIT, "node.key_file %s: %s", cfg.key_file, err);
+        px_log(n->sys, PX_LOG_CRIT, "%s: node.key_file %s: %s",
+               pxd_config_source(&cfg, "node.key_file"), cfg.key_file, err);
         goto out;
     }
     if (px_secret_load(cfg.secret_file, n->cluster_key, err, sizeof err) != PX_OK) {
-        px_log(n->sys, PX_LOG_CRIT, "cluster.secret_file %s: %s", cfg.secret_file, err);
+        px_log(n->sys, PX_LOG_CRIT, "%s: cluster.secret_file %s: %s",
+               pxd_config_source(&cfg, "cluster.secret_file"), cfg.secret_file, err);
         goto out;
     }
     if (cfg.plaintext) {
