@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# tests/deploy/test_install.sh BUILD_DIR SOURCE_DIR [CFLAGS] — what README's "build
-# against an installed plexus" promises: `cmake --install` into a temporary
-# prefix, then a program built with `pkg-config --cflags --libs plexus-mesh`
+# tests/deploy/test_install.sh BUILD_DIR SOURCE_DIR [CFLAGS] — what
+# README's "build against an installed plexus" promises: `cmake --install`
+# into a temporary prefix, then a program built with
+# `pkg-config --cflags --libs plexus-mesh`
 # (tests/deploy/install_mesh.c: a node with its transport, a standalone
 # cluster and the mesh, an ask through it) links and runs, and a core-only
 # program links with `plexus` alone. CFLAGS: the build's sanitizer flags
