@@ -110,6 +110,7 @@ for _ in $(seq 1 150); do
     sleep 6
     printf '\n==> killing node3 (SIGKILL): its lease (TTL 2 s) will expire\n'
     kill -9 "$node3" 2>/dev/null || true
+    wait "$node3" 2>/dev/null || true # reaped here: no "Killed" job notice in the output
     break
   fi
   sleep 0.1
