@@ -8,10 +8,10 @@
 # plexus-mesh-demo processes. node1 runs a supervisor whose four workers are
 # placed (by role "worker") on node2 and node3, and a client that keeps
 # asking them; every second node1 prints the members and the children
-# (where each runs, instance, restarts, answers). After 5 s node3 is killed
-# with SIGKILL: its lease expires, node1's supervisor gets a node-down
-# failure for each child there and restarts them on node2, and the answers
-# go on. Everything is stopped by PID at the end; the exit status is
+# (where each runs, instance, restarts, answers). About 6 s after node3 is
+# up it is killed with SIGKILL: its lease expires, node1's supervisor gets a
+# node-down failure for each child there and restarts them on node2, and
+# the answers go on. Everything is stopped by PID at the end; the exit status is
 # node1's (0 = the children failed over and every one answered again).
 #
 # Without etcd, or with --standalone: the single-process plexus-demo

@@ -77,7 +77,8 @@ px_err px_config_check(const px_config *cfg, char *why, size_t why_len) {
     }
     if (cfg->spin_max_us != 0 &&
         (cfg->spin_us == 0 || cfg->spin_max_us < cfg->spin_us || cfg->spin_max_us > 10000)) {
-        WHY("spin_max_us = %u: must be 0 (fixed spin) or spin_us (%u, > 0)..10000",
+        WHY("spin_max_us = %u: must be 0 (spin_us is the ceiling; the spin shrinks to none) "
+            "or spin_us (%u, > 0; = spin_us: fixed)..10000",
             cfg->spin_max_us, cfg->spin_us);
     }
     if (cfg->max_actors < 16 || cfg->max_actors > (1u << 28)) {

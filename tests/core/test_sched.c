@@ -439,14 +439,25 @@ Test(core_sched, a_spinner_held_past_its_deadline_polls_once_more_before_it_park
  * the hook: preemption can only lengthen a spin, so "at least" holds on a
  * busy machine and "the shortest of several" stands for "back to short". */
 static atomic_int ad_parks, ad_begins;
-static _Atomic int64_t ad_begin_ns, ad_last_ns;
+static _Atomic int64_t ad_begin_ns, ad_last_ns, ad_begin_cpu_ns, ad_last_cpu_ns;
+
+/* The calling thread's CPU time: a spin's CPU time leaves out the time the
+ * worker was preempted (the hook runs on the worker). */
+static int64_t cpu_now_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
 static void ad_fn(void *arg, px_idle_event ev) {
     (void)arg;
     if (ev == PX_IDLE_BEGIN) {
         atomic_fetch_add(&ad_begins, 1);
         atomic_store(&ad_begin_ns, pxt_now_ns());
+        atomic_store(&ad_begin_cpu_ns, cpu_now_ns());
     } else if (ev == PX_IDLE_PARK) {
         atomic_store(&ad_last_ns, pxt_now_ns() - atomic_load(&ad_begin_ns));
+        atomic_store(&ad_last_cpu_ns, cpu_now_ns() - atomic_load(&ad_begin_cpu_ns));
         atomic_fetch_add(&ad_parks, 1);
     }
 }
@@ -512,12 +523,15 @@ Test(core_sched, without_spin_max_a_spin_never_grows_past_spin_us_when_woken_soo
     hk_sys = pxt_system_with(&cfg);
     hk_target = pxt_spawn(hk_sys, &hk_b, NULL, NULL);
     cr_assert_eq(px_system_set_idle_hook(hk_sys, ad_fn, NULL), PX_OK);
-    int64_t shortest;
-    int nlong;
-    ad_rounds(8, 0, 1900, &shortest, &nlong);
-    /* Growth would make every spin after the second >= 2 ms; one
-     * preempted spin may be that long anyway. */
-    cr_assert_leq(nlong, 1, "no growth without spin_max_us (%d of 8 spins >= 1.9 ms)", nlong);
+    /* Growth would make every spin after the second >= 2 ms of the
+     * worker's CPU (CPU time: a preempted spin does not look longer). */
+    int nlong = 0;
+    for (int i = 0; i < 8; i++) {
+        (void)ad_round(0);
+        nlong += atomic_load(&ad_last_cpu_ns) >= 1900000;
+    }
+    cr_assert_leq(nlong, 1, "no growth without spin_max_us (%d of 8 spins >= 1.9 ms of CPU)",
+                  nlong);
     cr_assert_eq(px_system_set_idle_hook(hk_sys, NULL, NULL), PX_OK);
     px_system_free(hk_sys);
 }
@@ -533,20 +547,39 @@ static void quiet_round(int after_ms) {
     PXT_AWAIT(atomic_load(&hk_runs) > runs, 5000);
 }
 
-/* Without spin_max_us, a worker whose parks outlast spin_us (1 ms here:
+/* One message, then the spin after its turn, if there is one: its length
+ * in us (0: none began within 1 ms, or it did not end within 100 ms). Unlike ad_round
+ * it does not need a spin, so a late test thread (a spin shrunk to none)
+ * cannot hang it. */
+static int64_t spin_round(void) {
+    int parks = atomic_load(&ad_parks), begins = atomic_load(&ad_begins);
+    int runs = atomic_load(&hk_runs);
+    pxt_send_u64(hk_sys, hk_target, 1, 1);
+    PXT_AWAIT(atomic_load(&hk_runs) > runs, 5000);
+    /* A spin begins right after the turn; none within 1 ms: none at all
+     * (the next message then still comes soon after the park). */
+    if (!PXT_POLL(atomic_load(&ad_begins) > begins, 1) ||
+        !PXT_POLL(atomic_load(&ad_parks) > parks, 100)) {
+        return 0;
+    }
+    return atomic_load(&ad_last_ns) / 1000;
+}
+
+/* Without spin_max_us, a worker whose parks outlast spin_us (5 ms here:
  * each round comes 10 ms after the last) halves its spin each time, down
- * to none: 1 ms, 500 us, ... ~2 us, then no spin at all (no BEGIN). Woken
- * soon after parking again, it spins again and doubles back toward 1 ms. */
+ * to none: 5 ms, 2.5 ms, ... ~1.2 us, then no spin at all (no BEGIN).
+ * Woken soon after parking again, it spins again (1 us) and doubles back
+ * toward 5 ms. */
 Test(core_sched, without_spin_max_spins_that_catch_nothing_shrink_to_none_and_come_back,
      .timeout = 60) {
     px_config cfg;
     pxt_config(&cfg);
     cfg.workers = 1;
-    cfg.spin_us = 1000;
+    cfg.spin_us = 5000;
     hk_sys = pxt_system_with(&cfg);
     hk_target = pxt_spawn(hk_sys, &hk_b, NULL, NULL);
     cr_assert_eq(px_system_set_idle_hook(hk_sys, ad_fn, NULL), PX_OK);
-    for (int i = 0; i < 14; i++) { /* 11 halvings reach none */
+    for (int i = 0; i < 16; i++) { /* 13 halvings reach none */
         quiet_round(10);
     }
     quiet_round(10);
@@ -555,14 +588,15 @@ Test(core_sched, without_spin_max_spins_that_catch_nothing_shrink_to_none_and_co
         quiet_round(10);
     }
     quiet_round(10); /* the third round's spin, if any, began 10 ms before */
-    cr_assert_eq(atomic_load(&ad_begins), begins, "%d spins after 15 long sleeps",
+    cr_assert_eq(atomic_load(&ad_begins), begins, "%d spins after 17 long sleeps",
                  atomic_load(&ad_begins) - begins);
-    /* The worker parked right after that turn: woken now, within 1 ms. */
-    quiet_round(0);
-    int64_t shortest;
-    int nlong;
-    ad_rounds(14, 0, 500, &shortest, &nlong); /* 1, 2, 4, ... 512, 1000 us */
-    cr_assert_geq(nlong, 3, "spins came back (%d of 14 spins >= 500 us)", nlong);
+    /* The worker parked right after that turn: woken now, within 5 ms, and
+     * each next message comes right after the spin before it parked. */
+    int nlong = 0;
+    for (int i = 0; i < 16; i++) { /* 1, 2, 4, ... 4096, 5000 us */
+        nlong += spin_round() >= 500;
+    }
+    cr_assert_geq(nlong, 3, "spins came back (%d of 16 spins >= 500 us)", nlong);
     cr_assert_eq(px_system_set_idle_hook(hk_sys, NULL, NULL), PX_OK);
     px_system_free(hk_sys);
 }

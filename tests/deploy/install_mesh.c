@@ -1,8 +1,9 @@
 /*
  * install_mesh.c — built by test_install.sh against an installed plexus
- * (pkg-config plexus-mesh): one node with its transport (loopback tcp),
- * a standalone cluster and the mesh, an actor asked through the mesh's
- * router, then everything stopped. Prints "install_mesh: ok" or why not;
+ * (pkg-config plexus-mesh): one node with its transport (loopback tcp), a
+ * standalone cluster and the mesh started (the mesh's router installed),
+ * a local actor asked, then everything stopped: every library of
+ * plexus-mesh links and starts. Prints "install_mesh: ok" or why not;
  * exits non-zero on any failure.
  */
 #include <stdio.h>

@@ -1,16 +1,19 @@
 #!/usr/bin/env bash
-# tests/deploy/test_install.sh BUILD_DIR SOURCE_DIR [CFLAGS] — what
+# tests/deploy/test_install.sh BUILD_DIR SOURCE_DIR CC [CFLAGS] — what
 # README's "build against an installed plexus" promises: `cmake --install`
 # into a temporary prefix, then a program built with
 # `pkg-config --cflags --libs plexus-mesh`
 # (tests/deploy/install_mesh.c: a node with its transport, a standalone
-# cluster and the mesh, an ask through it) links and runs, and a core-only
-# program links with `plexus` alone. CFLAGS: the build's sanitizer flags
-# (its libraries need them at link time). The prefix is removed at exit.
+# cluster and the mesh started, an actor asked, everything stopped) links
+# and runs, and a core-only program links with `plexus` alone. CC and
+# CFLAGS: the build's compiler and sanitizer flags (its libraries need them
+# at link time). The prefix is removed at exit.
 set -euo pipefail
 build="$1"
 src="$2"
-read -r -a extra <<<"${3:-}"
+cc="$3"
+read -r -a extra <<<"${4:-}"
+command -v pkg-config >/dev/null || { echo "test_install: pkg-config is not installed"; exit 1; }
 tmp="$(mktemp -d /tmp/pxt-install-XXXXXX)"
 trap 'rm -rf "$tmp"' EXIT
 
@@ -35,10 +38,10 @@ int main(void) {
 }
 C
 # shellcheck disable=SC2046 # pkg-config's words are meant to split
-cc -std=c11 "${extra[@]}" -o "$tmp/core" "$tmp/core.c" $(pkg-config --cflags --libs plexus)
+"$cc" -std=c11 "${extra[@]}" -o "$tmp/core" "$tmp/core.c" $(pkg-config --cflags --libs plexus)
 "$tmp/core"
 # shellcheck disable=SC2046
-cc -std=c11 "${extra[@]}" -o "$tmp/mesh" "$src/tests/deploy/install_mesh.c" \
+"$cc" -std=c11 "${extra[@]}" -o "$tmp/mesh" "$src/tests/deploy/install_mesh.c" \
   $(pkg-config --cflags --libs plexus-mesh)
 "$tmp/mesh" "$tmp/solo.key"
 echo "test_install: ok"

@@ -341,7 +341,8 @@ int main(int argc, char **argv) {
         for (size_t i = 0; i < cfg.plugins.n; i++) {
             void *h = dlopen(cfg.plugins.v[i], RTLD_NOW | RTLD_LOCAL);
             if (h == NULL || dlsym(h, "plexus_plugin_register") == NULL) {
-                fprintf(stderr, "plexusd: plugin %s: %s\n", cfg.plugins.v[i],
+                fprintf(stderr, "plexusd: %s: plugin %s: %s\n", pxd_config_source(&cfg, "plugins"),
+                        cfg.plugins.v[i],
                         h == NULL ? dlerror() : "no plexus_plugin_register in it");
                 rc = 2;
             }

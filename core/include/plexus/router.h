@@ -285,7 +285,7 @@ px_err px_system_topics(px_system *sys, void (*fn)(void *arg, const char *topic)
  * Events, on the worker's thread:
  *  PX_IDLE_BEGIN  the worker starts a spin;
  *  PX_IDLE_POLL   repeatedly while it spins (until work is visible or
- *                 spin_us has passed, and once more after that, so a
+ *                 the worker's spin has passed, and once more after that, so a
  *                 spinner preempted past its deadline still looks before
  *                 it parks): look for input, deliver it;
  *  PX_IDLE_FOUND  the spin ends because there is work to run;
@@ -295,7 +295,8 @@ px_err px_system_topics(px_system *sys, void (*fn)(void *arg, const char *topic)
  *                 a chance to poll when the workers are never idle.
  * BEGIN is always followed by exactly one FOUND or PARK. The hook must not
  * block; it may deliver messages (px_system_deliver_remote and the like),
- * which go to that worker's run queue. With spin_us 0 only TURN happens.
+ * which go to that worker's run queue. With spin_us 0 (or while a worker's
+ * spin has shrunk to none: px_config.spin_us) only TURN happens.
  *
  * One hook at a time: PX_EEXIST while another is installed. Removing (fn
  * NULL) returns once no worker is inside a call of the hook (a spin in

@@ -144,10 +144,11 @@ typedef struct px_transport_cfg {
      * reads again if nobody has for 20 us. Reads fall back to nng's I/O
      * threads when the workers park. Up to 16 inbound connections are read
      * this way (the rest as usual). Pair it with an adaptive spin
-     * (px_config.spin_max_us, e.g. 1000 as plexusd does): a fixed 50 us
-     * spin parks during a slow round trip, the next message then takes
-     * nng's threads (~140 us here), so the spin expires again — an
-     * adaptive one stretches until messages are caught again. */
+     * (px_config.spin_max_us, e.g. 1000 as plexusd does): without it the
+     * spin is at most spin_us (50 us) and shrinks while parks outlast it,
+     * so it parks during a slow round trip, the next message then takes
+     * nng's threads (~140 us here), and the spin expires again; with it
+     * the spin stretches until messages are caught again. */
     bool poll_rx;
 } px_transport_cfg;
 
