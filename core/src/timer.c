@@ -9,7 +9,8 @@
  *
  * The alarm is set for the earliest deadline, under the lock: by an adder
  * whose timer is the new earliest, or by the callback for what is left.
- * The callback only delivers messages; it never runs user code.
+ * The callback only delivers messages; it never runs user code; one
+ * callback delivers at a time, in deadline order (on_tick).
  */
 #include <stdlib.h>
 #include <string.h>
@@ -37,6 +38,8 @@ struct pxi_timers {
     uint32_t nslots, capslots, free_head; /* free_head: index+1, 0 = none */
     pxi_dheap heap;    /* mtx: items are slot indices */
     bool armed;        /* mtx: the alarm is set */
+    bool ticking;      /* mtx: a callback is delivering (on_tick) */
+    bool retick;       /* mtx: the alarm fired meanwhile: look again */
     nng_time armed_at; /* mtx */
     bool closed;       /* mtx */
 };
@@ -63,28 +66,32 @@ static void arm_locked(pxi_timers *t, nng_time at) {
     px_alarm_set(t->alarm, at > now ? (uint32_t)(at - now) : 0);
 }
 
+/* The alarm's callback. One callback delivers at a time (`ticking`): the
+ * alarm can fire again while a batch is being delivered (an adder armed
+ * it, or this callback did for the next deadline), and two callbacks
+ * delivering batches side by side would interleave them — timers due
+ * later delivered before ones due earlier. A callback that finds another
+ * at work leaves it a note (`retick`) and returns; the one at work goes
+ * round until nothing is due, then sets the alarm for what is left. */
 static void on_tick(void *arg) {
     pxi_timers *t = arg;
     px_system *sys = t->sys;
     enum { BATCH = 64 };
-    bool first = true;
+    nng_mtx_lock(t->mtx);
+    t->armed = false; /* this callback's alarm is over */
+    if (t->ticking) {
+        t->retick = true;
+        nng_mtx_unlock(t->mtx);
+        return;
+    }
+    t->ticking = true;
     for (;;) {
         px_ref to[BATCH];
         px_msg *msgs[BATCH];
         uint32_t n = 0;
         nng_time now = nng_clock();
-        nng_mtx_lock(t->mtx);
-        if (first) {
-            /* Only this callback's own alarm is over. On later passes an
-             * adder may have armed it again meanwhile: leave it be. */
-            t->armed = false;
-            first = false;
-        }
-        if (t->closed) {
-            nng_mtx_unlock(t->mtx);
-            return;
-        }
-        while (t->heap.n > 0 && n < BATCH) {
+        t->retick = false;
+        while (!t->closed && t->heap.n > 0 && n < BATCH) {
             uint32_t s = (uint32_t)t->heap.e[0].item;
             tslot *ts = &t->slots[s];
             if (t->heap.e[0].due > now) {
@@ -107,9 +114,13 @@ static void on_tick(void *arg) {
                 msgs[n++] = m;
             }
         }
-        bool more = n == BATCH;
-        if (!more && t->heap.n > 0 && !t->armed) {
-            arm_locked(t, t->heap.e[0].due);
+        if (n == 0 && !t->retick) {
+            if (!t->closed && t->heap.n > 0 && !t->armed) {
+                arm_locked(t, t->heap.e[0].due);
+            }
+            t->ticking = false;
+            nng_mtx_unlock(t->mtx);
+            return;
         }
         nng_mtx_unlock(t->mtx);
         for (uint32_t i = 0; i < n; i++) {
@@ -119,10 +130,7 @@ static void on_tick(void *arg) {
                 pxi_dead_letter(sys, to[i], m, rv); /* full, fenced, unreachable */
             }
         }
-        if (more) {
-            continue;
-        }
-        return;
+        nng_mtx_lock(t->mtx);
     }
 }
 
