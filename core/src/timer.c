@@ -115,7 +115,10 @@ static void on_tick(void *arg) {
             }
         }
         if (n == 0 && !t->retick) {
-            if (!t->closed && t->heap.n > 0 && !t->armed) {
+            /* An adder may have set the alarm meanwhile, for a later
+             * deadline than what is left (the rule adders follow too). */
+            if (!t->closed && t->heap.n > 0 &&
+                (!t->armed || t->heap.e[0].due < t->armed_at)) {
                 arm_locked(t, t->heap.e[0].due);
             }
             t->ticking = false;

@@ -1,5 +1,7 @@
 /* Tests for timers: send_after, periodic ticks, cancel, and how timers
  * end with their actor and with the system. */
+#include <pthread.h>
+
 #include <nng/nng.h>
 #include <nng/supplemental/util/platform.h>
 
@@ -262,6 +264,47 @@ Test(core_timer, timer_every_ticks_repeatedly_until_cancelled, .timeout = 15) {
                   "ticks went on after cancel: %d then %d", after_cancel, atomic_load(&t.ticks));
     cr_assert_eq(px_timer_cancel(sys, id), PX_ENOENT, "second cancel");
     px_system_free(sys);
+}
+
+/* A periodic timer keeps its period while far timers are added around its
+ * ticks: an add made while a tick is being delivered sets the alarm for its
+ * own far deadline, and what is due sooner must still move it earlier. */
+static atomic_int far_stop;
+static px_system *far_sys;
+static px_ref far_to;
+static void *far_adder(void *arg) {
+    (void)arg;
+    while (!atomic_load(&far_stop)) {
+        px_msg *m = pxt_u64(TAG_PROBE, 0);
+        uint64_t id = 0;
+        if (px_system_send_after(far_sys, 5000, far_to, &m, &id) == PX_OK) {
+            (void)px_timer_cancel(far_sys, id);
+        } else {
+            px_msg_free(m);
+        }
+    }
+    return NULL;
+}
+
+Test(core_timer, a_periodic_timer_keeps_its_period_while_far_timers_come_and_go,
+     .timeout = 20) {
+    far_sys = pxt_system();
+    ticker t = {.period_ms = 10};
+    far_to = pxt_spawn(far_sys, &ticker_b, &t, NULL);
+    pxt_send_u64(far_sys, far_to, TAG_EVERY, 0);
+    PXT_AWAIT(atomic_load(&t.ticks) >= 1, 5000);
+    pthread_t th;
+    cr_assert_eq(pthread_create(&th, NULL, far_adder, NULL), 0);
+    int before = atomic_load(&t.ticks);
+    int64_t t0 = pxt_now_ms();
+    while (pxt_now_ms() < t0 + 1000) {
+        pxt_nap(); /* the ticks are counted, not awaited */
+    }
+    int ticks = atomic_load(&t.ticks) - before;
+    atomic_store(&far_stop, 1);
+    pthread_join(th, NULL);
+    cr_assert_geq(ticks, 40, "%d ticks of 10 ms in 1 s while far timers came and went", ticks);
+    px_system_free(far_sys);
 }
 
 Test(core_timer, timer_every_rejects_a_zero_period, .timeout = 10) {
