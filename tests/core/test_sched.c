@@ -326,6 +326,32 @@ static px_err hk_receive(px_ctx *ctx, px_msg *m) {
 }
 static const px_behavior hk_b = {.name = "t.hk", .receive = hk_receive};
 
+/* One worker spinning spin_us (adapting up to spin_max_us, 0: down to
+ * none), its target actor, and fn as the idle hook: hk_sys, hk_target. */
+static void hk_start(uint32_t spin_us, uint32_t spin_max_us, px_idle_fn fn) {
+    px_config cfg;
+    pxt_config(&cfg);
+    cfg.workers = 1;
+    cfg.spin_us = spin_us;
+    cfg.spin_max_us = spin_max_us;
+    hk_sys = pxt_system_with(&cfg);
+    hk_target = pxt_spawn(hk_sys, &hk_b, NULL, NULL);
+    cr_assert_eq(px_system_set_idle_hook(hk_sys, fn, NULL), PX_OK);
+}
+
+/* The hook removed, the system freed. */
+static void hk_end(void) {
+    cr_assert_eq(px_system_set_idle_hook(hk_sys, NULL, NULL), PX_OK);
+    px_system_free(hk_sys);
+}
+
+/* A busy wait (no sleep to oversleep) of ms. */
+static void busy_ms(int ms) {
+    int64_t until = pxt_now_ns() + (int64_t)ms * 1000000;
+    while (pxt_now_ns() < until) {
+    }
+}
+
 Test(core_sched, an_idle_hook_polls_while_workers_spin_and_what_it_delivers_runs_there,
      .timeout = 30) {
     px_config cfg;
@@ -409,13 +435,7 @@ static void st_fn(void *arg, px_idle_event ev) {
 }
 
 Test(core_sched, a_spinner_held_past_its_deadline_polls_once_more_before_it_parks, .timeout = 30) {
-    px_config cfg;
-    pxt_config(&cfg);
-    cfg.workers = 1;
-    cfg.spin_us = 100;
-    hk_sys = pxt_system_with(&cfg);
-    hk_target = pxt_spawn(hk_sys, &hk_b, NULL, NULL);
-    cr_assert_eq(px_system_set_idle_hook(hk_sys, st_fn, NULL), PX_OK);
+    hk_start(100, 0, st_fn);
     for (int round = 0; round < 5; round++) {
         int before = atomic_load(&hk_runs);
         int found = atomic_load(&st_found), parks = atomic_load(&st_park);
@@ -429,8 +449,7 @@ Test(core_sched, a_spinner_held_past_its_deadline_polls_once_more_before_it_park
         cr_assert_gt(atomic_load(&st_found), found, "the spin found what that poll delivered");
         PXT_AWAIT(atomic_load(&st_park) > parks, 5000); /* idle again */
     }
-    cr_assert_eq(px_system_set_idle_hook(hk_sys, NULL, NULL), PX_OK);
-    px_system_free(hk_sys);
+    hk_end();
 }
 
 /* The adaptive spin (spin_max_us): a worker woken soon after it parks
@@ -466,11 +485,7 @@ static void ad_fn(void *arg, px_idle_event ev) {
  * returns the length of the spin that followed its turn, in us. */
 static int64_t ad_round(int after_ms) {
     int parks = atomic_load(&ad_parks);
-    if (after_ms > 0) {
-        int64_t until = pxt_now_ns() + (int64_t)after_ms * 1000000;
-        while (pxt_now_ns() < until) {
-        }
-    }
+    busy_ms(after_ms);
     pxt_send_u64(hk_sys, hk_target, 1, 1);
     PXT_AWAIT(atomic_load(&ad_parks) > parks, 5000);
     return atomic_load(&ad_last_ns) / 1000;
@@ -490,14 +505,7 @@ static void ad_rounds(int n, int after_ms, int64_t long_us, int64_t *shortest, i
 
 Test(core_sched, an_adaptive_spin_grows_when_woken_soon_and_shrinks_after_long_sleeps,
      .timeout = 60) {
-    px_config cfg;
-    pxt_config(&cfg);
-    cfg.workers = 1;
-    cfg.spin_us = 100;
-    cfg.spin_max_us = 3200;
-    hk_sys = pxt_system_with(&cfg);
-    hk_target = pxt_spawn(hk_sys, &hk_b, NULL, NULL);
-    cr_assert_eq(px_system_set_idle_hook(hk_sys, ad_fn, NULL), PX_OK);
+    hk_start(100, 3200, ad_fn);
     (void)ad_round(0); /* a first turn and park with the hook in place */
     /* Woken right after each park: 100 -> 200 -> ... -> 3200 us. */
     int64_t shortest;
@@ -509,20 +517,14 @@ Test(core_sched, an_adaptive_spin_grows_when_woken_soon_and_shrinks_after_long_s
     ad_rounds(3, 10, 3000, &shortest, &nlong);
     cr_assert_lt(shortest, 1000, "spins shrank back toward spin_us (shortest %lld us)",
                  (long long)shortest);
-    cr_assert_eq(px_system_set_idle_hook(hk_sys, NULL, NULL), PX_OK);
-    px_system_free(hk_sys);
+    hk_end();
 }
 
 Test(core_sched, without_spin_max_a_spin_never_grows_past_spin_us_when_woken_soon,
      .timeout = 30) {
-    px_config cfg;
-    pxt_config(&cfg);
-    cfg.workers = 1;
-    cfg.spin_us = 1000; /* spin_max_us 0: spin_us is the ceiling. 1 ms: the
-                         * test's wake-ups (its polls nap 200 us) count as soon */
-    hk_sys = pxt_system_with(&cfg);
-    hk_target = pxt_spawn(hk_sys, &hk_b, NULL, NULL);
-    cr_assert_eq(px_system_set_idle_hook(hk_sys, ad_fn, NULL), PX_OK);
+    /* spin_max_us 0: spin_us is the ceiling. 1 ms: the test's wake-ups
+     * (its polls nap 200 us) count as soon. */
+    hk_start(1000, 0, ad_fn);
     /* Growth would make every spin after the second >= 2 ms of the
      * worker's CPU (CPU time: a preempted spin does not look longer). */
     int nlong = 0;
@@ -532,16 +534,13 @@ Test(core_sched, without_spin_max_a_spin_never_grows_past_spin_us_when_woken_soo
     }
     cr_assert_leq(nlong, 1, "no growth without spin_max_us (%d of 8 spins >= 1.9 ms of CPU)",
                   nlong);
-    cr_assert_eq(px_system_set_idle_hook(hk_sys, NULL, NULL), PX_OK);
-    px_system_free(hk_sys);
+    hk_end();
 }
 
 /* Sends one message after `after_ms` of quiet (a busy wait: no sleep to
  * oversleep) and waits for its turn; no spin is awaited. */
 static void quiet_round(int after_ms) {
-    int64_t until = pxt_now_ns() + (int64_t)after_ms * 1000000;
-    while (pxt_now_ns() < until) {
-    }
+    busy_ms(after_ms);
     int runs = atomic_load(&hk_runs);
     pxt_send_u64(hk_sys, hk_target, 1, 1);
     PXT_AWAIT(atomic_load(&hk_runs) > runs, 5000);
@@ -572,13 +571,7 @@ static int64_t spin_round(void) {
  * toward 5 ms. */
 Test(core_sched, without_spin_max_spins_that_catch_nothing_shrink_to_none_and_come_back,
      .timeout = 60) {
-    px_config cfg;
-    pxt_config(&cfg);
-    cfg.workers = 1;
-    cfg.spin_us = 5000;
-    hk_sys = pxt_system_with(&cfg);
-    hk_target = pxt_spawn(hk_sys, &hk_b, NULL, NULL);
-    cr_assert_eq(px_system_set_idle_hook(hk_sys, ad_fn, NULL), PX_OK);
+    hk_start(5000, 0, ad_fn);
     for (int i = 0; i < 16; i++) { /* 13 halvings reach none */
         quiet_round(10);
     }
@@ -597,6 +590,5 @@ Test(core_sched, without_spin_max_spins_that_catch_nothing_shrink_to_none_and_co
         nlong += spin_round() >= 500;
     }
     cr_assert_geq(nlong, 3, "spins came back (%d of 16 spins >= 500 us)", nlong);
-    cr_assert_eq(px_system_set_idle_hook(hk_sys, NULL, NULL), PX_OK);
-    px_system_free(hk_sys);
+    hk_end();
 }
